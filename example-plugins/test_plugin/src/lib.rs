@@ -1,0 +1,84 @@
+//! `test_plugin`: misbehaves on demand so tests can check every fault's outcome.
+//!
+//! The `action` header picks what a job does (data is echoed unless said otherwise):
+//! `echo` (default), `error` (returns an error with the data as message),
+//! `panic`, `sleep` (`ms` header), `abort` (aborts the process), `segfault`,
+//! `hang` (never returns), `large` (returns `bytes` bytes), `pid` (returns the
+//! worker's process id), `mark` (appends a line to the file in the `file`
+//! header, so tests can count runs; then echoes).
+//!
+//! Params: `{"init_sleep_ms": N}` slows init down, `{"fail_init": "msg"}` makes it fail,
+//! `{"version_tag": "x"}` is appended to `version` answers (`action: version`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use powerhose_plugin_api::{export_plugin, Job, Params, Plugin};
+
+pub struct Misbehave {
+    version_tag: String,
+}
+
+impl Plugin for Misbehave {
+    fn init(params: &Params) -> Result<Self, String> {
+        if let Some(ms) = params.get("init_sleep_ms").and_then(|v| v.as_u64()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        if let Some(msg) = params.get("fail_init").and_then(|v| v.as_str()) {
+            return Err(msg.to_string());
+        }
+        let version_tag = params
+            .get("version_tag")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        Ok(Misbehave { version_tag })
+    }
+
+    fn handle(&self, job: &Job<'_>) -> Result<Vec<u8>, String> {
+        let number = |name: &str| -> Result<u64, String> {
+            job.header(name)
+                .ok_or_else(|| format!("missing header {name}"))?
+                .parse()
+                .map_err(|e| format!("header {name}: {e}"))
+        };
+        match job.header("action").unwrap_or("echo") {
+            "echo" => Ok(job.data().to_vec()),
+            "error" => Err(String::from_utf8_lossy(job.data()).into_owned()),
+            "panic" => panic!("test plugin panics on request"),
+            "sleep" => {
+                std::thread::sleep(Duration::from_millis(number("ms")?));
+                Ok(job.data().to_vec())
+            }
+            "abort" => std::process::abort(),
+            "segfault" => {
+                // SAFETY: deliberately unsound; this action exists to crash the worker.
+                unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+                unreachable!()
+            }
+            "hang" => loop {
+                std::thread::park();
+            },
+            "large" => Ok(vec![b'x'; number("bytes")? as usize]),
+            "pid" => Ok(std::process::id().to_string().into_bytes()),
+            "version" => {
+                Ok(format!("{}{}", env!("CARGO_PKG_VERSION"), self.version_tag).into_bytes())
+            }
+            "mark" => {
+                let path = job.header("file").ok_or("missing header file")?;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                file.write_all(job.data())
+                    .and_then(|_| file.write_all(b"\n"))
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Ok(job.data().to_vec())
+            }
+            other => Err(format!("unknown action {other:?}")),
+        }
+    }
+}
+
+export_plugin!(Misbehave);

@@ -1,0 +1,123 @@
+//! What a plugin author sees: the [`Plugin`] trait, [`Job`], and the adapter
+//! that turns them into the ABI types while keeping panics inside the plugin.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    prefix_type::{PrefixRefTrait, WithMetadata},
+    sabi_trait::TD_Opaque,
+    std_types::{RBox, RErr, ROk, RResult, RSlice, RStr, RString, RVec},
+};
+
+use crate::abi::{HandlerBox, PluginMod, PluginModRef, RHeader, RawHandler, RawHandler_TO};
+
+/// Plugin parameters: the JSON value given to the worker with `--params`
+/// (`null` when none was given).
+pub type Params = serde_json::Value;
+
+/// A job handler. One value is built per worker process by [`Plugin::init`]
+/// and then called once per job.
+pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Builds the handler; an `Err` stops the worker with that message.
+    fn init(params: &Params) -> Result<Self, String>;
+    /// Handles one job. An `Err` (or a panic) is sent to the client as an error.
+    fn handle(&self, job: &Job<'_>) -> Result<Vec<u8>, String>;
+}
+
+/// One job as a handler sees it: string headers and opaque data.
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    headers: &'a [RHeader<'a>],
+    data: &'a [u8],
+}
+
+impl<'a> Job<'a> {
+    /// Builds a job from its parts (for hosts and for plugin unit tests).
+    pub fn new(headers: &'a [RHeader<'a>], data: &'a [u8]) -> Self {
+        Job { headers, data }
+    }
+
+    /// The job's payload.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The value of the first header with this name.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.as_str() == name)
+            .map(|h| h.value.as_str())
+    }
+
+    /// All headers in the order the client gave them.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+    }
+}
+
+struct Adapter<P>(P);
+
+impl<P: Plugin> RawHandler for Adapter<P> {
+    fn handle(
+        &self,
+        headers: RSlice<'_, RHeader<'_>>,
+        data: RSlice<'_, u8>,
+    ) -> RResult<RVec<u8>, RString> {
+        let job = Job::new(headers.as_slice(), data.as_slice());
+        match catch_unwind(AssertUnwindSafe(|| self.0.handle(&job))) {
+            Ok(Ok(out)) => ROk(RVec::from(out)),
+            Ok(Err(msg)) => RErr(RString::from(msg)),
+            Err(payload) => RErr(RString::from(format!(
+                "handler panicked: {}",
+                panic_message(&*payload)
+            ))),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+extern "C" fn init_adapter<P: Plugin>(params_json: RStr<'_>) -> RResult<HandlerBox, RString> {
+    let run = || -> Result<HandlerBox, String> {
+        let text = params_json.as_str().trim();
+        let params: Params = if text.is_empty() {
+            Params::Null
+        } else {
+            serde_json::from_str(text).map_err(|e| format!("parameters are not valid JSON: {e}"))?
+        };
+        let plugin = P::init(&params)?;
+        Ok(RawHandler_TO::from_ptr(
+            RBox::new(Adapter(plugin)),
+            TD_Opaque,
+        ))
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(handler)) => ROk(handler),
+        Ok(Err(msg)) => RErr(RString::from(msg)),
+        Err(payload) => RErr(RString::from(format!(
+            "init panicked: {}",
+            panic_message(&*payload)
+        ))),
+    }
+}
+
+/// Builds the root module for plugin type `P`; called by [`crate::export_plugin!`].
+pub fn root_module<P: Plugin>(name: &'static str, version: &'static str) -> PluginModRef {
+    let module = PluginMod {
+        name: RStr::from_str(name),
+        version: RStr::from_str(version),
+        init: init_adapter::<P>,
+    };
+    // One leaked module per process: the root module function runs once per load.
+    let leaked: &'static WithMetadata<PluginMod> = Box::leak(Box::new(WithMetadata::new(module)));
+    PluginModRef::from_prefix_ref(leaked.static_as_prefix())
+}

@@ -1,0 +1,223 @@
+//! Unit tests of the routing rules, driven with explicit instants.
+
+use super::*;
+
+type Out = Vec<Output<Vec<u8>>>;
+
+fn reg(service: &str, pid: u32) -> Registration {
+    Registration {
+        service: service.into(),
+        pid,
+        host: "h".into(),
+        plugin: service.into(),
+        plugin_version: "1".into(),
+    }
+}
+
+fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> Job<Vec<u8>> {
+    Job {
+        route: ClientRoute {
+            identity: b"client".to_vec(),
+            req_id,
+            legacy: false,
+        },
+        headers: vec![],
+        data: format!("job{req_id}").into_bytes(),
+        deadline: now + Duration::from_millis(timeout_ms),
+        retries,
+    }
+}
+
+fn config() -> Config {
+    Config {
+        max_queue: 2,
+        heartbeat_interval: Duration::from_millis(100),
+        liveness: 3,
+        no_worker_grace: Duration::from_millis(500),
+    }
+}
+
+/// (worker slot, job id, data) of every Job output.
+fn jobs(out: &Out) -> Vec<(usize, u64, Vec<u8>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Job {
+                worker,
+                job_id,
+                data,
+                ..
+            } => Some((*worker, *job_id, data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (req id, status) of every Reply output.
+fn replies(out: &Out) -> Vec<(u64, Status)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reply { route, status, .. } => Some((route.req_id, *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    b.submit(t0, "", job(1, t0, 1000, 0), &mut out);
+    b.submit(t0, "echo", job(2, t0, 1000, 0), &mut out);
+    b.submit(t0, "echo", job(3, t0, 1000, 0), &mut out);
+    let sent = jobs(&out);
+    assert_eq!(
+        sent.iter().map(|j| (j.0, j.2.clone())).collect::<Vec<_>>(),
+        [(0, b"job1".to_vec()), (1, b"job2".to_vec())]
+    );
+    out.clear();
+    // w2 finishes first: it gets job 3, and job 2's reply carries w2's pid.
+    b.worker_result(t0, b"w2", sent[1].1, Status::Ok, b"r2".to_vec(), &mut out);
+    assert!(
+        matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2)
+    );
+    assert_eq!(jobs(&out)[0].0, 1);
+    assert_eq!(b.counters.ok, 1);
+}
+
+#[test]
+fn full_queue_answers_busy_at_once() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    for id in 1..=4 {
+        b.submit(t0, "", job(id, t0, 1000, 0), &mut out);
+    }
+    // One dispatched, two queued (max_queue 2), the fourth refused.
+    assert_eq!(jobs(&out).len(), 1);
+    assert_eq!(replies(&out), [(4, Status::Busy)]);
+}
+
+#[test]
+fn expired_queued_jobs_are_answered_and_never_dispatched() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
+    b.submit(t0, "", job(2, t0, 50, 0), &mut out);
+    let first = jobs(&out)[0].1;
+    out.clear();
+    let t1 = t0 + Duration::from_millis(60);
+    assert!(b.next_deadline(t0) <= t0 + QUEUE_CHECK);
+    b.tick(t1, &mut out);
+    assert_eq!(replies(&out), [(2, Status::Timeout)]);
+    out.clear();
+    b.worker_result(t1, b"w1", first, Status::Ok, vec![], &mut out);
+    assert!(jobs(&out).is_empty(), "the expired job must not run");
+    assert_eq!(b.counters.timeouts, 1);
+}
+
+#[test]
+fn a_silent_worker_is_dropped_and_its_job_answered_or_retried() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
+    b.submit(t0, "", job(2, t0, 10_000, 1), &mut out);
+    out.clear();
+    // Both go silent; a third worker appears and keeps heartbeating.
+    let t1 = t0 + Duration::from_millis(200);
+    b.worker_ready(t1, b"w3", reg("echo", 13), &mut out);
+    let t2 = t0 + Duration::from_millis(301);
+    b.tick(t2, &mut out);
+    assert_eq!(replies(&out), [(1, Status::WorkerLost)]);
+    let retried = jobs(&out);
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].2, b"job2");
+    assert_eq!(b.worker_identity(retried[0].0), b"w3");
+    assert_eq!((b.counters.lost, b.counters.retried), (1, 1));
+    // A heartbeat from a forgotten worker asks it to register again.
+    out.clear();
+    b.worker_heartbeat(t2, b"w1", &mut out);
+    assert!(matches!(&out[0], Output::Disconnect { identity } if identity == b"w1"));
+}
+
+#[test]
+fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.submit(t0, "", job(1, t0, 1000, 0), &mut out);
+    b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
+    let first = jobs(&out)[0].1;
+    b.worker_disconnect(t0, b"w1");
+    out.clear();
+    b.worker_result(t0, b"w1", first, Status::Ok, vec![], &mut out);
+    assert_eq!(replies(&out), [(1, Status::Ok)]);
+    assert!(jobs(&out).is_empty());
+    assert_eq!(b.services().next().unwrap(), ("echo", 0, 0, 1));
+    // With no worker left, the queued job gets NoWorker after the grace period.
+    out.clear();
+    b.tick(t0 + Duration::from_millis(499), &mut out);
+    assert!(replies(&out).is_empty());
+    b.tick(t0 + Duration::from_millis(500), &mut out);
+    assert_eq!(replies(&out), [(2, Status::NoWorker)]);
+}
+
+#[test]
+fn services_route_separately_and_unknown_ones_fail_at_once() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    // Before any worker exists, jobs wait in limbo.
+    b.submit(t0, "crypto", job(1, t0, 1000, 0), &mut out);
+    b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
+    assert!(out.is_empty());
+    b.worker_ready(t0, b"e", reg("echo", 11), &mut out);
+    // With echo the only service, the unnamed job goes there; "crypto" is unknown now.
+    assert_eq!(replies(&out), [(1, Status::UnknownService)]);
+    assert_eq!(jobs(&out).len(), 1);
+    b.worker_ready(t0, b"c", reg("crypto", 12), &mut out);
+    out.clear();
+    b.submit(t0, "crypto", job(3, t0, 1000, 0), &mut out);
+    assert_eq!(b.worker_identity(jobs(&out)[0].0), b"c");
+    b.submit(t0, "", job(4, t0, 1000, 0), &mut out);
+    b.submit(t0, "nope", job(5, t0, 1000, 0), &mut out);
+    assert_eq!(
+        replies(&out),
+        [(4, Status::BadRequest), (5, Status::UnknownService)]
+    );
+}
+
+#[test]
+fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.worker_result(t0, b"w1", 99, Status::Ok, vec![], &mut out);
+    assert!(out.is_empty());
+    assert_eq!(b.counters.bad_requests, 1);
+    b.worker_result(t0, b"stranger", 1, Status::Ok, vec![], &mut out);
+    assert!(matches!(&out[0], Output::Disconnect { .. }));
+}
+
+#[test]
+fn heartbeats_go_to_every_worker_each_interval() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.tick(t0 + Duration::from_millis(50), &mut out);
+    assert!(out.is_empty());
+    b.worker_heartbeat(t0 + Duration::from_millis(90), b"w1", &mut out);
+    b.tick(t0 + Duration::from_millis(100), &mut out);
+    assert!(matches!(out[..], [Output::Heartbeat { worker: 0 }]));
+}

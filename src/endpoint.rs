@@ -1,0 +1,225 @@
+//! Endpoints: the private per-user runtime directory that holds the default ipc
+//! sockets, and the lock that lets exactly one broker own an endpoint.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The directory for default sockets: `$POWERHOSE_RUNTIME_DIR`, else
+/// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700 and
+/// refused if another user owns it or others can enter it.
+pub fn runtime_dir() -> Result<PathBuf> {
+    let dir = if let Some(dir) = std::env::var_os("POWERHOSE_RUNTIME_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        PathBuf::from(xdg).join("powerhose")
+    } else {
+        // SAFETY: getuid cannot fail.
+        PathBuf::from(format!("/tmp/powerhose-{}", unsafe { libc::getuid() }))
+    };
+    ensure_private_dir(&dir)?;
+    Ok(dir)
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
+    }
+    let meta =
+        fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
+    let insecure = |reason: String| Error::InsecureDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if !meta.is_dir() {
+        return Err(insecure("not a directory".into()));
+    }
+    // SAFETY: getuid cannot fail.
+    if meta.uid() != unsafe { libc::getuid() } {
+        return Err(insecure(format!("owned by uid {}", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+            insecure(format!(
+                "mode {:o} and chmod failed: {e}",
+                meta.mode() & 0o777
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The default front (client) endpoint.
+pub fn default_frontend() -> Result<String> {
+    Ok(format!(
+        "ipc://{}",
+        runtime_dir()?.join("front.ipc").display()
+    ))
+}
+
+/// The default back (worker) endpoint.
+pub fn default_backend() -> Result<String> {
+    Ok(format!(
+        "ipc://{}",
+        runtime_dir()?.join("back.ipc").display()
+    ))
+}
+
+/// The socket path of an `ipc://` endpoint, `None` for other transports and
+/// for abstract (`@name`) sockets.
+pub fn ipc_path(endpoint: &str) -> Option<PathBuf> {
+    let path = endpoint.strip_prefix("ipc://")?;
+    (!path.starts_with('@')).then(|| PathBuf::from(path))
+}
+
+/// Exclusive ownership of an ipc endpoint for the life of the process.
+///
+/// ZeroMQ lets a second process bind the same ipc path and silently steals new
+/// connections, so a broker takes this lock *before* binding. flock is released
+/// by the kernel when the process dies (even by SIGKILL). On drop the socket
+/// file and the lock file are removed.
+#[derive(Debug)]
+pub struct EndpointLock {
+    file: File,
+    lock_path: PathBuf,
+    socket_path: PathBuf,
+}
+
+impl EndpointLock {
+    /// Takes the lock for `endpoint`; `Ok(None)` for transports that need none
+    /// (tcp refuses a second bind by itself).
+    pub fn acquire(endpoint: &str) -> Result<Option<EndpointLock>> {
+        let Some(socket_path) = ipc_path(endpoint) else {
+            return Ok(None);
+        };
+        // sun_path holds 107 bytes plus the NUL; ZeroMQ's own error is cryptic.
+        if socket_path.as_os_str().len() > 107 {
+            return Err(Error::Config(format!(
+                "ipc path longer than 107 bytes: {}",
+                socket_path.display()
+            )));
+        }
+        let mut lock_name = socket_path.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = socket_path.with_file_name(lock_name);
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(Error::io(format!(
+                    "opening lock file {}",
+                    lock_path.display()
+                )))?;
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(Error::BrokerAlreadyRunning {
+                        endpoint: endpoint.to_string(),
+                        pid: text.trim().parse().ok(),
+                    });
+                }
+                return Err(Error::io(format!("locking {}", lock_path.display()))(err));
+            }
+            // The previous owner may have unlinked the file between our open
+            // and our flock; then we hold a lock nobody else can see: retry.
+            let same = match (file.metadata(), fs::metadata(&lock_path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            file.set_len(0).map_err(Error::io("truncating lock file"))?;
+            file.rewind().map_err(Error::io("rewinding lock file"))?;
+            write!(file, "{}", std::process::id()).map_err(Error::io("writing lock file"))?;
+            return Ok(Some(EndpointLock {
+                file,
+                lock_path,
+                socket_path,
+            }));
+        }
+    }
+
+    /// The pid recorded by whoever holds (or last held) the lock of `endpoint`.
+    pub fn holder_pid(endpoint: &str) -> Option<u32> {
+        let socket_path = ipc_path(endpoint)?;
+        let mut lock_name = socket_path.file_name()?.to_os_string();
+        lock_name.push(".lock");
+        fs::read_to_string(socket_path.with_file_name(lock_name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for EndpointLock {
+    fn drop(&mut self) {
+        // Unlink while still holding the lock (see the inode check in acquire).
+        let _ = fs::remove_file(&self.socket_path);
+        let _ = fs::remove_file(&self.lock_path);
+        let _ = &self.file;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipc_paths() {
+        assert_eq!(
+            ipc_path("ipc:///run/x.ipc"),
+            Some(PathBuf::from("/run/x.ipc"))
+        );
+        assert_eq!(ipc_path("ipc://@abstract"), None);
+        assert_eq!(ipc_path("tcp://127.0.0.1:5555"), None);
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_pid_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
+        let first = EndpointLock::acquire(&endpoint).unwrap().unwrap();
+        match EndpointLock::acquire(&endpoint) {
+            Err(Error::BrokerAlreadyRunning { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id()))
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+        assert_eq!(
+            EndpointLock::holder_pid(&endpoint),
+            Some(std::process::id())
+        );
+        drop(first);
+        assert!(!dir.path().join("front.ipc.lock").exists());
+        assert!(EndpointLock::acquire(&endpoint).unwrap().is_some());
+    }
+
+    #[test]
+    fn private_dir_is_created_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("rt");
+        ensure_private_dir(&sub).unwrap();
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&sub).unwrap();
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+    }
+}

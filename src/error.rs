@@ -1,0 +1,80 @@
+//! The library's one error type, with the context each failure needs to be
+//! reported on a single line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- talking to peers
+    #[error("malformed message: {0}")]
+    Protocol(String),
+    #[error("{context}: {source}")]
+    Zmq { context: String, source: zmq::Error },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    // --- endpoints
+    #[error("a broker is already running on {endpoint}{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    BrokerAlreadyRunning { endpoint: String, pid: Option<u32> },
+    #[error("runtime directory {path} is not private: {reason}")]
+    InsecureDir { path: PathBuf, reason: String },
+
+    // --- plugins
+    #[error("plugin {name}: not found (looked in {})", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    PluginNotFound {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
+    /// `details` holds abi_stable's full report, shown only with `--debug`.
+    #[error("plugin {}: {reason}", path.display())]
+    PluginLoad {
+        path: PathBuf,
+        reason: String,
+        details: String,
+    },
+    #[error("plugin {} ({name} {version}) failed to initialise: {message}", path.display())]
+    PluginInit {
+        path: PathBuf,
+        name: String,
+        version: String,
+        message: String,
+    },
+
+    // --- job outcomes, as a client sees them
+    #[error("job failed in worker {pid}: {message}")]
+    Handler { pid: u32, message: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("no worker available: {0}")]
+    NoWorker(String),
+    #[error("the worker running the job was lost: {0}")]
+    WorkerLost(String),
+    #[error("broker busy: {0}")]
+    Busy(String),
+    #[error("unknown service: {0}")]
+    UnknownService(String),
+    #[error("request rejected by the broker: {0}")]
+    BadRequest(String),
+    #[error("broker unreachable on {endpoint} (no connection within {waited:?})")]
+    BrokerUnreachable { endpoint: String, waited: Duration },
+}
+
+impl Error {
+    pub(crate) fn zmq(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Zmq { context, source }
+    }
+
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}

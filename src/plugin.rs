@@ -1,0 +1,248 @@
+//! Host side of plugins: finding a plugin file, loading it with abi_stable's
+//! checked loading, and turning each way that can fail into one readable line.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::std_types::{RResult, RSlice, RStr};
+use powerhose_plugin_api::{HandlerBox, PluginModRef, RHeader};
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming a directory searched for bare plugin names.
+pub const PLUGIN_DIR_ENV: &str = "POWERHOSE_PLUGIN_DIR";
+
+/// Resolves `--plugin`: a path (anything with a `/`) is taken as is; a bare
+/// file name is looked up in the current directory, then in `plugin_dir`
+/// (flag, else `$POWERHOSE_PLUGIN_DIR`), then next to the running executable.
+/// A bare name without `.so` (`crypto_job`) also matches `libcrypto_job.so`.
+pub fn locate(spec: &str, plugin_dir: Option<&Path>) -> Result<PathBuf> {
+    if spec.contains('/') {
+        let path = PathBuf::from(spec);
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(Error::PluginNotFound {
+                name: spec.to_string(),
+                searched: vec![path],
+            })
+        };
+    }
+    let mut dirs: Vec<PathBuf> = vec![PathBuf::from(".")];
+    if let Some(dir) = plugin_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(PLUGIN_DIR_ENV).map(PathBuf::from))
+    {
+        dirs.push(dir);
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    let mut names = vec![spec.to_string()];
+    if !spec.ends_with(".so") {
+        names.push(format!("lib{spec}.so"));
+    }
+    let mut searched = Vec::new();
+    for dir in &dirs {
+        for name in &names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            searched.push(candidate);
+        }
+    }
+    Err(Error::PluginNotFound {
+        name: spec.to_string(),
+        searched,
+    })
+}
+
+/// A loaded, initialised plugin. The library stays mapped for the life of the
+/// process: abi_stable never unloads, so a new plugin version needs a new worker.
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    handler: HandlerBox,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LoadedPlugin({} {} from {})",
+            self.name,
+            self.version,
+            self.path.display()
+        )
+    }
+}
+
+impl LoadedPlugin {
+    /// Loads the plugin at `path` and calls its init with `params_json`.
+    pub fn load(path: &Path, params_json: &str) -> Result<LoadedPlugin> {
+        let fail = |e: LibraryError| {
+            let details = e.to_string();
+            Error::PluginLoad {
+                path: path.to_path_buf(),
+                reason: condense(&e, &details),
+                details,
+            }
+        };
+        if !path.exists() {
+            return Err(Error::PluginNotFound {
+                name: path.display().to_string(),
+                searched: vec![path.to_path_buf()],
+            });
+        }
+        // Not `PluginModRef::load_from_file`: it caches the first module per type
+        // for the whole process, so a second plugin would come back as the first.
+        let module: PluginModRef = lib_header_from_path(path)
+            .and_then(|h| h.init_root_module())
+            .map_err(fail)?;
+        let name = module.name().to_string();
+        let version = module.version().to_string();
+        let handler = match (module.init())(RStr::from_str(params_json)) {
+            RResult::ROk(h) => h,
+            RResult::RErr(message) => {
+                return Err(Error::PluginInit {
+                    path: path.to_path_buf(),
+                    name,
+                    version,
+                    message: message.into(),
+                })
+            }
+        };
+        Ok(LoadedPlugin {
+            path: path.to_path_buf(),
+            name,
+            version,
+            handler,
+        })
+    }
+
+    /// Runs one job; `Err` carries the handler's message (panics included).
+    pub fn handle<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        data: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let headers: Vec<RHeader<'a>> = headers
+            .into_iter()
+            .map(|(n, v)| RHeader {
+                name: RStr::from_str(n),
+                value: RStr::from_str(v),
+            })
+            .collect();
+        match self
+            .handler
+            .handle(RSlice::from_slice(&headers), RSlice::from_slice(data))
+        {
+            RResult::ROk(out) => Ok(out.into_vec()),
+            RResult::RErr(msg) => Err(msg.into()),
+        }
+    }
+}
+
+/// One line for a user; abi_stable's own text can be tens of kilobytes.
+fn condense(e: &LibraryError, full: &str) -> String {
+    match e {
+        LibraryError::OpenError { err, .. } => {
+            let text = err.to_string();
+            // dlerror's text is "PATH: reason"; the path is already in our message.
+            let reason = text.rsplit(": ").next().unwrap_or(&text).trim_end_matches(['"', '}', ' ']);
+            format!("cannot be loaded as a shared library ({reason})")
+        }
+        LibraryError::GetSymbolError { .. } => {
+            "is not a powerhose plugin: it exports no abi_stable root module (build it with export_plugin!)".into()
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            "was built with an incompatible abi_stable version or compiler ABI; rebuild it".into()
+        }
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "was built against powerhose-plugin-api {actual_version}, which is incompatible with this host's \
+             {expected_version}; rebuild the plugin"
+        ),
+        LibraryError::AbiInstability(_) => format!(
+            "was built against an incompatible powerhose-plugin-api ({}); rebuild the plugin against plugin-api {} \
+             (details with --debug)",
+            first_mismatch(full),
+            env!("CARGO_PKG_VERSION")
+        ),
+        LibraryError::RootModule { err, .. } => {
+            format!("its root module failed to load: {}", one_line(&err.to_string()))
+        }
+        LibraryError::ParseVersionError(v) => format!("has an unreadable version string: {}", one_line(&v.to_string())),
+        LibraryError::Many(errors) => match errors.first() {
+            Some(first) => condense(first, &first.to_string()),
+            None => "failed to load".into(),
+        },
+    }
+}
+
+/// The first line of an abi_stable layout report that names what differs.
+fn first_mismatch(full: &str) -> String {
+    full.lines()
+        .map(str::trim)
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("error")
+                || l.contains("mismatch")
+                || l.contains("different")
+                || l.contains("too many")
+        })
+        .map(|l| truncate(l.trim_start_matches("Error:").trim(), 120))
+        .unwrap_or_else(|| "layout mismatch".into())
+}
+
+fn one_line(s: &str) -> String {
+    truncate(&s.split_whitespace().collect::<Vec<_>>().join(" "), 200)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_finds_bare_names_and_lib_prefix_in_plugin_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libfoo.so"), b"").unwrap();
+        assert_eq!(
+            locate("libfoo.so", Some(dir.path())).unwrap(),
+            dir.path().join("libfoo.so")
+        );
+        assert_eq!(
+            locate("foo", Some(dir.path())).unwrap(),
+            dir.path().join("libfoo.so")
+        );
+        let err = locate("nothere.so", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not found") && err.contains("nothere.so"),
+            "{err}"
+        );
+        assert!(locate("/no/such/dir/libx.so", None).is_err());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("ééé", 3), "é…");
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
+    }
+}

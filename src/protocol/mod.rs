@@ -1,0 +1,269 @@
+//! The native wire protocol: frame layouts, commands and status codes, as pure
+//! encode/decode functions (no sockets here). PROTOCOL.md is the prose version.
+//!
+//! Every native message is a multipart ZeroMQ message whose first frame is a
+//! 16-byte *command frame* (plus an optional tail):
+//!
+//! | bytes  | field                                                          |
+//! |--------|----------------------------------------------------------------|
+//! | 0..2   | magic `PH`                                                     |
+//! | 2      | protocol version, `1`                                          |
+//! | 3      | command (see [`Command`])                                      |
+//! | 4..12  | `id`, u64 little-endian: request id (client) or job id (worker) |
+//! | 12..16 | `arg`, u32 little-endian: timeout ms or status (per command)   |
+//! | 16..   | tail: per command (service name, worker pid, flags, JSON)      |
+//!
+//! | command         | dir      | id     | arg        | tail              | further frames      |
+//! |-----------------|----------|--------|------------|-------------------|---------------------|
+//! | `REQUEST` 0x01  | C→B      | req id | timeout ms | service (UTF-8)   | headers, data       |
+//! | `PING` 0x02     | C→B      | req id | 0          | —                 | —                   |
+//! | `SERVICE` 0x03  | C→B      | req id | 0          | service (UTF-8)   | —                   |
+//! | `REPLY` 0x81    | B→C      | req id | status     | pid u32 LE        | body                |
+//! | `READY` 0x11    | W→B      | 0      | 0          | registration JSON | —                   |
+//! | `RESULT` 0x12   | W→B      | job id | status     | —                 | body                |
+//! | `HEARTBEAT` 0x13| W→B, B→W | 0      | 0          | —                 | —                   |
+//! | `DISCONNECT` 0x14| W→B, B→W| 0      | 0          | —                 | —                   |
+//! | `JOB` 0x21      | B→W      | job id | timeout ms | —                 | headers, data       |
+//!
+//! Headers frame: zero or more `u16 LE name length, name, u32 LE value length,
+//! value`, names and values UTF-8. A `REPLY` to a `PING` has the broker's pid
+//! as body (decimal ASCII), like Powerhose's; to a `SERVICE`, the number of
+//! workers registered for that service (all services when empty), status `OK`
+//! when there is at least one, `NO_WORKER` otherwise.
+
+mod headers;
+pub mod legacy;
+
+pub use headers::{encode_headers, HeaderIter};
+
+use crate::error::{Error, Result};
+
+/// Length of the fixed part of a command frame.
+pub const COMMAND_LEN: usize = 16;
+const MAGIC: &[u8; 2] = b"PH";
+const VERSION: u8 = 1;
+
+/// The native commands; the byte values are part of the wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Command {
+    Request = 0x01,
+    Ping = 0x02,
+    Service = 0x03,
+    Reply = 0x81,
+    Ready = 0x11,
+    Result = 0x12,
+    Heartbeat = 0x13,
+    Disconnect = 0x14,
+    Job = 0x21,
+}
+
+impl Command {
+    fn from_byte(b: u8) -> Option<Command> {
+        use Command::*;
+        [
+            Request, Ping, Service, Reply, Ready, Result, Heartbeat, Disconnect, Job,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == b)
+    }
+}
+
+/// Outcome codes carried in the `arg` of `REPLY` and `RESULT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    Ok = 0,
+    /// The handler returned an error (or panicked); the body is its message.
+    HandlerError = 1,
+    /// The job's deadline passed before an answer came.
+    Timeout = 2,
+    /// No worker serves the job's service.
+    NoWorker = 3,
+    /// The worker holding the job disappeared.
+    WorkerLost = 4,
+    /// The service's queue is full.
+    Busy = 5,
+    /// The job named a service no worker has ever registered while others exist.
+    UnknownService = 6,
+    /// The request was malformed; the body says why.
+    BadRequest = 7,
+}
+
+impl Status {
+    pub fn from_u32(v: u32) -> Option<Status> {
+        use Status::*;
+        [
+            Ok,
+            HandlerError,
+            Timeout,
+            NoWorker,
+            WorkerLost,
+            Busy,
+            UnknownService,
+            BadRequest,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
+}
+
+/// A decoded command frame; `tail` borrows from the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandFrame<'a> {
+    pub command: Command,
+    pub id: u64,
+    pub arg: u32,
+    pub tail: &'a [u8],
+}
+
+impl<'a> CommandFrame<'a> {
+    pub fn new(command: Command, id: u64, arg: u32, tail: &'a [u8]) -> Self {
+        CommandFrame {
+            command,
+            id,
+            arg,
+            tail,
+        }
+    }
+
+    /// Writes the frame into `buf` (cleared first), so callers can reuse a buffer.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        buf.push(self.command as u8);
+        buf.extend_from_slice(&self.id.to_le_bytes());
+        buf.extend_from_slice(&self.arg.to_le_bytes());
+        buf.extend_from_slice(self.tail);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(COMMAND_LEN + self.tail.len());
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    pub fn decode(frame: &'a [u8]) -> Result<Self> {
+        if frame.len() < COMMAND_LEN {
+            return Err(Error::Protocol(format!(
+                "command frame of {} bytes, need {COMMAND_LEN}",
+                frame.len()
+            )));
+        }
+        if &frame[0..2] != MAGIC {
+            return Err(Error::Protocol(
+                "command frame does not start with \"PH\"".into(),
+            ));
+        }
+        if frame[2] != VERSION {
+            return Err(Error::Protocol(format!(
+                "protocol version {} (this build speaks {VERSION})",
+                frame[2]
+            )));
+        }
+        let command = Command::from_byte(frame[3])
+            .ok_or_else(|| Error::Protocol(format!("unknown command 0x{:02x}", frame[3])))?;
+        let id = u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"));
+        let arg = u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes"));
+        Ok(CommandFrame {
+            command,
+            id,
+            arg,
+            tail: &frame[COMMAND_LEN..],
+        })
+    }
+
+    /// True when a frame looks like a native command frame (magic present).
+    pub fn is_native(frame: &[u8]) -> bool {
+        frame.len() >= 2 && &frame[0..2] == MAGIC
+    }
+}
+
+/// What a worker says about itself in `READY`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    /// The service the worker serves (its plugin's name unless overridden).
+    pub service: String,
+    pub pid: u32,
+    pub host: String,
+    pub plugin: String,
+    pub plugin_version: String,
+}
+
+impl Registration {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("registration serialises")
+    }
+
+    pub fn decode(tail: &[u8]) -> Result<Self> {
+        serde_json::from_slice(tail)
+            .map_err(|e| Error::Protocol(format!("bad READY registration: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_frame_round_trips() {
+        for (cmd, id, arg, tail) in [
+            (Command::Request, 7u64, 5000u32, &b"crypto_job"[..]),
+            (Command::Ping, u64::MAX, 0, &b""[..]),
+            (
+                Command::Reply,
+                1,
+                Status::NoWorker as u32,
+                &1234u32.to_le_bytes()[..],
+            ),
+            (Command::Job, 42, 1, &b""[..]),
+        ] {
+            let frame = CommandFrame::new(cmd, id, arg, tail);
+            let bytes = frame.encode();
+            assert_eq!(bytes.len(), COMMAND_LEN + tail.len());
+            assert_eq!(CommandFrame::decode(&bytes).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn bad_command_frames_are_errors() {
+        assert!(CommandFrame::decode(b"PH").is_err());
+        let mut ok = CommandFrame::new(Command::Ping, 1, 0, b"").encode();
+        ok[0] = b'X';
+        assert!(CommandFrame::decode(&ok).is_err());
+        ok[0] = b'P';
+        ok[2] = 9;
+        assert!(CommandFrame::decode(&ok)
+            .unwrap_err()
+            .to_string()
+            .contains("version 9"));
+        ok[2] = VERSION;
+        ok[3] = 0x7f;
+        assert!(CommandFrame::decode(&ok)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown command 0x7f"));
+    }
+
+    #[test]
+    fn statuses_round_trip_and_unknown_is_none() {
+        for v in 0..8 {
+            assert_eq!(Status::from_u32(v).unwrap() as u32, v);
+        }
+        assert_eq!(Status::from_u32(8), None);
+    }
+
+    #[test]
+    fn registration_round_trips() {
+        let r = Registration {
+            service: "echo".into(),
+            pid: 9,
+            host: "h".into(),
+            plugin: "echo".into(),
+            plugin_version: "0.1.0".into(),
+        };
+        assert_eq!(Registration::decode(&r.encode()).unwrap(), r);
+        assert!(Registration::decode(b"{").is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! A stop request that poll loops can wait on next to their ZeroMQ sockets:
+//! a self-pipe written by signal handlers (SIGTERM, SIGINT) or by `trigger`.
+
+use std::io::{Read, Write};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Clonable handle; every clone sees the same stop request.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    inner: Arc<(UnixStream, UnixStream)>,
+}
+
+impl Shutdown {
+    pub fn new() -> Result<Self> {
+        let (read, write) = UnixStream::pair().map_err(Error::io("creating the shutdown pipe"))?;
+        read.set_nonblocking(true)
+            .map_err(Error::io("shutdown pipe"))?;
+        write
+            .set_nonblocking(true)
+            .map_err(Error::io("shutdown pipe"))?;
+        Ok(Shutdown {
+            inner: Arc::new((read, write)),
+        })
+    }
+
+    /// Also trigger on these signals (the handler only writes to the pipe).
+    pub fn on_signals(self, signals: &[i32]) -> Result<Self> {
+        for &sig in signals {
+            let write = self
+                .inner
+                .1
+                .try_clone()
+                .map_err(Error::io("shutdown pipe"))?;
+            signal_hook::low_level::pipe::register(sig, write)
+                .map_err(Error::io(format!("installing handler for signal {sig}")))?;
+        }
+        Ok(self)
+    }
+
+    /// Triggers on SIGTERM and SIGINT.
+    pub fn on_terminate(self) -> Result<Self> {
+        self.on_signals(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+    }
+
+    pub fn trigger(&self) {
+        // A full pipe already holds a stop request.
+        let _ = (&self.inner.1).write(&[1]);
+    }
+
+    /// Whether a stop was requested (does not consume it).
+    pub fn requested(&self) -> bool {
+        let mut buf = [0u8; 1];
+        // SAFETY: MSG_PEEK on our own non-blocking socket into a 1-byte buffer.
+        let n = unsafe {
+            libc::recv(
+                self.fd(),
+                buf.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
+    }
+
+    /// Consumes pending stop requests (for loops that stop in stages).
+    pub fn clear(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.inner.0).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// The fd to poll for readability.
+    pub fn fd(&self) -> RawFd {
+        self.inner.0.as_raw_fd()
+    }
+
+    /// A poll item for `zmq::poll`.
+    pub fn poll_item(&self) -> zmq::PollItem<'static> {
+        zmq::PollItem::from_fd(self.fd(), zmq::POLLIN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_is_seen_by_clones_and_clear_resets() {
+        let a = Shutdown::new().unwrap();
+        let b = a.clone();
+        assert!(!b.requested());
+        a.trigger();
+        assert!(b.requested());
+        let mut items = [b.poll_item()];
+        assert_eq!(zmq::poll(&mut items, 0).unwrap(), 1);
+        b.clear();
+        assert!(!a.requested());
+    }
+}
