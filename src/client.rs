@@ -173,8 +173,7 @@ impl Client {
                 return Err(self.silence_error(&socket, timeout));
             }
             let mut items = [socket.as_poll_item(zmq::POLLIN)];
-            zmq::poll(&mut items, (deadline - now).as_millis() as i64 + 1)
-                .map_err(Error::zmq("polling"))?;
+            crate::shutdown::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
             if !items[0].is_readable() {
                 continue;
             }
@@ -220,7 +219,7 @@ impl Client {
         loop {
             let mut items = [socket.as_poll_item(zmq::POLLOUT)];
             let left = deadline.saturating_duration_since(Instant::now());
-            zmq::poll(&mut items, left.as_millis() as i64).map_err(Error::zmq("polling"))?;
+            crate::shutdown::poll(&mut items, left.as_millis() as i64)?;
             if items[0].is_writable() {
                 return Ok(());
             }
@@ -236,7 +235,7 @@ impl Client {
     /// No answer in time: was the broker there at all?
     fn silence_error(&self, socket: &zmq::Socket, timeout: Duration) -> Error {
         let mut items = [socket.as_poll_item(zmq::POLLOUT)];
-        match zmq::poll(&mut items, 0) {
+        match crate::shutdown::poll(&mut items, 0) {
             Ok(_) if !items[0].is_writable() => Error::BrokerUnreachable {
                 endpoint: self.endpoint.clone(),
                 waited: timeout,

@@ -6,6 +6,7 @@
 //! [client]. [`cluster`] runs a broker and its workers as one supervised unit.
 
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod endpoint;

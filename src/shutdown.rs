@@ -100,3 +100,14 @@ mod tests {
         assert!(!a.requested());
     }
 }
+
+/// `zmq::poll` that treats a signal's interruption (EINTR) as "nothing ready":
+/// the signal handlers here only write to a [`Shutdown`] pipe, which the next
+/// poll sees.
+pub fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32> {
+    match zmq::poll(items, timeout_ms) {
+        Ok(n) => Ok(n),
+        Err(zmq::Error::EINTR) => Ok(0),
+        Err(e) => Err(Error::zmq("polling")(e)),
+    }
+}

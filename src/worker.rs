@@ -135,7 +135,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
         .expect("no poison")
         .send(&ready[..], 0)
         .map_err(Error::zmq("registering"))?;
-    tracing::info!(identity = %id, service = %String::from_utf8_lossy(&registration), "worker registered");
+    tracing::info!(identity = %id, backend = %options.backend, "worker started");
 
     let pulse = {
         let (link, shutdown, interval) =
@@ -155,7 +155,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
 fn pulse(link: &Link, shutdown: &Shutdown, interval: Duration) {
     let mut items = [shutdown.poll_item()];
     loop {
-        let stop = zmq::poll(&mut items, interval.as_millis() as i64)
+        let stop = crate::shutdown::poll(&mut items, interval.as_millis() as i64)
             .map(|n| n > 0)
             .unwrap_or(true);
         if !link.busy.load(Ordering::Acquire) {
@@ -240,7 +240,7 @@ fn job_loop(
                 "broker silent for {broker_timeout:?}; reconnecting in {reconnect_delay:?}"
             );
             let mut items = [shutdown.poll_item()];
-            let _ = zmq::poll(&mut items, reconnect_delay.as_millis() as i64);
+            let _ = crate::shutdown::poll(&mut items, reconnect_delay.as_millis() as i64);
             *socket = connect(ctx, options, id)?;
             socket.send(ready, 0).map_err(Error::zmq("registering"))?;
             *link.last_heard.lock().expect("no poison") = Instant::now();
@@ -259,7 +259,7 @@ fn job_loop(
             .min(last_heard + broker_timeout)
             .saturating_duration_since(now);
         let mut items = [socket.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
-        zmq::poll(&mut items, wait.as_millis() as i64 + 1).map_err(Error::zmq("polling"))?;
+        crate::shutdown::poll(&mut items, wait.as_millis() as i64 + 1)?;
         if !items[0].is_readable() {
             continue;
         }

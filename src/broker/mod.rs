@@ -116,7 +116,7 @@ impl Broker {
                 self.back.as_poll_item(zmq::POLLIN),
                 shutdown.poll_item(),
             ];
-            zmq::poll(&mut items, timeout).map_err(Error::zmq("polling the broker sockets"))?;
+            crate::shutdown::poll(&mut items, timeout)?;
             if items[2].is_readable() {
                 break;
             }

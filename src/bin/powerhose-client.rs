@@ -1,0 +1,99 @@
+//! `powerhose-client`: sends one job, a ping or a worker-count query to a broker from a shell.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use powerhose::{cli, endpoint, Client, JobRequest};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Send a job or a ping to a powerhose broker")]
+struct Args {
+    /// The broker's client endpoint [default: ipc://<runtime dir>/front.ipc]
+    #[arg(long, global = true)]
+    frontend: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one job and print its result on stdout.
+    Run {
+        /// The job's data; `-` reads stdin.
+        data: String,
+        /// A header, NAME:VALUE (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The service to run it [default: the broker's only service]
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Print the result as hex.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Print the broker's pid.
+    Ping,
+    /// Print how many workers serve a service (all when omitted); exit 1 if none.
+    Workers { service: Option<String> },
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let frontend = args
+        .frontend
+        .clone()
+        .map_or_else(endpoint::default_frontend, Ok)?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)?;
+    let client = Client::connect(&frontend)?;
+    match &args.command {
+        Cmd::Run {
+            data,
+            headers,
+            service,
+            hex,
+        } => {
+            let data = if data == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf)?;
+                buf
+            } else {
+                data.as_bytes().to_vec()
+            };
+            let mut job = JobRequest::new(data).service(service);
+            for h in headers {
+                let (name, value) = h
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("header {h:?} is not NAME:VALUE"))?;
+                job = job.header(name, value);
+            }
+            let result = client.execute(job, timeout)?;
+            let mut out = std::io::stdout().lock();
+            if *hex {
+                let text: String = result.iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(out, "{text}")?;
+            } else {
+                out.write_all(&result)?;
+            }
+        }
+        Cmd::Ping => println!("{}", client.ping(timeout)?),
+        Cmd::Workers { service } => {
+            let n = client.workers(service.as_deref().unwrap_or(""), timeout)?;
+            println!("{n}");
+            if n == 0 {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    cli::init_tracing(false);
+    if let Err(e) = run(&args) {
+        std::process::exit(cli::report("powerhose-client", e.as_ref(), false));
+    }
+}

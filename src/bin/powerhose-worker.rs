@@ -1,0 +1,71 @@
+//! `powerhose-worker`: loads a job-handler plugin and serves jobs from a broker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use powerhose::{cli, endpoint, plugin, shutdown::Shutdown, worker};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Serve powerhose jobs with a plugin")]
+struct Args {
+    /// The plugin: a path, or a file name looked up in the current directory,
+    /// then --plugin-dir (or $POWERHOSE_PLUGIN_DIR), then next to this program.
+    #[arg(long)]
+    plugin: String,
+    /// Directory searched for a bare plugin name.
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
+    /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
+    #[arg(long)]
+    params: Option<String>,
+    /// The broker's worker endpoint [default: ipc://<runtime dir>/back.ipc]
+    #[arg(long)]
+    backend: Option<String>,
+    /// Service to register [default: the plugin's name]
+    #[arg(long)]
+    service: Option<String>,
+    /// Heartbeat interval, in milliseconds (match the broker's).
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Missed broker heartbeats before the broker counts as lost.
+    #[arg(long, default_value_t = 3)]
+    liveness: u32,
+    /// Exit when the broker is lost instead of reconnecting.
+    #[arg(long)]
+    exit_on_broker_loss: bool,
+    /// Verbose logs, and full plugin load reports.
+    #[arg(long)]
+    debug: bool,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
+    let params = cli::parse_params(args.params.as_deref().unwrap_or(""))?;
+    let loaded = plugin::LoadedPlugin::load(&path, &params)?;
+    tracing::info!(
+        "loaded plugin {} {} from {}",
+        loaded.name,
+        loaded.version,
+        path.display()
+    );
+    let backend = args
+        .backend
+        .clone()
+        .map_or_else(endpoint::default_backend, Ok)?;
+    let mut options = worker::WorkerOptions::new(backend);
+    options.service = args.service.clone();
+    options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
+    options.liveness = args.liveness.max(1);
+    options.exit_on_broker_loss = args.exit_on_broker_loss;
+    worker::serve(loaded, &options, &Shutdown::new()?.on_terminate()?)?;
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    cli::init_tracing(args.debug);
+    if let Err(e) = run(&args) {
+        std::process::exit(cli::report("powerhose-worker", e.as_ref(), args.debug));
+    }
+}

@@ -1,0 +1,64 @@
+//! `powerhose`: runs a broker and N worker processes on one plugin until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use powerhose::{cli, cluster, shutdown::Shutdown};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Run a powerhose cluster: a broker and N workers on one plugin"
+)]
+struct Args {
+    /// The plugin: a path, or a file name such as libcrypto_job.so (see powerhose-worker --help).
+    #[arg(long)]
+    plugin: String,
+    /// Directory searched for a bare plugin name.
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
+    /// Number of worker processes [default: one per CPU]
+    #[arg(long, visible_alias = "numprocesses")]
+    workers: Option<usize>,
+    /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
+    #[arg(long)]
+    params: Option<String>,
+    /// Endpoint for clients [default: ipc://<runtime dir>/front.ipc]
+    #[arg(long)]
+    frontend: Option<String>,
+    /// Endpoint for workers [default: ipc://<runtime dir>/back.ipc]
+    #[arg(long)]
+    backend: Option<String>,
+    /// The worker executable [default: powerhose-worker next to this program, or on PATH]
+    #[arg(long)]
+    worker_exe: Option<PathBuf>,
+    #[command(flatten)]
+    broker: cli::BrokerArgs,
+    /// Verbose logs.
+    #[arg(long)]
+    debug: bool,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let mut options = cluster::ClusterOptions::new(&args.plugin)?;
+    options.plugin_dir = args.plugin_dir.clone();
+    if let Some(params) = &args.params {
+        options.params = Some(cli::parse_params(params)?);
+    }
+    options.workers = args.workers.unwrap_or(options.workers);
+    options.frontend = args.frontend.clone().unwrap_or(options.frontend);
+    options.backend = args.backend.clone().unwrap_or(options.backend);
+    options.worker_exe = args.worker_exe.clone();
+    options.broker = args.broker.config();
+    options.debug = args.debug;
+    cluster::run_cluster(options, &Shutdown::new()?.on_terminate()?)?;
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    cli::init_tracing(args.debug);
+    if let Err(e) = run(&args) {
+        std::process::exit(cli::report("powerhose", e.as_ref(), args.debug));
+    }
+}

@@ -1,0 +1,104 @@
+//! Helpers shared by the binaries: logging set-up, `--params` parsing and the
+//! one-line error report with its exit code.
+
+use std::time::Duration;
+
+use crate::broker::state::Config;
+use crate::error::Error;
+
+/// Routing and liveness flags shared by `powerhose` and `powerhose-broker`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BrokerArgs {
+    /// Jobs that may wait per service before new ones are refused as busy.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_queue: usize,
+    /// Heartbeat interval between broker and workers, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Missed heartbeats before a worker (or the broker) counts as dead.
+    #[arg(long, default_value_t = 3)]
+    pub liveness: u32,
+    /// How long a job waits for a worker to appear before "no worker", in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub no_worker_grace_ms: u64,
+}
+
+impl BrokerArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            max_queue: self.max_queue,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(1)),
+            liveness: self.liveness.max(1),
+            no_worker_grace: Duration::from_millis(self.no_worker_grace_ms),
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level (`info`, `debug` with `--debug`).
+pub fn init_tracing(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// `--params`: JSON as is, or Powerhose's `key:value|key2:value2` form turned
+/// into a JSON object of strings.
+pub fn parse_params(text: &str) -> Result<String, Error> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
+        return Ok(trimmed.to_string());
+    }
+    if trimmed.starts_with(['{', '[', '"']) {
+        let err = serde_json::from_str::<serde_json::Value>(trimmed).unwrap_err();
+        return Err(Error::Config(format!("--params is not valid JSON: {err}")));
+    }
+    let mut map = serde_json::Map::new();
+    for pair in trimmed.split('|') {
+        let (k, v) = pair.split_once(':').ok_or_else(|| {
+            Error::Config(format!("--params: {pair:?} is neither JSON nor key:value"))
+        })?;
+        map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    Ok(serde_json::Value::Object(map).to_string())
+}
+
+/// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`) and returns
+/// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble, 1 otherwise.
+pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: bool) -> i32 {
+    eprintln!("{program}: error: {err}");
+    match err.downcast_ref::<Error>() {
+        Some(Error::PluginLoad { details, .. }) => {
+            if debug {
+                eprintln!("{details}");
+            }
+            crate::EXIT_PLUGIN
+        }
+        Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_accept_json_and_powerhose_pairs() {
+        assert_eq!(parse_params(r#"{"a": 1}"#).unwrap(), r#"{"a": 1}"#);
+        assert_eq!(parse_params("").unwrap(), "");
+        let v: serde_json::Value =
+            serde_json::from_str(&parse_params("key:value|k2:v:2").unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"key": "value", "k2": "v:2"}));
+        assert!(parse_params("{broken")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
+        assert!(parse_params("novalue").is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! Test harness: plugins built by the test run, processes that are killed when
+//! their guard drops, a temp dir per test, and bounded waits on readiness.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use powerhose::Client;
+
+pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");
+pub const BROKER: &str = env!("CARGO_BIN_EXE_powerhose-broker");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_powerhose-worker");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_powerhose-client");
+
+/// Builds the example plugins once per test binary; returns their directory.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "echo",
+                "-p",
+                "crypto_job",
+                "-p",
+                "test_plugin",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the plugins");
+        assert!(status.success(), "building the example plugins failed");
+        Path::new(WORKER).parent().unwrap().to_path_buf()
+    })
+}
+
+/// Path of an example plugin (`echo`, `crypto_job`, `test_plugin`).
+pub fn plugin(name: &str) -> PathBuf {
+    let path = plugin_dir().join(format!("lib{name}.so"));
+    assert!(path.exists(), "{} missing after build", path.display());
+    path
+}
+
+/// A temp dir with the test's endpoints in it.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        // Short paths: ipc socket paths must fit in 107 bytes.
+        TestDir {
+            dir: tempfile::Builder::new()
+                .prefix("ph")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn front(&self) -> String {
+        format!("ipc://{}/front.ipc", self.path().display())
+    }
+    pub fn back(&self) -> String {
+        format!("ipc://{}/back.ipc", self.path().display())
+    }
+    pub fn client(&self) -> Client {
+        Client::connect(&self.front()).unwrap()
+    }
+    /// Files left in the dir (the socket files must be gone after a clean stop).
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".log"))
+            .collect()
+    }
+}
+
+/// A child process that is SIGKILLed when dropped; stderr goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    stdout: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    pub fn spawn(program: &str, args: &[&str], dir: &TestDir, name: &str) -> Proc {
+        let log = dir.path().join(format!("{name}.log"));
+        let child = Command::new(program)
+            .args(args)
+            .env("POWERHOSE_RUNTIME_DIR", dir.path())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+        let mut proc = Proc {
+            child,
+            log,
+            stdout: None,
+        };
+        let (tx, rx) = mpsc::channel();
+        let out = proc.child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        proc.stdout = Some(rx);
+        proc
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let rx = self.stdout.as_ref().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no {needle:?} line within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie still answers kill(0); look at its state instead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// A cluster started with the `powerhose` command, ready when this returns.
+pub fn start_cluster(dir: &TestDir, plugin_name: &str, workers: usize, extra: &[&str]) -> Proc {
+    let plugin = plugin(plugin_name);
+    let (front, back, n) = (dir.front(), dir.back(), workers.to_string());
+    let mut args = vec![
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--workers",
+        &n,
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(POWERHOSE, &args, dir, "powerhose");
+    proc.wait_line("powerhose ready", Duration::from_secs(60));
+    proc
+}
+
+/// A lone broker on the test's endpoints, answering pings when this returns.
+pub fn start_broker(dir: &TestDir, extra: &[&str]) -> Proc {
+    let (front, back) = (dir.front(), dir.back());
+    let mut args = vec!["--frontend", front.as_str(), "--backend", back.as_str()];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn(BROKER, &args, dir, "broker");
+    dir.client()
+        .ping(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("broker not up: {e}\n{}", proc.stderr()));
+    proc
+}
+
+/// A lone worker; registered with the broker when this returns.
+pub fn start_worker(dir: &TestDir, plugin_name: &str, extra: &[&str], name: &str) -> Proc {
+    let client = dir.client();
+    let before = client.workers("", Duration::from_secs(10)).unwrap();
+    let plugin = plugin(plugin_name);
+    let back = dir.back();
+    let mut args = vec![
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--backend",
+        back.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(WORKER, &args, dir, name);
+    wait_until("the worker to register", Duration::from_secs(30), || {
+        assert!(
+            proc.child.try_wait().unwrap().is_none(),
+            "worker exited: {}",
+            proc.stderr()
+        );
+        client.workers("", Duration::from_secs(5)).unwrap() > before
+    });
+    proc
+}
