@@ -60,9 +60,9 @@ pub fn parse_params(text: &str) -> Result<String, Error> {
     }
     let mut map = serde_json::Map::new();
     for pair in trimmed.split('|') {
-        let (k, v) = pair.split_once(':').ok_or_else(|| {
-            Error::Config(format!("--params: {pair:?} is neither JSON nor key:value"))
-        })?;
+        let (k, v) = pair
+            .split_once(':')
+            .ok_or_else(|| Error::Config(format!("--params: {pair:?} is neither JSON nor key:value")))?;
         map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
     Ok(serde_json::Value::Object(map).to_string())
@@ -80,6 +80,7 @@ pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: boo
             crate::EXIT_PLUGIN
         }
         Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
+        Some(Error::WorkerStart { code: Some(code), .. }) if *code == crate::EXIT_PLUGIN => crate::EXIT_PLUGIN,
         _ => 1,
     }
 }
@@ -92,13 +93,9 @@ mod tests {
     fn params_accept_json_and_powerhose_pairs() {
         assert_eq!(parse_params(r#"{"a": 1}"#).unwrap(), r#"{"a": 1}"#);
         assert_eq!(parse_params("").unwrap(), "");
-        let v: serde_json::Value =
-            serde_json::from_str(&parse_params("key:value|k2:v:2").unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&parse_params("key:value|k2:v:2").unwrap()).unwrap();
         assert_eq!(v, serde_json::json!({"key": "value", "k2": "v:2"}));
-        assert!(parse_params("{broken")
-            .unwrap_err()
-            .to_string()
-            .contains("not valid JSON"));
+        assert!(parse_params("{broken").unwrap_err().to_string().contains("not valid JSON"));
         assert!(parse_params("novalue").is_err());
     }
 }

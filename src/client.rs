@@ -23,10 +23,7 @@ pub struct JobRequest {
 
 impl JobRequest {
     pub fn new(data: impl Into<Vec<u8>>) -> Self {
-        JobRequest {
-            data: data.into(),
-            ..Default::default()
-        }
+        JobRequest { data: data.into(), ..Default::default() }
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -84,24 +81,13 @@ impl Client {
     /// Connects (in the background: this never blocks on the broker).
     pub fn connect(endpoint: &str) -> Result<Client> {
         let ctx = zmq::Context::new();
-        let socket = ctx
-            .socket(zmq::DEALER)
-            .map_err(Error::zmq("creating the client socket"))?;
-        socket
-            .set_immediate(true)
-            .map_err(Error::zmq("immediate"))?;
+        let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the client socket"))?;
+        socket.set_immediate(true).map_err(Error::zmq("immediate"))?;
         socket.set_linger(0).map_err(Error::zmq("linger"))?;
         socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
         socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
-        socket
-            .connect(endpoint)
-            .map_err(Error::zmq(format!("connecting to {endpoint}")))?;
-        Ok(Client {
-            endpoint: endpoint.to_string(),
-            socket: Mutex::new(socket),
-            next_id: AtomicU64::new(1),
-            _ctx: ctx,
-        })
+        socket.connect(endpoint).map_err(Error::zmq(format!("connecting to {endpoint}")))?;
+        Ok(Client { endpoint: endpoint.to_string(), socket: Mutex::new(socket), next_id: AtomicU64::new(1), _ctx: ctx })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -115,13 +101,8 @@ impl Client {
         let job = job.into();
         let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
-        let reply = self.call(
-            Command::Request,
-            timeout_ms,
-            job.service.as_bytes(),
-            Some((headers, &job.data)),
-            timeout,
-        )?;
+        let reply =
+            self.call(Command::Request, timeout_ms, job.service.as_bytes(), Some((headers, &job.data)), timeout)?;
         match reply.status {
             Status::Ok => Ok(reply.body.to_vec()),
             status => Err(status_error(status, reply.pid, &reply.body, timeout)),
@@ -177,10 +158,7 @@ impl Client {
             if !items[0].is_readable() {
                 continue;
             }
-            let mut frames = socket
-                .recv_multipart(zmq::DONTWAIT)
-                .map_err(Error::zmq("receiving"))?
-                .into_iter();
+            let mut frames = socket.recv_multipart(zmq::DONTWAIT).map_err(Error::zmq("receiving"))?.into_iter();
             let (Some(head), body) = (frames.next(), frames.next()) else {
                 continue;
             };
@@ -192,30 +170,15 @@ impl Client {
                 // A late answer to a request we already gave up on.
                 continue;
             }
-            let status = Status::from_u32(cmd.arg)
-                .ok_or_else(|| Error::Protocol(format!("unknown status {}", cmd.arg)))?;
-            let pid = cmd
-                .tail
-                .get(..4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .unwrap_or(0);
-            return Ok(Reply {
-                status,
-                pid,
-                body: body
-                    .map(zmq::Message::from)
-                    .unwrap_or_else(zmq::Message::new),
-            });
+            let status =
+                Status::from_u32(cmd.arg).ok_or_else(|| Error::Protocol(format!("unknown status {}", cmd.arg)))?;
+            let pid = cmd.tail.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).unwrap_or(0);
+            return Ok(Reply { status, pid, body: body.map(zmq::Message::from).unwrap_or_else(zmq::Message::new) });
         }
     }
 
     /// With `immediate`, the socket is writable only once connected.
-    fn wait_connected(
-        &self,
-        socket: &zmq::Socket,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<()> {
+    fn wait_connected(&self, socket: &zmq::Socket, deadline: Instant, timeout: Duration) -> Result<()> {
         loop {
             let mut items = [socket.as_poll_item(zmq::POLLOUT)];
             let left = deadline.saturating_duration_since(Instant::now());
@@ -224,10 +187,7 @@ impl Client {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::BrokerUnreachable {
-                    endpoint: self.endpoint.clone(),
-                    waited: timeout,
-                });
+                return Err(Error::BrokerUnreachable { endpoint: self.endpoint.clone(), waited: timeout });
             }
         }
     }
@@ -236,10 +196,9 @@ impl Client {
     fn silence_error(&self, socket: &zmq::Socket, timeout: Duration) -> Error {
         let mut items = [socket.as_poll_item(zmq::POLLOUT)];
         match crate::shutdown::poll(&mut items, 0) {
-            Ok(_) if !items[0].is_writable() => Error::BrokerUnreachable {
-                endpoint: self.endpoint.clone(),
-                waited: timeout,
-            },
+            Ok(_) if !items[0].is_writable() => {
+                Error::BrokerUnreachable { endpoint: self.endpoint.clone(), waited: timeout }
+            }
             _ => Error::Timeout(timeout),
         }
     }

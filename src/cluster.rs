@@ -11,7 +11,6 @@ use crate::broker::{state::Config, Broker, BrokerOptions};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
-use crate::EXIT_PLUGIN;
 
 /// Name of the worker executable looked up by [`find_worker_exe`].
 pub const WORKER_EXE: &str = "powerhose-worker";
@@ -44,9 +43,7 @@ impl ClusterOptions {
             plugin: plugin.into(),
             plugin_dir: None,
             params: None,
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             frontend: crate::endpoint::default_frontend()?,
             backend: crate::endpoint::default_backend()?,
             broker: Config::default(),
@@ -66,10 +63,7 @@ pub fn find_worker_exe(given: Option<&Path>) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let mut searched = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         searched.push(dir.join(WORKER_EXE));
         if let Some(parent) = dir.parent() {
             searched.push(parent.join(WORKER_EXE));
@@ -82,11 +76,7 @@ pub fn find_worker_exe(given: Option<&Path>) -> Result<PathBuf> {
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "cannot find {WORKER_EXE} next to this program or on PATH"
-            ))
-        })
+        .ok_or_else(|| Error::Config(format!("cannot find {WORKER_EXE} next to this program or on PATH")))
 }
 
 /// A running cluster. Dropping it stops everything (like [`Cluster::stop`]).
@@ -108,9 +98,8 @@ impl Cluster {
             return Err(Error::Config("a cluster needs at least one worker".into()));
         }
         let plugin_path = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
-        let plugin_path = plugin_path
-            .canonicalize()
-            .map_err(Error::io(format!("resolving {}", plugin_path.display())))?;
+        let plugin_path =
+            plugin_path.canonicalize().map_err(Error::io(format!("resolving {}", plugin_path.display())))?;
         let worker_exe = find_worker_exe(options.worker_exe.as_deref())?;
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
         broker_options.config = options.broker.clone();
@@ -121,14 +110,8 @@ impl Cluster {
             .name("broker".into())
             .spawn(move || broker.run(&stop))
             .map_err(Error::io("starting the broker thread"))?;
-        let mut cluster = Cluster {
-            options,
-            plugin_path,
-            worker_exe,
-            workers: Vec::new(),
-            broker_stop,
-            broker: Some(handle),
-        };
+        let mut cluster =
+            Cluster { options, plugin_path, worker_exe, workers: Vec::new(), broker_stop, broker: Some(handle) };
         for _ in 0..cluster.options.workers {
             let child = cluster.spawn_worker()?;
             cluster.workers.push(child);
@@ -140,12 +123,8 @@ impl Cluster {
     fn spawn_worker(&self) -> Result<Child> {
         let o = &self.options;
         let mut cmd = Command::new(&self.worker_exe);
-        cmd.arg("--plugin")
-            .arg(&self.plugin_path)
-            .arg("--backend")
-            .arg(&o.backend);
-        cmd.arg("--heartbeat-ms")
-            .arg(o.broker.heartbeat_interval.as_millis().to_string());
+        cmd.arg("--plugin").arg(&self.plugin_path).arg("--backend").arg(&o.backend);
+        cmd.arg("--heartbeat-ms").arg(o.broker.heartbeat_interval.as_millis().to_string());
         cmd.arg("--liveness").arg(o.broker.liveness.to_string());
         if let Some(params) = &o.params {
             cmd.arg("--params").arg(params);
@@ -161,8 +140,7 @@ impl Cluster {
                 Ok(())
             });
         }
-        cmd.spawn()
-            .map_err(Error::io(format!("starting {}", self.worker_exe.display())))
+        cmd.spawn().map_err(Error::io(format!("starting {}", self.worker_exe.display())))
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -172,10 +150,7 @@ impl Cluster {
             if let Some((pid, status)) = self.exited_worker()? {
                 return Err(worker_failed(pid, status));
             }
-            if client
-                .workers("", Duration::from_secs(1))
-                .is_ok_and(|n| n >= self.options.workers)
-            {
+            if client.workers("", Duration::from_secs(1)).is_ok_and(|n| n >= self.options.workers) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -228,10 +203,7 @@ impl Cluster {
             }
             children.clear();
             while let Some((pid, status)) = self.exited_worker()? {
-                tracing::error!(
-                    "worker {pid} exited ({status}); {} left",
-                    self.workers.len() - 1
-                );
+                tracing::error!("worker {pid} exited ({status}); {} left", self.workers.len() - 1);
                 self.workers.retain(|c| c.id() != pid);
             }
             if self.workers.is_empty() {
@@ -256,11 +228,7 @@ impl Cluster {
         for child in &mut self.workers {
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() >= deadline {
-                    tracing::warn!(
-                        "worker {} did not stop in {:?}: killed",
-                        child.id(),
-                        self.options.stop_grace
-                    );
+                    tracing::warn!("worker {} did not stop in {:?}: killed", child.id(), self.options.stop_grace);
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
@@ -287,25 +255,14 @@ impl Drop for Cluster {
 }
 
 fn worker_failed(pid: u32, status: ExitStatus) -> Error {
-    if status.code() == Some(EXIT_PLUGIN) {
-        Error::Config(format!(
-            "worker {pid} could not load its plugin (see its message above)"
-        ))
-    } else {
-        Error::Config(format!("worker {pid} exited during start-up ({status})"))
-    }
+    Error::WorkerStart { pid, code: status.code() }
 }
 
 /// Starts a cluster, prints a ready line, serves until SIGTERM/SIGINT, stops.
 pub fn run_cluster(options: ClusterOptions, shutdown: &Shutdown) -> Result<()> {
     let mut cluster = Cluster::start(options)?;
     let o = &cluster.options;
-    println!(
-        "powerhose ready: {} workers running {} on {}",
-        o.workers,
-        cluster.plugin_path.display(),
-        o.frontend
-    );
+    println!("powerhose ready: {} workers running {} on {}", o.workers, cluster.plugin_path.display(), o.frontend);
     let served = cluster.serve(shutdown);
     let stopped = cluster.stop();
     served.and(stopped)

@@ -26,20 +26,12 @@ pub fn runtime_dir() -> Result<PathBuf> {
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
     }
-    let meta =
-        fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
-    let insecure = |reason: String| Error::InsecureDir {
-        path: dir.to_path_buf(),
-        reason,
-    };
+    let meta = fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
+    let insecure = |reason: String| Error::InsecureDir { path: dir.to_path_buf(), reason };
     if !meta.is_dir() {
         return Err(insecure("not a directory".into()));
     }
@@ -48,30 +40,20 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
         return Err(insecure(format!("owned by uid {}", meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
-            insecure(format!(
-                "mode {:o} and chmod failed: {e}",
-                meta.mode() & 0o777
-            ))
-        })?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| insecure(format!("mode {:o} and chmod failed: {e}", meta.mode() & 0o777)))?;
     }
     Ok(())
 }
 
 /// The default front (client) endpoint.
 pub fn default_frontend() -> Result<String> {
-    Ok(format!(
-        "ipc://{}",
-        runtime_dir()?.join("front.ipc").display()
-    ))
+    Ok(format!("ipc://{}", runtime_dir()?.join("front.ipc").display()))
 }
 
 /// The default back (worker) endpoint.
 pub fn default_backend() -> Result<String> {
-    Ok(format!(
-        "ipc://{}",
-        runtime_dir()?.join("back.ipc").display()
-    ))
+    Ok(format!("ipc://{}", runtime_dir()?.join("back.ipc").display()))
 }
 
 /// The socket path of an `ipc://` endpoint, `None` for other transports and
@@ -103,10 +85,7 @@ impl EndpointLock {
         };
         // sun_path holds 107 bytes plus the NUL; ZeroMQ's own error is cryptic.
         if socket_path.as_os_str().len() > 107 {
-            return Err(Error::Config(format!(
-                "ipc path longer than 107 bytes: {}",
-                socket_path.display()
-            )));
+            return Err(Error::Config(format!("ipc path longer than 107 bytes: {}", socket_path.display())));
         }
         let mut lock_name = socket_path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
@@ -119,10 +98,7 @@ impl EndpointLock {
                 .truncate(false)
                 .mode(0o600)
                 .open(&lock_path)
-                .map_err(Error::io(format!(
-                    "opening lock file {}",
-                    lock_path.display()
-                )))?;
+                .map_err(Error::io(format!("opening lock file {}", lock_path.display())))?;
             // SAFETY: flock on an fd we own.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let err = std::io::Error::last_os_error();
@@ -148,11 +124,7 @@ impl EndpointLock {
             file.set_len(0).map_err(Error::io("truncating lock file"))?;
             file.rewind().map_err(Error::io("rewinding lock file"))?;
             write!(file, "{}", std::process::id()).map_err(Error::io("writing lock file"))?;
-            return Ok(Some(EndpointLock {
-                file,
-                lock_path,
-                socket_path,
-            }));
+            return Ok(Some(EndpointLock { file, lock_path, socket_path }));
         }
     }
 
@@ -161,11 +133,7 @@ impl EndpointLock {
         let socket_path = ipc_path(endpoint)?;
         let mut lock_name = socket_path.file_name()?.to_os_string();
         lock_name.push(".lock");
-        fs::read_to_string(socket_path.with_file_name(lock_name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        fs::read_to_string(socket_path.with_file_name(lock_name)).ok()?.trim().parse().ok()
     }
 }
 
@@ -184,10 +152,7 @@ mod tests {
 
     #[test]
     fn ipc_paths() {
-        assert_eq!(
-            ipc_path("ipc:///run/x.ipc"),
-            Some(PathBuf::from("/run/x.ipc"))
-        );
+        assert_eq!(ipc_path("ipc:///run/x.ipc"), Some(PathBuf::from("/run/x.ipc")));
         assert_eq!(ipc_path("ipc://@abstract"), None);
         assert_eq!(ipc_path("tcp://127.0.0.1:5555"), None);
     }
@@ -203,10 +168,7 @@ mod tests {
             }
             other => panic!("expected refusal, got {other:?}"),
         }
-        assert_eq!(
-            EndpointLock::holder_pid(&endpoint),
-            Some(std::process::id())
-        );
+        assert_eq!(EndpointLock::holder_pid(&endpoint), Some(std::process::id()));
         drop(first);
         assert!(!dir.path().join("front.ipc.lock").exists());
         assert!(EndpointLock::acquire(&endpoint).unwrap().is_some());

@@ -14,10 +14,7 @@ pub enum Error {
     #[error("{context}: {source}")]
     Zmq { context: String, source: zmq::Error },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
 
@@ -29,24 +26,15 @@ pub enum Error {
 
     // --- plugins
     #[error("plugin {name}: not found (looked in {})", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
-    PluginNotFound {
-        name: String,
-        searched: Vec<PathBuf>,
-    },
+    PluginNotFound { name: String, searched: Vec<PathBuf> },
     /// `details` holds abi_stable's full report, shown only with `--debug`.
     #[error("plugin {}: {reason}", path.display())]
-    PluginLoad {
-        path: PathBuf,
-        reason: String,
-        details: String,
-    },
+    PluginLoad { path: PathBuf, reason: String, details: String },
     #[error("plugin {} ({name} {version}) failed to initialise: {message}", path.display())]
-    PluginInit {
-        path: PathBuf,
-        name: String,
-        version: String,
-        message: String,
-    },
+    PluginInit { path: PathBuf, name: String, version: String, message: String },
+
+    #[error("worker {pid} {}", if *code == Some(crate::EXIT_PLUGIN) { "could not load its plugin (see its message above)".to_string() } else { format!("exited during start-up ({})", code.map_or("killed by a signal".to_string(), |c| format!("exit code {c}"))) })]
+    WorkerStart { pid: u32, code: Option<i32> },
 
     // --- job outcomes, as a client sees them
     #[error("job failed in worker {pid}: {message}")]

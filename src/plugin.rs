@@ -22,23 +22,15 @@ pub fn locate(spec: &str, plugin_dir: Option<&Path>) -> Result<PathBuf> {
         return if path.exists() {
             Ok(path)
         } else {
-            Err(Error::PluginNotFound {
-                name: spec.to_string(),
-                searched: vec![path],
-            })
+            Err(Error::PluginNotFound { name: spec.to_string(), searched: vec![path] })
         };
     }
     let mut dirs: Vec<PathBuf> = vec![PathBuf::from(".")];
-    if let Some(dir) = plugin_dir
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(PLUGIN_DIR_ENV).map(PathBuf::from))
+    if let Some(dir) = plugin_dir.map(Path::to_path_buf).or_else(|| std::env::var_os(PLUGIN_DIR_ENV).map(PathBuf::from))
     {
         dirs.push(dir);
     }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
         dirs.push(dir);
     }
     let mut names = vec![spec.to_string()];
@@ -55,10 +47,7 @@ pub fn locate(spec: &str, plugin_dir: Option<&Path>) -> Result<PathBuf> {
             searched.push(candidate);
         }
     }
-    Err(Error::PluginNotFound {
-        name: spec.to_string(),
-        searched,
-    })
+    Err(Error::PluginNotFound { name: spec.to_string(), searched })
 }
 
 /// A loaded, initialised plugin. The library stays mapped for the life of the
@@ -72,13 +61,7 @@ pub struct LoadedPlugin {
 
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "LoadedPlugin({} {} from {})",
-            self.name,
-            self.version,
-            self.path.display()
-        )
+        write!(f, "LoadedPlugin({} {} from {})", self.name, self.version, self.path.display())
     }
 }
 
@@ -87,42 +70,23 @@ impl LoadedPlugin {
     pub fn load(path: &Path, params_json: &str) -> Result<LoadedPlugin> {
         let fail = |e: LibraryError| {
             let details = e.to_string();
-            Error::PluginLoad {
-                path: path.to_path_buf(),
-                reason: condense(&e, &details),
-                details,
-            }
+            Error::PluginLoad { path: path.to_path_buf(), reason: condense(&e, &details), details }
         };
         if !path.exists() {
-            return Err(Error::PluginNotFound {
-                name: path.display().to_string(),
-                searched: vec![path.to_path_buf()],
-            });
+            return Err(Error::PluginNotFound { name: path.display().to_string(), searched: vec![path.to_path_buf()] });
         }
         // Not `PluginModRef::load_from_file`: it caches the first module per type
         // for the whole process, so a second plugin would come back as the first.
-        let module: PluginModRef = lib_header_from_path(path)
-            .and_then(|h| h.init_root_module())
-            .map_err(fail)?;
+        let module: PluginModRef = lib_header_from_path(path).and_then(|h| h.init_root_module()).map_err(fail)?;
         let name = module.name().to_string();
         let version = module.version().to_string();
         let handler = match (module.init())(RStr::from_str(params_json)) {
             RResult::ROk(h) => h,
             RResult::RErr(message) => {
-                return Err(Error::PluginInit {
-                    path: path.to_path_buf(),
-                    name,
-                    version,
-                    message: message.into(),
-                })
+                return Err(Error::PluginInit { path: path.to_path_buf(), name, version, message: message.into() })
             }
         };
-        Ok(LoadedPlugin {
-            path: path.to_path_buf(),
-            name,
-            version,
-            handler,
-        })
+        Ok(LoadedPlugin { path: path.to_path_buf(), name, version, handler })
     }
 
     /// Runs one job; `Err` carries the handler's message (panics included).
@@ -131,17 +95,9 @@ impl LoadedPlugin {
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
         data: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let headers: Vec<RHeader<'a>> = headers
-            .into_iter()
-            .map(|(n, v)| RHeader {
-                name: RStr::from_str(n),
-                value: RStr::from_str(v),
-            })
-            .collect();
-        match self
-            .handler
-            .handle(RSlice::from_slice(&headers), RSlice::from_slice(data))
-        {
+        let headers: Vec<RHeader<'a>> =
+            headers.into_iter().map(|(n, v)| RHeader { name: RStr::from_str(n), value: RStr::from_str(v) }).collect();
+        match self.handler.handle(RSlice::from_slice(&headers), RSlice::from_slice(data)) {
             RResult::ROk(out) => Ok(out.into_vec()),
             RResult::RErr(msg) => Err(msg.into()),
         }
@@ -184,19 +140,26 @@ fn condense(e: &LibraryError, full: &str) -> String {
     }
 }
 
-/// The first line of an abi_stable layout report that names what differs.
+/// The first error of an abi_stable layout report, with the type it is about
+/// ("incompatible type size in RHeader<'a>").
 fn first_mismatch(full: &str) -> String {
-    full.lines()
-        .map(str::trim)
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("error")
-                || l.contains("mismatch")
-                || l.contains("different")
-                || l.contains("too many")
-        })
-        .map(|l| truncate(l.trim_start_matches("Error:").trim(), 120))
-        .unwrap_or_else(|| "layout mismatch".into())
+    let mut in_layout_header = false;
+    let mut current_type: Option<&str> = None;
+    for line in full.lines().map(str::trim) {
+        if line.starts_with("Layout of expected type") || line.starts_with("Layout of found type") {
+            in_layout_header = true;
+        } else if in_layout_header && line.starts_with("type:") {
+            current_type = Some(line.trim_start_matches("type:"));
+            in_layout_header = false;
+        } else if let Some(error) = line.strip_prefix("Error:") {
+            let error = truncate(error.trim(), 100);
+            return match current_type {
+                Some(ty) => format!("{error} in {}", truncate(ty, 60)),
+                None => error,
+            };
+        }
+    }
+    "layout mismatch".into()
 }
 
 fn one_line(s: &str) -> String {
@@ -222,22 +185,18 @@ mod tests {
     fn locate_finds_bare_names_and_lib_prefix_in_plugin_dir() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("libfoo.so"), b"").unwrap();
-        assert_eq!(
-            locate("libfoo.so", Some(dir.path())).unwrap(),
-            dir.path().join("libfoo.so")
-        );
-        assert_eq!(
-            locate("foo", Some(dir.path())).unwrap(),
-            dir.path().join("libfoo.so")
-        );
-        let err = locate("nothere.so", Some(dir.path()))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("not found") && err.contains("nothere.so"),
-            "{err}"
-        );
+        assert_eq!(locate("libfoo.so", Some(dir.path())).unwrap(), dir.path().join("libfoo.so"));
+        assert_eq!(locate("foo", Some(dir.path())).unwrap(), dir.path().join("libfoo.so"));
+        let err = locate("nothere.so", Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("not found") && err.contains("nothere.so"), "{err}");
         assert!(locate("/no/such/dir/libx.so", None).is_err());
+    }
+
+    #[test]
+    fn layout_reports_condense_to_the_first_error_and_its_type() {
+        let report = "Compared <this>:\n  type:PrefixRef<'a, PluginMod>\nLayout of expected type:\n    type:RHeader<'a>\n    size:32\n\nError:incompatible type size\nExpected:\n    32\nError:too many fields\n";
+        assert_eq!(first_mismatch(report), "incompatible type size in RHeader<'a>");
+        assert_eq!(first_mismatch("nothing useful"), "layout mismatch");
     }
 
     #[test]

@@ -17,24 +17,15 @@ pub struct Shutdown {
 impl Shutdown {
     pub fn new() -> Result<Self> {
         let (read, write) = UnixStream::pair().map_err(Error::io("creating the shutdown pipe"))?;
-        read.set_nonblocking(true)
-            .map_err(Error::io("shutdown pipe"))?;
-        write
-            .set_nonblocking(true)
-            .map_err(Error::io("shutdown pipe"))?;
-        Ok(Shutdown {
-            inner: Arc::new((read, write)),
-        })
+        read.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
+        write.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
+        Ok(Shutdown { inner: Arc::new((read, write)) })
     }
 
     /// Also trigger on these signals (the handler only writes to the pipe).
     pub fn on_signals(self, signals: &[i32]) -> Result<Self> {
         for &sig in signals {
-            let write = self
-                .inner
-                .1
-                .try_clone()
-                .map_err(Error::io("shutdown pipe"))?;
+            let write = self.inner.1.try_clone().map_err(Error::io("shutdown pipe"))?;
             signal_hook::low_level::pipe::register(sig, write)
                 .map_err(Error::io(format!("installing handler for signal {sig}")))?;
         }
@@ -55,14 +46,7 @@ impl Shutdown {
     pub fn requested(&self) -> bool {
         let mut buf = [0u8; 1];
         // SAFETY: MSG_PEEK on our own non-blocking socket into a 1-byte buffer.
-        let n = unsafe {
-            libc::recv(
-                self.fd(),
-                buf.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
+        let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         n > 0
     }
 
@@ -83,6 +67,17 @@ impl Shutdown {
     }
 }
 
+/// `zmq::poll` that treats a signal's interruption (EINTR) as "nothing ready":
+/// the signal handlers here only write to a [`Shutdown`] pipe, which the next
+/// poll sees.
+pub fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32> {
+    match zmq::poll(items, timeout_ms) {
+        Ok(n) => Ok(n),
+        Err(zmq::Error::EINTR) => Ok(0),
+        Err(e) => Err(Error::zmq("polling")(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,16 +93,5 @@ mod tests {
         assert_eq!(zmq::poll(&mut items, 0).unwrap(), 1);
         b.clear();
         assert!(!a.requested());
-    }
-}
-
-/// `zmq::poll` that treats a signal's interruption (EINTR) as "nothing ready":
-/// the signal handlers here only write to a [`Shutdown`] pipe, which the next
-/// poll sees.
-pub fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32> {
-    match zmq::poll(items, timeout_ms) {
-        Ok(n) => Ok(n),
-        Err(zmq::Error::EINTR) => Ok(0),
-        Err(e) => Err(Error::zmq("polling")(e)),
     }
 }

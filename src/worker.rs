@@ -60,10 +60,7 @@ fn identity(host: &str) -> String {
     let random = if n == 4 {
         u32::from_le_bytes(bytes)
     } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
     };
     format!("{host}-{}-{random:08x}", std::process::id())
 }
@@ -79,28 +76,18 @@ pub fn hostname() -> String {
 }
 
 fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &str) -> Result<zmq::Socket> {
-    let socket = ctx
-        .socket(zmq::DEALER)
-        .map_err(Error::zmq("creating the worker socket"))?;
-    socket
-        .set_identity(identity.as_bytes())
-        .map_err(Error::zmq("setting the worker identity"))?;
+    let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the worker socket"))?;
+    socket.set_identity(identity.as_bytes()).map_err(Error::zmq("setting the worker identity"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
-    socket
-        .connect(&options.backend)
-        .map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
+    socket.connect(&options.backend).map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
     Ok(socket)
 }
 
 fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<()> {
     let more = if body.is_some() { zmq::SNDMORE } else { 0 };
-    socket
-        .send(frame.encode(), more)
-        .map_err(Error::zmq("sending to the broker"))?;
+    socket.send(frame.encode(), more).map_err(Error::zmq("sending to the broker"))?;
     if let Some(body) = body {
-        socket
-            .send(body, 0)
-            .map_err(Error::zmq("sending to the broker"))?;
+        socket.send(body, 0).map_err(Error::zmq("sending to the broker"))?;
     }
     Ok(())
 }
@@ -111,10 +98,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
     let host = hostname();
     let id = identity(&host);
     let registration = Registration {
-        service: options
-            .service
-            .clone()
-            .unwrap_or_else(|| plugin.name.clone()),
+        service: options.service.clone().unwrap_or_else(|| plugin.name.clone()),
         pid: std::process::id(),
         host,
         plugin: plugin.name.clone(),
@@ -130,16 +114,11 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
         unregistered: AtomicBool::new(false),
         last_heard: Mutex::new(Instant::now()),
     });
-    link.socket
-        .lock()
-        .expect("no poison")
-        .send(&ready[..], 0)
-        .map_err(Error::zmq("registering"))?;
+    link.socket.lock().expect("no poison").send(&ready[..], 0).map_err(Error::zmq("registering"))?;
     tracing::info!(identity = %id, backend = %options.backend, "worker started");
 
     let pulse = {
-        let (link, shutdown, interval) =
-            (link.clone(), shutdown.clone(), options.heartbeat_interval);
+        let (link, shutdown, interval) = (link.clone(), shutdown.clone(), options.heartbeat_interval);
         std::thread::Builder::new()
             .name("pulse".into())
             .spawn(move || pulse(&link, &shutdown, interval))
@@ -155,9 +134,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
 fn pulse(link: &Link, shutdown: &Shutdown, interval: Duration) {
     let mut items = [shutdown.poll_item()];
     loop {
-        let stop = crate::shutdown::poll(&mut items, interval.as_millis() as i64)
-            .map(|n| n > 0)
-            .unwrap_or(true);
+        let stop = crate::shutdown::poll(&mut items, interval.as_millis() as i64).map(|n| n > 0).unwrap_or(true);
         if !link.busy.load(Ordering::Acquire) {
             if stop {
                 return;
@@ -170,18 +147,10 @@ fn pulse(link: &Link, shutdown: &Shutdown, interval: Duration) {
             continue;
         };
         if stop && !link.unregistered.swap(true, Ordering::AcqRel) {
-            let _ = send(
-                &socket,
-                CommandFrame::new(Command::Disconnect, 0, 0, b""),
-                None,
-            );
+            let _ = send(&socket, CommandFrame::new(Command::Disconnect, 0, 0, b""), None);
             tracing::info!("stop requested: unregistered, finishing the current job");
         }
-        let _ = send(
-            &socket,
-            CommandFrame::new(Command::Heartbeat, 0, 0, b""),
-            None,
-        );
+        let _ = send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None);
         while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
             *link.last_heard.lock().expect("no poison") = Instant::now();
             if let Some(Ok(cmd)) = frames.first().map(|f| CommandFrame::decode(f)) {
@@ -215,11 +184,7 @@ fn job_loop(
     loop {
         if shutdown.requested() {
             if !link.unregistered.swap(true, Ordering::AcqRel) {
-                let _ = send(
-                    &socket,
-                    CommandFrame::new(Command::Disconnect, 0, 0, b""),
-                    None,
-                );
+                let _ = send(&socket, CommandFrame::new(Command::Disconnect, 0, 0, b""), None);
             }
             tracing::info!("worker stopping");
             return Ok(());
@@ -232,13 +197,9 @@ fn job_loop(
         let last_heard = *link.last_heard.lock().expect("no poison");
         if now >= last_heard + broker_timeout {
             if options.exit_on_broker_loss {
-                return Err(Error::Protocol(format!(
-                    "broker silent for {broker_timeout:?}; exiting as asked"
-                )));
+                return Err(Error::Protocol(format!("broker silent for {broker_timeout:?}; exiting as asked")));
             }
-            tracing::warn!(
-                "broker silent for {broker_timeout:?}; reconnecting in {reconnect_delay:?}"
-            );
+            tracing::warn!("broker silent for {broker_timeout:?}; reconnecting in {reconnect_delay:?}");
             let mut items = [shutdown.poll_item()];
             let _ = crate::shutdown::poll(&mut items, reconnect_delay.as_millis() as i64);
             *socket = connect(ctx, options, id)?;
@@ -248,16 +209,10 @@ fn job_loop(
             continue;
         }
         if now >= next_heartbeat {
-            send(
-                &socket,
-                CommandFrame::new(Command::Heartbeat, 0, 0, b""),
-                None,
-            )?;
+            send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
             next_heartbeat = now + interval;
         }
-        let wait = next_heartbeat
-            .min(last_heard + broker_timeout)
-            .saturating_duration_since(now);
+        let wait = next_heartbeat.min(last_heard + broker_timeout).saturating_duration_since(now);
         let mut items = [socket.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
         crate::shutdown::poll(&mut items, wait.as_millis() as i64 + 1)?;
         if !items[0].is_readable() {
@@ -283,11 +238,7 @@ fn job_loop(
                     let (status, body) = run_job(plugin, &frames[1], &frames[2]);
                     socket = link.socket.lock().expect("no poison");
                     link.busy.store(false, Ordering::Release);
-                    send(
-                        &socket,
-                        CommandFrame::new(Command::Result, job_id, status as u32, b""),
-                        Some(body),
-                    )?;
+                    send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body))?;
                     next_heartbeat = Instant::now() + interval;
                     tracing::debug!(job_id, timeout_ms, ?status, "job done");
                 }

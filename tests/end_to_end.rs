@@ -17,40 +17,24 @@ fn hex(bytes: &[u8]) -> String {
 fn crypto_jobs_through_a_powerhose_cluster() {
     let dir = TestDir::new();
     // RFC 8032 test 1 key and RFC 4231 test case 2 key, so results are known.
-    let params = r#"{"ed25519_seed":"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60","hmac_key":"Jefe"}"#;
+    let params =
+        r#"{"ed25519_seed":"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60","hmac_key":"Jefe"}"#;
     let _cluster = start_cluster(&dir, "crypto_job", 2, &["--params", params]);
     let client = dir.client();
 
-    let sig = client
-        .execute(JobRequest::new(b"".to_vec()).header("op", "sign"), T)
-        .unwrap();
+    let sig = client.execute(JobRequest::new(b"".to_vec()).header("op", "sign"), T).unwrap();
     assert_eq!(
         hex(&sig),
         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
     );
-    let mac = client
-        .execute(
-            JobRequest::new("what do ya want for nothing?").header("op", "hmac"),
-            T,
-        )
-        .unwrap();
-    assert_eq!(
-        hex(&mac),
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-    );
+    let mac = client.execute(JobRequest::new("what do ya want for nothing?").header("op", "hmac"), T).unwrap();
+    assert_eq!(hex(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 
     let message = b"token payload";
-    let sig = client
-        .execute(JobRequest::new(message.to_vec()).header("op", "sign"), T)
-        .unwrap();
+    let sig = client.execute(JobRequest::new(message.to_vec()).header("op", "sign"), T).unwrap();
     let mut signed = sig.clone();
     signed.extend_from_slice(message);
-    assert_eq!(
-        client
-            .execute(JobRequest::new(signed.clone()).header("op", "verify"), T)
-            .unwrap(),
-        b"valid"
-    );
+    assert_eq!(client.execute(JobRequest::new(signed.clone()).header("op", "verify"), T).unwrap(), b"valid");
     signed[70] ^= 1;
     match client.execute(JobRequest::new(signed).header("op", "verify"), T) {
         Err(Error::Handler { message, pid }) => {
@@ -72,49 +56,24 @@ fn echo_through_separate_broker_and_worker_processes_over_ipc_and_tcp() {
                 std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
             );
             let (pa, pb) = (port(a), port(b));
-            (
-                format!("tcp://127.0.0.1:{pa}"),
-                format!("tcp://127.0.0.1:{pb}"),
-            )
+            (format!("tcp://127.0.0.1:{pa}"), format!("tcp://127.0.0.1:{pb}"))
         } else {
             (dir.front(), dir.back())
         };
-        let broker = Proc::spawn(
-            BROKER,
-            &["--frontend", &front, "--backend", &back],
-            &dir,
-            "broker",
-        );
+        let broker = Proc::spawn(BROKER, &["--frontend", &front, "--backend", &back], &dir, "broker");
         let client = powerhose::Client::connect(&front).unwrap();
         assert_eq!(client.ping(T).unwrap(), broker.pid());
         let plugin = plugin("echo");
-        let mut worker = Proc::spawn(
-            WORKER,
-            &["--plugin", plugin.to_str().unwrap(), "--backend", &back],
-            &dir,
-            "worker",
-        );
-        wait_until("worker registration", T, || {
-            client.workers("echo", T).unwrap() == 1
-        });
+        let mut worker =
+            Proc::spawn(WORKER, &["--plugin", plugin.to_str().unwrap(), "--backend", &back], &dir, "worker");
+        wait_until("worker registration", T, || client.workers("echo", T).unwrap() == 1);
         let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
         assert_eq!(client.execute(payload.clone(), T).unwrap(), payload);
-        assert_eq!(
-            client
-                .execute(JobRequest::new("named").service("echo"), T)
-                .unwrap(),
-            b"named"
-        );
+        assert_eq!(client.execute(JobRequest::new("named").service("echo"), T).unwrap(), b"named");
         // SIGTERM: the lone worker unregisters and exits 0.
         worker.signal(libc::SIGTERM);
-        assert!(
-            worker.wait_exit(T).expect("worker exits").success(),
-            "{}",
-            worker.stderr()
-        );
-        wait_until("worker to unregister", T, || {
-            client.workers("echo", T).unwrap() == 0
-        });
+        assert!(worker.wait_exit(T).expect("worker exits").success(), "{}", worker.stderr());
+        wait_until("worker to unregister", T, || client.workers("echo", T).unwrap() == 0);
     }
 }
 
@@ -123,17 +82,11 @@ fn a_panicking_handler_gets_an_error_reply_and_the_same_worker_answers_next() {
     let dir = TestDir::new();
     let _cluster = start_cluster(&dir, "test_plugin", 1, &[]);
     let client = dir.client();
-    let pid = |c: &powerhose::Client| {
-        c.execute(JobRequest::new("").header("action", "pid"), T)
-            .unwrap()
-    };
+    let pid = |c: &powerhose::Client| c.execute(JobRequest::new("").header("action", "pid"), T).unwrap();
     let before = pid(&client);
     match client.execute(JobRequest::new("").header("action", "panic"), T) {
         Err(Error::Handler { message, .. }) => {
-            assert!(
-                message.contains("handler panicked: test plugin panics on request"),
-                "{message}"
-            )
+            assert!(message.contains("handler panicked: test plugin panics on request"), "{message}")
         }
         other => panic!("expected a handler error, got {other:?}"),
     }
@@ -141,11 +94,7 @@ fn a_panicking_handler_gets_an_error_reply_and_the_same_worker_answers_next() {
         Err(Error::Handler { message, .. }) => assert_eq!(message, "it broke"),
         other => panic!("expected a handler error, got {other:?}"),
     }
-    assert_eq!(
-        pid(&client),
-        before,
-        "the same worker process answers after the panic"
-    );
+    assert_eq!(pid(&client), before, "the same worker process answers after the panic");
 }
 
 #[test]
@@ -171,12 +120,9 @@ fn client_errors_are_typed_and_bounded() {
     // does not confuse the next call.
     let _worker = start_worker(&dir, "test_plugin", &[], "worker");
     let start = Instant::now();
-    match client.execute(
-        JobRequest::new("slow")
-            .header("action", "sleep")
-            .header("ms", "700"),
-        Duration::from_millis(200),
-    ) {
+    match client
+        .execute(JobRequest::new("slow").header("action", "sleep").header("ms", "700"), Duration::from_millis(200))
+    {
         Err(Error::Timeout(_)) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }

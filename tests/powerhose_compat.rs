@@ -40,17 +40,11 @@ fn powerhose_format_jobs_and_ping() {
     assert_eq!(ask(&socket, b"NONE:::pay:::load\x00\xff"), expected);
 
     // Several headers, handler error: PID:ERROR:MESSAGE.
-    assert_eq!(
-        ask(&socket, b"action:error::extra:1:::boom"),
-        format!("{pid}:ERROR:boom").into_bytes()
-    );
+    assert_eq!(ask(&socket, b"action:error::extra:1:::boom"), format!("{pid}:ERROR:boom").into_bytes());
 
     // A malformed request gets an error in the same format, from the broker.
     let reply = String::from_utf8(ask(&socket, b"garbage without separator")).unwrap();
-    assert!(
-        reply.starts_with(&format!("{}:ERROR:", cluster.pid())),
-        "{reply}"
-    );
+    assert!(reply.starts_with(&format!("{}:ERROR:", cluster.pid())), "{reply}");
 
     // The REQ socket is still usable (strict send/recv alternation kept).
     assert_eq!(ask(&socket, b"PING"), cluster.pid().to_string().as_bytes());
@@ -62,9 +56,6 @@ fn powerhose_format_job_with_no_worker_gets_an_error_not_silence() {
     let broker = start_broker(&dir, &["--no-worker-grace-ms", "100"]);
     let (_ctx, socket) = req(&dir.front());
     let reply = String::from_utf8(ask(&socket, b"NONE:::x")).unwrap();
-    assert!(
-        reply.starts_with(&format!("{}:ERROR:", broker.pid())),
-        "{reply}"
-    );
+    assert!(reply.starts_with(&format!("{}:ERROR:", broker.pid())), "{reply}");
     assert!(reply.contains("no worker"), "{reply}");
 }

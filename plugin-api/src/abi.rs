@@ -28,11 +28,7 @@ pub struct RHeader<'a> {
 pub trait RawHandler: Send + Sync {
     /// Runs one job: headers and data in, result bytes or an error message out.
     #[sabi(last_prefix_field)]
-    fn handle(
-        &self,
-        headers: RSlice<'_, RHeader<'_>>,
-        data: RSlice<'_, u8>,
-    ) -> RResult<RVec<u8>, RString>;
+    fn handle(&self, headers: RSlice<'_, RHeader<'_>>, data: RSlice<'_, u8>) -> RResult<RVec<u8>, RString>;
 }
 
 /// An owned, type-erased handler as it travels across the boundary.

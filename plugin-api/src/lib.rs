@@ -5,7 +5,7 @@
 //! loading, so a plugin built against an incompatible version of this crate is
 //! refused at load time with an error instead of being called into.
 //!
-//! ```ignore
+//! ```no_run
 //! use powerhose_plugin_api::{export_plugin, Job, Params, Plugin};
 //!
 //! struct Echo;

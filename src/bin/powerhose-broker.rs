@@ -23,14 +23,8 @@ struct Args {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let frontend = args
-        .frontend
-        .clone()
-        .map_or_else(endpoint::default_frontend, Ok)?;
-    let backend = args
-        .backend
-        .clone()
-        .map_or_else(endpoint::default_backend, Ok)?;
+    let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
+    let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
     let mut options = broker::BrokerOptions::new(frontend, backend);
     options.config = args.broker.config();
     options.legacy_timeout = std::time::Duration::from_millis(args.legacy_timeout_ms);

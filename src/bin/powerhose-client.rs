@@ -42,19 +42,11 @@ enum Cmd {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let frontend = args
-        .frontend
-        .clone()
-        .map_or_else(endpoint::default_frontend, Ok)?;
+    let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
     let timeout = Duration::try_from_secs_f64(args.timeout)?;
     let client = Client::connect(&frontend)?;
     match &args.command {
-        Cmd::Run {
-            data,
-            headers,
-            service,
-            hex,
-        } => {
+        Cmd::Run { data, headers, service, hex } => {
             let data = if data == "-" {
                 let mut buf = Vec::new();
                 std::io::stdin().read_to_end(&mut buf)?;
@@ -64,9 +56,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             };
             let mut job = JobRequest::new(data).service(service);
             for h in headers {
-                let (name, value) = h
-                    .split_once(':')
-                    .ok_or_else(|| anyhow::anyhow!("header {h:?} is not NAME:VALUE"))?;
+                let (name, value) =
+                    h.split_once(':').ok_or_else(|| anyhow::anyhow!("header {h:?} is not NAME:VALUE"))?;
                 job = job.header(name, value);
             }
             let result = client.execute(job, timeout)?;

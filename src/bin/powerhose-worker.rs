@@ -43,16 +43,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
     let params = cli::parse_params(args.params.as_deref().unwrap_or(""))?;
     let loaded = plugin::LoadedPlugin::load(&path, &params)?;
-    tracing::info!(
-        "loaded plugin {} {} from {}",
-        loaded.name,
-        loaded.version,
-        path.display()
-    );
-    let backend = args
-        .backend
-        .clone()
-        .map_or_else(endpoint::default_backend, Ok)?;
+    tracing::info!("loaded plugin {} {} from {}", loaded.name, loaded.version, path.display());
+    let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
     let mut options = worker::WorkerOptions::new(backend);
     options.service = args.service.clone();
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));

@@ -6,10 +6,7 @@ use clap::Parser;
 use powerhose::{cli, cluster, shutdown::Shutdown};
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Run a powerhose cluster: a broker and N workers on one plugin"
-)]
+#[command(version, about = "Run a powerhose cluster: a broker and N workers on one plugin")]
 struct Args {
     /// The plugin: a path, or a file name such as libcrypto_job.so (see powerhose-worker --help).
     #[arg(long)]

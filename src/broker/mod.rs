@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
-use crate::protocol::{
-    encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status,
-};
+use crate::protocol::{encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status};
 use crate::shutdown::Shutdown;
 use state::{Body, BrokerState, ClientRoute, Config, Job, Output};
 
@@ -46,26 +44,16 @@ pub struct Broker {
 }
 
 fn router(ctx: &zmq::Context, endpoint: &str, role: &str) -> Result<zmq::Socket> {
-    let socket = ctx
-        .socket(zmq::ROUTER)
-        .map_err(Error::zmq("creating a ROUTER socket"))?;
+    let socket = ctx.socket(zmq::ROUTER).map_err(Error::zmq("creating a ROUTER socket"))?;
     // Unknown peers must be errors, not silent drops; the queue bound is ours
     // (max_queue), not ZeroMQ's 1000-message high-water mark.
-    socket
-        .set_router_mandatory(true)
-        .map_err(Error::zmq("router_mandatory"))?;
+    socket.set_router_mandatory(true).map_err(Error::zmq("router_mandatory"))?;
     socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
     socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
     socket.bind(endpoint).map_err(|e| match e {
-        zmq::Error::EADDRINUSE => Error::BrokerAlreadyRunning {
-            endpoint: endpoint.to_string(),
-            pid: None,
-        },
-        e => Error::Zmq {
-            context: format!("binding the {role} endpoint {endpoint}"),
-            source: e,
-        },
+        zmq::Error::EADDRINUSE => Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: None },
+        e => Error::Zmq { context: format!("binding the {role} endpoint {endpoint}"), source: e },
     })?;
     Ok(socket)
 }
@@ -81,41 +69,22 @@ impl Broker {
         let ctx = zmq::Context::new();
         let front = router(&ctx, &options.frontend, "front")?;
         let back = router(&ctx, &options.backend, "back")?;
-        Ok(Broker {
-            options,
-            _ctx: ctx,
-            front,
-            back,
-            _locks: locks,
-        })
+        Ok(Broker { options, _ctx: ctx, front, back, _locks: locks })
     }
 
     /// Serves until `shutdown` is triggered.
     pub fn run(self, shutdown: &Shutdown) -> Result<()> {
         let pid = std::process::id();
-        let mut io = Io {
-            front: &self.front,
-            back: &self.back,
-            frames: Vec::new(),
-            buf: Vec::new(),
-            pid,
-        };
-        let mut state =
-            BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
+        let mut io = Io { front: &self.front, back: &self.back, frames: Vec::new(), buf: Vec::new(), pid };
+        let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
         tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
         loop {
             let now = Instant::now();
             let next = state.next_deadline(now);
-            let timeout = next
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(i64::MAX as u128) as i64;
-            let mut items = [
-                self.front.as_poll_item(zmq::POLLIN),
-                self.back.as_poll_item(zmq::POLLIN),
-                shutdown.poll_item(),
-            ];
+            let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
+            let mut items =
+                [self.front.as_poll_item(zmq::POLLIN), self.back.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
             crate::shutdown::poll(&mut items, timeout)?;
             if items[2].is_readable() {
                 break;
@@ -126,9 +95,7 @@ impl Broker {
             }
             if items[0].is_readable() {
                 let legacy_timeout = self.options.legacy_timeout;
-                io.drain(&self.front, |io, now| {
-                    io.on_front(now, legacy_timeout, &mut state, &mut out)
-                })?;
+                io.drain(&self.front, |io, now| io.on_front(now, legacy_timeout, &mut state, &mut out))?;
             }
             let now = Instant::now();
             if now >= state.next_deadline(now) {
@@ -155,11 +122,7 @@ const BATCH: usize = 256;
 
 impl Io<'_> {
     /// Reads up to [`BATCH`] messages from `socket` without blocking.
-    fn drain(
-        &mut self,
-        socket: &zmq::Socket,
-        mut handle: impl FnMut(&mut Self, Instant),
-    ) -> Result<()> {
+    fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<()> {
         for _ in 0..BATCH {
             self.frames.clear();
             loop {
@@ -210,20 +173,9 @@ impl Io<'_> {
                 tracing::warn!(frames = n, "unrecognised client message dropped");
                 // A REQ client with a malformed envelope can still be told why.
                 if first.is_some_and(|f| f.is_empty()) {
-                    let route = ClientRoute {
-                        identity,
-                        req_id: 0,
-                        legacy: true,
-                    };
-                    let body = Body::Text(
-                        format!("expected one frame after the envelope, got {}", n - 2).into(),
-                    );
-                    out.push(Output::Reply {
-                        route,
-                        status: Status::BadRequest,
-                        pid: self.pid,
-                        body,
-                    });
+                    let route = ClientRoute { identity, req_id: 0, legacy: true };
+                    let body = Body::Text(format!("expected one frame after the envelope, got {}", n - 2).into());
+                    out.push(Output::Reply { route, status: Status::BadRequest, pid: self.pid, body });
                 }
             }
         }
@@ -239,20 +191,11 @@ impl Io<'_> {
         state: &mut BrokerState<zmq::Message>,
         out: &mut Vec<Output<zmq::Message>>,
     ) {
-        let route = ClientRoute {
-            identity,
-            req_id: 0,
-            legacy: true,
-        };
+        let route = ClientRoute { identity, req_id: 0, legacy: true };
         match legacy::parse_request(body) {
             Ok(legacy::LegacyRequest::Ping) => {
                 let body = Body::Text(self.pid.to_string().into());
-                out.push(Output::Reply {
-                    route,
-                    status: Status::Ok,
-                    pid: self.pid,
-                    body,
-                });
+                out.push(Output::Reply { route, status: Status::Ok, pid: self.pid, body });
             }
             Ok(legacy::LegacyRequest::Job { headers, data }) => {
                 let find = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -294,11 +237,7 @@ impl Io<'_> {
             Ok(c) => c,
             Err(e) => {
                 state.counters.bad_requests += 1;
-                let route = ClientRoute {
-                    identity,
-                    req_id: 0,
-                    legacy: false,
-                };
+                let route = ClientRoute { identity, req_id: 0, legacy: false };
                 return out.push(Output::Reply {
                     route,
                     status: Status::BadRequest,
@@ -307,22 +246,10 @@ impl Io<'_> {
                 });
             }
         };
-        let route = ClientRoute {
-            identity,
-            req_id: cmd.id,
-            legacy: false,
-        };
-        let bad = |state: &mut BrokerState<zmq::Message>,
-                   out: &mut Vec<Output<zmq::Message>>,
-                   route,
-                   msg: String| {
+        let route = ClientRoute { identity, req_id: cmd.id, legacy: false };
+        let bad = |state: &mut BrokerState<zmq::Message>, out: &mut Vec<Output<zmq::Message>>, route, msg: String| {
             state.counters.bad_requests += 1;
-            out.push(Output::Reply {
-                route,
-                status: Status::BadRequest,
-                pid: self.pid,
-                body: Body::Text(msg.into()),
-            });
+            out.push(Output::Reply { route, status: Status::BadRequest, pid: self.pid, body: Body::Text(msg.into()) });
         };
         match (cmd.command, rest, extra) {
             (Command::Ping, [None, None], false) => {
@@ -335,22 +262,9 @@ impl Io<'_> {
             }
             (Command::Service, [None, None], false) => {
                 let name = String::from_utf8_lossy(cmd.tail);
-                let count: usize = state
-                    .services()
-                    .filter(|s| name.is_empty() || s.0 == name)
-                    .map(|s| s.1)
-                    .sum();
-                let status = if count > 0 {
-                    Status::Ok
-                } else {
-                    Status::NoWorker
-                };
-                out.push(Output::Reply {
-                    route,
-                    status,
-                    pid: self.pid,
-                    body: Body::Text(count.to_string().into()),
-                });
+                let count: usize = state.services().filter(|s| name.is_empty() || s.0 == name).map(|s| s.1).sum();
+                let status = if count > 0 { Status::Ok } else { Status::NoWorker };
+                out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(count.to_string().into()) });
             }
             (Command::Request, [Some(headers), Some(data)], false) => {
                 let Ok(service) = std::str::from_utf8(cmd.tail) else {
@@ -361,30 +275,16 @@ impl Io<'_> {
                     Err(e) => return bad(state, out, route, e.to_string()),
                 };
                 let timeout = Duration::from_millis(cmd.arg as u64);
-                let job = Job {
-                    route,
-                    headers,
-                    data,
-                    deadline: now + timeout,
-                    retries,
-                };
+                let job = Job { route, headers, data, deadline: now + timeout, retries };
                 state.submit(now, service, job, out);
             }
-            (command, _, _) => bad(
-                state,
-                out,
-                route,
-                format!("unexpected {command:?} message or frame count from a client"),
-            ),
+            (command, _, _) => {
+                bad(state, out, route, format!("unexpected {command:?} message or frame count from a client"))
+            }
         }
     }
 
-    fn on_back(
-        &mut self,
-        now: Instant,
-        state: &mut BrokerState<zmq::Message>,
-        out: &mut Vec<Output<zmq::Message>>,
-    ) {
+    fn on_back(&mut self, now: Instant, state: &mut BrokerState<zmq::Message>, out: &mut Vec<Output<zmq::Message>>) {
         let mut frames = self.frames.drain(..);
         let identity = frames.next().expect("ROUTER gives an identity frame");
         let Some(cmd) = frames.next() else { return };
@@ -404,14 +304,7 @@ impl Io<'_> {
             },
             Ok(c) if c.command == Command::Result => {
                 let status = Status::from_u32(c.arg).unwrap_or(Status::HandlerError);
-                state.worker_result(
-                    now,
-                    &identity,
-                    c.id,
-                    status,
-                    body.unwrap_or_else(zmq::Message::new),
-                    out,
-                );
+                state.worker_result(now, &identity, c.id, status, body.unwrap_or_else(zmq::Message::new), out);
             }
             Ok(c) if c.command == Command::Heartbeat => state.worker_heartbeat(now, &identity, out),
             Ok(c) if c.command == Command::Disconnect => {
@@ -434,37 +327,14 @@ impl Io<'_> {
     fn flush(&mut self, state: &BrokerState<zmq::Message>, out: &mut Vec<Output<zmq::Message>>) {
         for output in out.drain(..) {
             let result = match output {
-                Output::Reply {
-                    route,
-                    status,
-                    pid,
-                    body,
-                } => self.send_reply(route, status, pid, body),
-                Output::Job {
-                    worker,
-                    job_id,
-                    timeout_ms,
-                    headers,
-                    data,
-                } => {
-                    CommandFrame::new(Command::Job, job_id, timeout_ms, b"")
-                        .encode_into(&mut self.buf);
-                    send_parts(
-                        self.back,
-                        [
-                            state.worker_identity(worker).into(),
-                            (&self.buf[..]).into(),
-                            headers,
-                            data,
-                        ],
-                    )
+                Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
+                Output::Job { worker, job_id, timeout_ms, headers, data } => {
+                    CommandFrame::new(Command::Job, job_id, timeout_ms, b"").encode_into(&mut self.buf);
+                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into(), headers, data])
                 }
                 Output::Heartbeat { worker } => {
                     CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);
-                    send_parts(
-                        self.back,
-                        [state.worker_identity(worker).into(), (&self.buf[..]).into()],
-                    )
+                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into()])
                 }
                 Output::Disconnect { identity } => {
                     CommandFrame::new(Command::Disconnect, 0, 0, b"").encode_into(&mut self.buf);
@@ -494,18 +364,9 @@ impl Io<'_> {
                 (Body::Text(_), Status::Ok) => bytes.to_vec(),
                 _ => legacy::encode_reply(pid, status == Status::Ok, bytes),
             };
-            return send_parts(
-                self.front,
-                [route.identity, zmq::Message::new(), reply.into()],
-            );
+            return send_parts(self.front, [route.identity, zmq::Message::new(), reply.into()]);
         }
-        CommandFrame::new(
-            Command::Reply,
-            route.req_id,
-            status as u32,
-            &pid.to_le_bytes(),
-        )
-        .encode_into(&mut self.buf);
+        CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid.to_le_bytes()).encode_into(&mut self.buf);
         let body = match body {
             Body::Payload(m) => m,
             Body::Text(t) => t.as_bytes().into(),
@@ -514,20 +375,10 @@ impl Io<'_> {
     }
 }
 
-fn send_parts<const N: usize>(
-    socket: &zmq::Socket,
-    parts: [zmq::Message; N],
-) -> Result<(), zmq::Error> {
+fn send_parts<const N: usize>(socket: &zmq::Socket, parts: [zmq::Message; N]) -> Result<(), zmq::Error> {
     let last = N - 1;
     for (i, part) in parts.into_iter().enumerate() {
-        socket.send(
-            part,
-            if i < last {
-                zmq::SNDMORE | zmq::DONTWAIT
-            } else {
-                zmq::DONTWAIT
-            },
-        )?;
+        socket.send(part, if i < last { zmq::SNDMORE | zmq::DONTWAIT } else { zmq::DONTWAIT })?;
     }
     Ok(())
 }

@@ -199,10 +199,7 @@ impl<M: Payload> BrokerState<M> {
     }
 
     pub fn worker_identity(&self, slot: usize) -> &[u8] {
-        &self.workers[slot]
-            .as_ref()
-            .expect("live worker slot")
-            .identity
+        &self.workers[slot].as_ref().expect("live worker slot").identity
     }
 
     fn reply(
@@ -220,23 +217,13 @@ impl<M: Payload> BrokerState<M> {
             Status::BadRequest | Status::UnknownService => self.counters.bad_requests += 1,
             Status::Ok | Status::HandlerError => {}
         }
-        out.push(Output::Reply {
-            route,
-            status,
-            pid: self.pid,
-            body: Body::Text(msg.into()),
-        });
+        out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(msg.into()) });
     }
 
     /// A client's job. `service` may be empty when the broker serves one service.
     pub fn submit(&mut self, now: Instant, service: &str, job: Job<M>, out: &mut Vec<Output<M>>) {
         if job.deadline <= now {
-            return self.reply(
-                out,
-                job.route,
-                Status::Timeout,
-                "job expired before it reached the broker",
-            );
+            return self.reply(out, job.route, Status::Timeout, "job expired before it reached the broker");
         }
         let target = if service.is_empty() {
             match self.services.len() {
@@ -244,10 +231,7 @@ impl<M: Payload> BrokerState<M> {
                 1 => Some(0),
                 _ => {
                     let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
-                    let msg = format!(
-                        "several services are served ({}); name one",
-                        names.join(", ")
-                    );
+                    let msg = format!("several services are served ({}); name one", names.join(", "));
                     return self.reply(out, job.route, Status::BadRequest, msg);
                 }
             }
@@ -267,25 +251,14 @@ impl<M: Payload> BrokerState<M> {
                     return self.reply(out, job.route, Status::Busy, "queue full");
                 }
                 // Re-resolved when a worker registers.
-                self.limbo.push_back(Queued {
-                    job,
-                    since: now,
-                    service: Some(service.into()),
-                });
+                self.limbo.push_back(Queued { job, since: now, service: Some(service.into()) });
             }
             Some(i) => {
                 if self.services[i].queue.len() >= self.config.max_queue {
-                    let msg = format!(
-                        "queue of {} is full ({} jobs)",
-                        self.services[i].name, self.config.max_queue
-                    );
+                    let msg = format!("queue of {} is full ({} jobs)", self.services[i].name, self.config.max_queue);
                     return self.reply(out, job.route, Status::Busy, msg);
                 }
-                self.services[i].queue.push_back(Queued {
-                    job,
-                    since: now,
-                    service: None,
-                });
+                self.services[i].queue.push_back(Queued { job, since: now, service: None });
                 self.dispatch(now, i, out);
             }
         }
@@ -301,51 +274,27 @@ impl<M: Payload> BrokerState<M> {
                 self.reply(out, job.route, Status::Timeout, "job expired while queued");
                 continue;
             }
-            let slot = self.services[i]
-                .idle
-                .pop_front()
-                .expect("checked non-empty");
+            let slot = self.services[i].idle.pop_front().expect("checked non-empty");
             let job_id = self.next_job_id;
             self.next_job_id += 1;
             let timeout_ms = (job.deadline - now).as_millis().clamp(1, u32::MAX as u128) as u32;
-            let retry = (job.retries > 0)
-                .then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
+            let retry = (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
             let worker = self.workers[slot].as_mut().expect("idle worker is live");
             worker.state = WorkerState::Busy;
-            worker.job = Some(InFlight {
-                job_id,
-                route: job.route,
-                retry,
-                deadline: job.deadline,
-            });
-            out.push(Output::Job {
-                worker: slot,
-                job_id,
-                timeout_ms,
-                headers: job.headers,
-                data: job.data,
-            });
+            worker.job = Some(InFlight { job_id, route: job.route, retry, deadline: job.deadline });
+            out.push(Output::Job { worker: slot, job_id, timeout_ms, headers: job.headers, data: job.data });
         }
     }
 
     fn refresh(&mut self, now: Instant, identity: &[u8]) -> Option<usize> {
         let slot = *self.by_identity.get(identity)?;
         let expiry = now + self.config.heartbeat_interval * self.config.liveness;
-        self.workers[slot]
-            .as_mut()
-            .expect("indexed worker is live")
-            .expiry = expiry;
+        self.workers[slot].as_mut().expect("indexed worker is live").expiry = expiry;
         Some(slot)
     }
 
     /// `READY`: a worker (re-)registers and is idle.
-    pub fn worker_ready(
-        &mut self,
-        now: Instant,
-        identity: &[u8],
-        info: Registration,
-        out: &mut Vec<Output<M>>,
-    ) {
+    pub fn worker_ready(&mut self, now: Instant, identity: &[u8], info: Registration, out: &mut Vec<Output<M>>) {
         if self.by_identity.contains_key(identity) {
             // A worker that registers again has forgotten whatever it held.
             self.remove_worker(now, identity, "worker restarted while holding the job", out);
@@ -359,8 +308,7 @@ impl<M: Payload> BrokerState<M> {
                     queue: VecDeque::new(),
                     workers: 0,
                 });
-                self.service_index
-                    .insert(info.service.clone(), self.services.len() - 1);
+                self.service_index.insert(info.service.clone(), self.services.len() - 1);
                 self.services.len() - 1
             }
         };
@@ -397,12 +345,7 @@ impl<M: Payload> BrokerState<M> {
         // Jobs in limbo named no service or one nobody served yet; with the
         // services known now, submit them again to get the ordinary answer.
         for queued in std::mem::take(&mut self.limbo) {
-            self.submit(
-                now,
-                queued.service.as_deref().unwrap_or(""),
-                queued.job,
-                out,
-            );
+            self.submit(now, queued.service.as_deref().unwrap_or(""), queued.job, out);
         }
     }
 
@@ -417,19 +360,13 @@ impl<M: Payload> BrokerState<M> {
         out: &mut Vec<Output<M>>,
     ) {
         let Some(slot) = self.refresh(now, identity) else {
-            return out.push(Output::Disconnect {
-                identity: identity.to_vec(),
-            });
+            return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
         let worker = self.workers[slot].as_mut().expect("live");
         let holds = worker.job.as_ref().is_some_and(|j| j.job_id == job_id);
         if !holds {
             self.counters.bad_requests += 1;
-            tracing::warn!(
-                job_id,
-                "worker {} answered a job it does not hold; ignored",
-                worker.info.pid
-            );
+            tracing::warn!(job_id, "worker {} answered a job it does not hold; ignored", worker.info.pid);
             return;
         }
         let inflight = worker.job.take().expect("checked");
@@ -441,12 +378,7 @@ impl<M: Payload> BrokerState<M> {
             Status::Timeout => self.counters.timeouts += 1,
             _ => self.counters.errors += 1,
         }
-        out.push(Output::Reply {
-            route: inflight.route,
-            status,
-            pid,
-            body: Body::Payload(body),
-        });
+        out.push(Output::Reply { route: inflight.route, status, pid, body: Body::Payload(body) });
         if worker.state == WorkerState::Leaving {
             self.forget(slot);
         } else {
@@ -459,9 +391,7 @@ impl<M: Payload> BrokerState<M> {
     /// `HEARTBEAT` from a worker.
     pub fn worker_heartbeat(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {
         if self.refresh(now, identity).is_none() {
-            out.push(Output::Disconnect {
-                identity: identity.to_vec(),
-            });
+            out.push(Output::Disconnect { identity: identity.to_vec() });
         }
     }
 
@@ -491,13 +421,7 @@ impl<M: Payload> BrokerState<M> {
     }
 
     /// Removes a worker that died or restarted; its job is retried or answered.
-    fn remove_worker(
-        &mut self,
-        now: Instant,
-        identity: &[u8],
-        why: &'static str,
-        out: &mut Vec<Output<M>>,
-    ) {
+    fn remove_worker(&mut self, now: Instant, identity: &[u8], why: &'static str, out: &mut Vec<Output<M>>) {
         let Some(&slot) = self.by_identity.get(identity) else {
             return;
         };
@@ -508,19 +432,10 @@ impl<M: Payload> BrokerState<M> {
         match inflight.retry {
             Some((headers, data, retries)) if inflight.deadline > now => {
                 self.counters.retried += 1;
-                let job = Job {
-                    route: inflight.route,
-                    headers,
-                    data,
-                    deadline: inflight.deadline,
-                    retries: retries - 1,
-                };
+                let job =
+                    Job { route: inflight.route, headers, data, deadline: inflight.deadline, retries: retries - 1 };
                 // Retried jobs go first: they have waited longest.
-                self.services[service].queue.push_front(Queued {
-                    job,
-                    since: now,
-                    service: None,
-                });
+                self.services[service].queue.push_front(Queued { job, since: now, service: None });
                 self.dispatch(now, service, out);
             }
             _ => self.reply(out, inflight.route, Status::WorkerLost, why),
@@ -537,13 +452,8 @@ impl<M: Payload> BrokerState<M> {
             }
             self.next_heartbeat = now + self.config.heartbeat_interval;
         }
-        let dead: Vec<Vec<u8>> = self
-            .workers
-            .iter()
-            .flatten()
-            .filter(|w| w.expiry <= now)
-            .map(|w| w.identity.clone())
-            .collect();
+        let dead: Vec<Vec<u8>> =
+            self.workers.iter().flatten().filter(|w| w.expiry <= now).map(|w| w.identity.clone()).collect();
         for identity in dead {
             tracing::warn!(
                 "worker {} silent for {} heartbeats: dropped",
@@ -556,21 +466,9 @@ impl<M: Payload> BrokerState<M> {
         for i in 0..self.services.len() {
             let no_workers = self.services[i].workers == 0;
             let name = self.services[i].name.clone();
-            self.expire(
-                now,
-                out,
-                |s| &mut s.services[i].queue,
-                move |q| no_workers && now >= q.since + grace,
-                &name,
-            );
+            self.expire(now, out, |s| &mut s.services[i].queue, move |q| no_workers && now >= q.since + grace, &name);
         }
-        self.expire(
-            now,
-            out,
-            |s| &mut s.limbo,
-            |q| now >= q.since + grace,
-            "any service",
-        );
+        self.expire(now, out, |s| &mut s.limbo, |q| now >= q.since + grace, "any service");
     }
 
     fn expire(
@@ -581,27 +479,14 @@ impl<M: Payload> BrokerState<M> {
         orphaned: impl Fn(&Queued<M>) -> bool,
         service: &str,
     ) {
-        if !queue(self)
-            .iter()
-            .any(|q| q.job.deadline <= now || orphaned(q))
-        {
+        if !queue(self).iter().any(|q| q.job.deadline <= now || orphaned(q)) {
             return;
         }
         for q in std::mem::take(queue(self)) {
             if q.job.deadline <= now {
-                self.reply(
-                    out,
-                    q.job.route,
-                    Status::Timeout,
-                    "job expired while queued",
-                );
+                self.reply(out, q.job.route, Status::Timeout, "job expired while queued");
             } else if orphaned(&q) {
-                self.reply(
-                    out,
-                    q.job.route,
-                    Status::NoWorker,
-                    format!("no worker for {service}"),
-                );
+                self.reply(out, q.job.route, Status::NoWorker, format!("no worker for {service}"));
             } else {
                 queue(self).push_back(q);
             }
@@ -624,16 +509,11 @@ impl<M: Payload> BrokerState<M> {
 
     /// Per-service figures: (name, workers, idle, queued).
     pub fn services(&self) -> impl Iterator<Item = (&str, usize, usize, usize)> {
-        self.services
-            .iter()
-            .map(|s| (s.name.as_str(), s.workers, s.idle.len(), s.queue.len()))
+        self.services.iter().map(|s| (s.name.as_str(), s.workers, s.idle.len(), s.queue.len()))
     }
 
     /// Registered workers: (registration, state, jobs done).
     pub fn workers(&self) -> impl Iterator<Item = (&Registration, WorkerState, u64)> {
-        self.workers
-            .iter()
-            .flatten()
-            .map(|w| (&w.info, w.state, w.jobs_done))
+        self.workers.iter().flatten().map(|w| (&w.info, w.state, w.jobs_done))
     }
 }

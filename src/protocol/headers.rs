@@ -39,10 +39,7 @@ impl<'a> HeaderIter<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.rest.len() < n {
-            let err = Error::Protocol(format!(
-                "headers frame truncated: need {n} bytes, have {}",
-                self.rest.len()
-            ));
+            let err = Error::Protocol(format!("headers frame truncated: need {n} bytes, have {}", self.rest.len()));
             self.rest = &[];
             return Err(err);
         }

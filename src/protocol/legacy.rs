@@ -19,10 +19,7 @@ const SEPARATOR: &[u8] = b":::";
 #[derive(Debug, PartialEq, Eq)]
 pub enum LegacyRequest<'a> {
     Ping,
-    Job {
-        headers: Vec<(&'a str, &'a str)>,
-        data: &'a [u8],
-    },
+    Job { headers: Vec<(&'a str, &'a str)>, data: &'a [u8] },
 }
 
 /// Parses one request body.
@@ -33,9 +30,7 @@ pub fn parse_request(body: &[u8]) -> Result<LegacyRequest<'_>> {
     let split = body
         .windows(SEPARATOR.len())
         .position(|w| w == SEPARATOR)
-        .ok_or_else(|| {
-            Error::Protocol("Powerhose request without ':::' between headers and data".into())
-        })?;
+        .ok_or_else(|| Error::Protocol("Powerhose request without ':::' between headers and data".into()))?;
     let head = std::str::from_utf8(&body[..split])
         .map_err(|_| Error::Protocol("Powerhose request headers are not valid UTF-8".into()))?;
     let data = &body[split + SEPARATOR.len()..];
@@ -43,9 +38,7 @@ pub fn parse_request(body: &[u8]) -> Result<LegacyRequest<'_>> {
     if head != "NONE" && !head.is_empty() {
         for pair in head.split("::") {
             let (name, value) = pair.split_once(':').ok_or_else(|| {
-                Error::Protocol(format!(
-                    "Powerhose header {pair:?} has no ':' between name and value"
-                ))
+                Error::Protocol(format!("Powerhose header {pair:?} has no ':' between name and value"))
             })?;
             headers.push((name, value));
         }
@@ -91,17 +84,9 @@ pub struct LegacyReply<'a> {
 
 /// Parses a reply body (what a Powerhose client receives).
 pub fn parse_reply(reply: &[u8]) -> Result<LegacyReply<'_>> {
-    let bad = || {
-        Error::Protocol(format!(
-            "malformed Powerhose reply {:?}",
-            String::from_utf8_lossy(reply)
-        ))
-    };
+    let bad = || Error::Protocol(format!("malformed Powerhose reply {:?}", String::from_utf8_lossy(reply)));
     let first = reply.iter().position(|&b| b == b':').ok_or_else(bad)?;
-    let pid = std::str::from_utf8(&reply[..first])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
+    let pid = std::str::from_utf8(&reply[..first]).ok().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let rest = &reply[first + 1..];
     let second = rest.iter().position(|&b| b == b':').ok_or_else(bad)?;
     let ok = match &rest[..second] {
@@ -109,11 +94,7 @@ pub fn parse_reply(reply: &[u8]) -> Result<LegacyReply<'_>> {
         b"ERROR" => false,
         _ => return Err(bad()),
     };
-    Ok(LegacyReply {
-        pid,
-        ok,
-        body: &rest[second + 1..],
-    })
+    Ok(LegacyReply { pid, ok, body: &rest[second + 1..] })
 }
 
 #[cfg(test)]
@@ -122,7 +103,8 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        let cases: [(&[(&str, &str)], &[u8]); 4] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [u8]);
+        let cases: [Case; 4] = [
             (&[], b"payload"),
             (&[("alg", "ed25519"), ("prio", "1")], b"pay:::load"),
             (&[("url", "http://x:80/")], b""),
@@ -131,10 +113,7 @@ mod tests {
         for (headers, data) in cases {
             let body = encode_request(headers, data);
             match parse_request(&body).unwrap() {
-                LegacyRequest::Job {
-                    headers: h,
-                    data: d,
-                } => {
+                LegacyRequest::Job { headers: h, data: d } => {
                     assert_eq!(h, headers);
                     assert_eq!(d, data);
                 }
@@ -146,20 +125,12 @@ mod tests {
     #[test]
     fn reference_examples_parse() {
         assert_eq!(parse_request(b"PING").unwrap(), LegacyRequest::Ping);
-        let LegacyRequest::Job { headers, data } =
-            parse_request(b"alg:ed25519::prio:1:::payload").unwrap()
-        else {
+        let LegacyRequest::Job { headers, data } = parse_request(b"alg:ed25519::prio:1:::payload").unwrap() else {
             panic!()
         };
         assert_eq!(headers, [("alg", "ed25519"), ("prio", "1")]);
         assert_eq!(data, b"payload");
-        assert_eq!(
-            parse_request(b"NONE:::x").unwrap(),
-            LegacyRequest::Job {
-                headers: vec![],
-                data: b"x"
-            }
-        );
+        assert_eq!(parse_request(b"NONE:::x").unwrap(), LegacyRequest::Job { headers: vec![], data: b"x" });
     }
 
     #[test]
@@ -171,11 +142,7 @@ mod tests {
 
     #[test]
     fn replies_round_trip() {
-        for (pid, ok, body) in [
-            (11668, true, &b"res:ult"[..]),
-            (1, false, b"No worker"),
-            (7, true, b""),
-        ] {
+        for (pid, ok, body) in [(11668, true, &b"res:ult"[..]), (1, false, b"No worker"), (7, true, b"")] {
             let r = encode_reply(pid, ok, body);
             assert_eq!(parse_reply(&r).unwrap(), LegacyReply { pid, ok, body });
         }

@@ -61,11 +61,7 @@ pub enum Command {
 impl Command {
     fn from_byte(b: u8) -> Option<Command> {
         use Command::*;
-        [
-            Request, Ping, Service, Reply, Ready, Result, Heartbeat, Disconnect, Job,
-        ]
-        .into_iter()
-        .find(|c| *c as u8 == b)
+        [Request, Ping, Service, Reply, Ready, Result, Heartbeat, Disconnect, Job].into_iter().find(|c| *c as u8 == b)
     }
 }
 
@@ -93,18 +89,9 @@ pub enum Status {
 impl Status {
     pub fn from_u32(v: u32) -> Option<Status> {
         use Status::*;
-        [
-            Ok,
-            HandlerError,
-            Timeout,
-            NoWorker,
-            WorkerLost,
-            Busy,
-            UnknownService,
-            BadRequest,
-        ]
-        .into_iter()
-        .find(|s| *s as u32 == v)
+        [Ok, HandlerError, Timeout, NoWorker, WorkerLost, Busy, UnknownService, BadRequest]
+            .into_iter()
+            .find(|s| *s as u32 == v)
     }
 }
 
@@ -119,12 +106,7 @@ pub struct CommandFrame<'a> {
 
 impl<'a> CommandFrame<'a> {
     pub fn new(command: Command, id: u64, arg: u32, tail: &'a [u8]) -> Self {
-        CommandFrame {
-            command,
-            id,
-            arg,
-            tail,
-        }
+        CommandFrame { command, id, arg, tail }
     }
 
     /// Writes the frame into `buf` (cleared first), so callers can reuse a buffer.
@@ -146,32 +128,19 @@ impl<'a> CommandFrame<'a> {
 
     pub fn decode(frame: &'a [u8]) -> Result<Self> {
         if frame.len() < COMMAND_LEN {
-            return Err(Error::Protocol(format!(
-                "command frame of {} bytes, need {COMMAND_LEN}",
-                frame.len()
-            )));
+            return Err(Error::Protocol(format!("command frame of {} bytes, need {COMMAND_LEN}", frame.len())));
         }
         if &frame[0..2] != MAGIC {
-            return Err(Error::Protocol(
-                "command frame does not start with \"PH\"".into(),
-            ));
+            return Err(Error::Protocol("command frame does not start with \"PH\"".into()));
         }
         if frame[2] != VERSION {
-            return Err(Error::Protocol(format!(
-                "protocol version {} (this build speaks {VERSION})",
-                frame[2]
-            )));
+            return Err(Error::Protocol(format!("protocol version {} (this build speaks {VERSION})", frame[2])));
         }
         let command = Command::from_byte(frame[3])
             .ok_or_else(|| Error::Protocol(format!("unknown command 0x{:02x}", frame[3])))?;
         let id = u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"));
         let arg = u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes"));
-        Ok(CommandFrame {
-            command,
-            id,
-            arg,
-            tail: &frame[COMMAND_LEN..],
-        })
+        Ok(CommandFrame { command, id, arg, tail: &frame[COMMAND_LEN..] })
     }
 
     /// True when a frame looks like a native command frame (magic present).
@@ -197,8 +166,7 @@ impl Registration {
     }
 
     pub fn decode(tail: &[u8]) -> Result<Self> {
-        serde_json::from_slice(tail)
-            .map_err(|e| Error::Protocol(format!("bad READY registration: {e}")))
+        serde_json::from_slice(tail).map_err(|e| Error::Protocol(format!("bad READY registration: {e}")))
     }
 }
 
@@ -211,12 +179,7 @@ mod tests {
         for (cmd, id, arg, tail) in [
             (Command::Request, 7u64, 5000u32, &b"crypto_job"[..]),
             (Command::Ping, u64::MAX, 0, &b""[..]),
-            (
-                Command::Reply,
-                1,
-                Status::NoWorker as u32,
-                &1234u32.to_le_bytes()[..],
-            ),
+            (Command::Reply, 1, Status::NoWorker as u32, &1234u32.to_le_bytes()[..]),
             (Command::Job, 42, 1, &b""[..]),
         ] {
             let frame = CommandFrame::new(cmd, id, arg, tail);
@@ -234,16 +197,10 @@ mod tests {
         assert!(CommandFrame::decode(&ok).is_err());
         ok[0] = b'P';
         ok[2] = 9;
-        assert!(CommandFrame::decode(&ok)
-            .unwrap_err()
-            .to_string()
-            .contains("version 9"));
+        assert!(CommandFrame::decode(&ok).unwrap_err().to_string().contains("version 9"));
         ok[2] = VERSION;
         ok[3] = 0x7f;
-        assert!(CommandFrame::decode(&ok)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown command 0x7f"));
+        assert!(CommandFrame::decode(&ok).unwrap_err().to_string().contains("unknown command 0x7f"));
     }
 
     #[test]

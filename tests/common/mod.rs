@@ -21,16 +21,7 @@ pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "echo",
-                "-p",
-                "crypto_job",
-                "-p",
-                "test_plugin",
-            ])
+            .args(["build", "--quiet", "-p", "echo", "-p", "crypto_job", "-p", "test_plugin"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo build for the plugins");
@@ -54,12 +45,7 @@ pub struct TestDir {
 impl TestDir {
     pub fn new() -> Self {
         // Short paths: ipc socket paths must fit in 107 bytes.
-        TestDir {
-            dir: tempfile::Builder::new()
-                .prefix("ph")
-                .tempdir_in("/tmp")
-                .unwrap(),
-        }
+        TestDir { dir: tempfile::Builder::new().prefix("ph").tempdir_in("/tmp").unwrap() }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -92,19 +78,20 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(program: &str, args: &[&str], dir: &TestDir, name: &str) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("POWERHOSE_RUNTIME_DIR", dir.path());
+        Proc::spawn_cmd(cmd, dir, name)
+    }
+
+    /// Spawns a prepared command (own env or cwd); stdout piped, stderr logged.
+    pub fn spawn_cmd(mut cmd: Command, dir: &TestDir, name: &str) -> Proc {
         let log = dir.path().join(format!("{name}.log"));
-        let child = Command::new(program)
-            .args(args)
-            .env("POWERHOSE_RUNTIME_DIR", dir.path())
+        let child = cmd
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-        let mut proc = Proc {
-            child,
-            log,
-            stdout: None,
-        };
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let mut proc = Proc { child, log, stdout: None };
         let (tx, rx) = mpsc::channel();
         let out = proc.child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -131,10 +118,7 @@ impl Proc {
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "no {needle:?} line within {timeout:?}; stderr:\n{}",
-                    self.stderr()
-                ),
+                Err(_) => panic!("no {needle:?} line within {timeout:?}; stderr:\n{}", self.stderr()),
             }
         }
     }
@@ -172,24 +156,24 @@ impl Drop for Proc {
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Child pids of a process (its main thread's children).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
 }
 
 pub fn alive(pid: u32) -> bool {
     // A zombie still answers kill(0); look at its state instead.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(false)
 }
 
@@ -197,16 +181,8 @@ pub fn alive(pid: u32) -> bool {
 pub fn start_cluster(dir: &TestDir, plugin_name: &str, workers: usize, extra: &[&str]) -> Proc {
     let plugin = plugin(plugin_name);
     let (front, back, n) = (dir.front(), dir.back(), workers.to_string());
-    let mut args = vec![
-        "--plugin",
-        plugin.to_str().unwrap(),
-        "--workers",
-        &n,
-        "--frontend",
-        &front,
-        "--backend",
-        &back,
-    ];
+    let mut args =
+        vec!["--plugin", plugin.to_str().unwrap(), "--workers", &n, "--frontend", &front, "--backend", &back];
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn(POWERHOSE, &args, dir, "powerhose");
     proc.wait_line("powerhose ready", Duration::from_secs(60));
@@ -219,9 +195,7 @@ pub fn start_broker(dir: &TestDir, extra: &[&str]) -> Proc {
     let mut args = vec!["--frontend", front.as_str(), "--backend", back.as_str()];
     args.extend_from_slice(extra);
     let proc = Proc::spawn(BROKER, &args, dir, "broker");
-    dir.client()
-        .ping(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("broker not up: {e}\n{}", proc.stderr()));
+    dir.client().ping(Duration::from_secs(30)).unwrap_or_else(|e| panic!("broker not up: {e}\n{}", proc.stderr()));
     proc
 }
 
@@ -231,20 +205,11 @@ pub fn start_worker(dir: &TestDir, plugin_name: &str, extra: &[&str], name: &str
     let before = client.workers("", Duration::from_secs(10)).unwrap();
     let plugin = plugin(plugin_name);
     let back = dir.back();
-    let mut args = vec![
-        "--plugin",
-        plugin.to_str().unwrap(),
-        "--backend",
-        back.as_str(),
-    ];
+    let mut args = vec!["--plugin", plugin.to_str().unwrap(), "--backend", back.as_str()];
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn(WORKER, &args, dir, name);
     wait_until("the worker to register", Duration::from_secs(30), || {
-        assert!(
-            proc.child.try_wait().unwrap().is_none(),
-            "worker exited: {}",
-            proc.stderr()
-        );
+        assert!(proc.child.try_wait().unwrap().is_none(), "worker exited: {}", proc.stderr());
         client.workers("", Duration::from_secs(5)).unwrap() > before
     });
     proc

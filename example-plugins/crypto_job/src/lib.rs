@@ -33,27 +33,16 @@ impl Plugin for CryptoJob {
         let seed: [u8; 32] = match params.get("ed25519_seed") {
             None => random_bytes()?,
             Some(v) => {
-                let text = v
-                    .as_str()
-                    .ok_or("ed25519_seed must be a string of 64 hex digits")?;
+                let text = v.as_str().ok_or("ed25519_seed must be a string of 64 hex digits")?;
                 let bytes = hex::decode(text).map_err(|e| format!("ed25519_seed: {e}"))?;
-                bytes
-                    .try_into()
-                    .map_err(|_| "ed25519_seed must be 32 bytes (64 hex digits)".to_string())?
+                bytes.try_into().map_err(|_| "ed25519_seed must be 32 bytes (64 hex digits)".to_string())?
             }
         };
         let hmac_key = match params.get("hmac_key") {
             None => random_bytes::<32>()?.to_vec(),
-            Some(v) => v
-                .as_str()
-                .ok_or("hmac_key must be a string")?
-                .as_bytes()
-                .to_vec(),
+            Some(v) => v.as_str().ok_or("hmac_key must be a string")?.as_bytes().to_vec(),
         };
-        Ok(CryptoJob {
-            signing: SigningKey::from_bytes(&seed),
-            hmac_key,
-        })
+        Ok(CryptoJob { signing: SigningKey::from_bytes(&seed), hmac_key })
     }
 
     fn handle(&self, job: &Job<'_>) -> Result<Vec<u8>, String> {
@@ -69,31 +58,20 @@ impl Plugin for CryptoJob {
                 "sign" => self.signing.sign(data).to_bytes().to_vec(),
                 "verify" => {
                     if data.len() < 64 {
-                        return Err(
-                            "verify: data must be a 64-byte signature followed by the message"
-                                .into(),
-                        );
+                        return Err("verify: data must be a 64-byte signature followed by the message".into());
                     }
                     let (sig, msg) = data.split_at(64);
                     let sig = Signature::from_slice(sig).map_err(|e| format!("verify: {e}"))?;
-                    self.signing
-                        .verifying_key()
-                        .verify(msg, &sig)
-                        .map_err(|_| "verify: signature does not match")?;
+                    self.signing.verifying_key().verify(msg, &sig).map_err(|_| "verify: signature does not match")?;
                     b"valid".to_vec()
                 }
                 "hmac" => {
-                    let mut mac = Hmac::<Sha256>::new_from_slice(&self.hmac_key)
-                        .map_err(|e| e.to_string())?;
+                    let mut mac = Hmac::<Sha256>::new_from_slice(&self.hmac_key).map_err(|e| e.to_string())?;
                     mac.update(data);
                     mac.finalize().into_bytes().to_vec()
                 }
                 "pubkey" => self.signing.verifying_key().to_bytes().to_vec(),
-                other => {
-                    return Err(format!(
-                        "unknown op {other:?} (expected sign, verify, hmac or pubkey)"
-                    ))
-                }
+                other => return Err(format!("unknown op {other:?} (expected sign, verify, hmac or pubkey)")),
             };
         }
         Ok(out)

@@ -8,6 +8,7 @@
 //! header, so tests can count runs; then echoes).
 //!
 //! Params: `{"init_sleep_ms": N}` slows init down, `{"fail_init": "msg"}` makes it fail,
+//! `{"panic_init": true}` makes it panic,
 //! `{"version_tag": "x"}` is appended to `version` answers (`action: version`).
 
 use std::io::Write;
@@ -24,14 +25,13 @@ impl Plugin for Misbehave {
         if let Some(ms) = params.get("init_sleep_ms").and_then(|v| v.as_u64()) {
             std::thread::sleep(Duration::from_millis(ms));
         }
+        if params.get("panic_init").and_then(|v| v.as_bool()) == Some(true) {
+            panic!("test plugin panics in init");
+        }
         if let Some(msg) = params.get("fail_init").and_then(|v| v.as_str()) {
             return Err(msg.to_string());
         }
-        let version_tag = params
-            .get("version_tag")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        let version_tag = params.get("version_tag").and_then(|v| v.as_str()).unwrap_or("").to_string();
         Ok(Misbehave { version_tag })
     }
 
@@ -61,9 +61,7 @@ impl Plugin for Misbehave {
             },
             "large" => Ok(vec![b'x'; number("bytes")? as usize]),
             "pid" => Ok(std::process::id().to_string().into_bytes()),
-            "version" => {
-                Ok(format!("{}{}", env!("CARGO_PKG_VERSION"), self.version_tag).into_bytes())
-            }
+            "version" => Ok(format!("{}{}", env!("CARGO_PKG_VERSION"), self.version_tag).into_bytes()),
             "mark" => {
                 let path = job.header("file").ok_or("missing header file")?;
                 let mut file = std::fs::OpenOptions::new()
@@ -71,9 +69,7 @@ impl Plugin for Misbehave {
                     .append(true)
                     .open(path)
                     .map_err(|e| format!("{path}: {e}"))?;
-                file.write_all(job.data())
-                    .and_then(|_| file.write_all(b"\n"))
-                    .map_err(|e| format!("{path}: {e}"))?;
+                file.write_all(job.data()).and_then(|_| file.write_all(b"\n")).map_err(|e| format!("{path}: {e}"))?;
                 Ok(job.data().to_vec())
             }
             other => Err(format!("unknown action {other:?}")),

@@ -5,22 +5,12 @@ use super::*;
 type Out = Vec<Output<Vec<u8>>>;
 
 fn reg(service: &str, pid: u32) -> Registration {
-    Registration {
-        service: service.into(),
-        pid,
-        host: "h".into(),
-        plugin: service.into(),
-        plugin_version: "1".into(),
-    }
+    Registration { service: service.into(), pid, host: "h".into(), plugin: service.into(), plugin_version: "1".into() }
 }
 
 fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> Job<Vec<u8>> {
     Job {
-        route: ClientRoute {
-            identity: b"client".to_vec(),
-            req_id,
-            legacy: false,
-        },
+        route: ClientRoute { identity: b"client".to_vec(), req_id, legacy: false },
         headers: vec![],
         data: format!("job{req_id}").into_bytes(),
         deadline: now + Duration::from_millis(timeout_ms),
@@ -41,12 +31,7 @@ fn config() -> Config {
 fn jobs(out: &Out) -> Vec<(usize, u64, Vec<u8>)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Job {
-                worker,
-                job_id,
-                data,
-                ..
-            } => Some((*worker, *job_id, data.clone())),
+            Output::Job { worker, job_id, data, .. } => Some((*worker, *job_id, data.clone())),
             _ => None,
         })
         .collect()
@@ -80,9 +65,7 @@ fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
     out.clear();
     // w2 finishes first: it gets job 3, and job 2's reply carries w2's pid.
     b.worker_result(t0, b"w2", sent[1].1, Status::Ok, b"r2".to_vec(), &mut out);
-    assert!(
-        matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2)
-    );
+    assert!(matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2));
     assert_eq!(jobs(&out)[0].0, 1);
     assert_eq!(b.counters.ok, 1);
 }
@@ -190,10 +173,7 @@ fn services_route_separately_and_unknown_ones_fail_at_once() {
     assert_eq!(b.worker_identity(jobs(&out)[0].0), b"c");
     b.submit(t0, "", job(4, t0, 1000, 0), &mut out);
     b.submit(t0, "nope", job(5, t0, 1000, 0), &mut out);
-    assert_eq!(
-        replies(&out),
-        [(4, Status::BadRequest), (5, Status::UnknownService)]
-    );
+    assert_eq!(replies(&out), [(4, Status::BadRequest), (5, Status::UnknownService)]);
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The `powerhose` command: starts a broker and N workers, stops them all on
+//! SIGTERM or Ctrl-C leaving nothing behind; default endpoints are private.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use powerhose::JobRequest;
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn sigterm_and_sigint_stop_broker_and_workers_leaving_nothing_behind() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let dir = TestDir::new();
+        let mut cluster = start_cluster(&dir, "test_plugin", 3, &[]);
+        let workers = children(cluster.pid());
+        assert_eq!(workers.len(), 3, "three worker processes");
+        let client = dir.client();
+        assert_eq!(client.execute("hi", T).unwrap(), b"hi");
+        assert!(dir.leftovers().iter().any(|f| f == "front.ipc"));
+
+        cluster.signal(sig);
+        let status = cluster.wait_exit(Duration::from_secs(20)).expect("powerhose stops");
+        assert_eq!(status.code(), Some(0), "signal {sig}: {}", cluster.stderr());
+        for pid in workers {
+            assert!(!alive(pid), "worker {pid} still running after signal {sig}");
+        }
+        assert!(dir.leftovers().is_empty(), "left behind: {:?}", dir.leftovers());
+    }
+}
+
+#[test]
+fn default_endpoints_live_in_a_private_runtime_directory() {
+    let dir = TestDir::new();
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let mut cmd = Command::new(POWERHOSE);
+    cmd.args(["--plugin", plugin("echo").to_str().unwrap(), "--workers", "1"])
+        .env_remove("POWERHOSE_RUNTIME_DIR")
+        .env("XDG_RUNTIME_DIR", &xdg);
+    let mut cluster = Proc::spawn_cmd(cmd, &dir, "powerhose");
+    let ready = cluster.wait_line("powerhose ready", Duration::from_secs(60));
+    let private = xdg.join("powerhose");
+    assert!(ready.contains(&format!("ipc://{}/front.ipc", private.display())), "{ready}");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    // The client CLI finds the same default endpoint.
+    let out = Command::new(CLIENT)
+        .args(["run", "from the cli"])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .env_remove("POWERHOSE_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"from the cli");
+    let out = Command::new(CLIENT)
+        .args(["ping"])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .env_remove("POWERHOSE_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), cluster.pid().to_string());
+
+    cluster.signal(libc::SIGTERM);
+    assert_eq!(cluster.wait_exit(T).unwrap().code(), Some(0));
+    let left: Vec<_> = std::fs::read_dir(&private).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn bare_plugin_names_are_found_in_cwd_plugin_dir_and_next_to_the_executable() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let client = dir.client();
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::copy(plugin("test_plugin"), own.join("libmine.so")).unwrap();
+    let back = dir.back();
+    let serve = |args: &[&str], cwd: &std::path::Path, env: Option<&std::path::Path>, name: &str| {
+        let mut cmd = Command::new(WORKER);
+        cmd.args(args).args(["--backend", &back, "--service", name]).current_dir(cwd);
+        if let Some(d) = env {
+            cmd.env("POWERHOSE_PLUGIN_DIR", d);
+        }
+        let mut worker = Proc::spawn_cmd(cmd, &dir, name);
+        wait_until(name, T, || {
+            assert!(worker.child.try_wait().unwrap().is_none(), "{name}: {}", worker.stderr());
+            client.workers(name, T).unwrap() == 1
+        });
+        let job = JobRequest::new("ok").service(name);
+        assert_eq!(client.execute(job, T).unwrap(), b"ok", "{name}");
+        worker
+    };
+    let _a = serve(&["--plugin", "libmine.so"], &own, None, "in-cwd");
+    let _b = serve(&["--plugin", "libmine.so"], dir.path(), Some(&own), "in-env-dir");
+    let _c = serve(&["--plugin", "libmine.so", "--plugin-dir", own.to_str().unwrap()], dir.path(), None, "in-flag-dir");
+    let _d = serve(&["--plugin", "libecho.so"], dir.path(), None, "next-to-exe");
+    let _e = serve(&["--plugin", "echo"], dir.path(), None, "lib-prefix");
+}
