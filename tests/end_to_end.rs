@@ -19,7 +19,23 @@ fn crypto_jobs_through_a_powerhose_cluster() {
     // RFC 8032 test 1 key and RFC 4231 test case 2 key, so results are known.
     let params =
         r#"{"ed25519_seed":"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60","hmac_key":"Jefe"}"#;
-    let _cluster = start_cluster(&dir, "crypto_job", 2, &["--params", params]);
+    let plugin = plugin("crypto_job");
+    let (front, back) = (dir.front(), dir.back());
+    // `--numprocesses` is Powerhose's name for `--workers`.
+    let args = [
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--numprocesses",
+        "2",
+        "--params",
+        params,
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+    ];
+    let mut cluster = Proc::spawn(POWERHOSE, &args, &dir, "powerhose");
+    cluster.wait_line("powerhose ready: 2 workers", Duration::from_secs(60));
     let client = dir.client();
 
     let sig = client.execute(JobRequest::new(b"".to_vec()).header("op", "sign"), T).unwrap();
@@ -128,4 +144,26 @@ fn client_errors_are_typed_and_bounded() {
     }
     assert!(start.elapsed() < Duration::from_secs(1));
     assert_eq!(client.execute("next", T).unwrap(), b"next");
+}
+
+#[test]
+fn a_client_is_not_stuck_when_the_broker_dies_mid_request() {
+    let dir = TestDir::new();
+    let mut broker = start_broker(&dir, &[]);
+    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    let client = std::sync::Arc::new(dir.client());
+    let c = client.clone();
+    let started = dir.path().join("started");
+    let file = started.to_str().unwrap().to_string();
+    let call = std::thread::spawn(move || {
+        let start = Instant::now();
+        let job = JobRequest::new("x").header("action", "sleep").header("ms", "3000").header("file", file);
+        (c.execute(job, Duration::from_millis(1500)), start.elapsed())
+    });
+    // Kill the broker while the job is in the worker.
+    wait_until("the job to start in the worker", T, || started.exists());
+    broker.child.kill().unwrap();
+    let (result, took) = call.join().unwrap();
+    assert!(matches!(result, Err(Error::Timeout(_)) | Err(Error::BrokerUnreachable { .. })), "{result:?}");
+    assert!(took < Duration::from_millis(2500), "bounded by the timeout, took {took:?}");
 }

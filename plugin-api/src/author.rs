@@ -127,7 +127,11 @@ mod tests {
     fn call(handler: &HandlerBox, headers: &[(&str, &str)], data: &[u8]) -> Result<Vec<u8>, String> {
         let headers: Vec<RHeader<'_>> =
             headers.iter().map(|(n, v)| RHeader { name: RStr::from_str(n), value: RStr::from_str(v) }).collect();
-        handler.handle(RSlice::from_slice(&headers), RSlice::from_slice(data)).into_result().map(RVec::into_vec).map_err(RString::into)
+        handler
+            .handle(RSlice::from_slice(&headers), RSlice::from_slice(data))
+            .into_result()
+            .map(RVec::into_vec)
+            .map_err(RString::into)
     }
 
     #[test]

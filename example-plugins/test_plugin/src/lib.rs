@@ -2,7 +2,7 @@
 //!
 //! The `action` header picks what a job does (data is echoed unless said otherwise):
 //! `echo` (default), `error` (returns an error with the data as message),
-//! `panic`, `sleep` (`ms` header), `abort` (aborts the process), `segfault`,
+//! `panic`, `sleep` (`ms` header; a `file` header is written when it starts), `abort` (aborts the process), `segfault`,
 //! `hang` (never returns), `large` (returns `bytes` bytes), `pid` (returns the
 //! worker's process id), `mark` (appends a line to the file in the `file`
 //! header, so tests can count runs; then echoes).
@@ -47,6 +47,10 @@ impl Plugin for Misbehave {
             "error" => Err(String::from_utf8_lossy(job.data()).into_owned()),
             "panic" => panic!("test plugin panics on request"),
             "sleep" => {
+                // A `file` header is created when the job starts: tests wait on it.
+                if let Some(path) = job.header("file") {
+                    std::fs::write(path, std::process::id().to_string()).map_err(|e| format!("{path}: {e}"))?;
+                }
                 std::thread::sleep(Duration::from_millis(number("ms")?));
                 Ok(job.data().to_vec())
             }
