@@ -16,7 +16,7 @@ pub mod protocol;
 pub mod shutdown;
 pub mod worker;
 
-pub use client::{Client, JobRequest};
+pub use client::{Client, JobRequest, TimeoutPolicy};
 pub use error::{Error, Result};
 
 /// Exit status of a process whose plugin could not be found, loaded or initialised.

@@ -1,0 +1,116 @@
+//! What a client sends (a [`JobRequest`]) and Powerhose's timeout policy for
+//! handlers that are slow while they warm up ([`TimeoutPolicy`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One job: data, headers and the service that should run it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobRequest {
+    pub service: String,
+    pub headers: Vec<(String, String)>,
+    pub data: Vec<u8>,
+}
+
+impl JobRequest {
+    pub fn new(data: impl Into<Vec<u8>>) -> Self {
+        JobRequest { data: data.into(), ..Default::default() }
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The service to run the job; empty means "the only one there is".
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = service.into();
+        self
+    }
+
+    /// Lets the broker re-send the job up to `n` times if its worker dies.
+    /// Only for idempotent jobs: a worker may die after doing the work.
+    pub fn retry(self, n: u32) -> Self {
+        self.header("retry", n.to_string())
+    }
+}
+
+impl From<Vec<u8>> for JobRequest {
+    fn from(data: Vec<u8>) -> Self {
+        JobRequest::new(data)
+    }
+}
+
+impl From<&[u8]> for JobRequest {
+    fn from(data: &[u8]) -> Self {
+        JobRequest::new(data)
+    }
+}
+
+impl From<&str> for JobRequest {
+    fn from(data: &str) -> Self {
+        JobRequest::new(data.as_bytes())
+    }
+}
+
+/// Powerhose's timeout policy: an answer later than `timeout` but within
+/// `max_overflow` is accepted, unless the same worker has now been late more
+/// than `overflows` times in a row; later than `max_overflow` is a timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutPolicy {
+    pub timeout: Duration,
+    pub max_overflow: Duration,
+    pub overflows: u32,
+}
+
+impl Default for TimeoutPolicy {
+    /// Powerhose's defaults: 5 s, up to 7.5 s, one late answer in a row.
+    fn default() -> Self {
+        TimeoutPolicy { timeout: Duration::from_secs(5), max_overflow: Duration::from_millis(7500), overflows: 1 }
+    }
+}
+
+/// Late answers in a row, per worker pid.
+#[derive(Debug, Default)]
+pub(crate) struct LateCounts(HashMap<u32, u32>);
+
+impl LateCounts {
+    /// Whether an answer from `pid` after `elapsed` is accepted under `policy`.
+    pub(crate) fn accept(&mut self, policy: &TimeoutPolicy, pid: u32, elapsed: Duration) -> bool {
+        if elapsed <= policy.timeout {
+            self.0.remove(&pid);
+            return true;
+        }
+        if elapsed > policy.max_overflow {
+            return false;
+        }
+        let late = self.0.entry(pid).or_insert(0);
+        *late += 1;
+        *late <= policy.overflows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_answers_are_accepted_up_to_the_overflow_count_per_worker() {
+        let policy = TimeoutPolicy { timeout: Duration::from_secs(1), max_overflow: Duration::from_secs(2), overflows: 1 };
+        let mut counts = LateCounts::default();
+        let late = Duration::from_millis(1500);
+        assert!(counts.accept(&policy, 7, late), "first late answer is accepted");
+        assert!(!counts.accept(&policy, 7, late), "second in a row is a timeout");
+        assert!(counts.accept(&policy, 8, late), "counted per worker");
+        assert!(counts.accept(&policy, 7, Duration::from_millis(10)), "on time resets");
+        assert!(counts.accept(&policy, 7, late));
+        assert!(!counts.accept(&policy, 9, Duration::from_secs(3)), "past the maximum is always a timeout");
+    }
+
+    #[test]
+    fn job_builder() {
+        let job = JobRequest::new("d").service("s").header("a", "1").retry(2);
+        assert_eq!(job.service, "s");
+        assert_eq!(job.headers, [("a".to_string(), "1".to_string()), ("retry".to_string(), "2".to_string())]);
+    }
+}

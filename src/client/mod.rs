@@ -1,0 +1,138 @@
+//! The native client: submits jobs to the broker's front socket and waits for
+//! their answers, never longer than the caller's timeout.
+//!
+//! One `Client` is `Send + Sync`: threads share it and keep many jobs in
+//! flight over its one DEALER socket (request ids; a REQ socket whose peer
+//! dies is stuck for good). See [`mux`] for how threads share the socket.
+
+mod job;
+mod mux;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use job::{JobRequest, TimeoutPolicy};
+
+use crate::error::{Error, Result};
+use crate::protocol::{encode_headers, Command, CommandFrame, Status};
+use job::LateCounts;
+use mux::{Mux, Outcome, Reply};
+
+/// A connection to a broker's front socket.
+pub struct Client {
+    endpoint: String,
+    mux: Mux,
+    late: Mutex<LateCounts>,
+}
+
+impl Client {
+    /// Connects (in the background: this never blocks on the broker).
+    pub fn connect(endpoint: &str) -> Result<Client> {
+        Ok(Client { endpoint: endpoint.to_string(), mux: Mux::connect(endpoint)?, late: Mutex::default() })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Runs one job and returns its result, or a typed error: the handler's
+    /// message ([`Error::Handler`]), [`Error::Timeout`], [`Error::NoWorker`],
+    /// [`Error::BrokerUnreachable`], ...
+    pub fn execute(&self, job: impl Into<JobRequest>, timeout: Duration) -> Result<Vec<u8>> {
+        let id = self.mux.next_id();
+        let outcome = self.mux.call(vec![(id, request_frames(id, job.into(), timeout))], Instant::now() + timeout)?;
+        self.result(outcome.into_iter().next().expect("one outcome"), timeout)
+    }
+
+    /// Runs many jobs at once (all in flight together) and returns their
+    /// results in order; `timeout` bounds the whole batch.
+    pub fn execute_many<J: Into<JobRequest>>(&self, jobs: impl IntoIterator<Item = J>, timeout: Duration) -> Vec<Result<Vec<u8>>> {
+        let requests: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let id = self.mux.next_id();
+                (id, request_frames(id, job.into(), timeout))
+            })
+            .collect();
+        match self.mux.call(requests, Instant::now() + timeout) {
+            Ok(outcomes) => outcomes.into_iter().map(|o| self.result(o, timeout)).collect(),
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    /// Runs one job under Powerhose's timeout policy (see [`TimeoutPolicy`]).
+    pub fn execute_with_policy(&self, job: impl Into<JobRequest>, policy: &TimeoutPolicy) -> Result<Vec<u8>> {
+        let start = Instant::now();
+        let limit = policy.max_overflow.max(policy.timeout);
+        let id = self.mux.next_id();
+        let outcome = self.mux.call(vec![(id, request_frames(id, job.into(), limit))], start + limit)?;
+        let pid = match &outcome[0] {
+            Outcome::Reply(reply) if reply.status == Status::Ok => Some(reply.pid),
+            _ => None,
+        };
+        let result = self.result(outcome.into_iter().next().expect("one outcome"), limit);
+        if let Some(pid) = pid {
+            let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+            if !late.accept(policy, pid, start.elapsed()) {
+                return Err(Error::Timeout(policy.timeout));
+            }
+        }
+        result
+    }
+
+    /// The broker's process id (answered by the broker itself, whatever the workers do).
+    pub fn ping(&self, timeout: Duration) -> Result<u32> {
+        let reply = self.control(Command::Ping, b"", timeout)?;
+        parse_number(&reply.body, "PING answered without a pid")
+    }
+
+    /// How many workers serve `service` (all services when empty).
+    pub fn workers(&self, service: &str, timeout: Duration) -> Result<usize> {
+        let reply = self.control(Command::Service, service.as_bytes(), timeout)?;
+        parse_number(&reply.body, "SERVICE answered without a count")
+    }
+
+    fn control(&self, command: Command, tail: &[u8], timeout: Duration) -> Result<Reply> {
+        let id = self.mux.next_id();
+        let frames = vec![CommandFrame::new(command, id, 0, tail).encode().into()];
+        match self.mux.call(vec![(id, frames)], Instant::now() + timeout)?.into_iter().next() {
+            Some(Outcome::Reply(reply)) => Ok(reply),
+            Some(Outcome::Timeout) => Err(Error::Timeout(timeout)),
+            _ => Err(self.unreachable(timeout)),
+        }
+    }
+
+    fn result(&self, outcome: Outcome, timeout: Duration) -> Result<Vec<u8>> {
+        let reply = match outcome {
+            Outcome::Reply(reply) => reply,
+            Outcome::Timeout => return Err(Error::Timeout(timeout)),
+            Outcome::Unreachable => return Err(self.unreachable(timeout)),
+        };
+        let text = || String::from_utf8_lossy(&reply.body).into_owned();
+        match reply.status {
+            Status::Ok => Ok(reply.body.to_vec()),
+            Status::HandlerError => Err(Error::Handler { pid: reply.pid, message: text() }),
+            Status::Timeout => Err(Error::Timeout(timeout)),
+            Status::NoWorker => Err(Error::NoWorker(text())),
+            Status::WorkerLost => Err(Error::WorkerLost(text())),
+            Status::Busy => Err(Error::Busy(text())),
+            Status::UnknownService => Err(Error::UnknownService(text())),
+            Status::BadRequest => Err(Error::BadRequest(text())),
+        }
+    }
+
+    fn unreachable(&self, waited: Duration) -> Error {
+        Error::BrokerUnreachable { endpoint: self.endpoint.clone(), waited }
+    }
+}
+
+fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Message> {
+    let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+    let head = CommandFrame::new(Command::Request, id, timeout_ms, job.service.as_bytes()).encode();
+    let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    vec![head.into(), headers.into(), job.data.into()]
+}
+
+fn parse_number<T: std::str::FromStr>(body: &[u8], what: &str) -> Result<T> {
+    std::str::from_utf8(body).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Protocol(what.into()))
+}

@@ -1,0 +1,249 @@
+//! One DEALER socket shared by many threads, leader/follower style: whichever
+//! caller holds the socket does the I/O for everyone, so a lone caller sends
+//! and receives on its own thread with no hand-off, and many callers keep many
+//! requests in flight on one connection.
+//!
+//! A caller that finds the socket taken queues its frames in the outbox, wakes
+//! the leader through a pipe and parks; the leader sends queued frames, stores
+//! each reply in its request's slot and unparks the owner. A leader that is
+//! done passes the socket on by unparking a caller still waiting.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::protocol::{Command, CommandFrame, Status};
+
+/// A reply as it came from the broker.
+pub(crate) struct Reply {
+    pub status: Status,
+    pub pid: u32,
+    pub body: zmq::Message,
+}
+
+/// How one request ended.
+pub(crate) enum Outcome {
+    Reply(Reply),
+    /// Sent, but no reply before the deadline.
+    Timeout,
+    /// Never sent (no connection), or the connection is gone.
+    Unreachable,
+}
+
+struct Slot {
+    thread: Thread,
+    reply: Option<Reply>,
+    sent: bool,
+}
+
+#[derive(Default)]
+struct Pending {
+    slots: HashMap<u64, Slot>,
+    outbox: VecDeque<(u64, Vec<zmq::Message>)>,
+}
+
+pub(crate) struct Mux {
+    socket: Mutex<zmq::Socket>,
+    pending: Mutex<Pending>,
+    wake_rx: UnixStream,
+    wake_tx: UnixStream,
+    connected: AtomicBool,
+    next_id: AtomicU64,
+    _ctx: zmq::Context,
+}
+
+impl Mux {
+    pub(crate) fn connect(endpoint: &str) -> Result<Mux> {
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the client socket"))?;
+        // Queue only on a live connection: unsent means unreachable.
+        socket.set_immediate(true).map_err(Error::zmq("immediate"))?;
+        socket.set_linger(0).map_err(Error::zmq("linger"))?;
+        socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
+        socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
+        socket.connect(endpoint).map_err(Error::zmq(format!("connecting to {endpoint}")))?;
+        let (wake_rx, wake_tx) = UnixStream::pair().map_err(Error::io("creating the client wake-up pipe"))?;
+        wake_rx.set_nonblocking(true).map_err(Error::io("wake-up pipe"))?;
+        wake_tx.set_nonblocking(true).map_err(Error::io("wake-up pipe"))?;
+        Ok(Mux {
+            socket: Mutex::new(socket),
+            pending: Mutex::new(Pending::default()),
+            wake_rx,
+            wake_tx,
+            connected: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            _ctx: ctx,
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends every request (id, frames) and waits for their replies until `deadline`.
+    pub(crate) fn call(&self, requests: Vec<(u64, Vec<zmq::Message>)>, deadline: Instant) -> Result<Vec<Outcome>> {
+        let ids: Vec<u64> = requests.iter().map(|(id, _)| *id).collect();
+        {
+            let mut pending = self.pending();
+            for &id in &ids {
+                pending.slots.insert(id, Slot { thread: thread::current(), reply: None, sent: false });
+            }
+            pending.outbox.extend(requests);
+        }
+        let mut led = false;
+        let mut woke = false;
+        let result = loop {
+            if let Ok(socket) = self.socket.try_lock() {
+                led = true;
+                break self.lead(&socket, &ids, deadline);
+            }
+            if !woke {
+                // A full pipe already holds a wake-up.
+                let _ = (&self.wake_tx).write(&[1]);
+                woke = true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.answered(&ids) == ids.len() {
+                break Ok(());
+            }
+            thread::park_timeout(deadline - now);
+        };
+        let mut pending = self.pending();
+        let connected = self.connected.load(Ordering::Acquire);
+        let outcomes = ids
+            .iter()
+            .map(|id| {
+                let slot = pending.slots.remove(id).expect("own slot");
+                match slot.reply {
+                    Some(reply) => Outcome::Reply(reply),
+                    None if slot.sent && connected => Outcome::Timeout,
+                    None => Outcome::Unreachable,
+                }
+            })
+            .collect();
+        if !pending.outbox.is_empty() {
+            pending.outbox.retain(|(id, _)| !ids.contains(id));
+        }
+        // Hand the socket on if nobody holds it and someone is still waiting.
+        if led || self.socket.try_lock().is_ok() {
+            if let Some(slot) = pending.slots.values().find(|s| s.reply.is_none()) {
+                slot.thread.unpark();
+            }
+        }
+        drop(pending);
+        result.map(|_| outcomes)
+    }
+
+    fn answered(&self, ids: &[u64]) -> usize {
+        let pending = self.pending();
+        ids.iter().filter(|id| pending.slots.get(id).is_some_and(|s| s.reply.is_some())).count()
+    }
+
+    /// The leader's loop: send queued requests, deliver replies, until all of
+    /// `mine` are answered or the deadline passes.
+    fn lead(&self, socket: &zmq::Socket, mine: &[u64], deadline: Instant) -> Result<()> {
+        let me = thread::current().id();
+        let mut remaining = mine.len() - self.answered(mine);
+        let wake_fd = self.wake_rx.as_raw_fd();
+        loop {
+            let queued = self.flush(socket)?;
+            if remaining == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            let events = if queued { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
+            let mut items = [socket.as_poll_item(events), zmq::PollItem::from_fd(wake_fd, zmq::POLLIN)];
+            let wait = (deadline - now).as_millis() as i64 + 1;
+            crate::shutdown::poll(&mut items, wait)?;
+            if items[1].is_readable() {
+                let mut buf = [0u8; 64];
+                while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+            }
+            if items[0].is_readable() {
+                remaining -= self.receive(socket, me)?;
+            }
+        }
+    }
+
+    /// Sends what the outbox holds; true if something is left (no connection).
+    fn flush(&self, socket: &zmq::Socket) -> Result<bool> {
+        let writable = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+        self.connected.store(writable, Ordering::Release);
+        let mut pending = self.pending();
+        if !writable {
+            return Ok(!pending.outbox.is_empty());
+        }
+        // With no high-water mark, a connected socket takes every message.
+        while let Some((id, frames)) = pending.outbox.pop_front() {
+            let last = frames.len() - 1;
+            for (i, frame) in frames.into_iter().enumerate() {
+                let flags = if i < last { zmq::SNDMORE } else { 0 };
+                socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
+            }
+            if let Some(slot) = pending.slots.get_mut(&id) {
+                slot.sent = true;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reads every waiting reply into its slot; returns how many were the leader's own.
+    fn receive(&self, socket: &zmq::Socket, me: thread::ThreadId) -> Result<usize> {
+        let mut own = 0;
+        loop {
+            let mut head = zmq::Message::new();
+            match socket.recv(&mut head, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => return Ok(own),
+                Err(e) => return Err(Error::zmq("receiving from the broker")(e)),
+            }
+            let mut body = zmq::Message::new();
+            let mut more = head.get_more();
+            let mut extra = 0;
+            while more {
+                let mut frame = zmq::Message::new();
+                socket.recv(&mut frame, 0).map_err(Error::zmq("receiving from the broker"))?;
+                more = frame.get_more();
+                if extra == 0 {
+                    body = frame;
+                }
+                extra += 1;
+            }
+            let cmd = match CommandFrame::decode(&head) {
+                Ok(cmd) if cmd.command == Command::Reply && extra <= 1 => cmd,
+                _ => {
+                    tracing::warn!("malformed reply from the broker ignored");
+                    continue;
+                }
+            };
+            let Some(status) = Status::from_u32(cmd.arg) else {
+                tracing::warn!(status = cmd.arg, "reply with an unknown status ignored");
+                continue;
+            };
+            let pid = cmd.tail.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+            let mut pending = self.pending();
+            // No slot: a late answer to a request its caller gave up on.
+            if let Some(slot) = pending.slots.get_mut(&cmd.id).filter(|s| s.reply.is_none()) {
+                slot.reply = Some(Reply { status, pid, body });
+                if slot.thread.id() == me {
+                    own += 1;
+                } else {
+                    slot.thread.unpark();
+                }
+            }
+        }
+    }
+}
