@@ -14,6 +14,7 @@ pub mod error;
 pub mod plugin;
 pub mod protocol;
 pub mod shutdown;
+pub mod status;
 pub mod worker;
 
 pub use client::{Client, JobRequest, TimeoutPolicy};

@@ -9,6 +9,7 @@ use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
 use crate::protocol::{encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status};
 use crate::shutdown::Shutdown;
+use crate::status::BrokerStatus;
 use state::{Body, BrokerState, ClientRoute, Config, Job, Output};
 
 /// Everything a broker needs to start.
@@ -75,7 +76,15 @@ impl Broker {
     /// Serves until `shutdown` is triggered.
     pub fn run(self, shutdown: &Shutdown) -> Result<()> {
         let pid = std::process::id();
-        let mut io = Io { front: &self.front, back: &self.back, frames: Vec::new(), buf: Vec::new(), pid };
+        let mut io = Io {
+            front: &self.front,
+            back: &self.back,
+            frames: Vec::new(),
+            buf: Vec::new(),
+            pid,
+            started: Instant::now(),
+            options: &self.options,
+        };
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
         tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
@@ -115,12 +124,28 @@ struct Io<'a> {
     frames: Vec<zmq::Message>,
     buf: Vec<u8>,
     pid: u32,
+    started: Instant,
+    options: &'a BrokerOptions,
 }
 
 /// Messages handled per socket before the other gets a turn.
 const BATCH: usize = 256;
 
 impl Io<'_> {
+    fn status(&self, now: Instant, state: &BrokerState<zmq::Message>) -> BrokerStatus {
+        BrokerStatus {
+            pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            frontend: self.options.frontend.clone(),
+            backend: self.options.backend.clone(),
+            services: state.services().collect(),
+            workers: state.workers(now),
+            counters: state.counters.clone(),
+            latency_ms: state.latency.latency(),
+        }
+    }
+
     /// Reads up to [`BATCH`] messages from `socket` without blocking.
     fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<()> {
         for _ in 0..BATCH {
@@ -207,6 +232,7 @@ impl Io<'_> {
                     data: zmq::Message::from(data),
                     deadline: now + legacy_timeout,
                     retries,
+                    received: now,
                 };
                 state.submit(now, &service, job, out);
             }
@@ -262,9 +288,14 @@ impl Io<'_> {
             }
             (Command::Service, [None, None], false) => {
                 let name = String::from_utf8_lossy(cmd.tail);
-                let count: usize = state.services().filter(|s| name.is_empty() || s.0 == name).map(|s| s.1).sum();
+                let count: usize =
+                    state.services().filter(|s| name.is_empty() || s.name == name).map(|s| s.workers).sum();
                 let status = if count > 0 { Status::Ok } else { Status::NoWorker };
                 out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(count.to_string().into()) });
+            }
+            (Command::Status, [None, None], false) => {
+                let json = serde_json::to_string(&self.status(now, state)).expect("status serialises");
+                out.push(Output::Reply { route, status: Status::Ok, pid: self.pid, body: Body::Text(json.into()) });
             }
             (Command::Request, [Some(headers), Some(data)], false) => {
                 let Ok(service) = std::str::from_utf8(cmd.tail) else {
@@ -275,7 +306,7 @@ impl Io<'_> {
                     Err(e) => return bad(state, out, route, e.to_string()),
                 };
                 let timeout = Duration::from_millis(cmd.arg as u64);
-                let job = Job { route, headers, data, deadline: now + timeout, retries };
+                let job = Job { route, headers, data, deadline: now + timeout, retries, received: now };
                 state.submit(now, service, job, out);
             }
             (command, _, _) => {

@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{Registration, Status};
+use crate::status::{Counters, Histogram, ServiceStatus, WorkerStatus};
 
 #[cfg(test)]
 mod tests;
@@ -110,6 +111,8 @@ pub struct Job<M> {
     pub deadline: Instant,
     /// How many more times the job may be re-sent after its worker is lost.
     pub retries: u32,
+    /// When the broker received it (for the latency histogram).
+    pub received: Instant,
 }
 
 struct Queued<M> {
@@ -126,6 +129,7 @@ struct InFlight<M> {
     /// Kept only when the job may be retried.
     retry: Option<(M, M, u32)>,
     deadline: Instant,
+    received: Instant,
 }
 
 #[derive(PartialEq, Eq, Debug, Clone, Copy)]
@@ -143,6 +147,7 @@ struct Worker<M> {
     state: WorkerState,
     job: Option<InFlight<M>>,
     expiry: Instant,
+    last_seen: Instant,
     jobs_done: u64,
 }
 
@@ -151,19 +156,6 @@ struct Service<M> {
     idle: VecDeque<usize>,
     queue: VecDeque<Queued<M>>,
     workers: usize,
-}
-
-/// Counters for `--status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub ok: u64,
-    pub errors: u64,
-    pub timeouts: u64,
-    pub lost: u64,
-    pub retried: u64,
-    pub busy: u64,
-    pub no_worker: u64,
-    pub bad_requests: u64,
 }
 
 pub struct BrokerState<M> {
@@ -179,6 +171,7 @@ pub struct BrokerState<M> {
     next_job_id: u64,
     next_heartbeat: Instant,
     pub counters: Counters,
+    pub latency: Histogram,
 }
 
 impl<M: Payload> BrokerState<M> {
@@ -195,6 +188,7 @@ impl<M: Payload> BrokerState<M> {
             by_identity: HashMap::new(),
             next_job_id: 1,
             counters: Counters::default(),
+            latency: Histogram::new(),
         }
     }
 
@@ -281,7 +275,8 @@ impl<M: Payload> BrokerState<M> {
             let retry = (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
             let worker = self.workers[slot].as_mut().expect("idle worker is live");
             worker.state = WorkerState::Busy;
-            worker.job = Some(InFlight { job_id, route: job.route, retry, deadline: job.deadline });
+            worker.job =
+                Some(InFlight { job_id, route: job.route, retry, deadline: job.deadline, received: job.received });
             out.push(Output::Job { worker: slot, job_id, timeout_ms, headers: job.headers, data: job.data });
         }
     }
@@ -289,7 +284,9 @@ impl<M: Payload> BrokerState<M> {
     fn refresh(&mut self, now: Instant, identity: &[u8]) -> Option<usize> {
         let slot = *self.by_identity.get(identity)?;
         let expiry = now + self.config.heartbeat_interval * self.config.liveness;
-        self.workers[slot].as_mut().expect("indexed worker is live").expiry = expiry;
+        let worker = self.workers[slot].as_mut().expect("indexed worker is live");
+        worker.expiry = expiry;
+        worker.last_seen = now;
         Some(slot)
     }
 
@@ -319,6 +316,7 @@ impl<M: Payload> BrokerState<M> {
             state: WorkerState::Idle,
             job: None,
             expiry: now + self.config.heartbeat_interval * self.config.liveness,
+            last_seen: now,
             jobs_done: 0,
         };
         let slot = match self.free_slots.pop() {
@@ -378,6 +376,7 @@ impl<M: Payload> BrokerState<M> {
             Status::Timeout => self.counters.timeouts += 1,
             _ => self.counters.errors += 1,
         }
+        self.latency.record(now.saturating_duration_since(inflight.received).as_micros() as u64);
         out.push(Output::Reply { route: inflight.route, status, pid, body: Body::Payload(body) });
         if worker.state == WorkerState::Leaving {
             self.forget(slot);
@@ -432,8 +431,14 @@ impl<M: Payload> BrokerState<M> {
         match inflight.retry {
             Some((headers, data, retries)) if inflight.deadline > now => {
                 self.counters.retried += 1;
-                let job =
-                    Job { route: inflight.route, headers, data, deadline: inflight.deadline, retries: retries - 1 };
+                let job = Job {
+                    route: inflight.route,
+                    headers,
+                    data,
+                    deadline: inflight.deadline,
+                    retries: retries - 1,
+                    received: inflight.received,
+                };
                 // Retried jobs go first: they have waited longest.
                 self.services[service].queue.push_front(Queued { job, since: now, service: None });
                 self.dispatch(now, service, out);
@@ -507,13 +512,37 @@ impl<M: Payload> BrokerState<M> {
         at
     }
 
-    /// Per-service figures: (name, workers, idle, queued).
-    pub fn services(&self) -> impl Iterator<Item = (&str, usize, usize, usize)> {
-        self.services.iter().map(|s| (s.name.as_str(), s.workers, s.idle.len(), s.queue.len()))
+    /// Per-service figures.
+    pub fn services(&self) -> impl Iterator<Item = ServiceStatus> + '_ {
+        self.services.iter().map(|s| ServiceStatus {
+            name: s.name.clone(),
+            workers: s.workers,
+            idle: s.idle.len(),
+            queued: s.queue.len(),
+        })
     }
 
-    /// Registered workers: (registration, state, jobs done).
-    pub fn workers(&self) -> impl Iterator<Item = (&Registration, WorkerState, u64)> {
-        self.workers.iter().flatten().map(|w| (&w.info, w.state, w.jobs_done))
+    /// Registered workers, oldest registration slot first.
+    pub fn workers(&self, now: Instant) -> Vec<WorkerStatus> {
+        self.workers
+            .iter()
+            .flatten()
+            .map(|w| WorkerStatus {
+                identity: String::from_utf8_lossy(&w.identity).into_owned(),
+                pid: w.info.pid,
+                host: w.info.host.clone(),
+                service: w.info.service.clone(),
+                plugin: w.info.plugin.clone(),
+                plugin_version: w.info.plugin_version.clone(),
+                state: match w.state {
+                    WorkerState::Idle => "idle",
+                    WorkerState::Busy => "busy",
+                    WorkerState::Leaving => "leaving",
+                }
+                .into(),
+                jobs_done: w.jobs_done,
+                last_seen_ms: now.saturating_duration_since(w.last_seen).as_millis() as u64,
+            })
+            .collect()
     }
 }

@@ -47,6 +47,12 @@ impl From<&[u8]> for JobRequest {
     }
 }
 
+impl From<String> for JobRequest {
+    fn from(data: String) -> Self {
+        JobRequest::new(data.into_bytes())
+    }
+}
+
 impl From<&str> for JobRequest {
     fn from(data: &str) -> Self {
         JobRequest::new(data.as_bytes())
@@ -96,7 +102,8 @@ mod tests {
 
     #[test]
     fn late_answers_are_accepted_up_to_the_overflow_count_per_worker() {
-        let policy = TimeoutPolicy { timeout: Duration::from_secs(1), max_overflow: Duration::from_secs(2), overflows: 1 };
+        let policy =
+            TimeoutPolicy { timeout: Duration::from_secs(1), max_overflow: Duration::from_secs(2), overflows: 1 };
         let mut counts = LateCounts::default();
         let late = Duration::from_millis(1500);
         assert!(counts.accept(&policy, 7, late), "first late answer is accepted");

@@ -15,6 +15,7 @@ pub use job::{JobRequest, TimeoutPolicy};
 
 use crate::error::{Error, Result};
 use crate::protocol::{encode_headers, Command, CommandFrame, Status};
+use crate::status::BrokerStatus;
 use job::LateCounts;
 use mux::{Mux, Outcome, Reply};
 
@@ -46,7 +47,11 @@ impl Client {
 
     /// Runs many jobs at once (all in flight together) and returns their
     /// results in order; `timeout` bounds the whole batch.
-    pub fn execute_many<J: Into<JobRequest>>(&self, jobs: impl IntoIterator<Item = J>, timeout: Duration) -> Vec<Result<Vec<u8>>> {
+    pub fn execute_many<J: Into<JobRequest>>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+        timeout: Duration,
+    ) -> Vec<Result<Vec<u8>>> {
         let requests: Vec<_> = jobs
             .into_iter()
             .map(|job| {
@@ -90,6 +95,12 @@ impl Client {
     pub fn workers(&self, service: &str, timeout: Duration) -> Result<usize> {
         let reply = self.control(Command::Service, service.as_bytes(), timeout)?;
         parse_number(&reply.body, "SERVICE answered without a count")
+    }
+
+    /// The broker's status: services, workers, counters, latency.
+    pub fn status(&self, timeout: Duration) -> Result<BrokerStatus> {
+        let reply = self.control(Command::Status, b"", timeout)?;
+        serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol(format!("STATUS answer is not valid: {e}")))
     }
 
     fn control(&self, command: Command, tail: &[u8], timeout: Duration) -> Result<Reply> {

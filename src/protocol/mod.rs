@@ -18,6 +18,7 @@
 //! | `REQUEST` 0x01  | C→B      | req id | timeout ms | service (UTF-8)   | headers, data       |
 //! | `PING` 0x02     | C→B      | req id | 0          | —                 | —                   |
 //! | `SERVICE` 0x03  | C→B      | req id | 0          | service (UTF-8)   | —                   |
+//! | `STATUS` 0x04   | C→B      | req id | 0          | —                 | —                   |
 //! | `REPLY` 0x81    | B→C      | req id | status     | pid u32 LE        | body                |
 //! | `READY` 0x11    | W→B      | 0      | 0          | registration JSON | —                   |
 //! | `RESULT` 0x12   | W→B      | job id | status     | —                 | body                |
@@ -29,7 +30,8 @@
 //! value`, names and values UTF-8. A `REPLY` to a `PING` has the broker's pid
 //! as body (decimal ASCII), like Powerhose's; to a `SERVICE`, the number of
 //! workers registered for that service (all services when empty), status `OK`
-//! when there is at least one, `NO_WORKER` otherwise.
+//! when there is at least one, `NO_WORKER` otherwise; to a `STATUS`, a JSON
+//! [`crate::status::BrokerStatus`].
 
 mod headers;
 pub mod legacy;
@@ -50,6 +52,7 @@ pub enum Command {
     Request = 0x01,
     Ping = 0x02,
     Service = 0x03,
+    Status = 0x04,
     Reply = 0x81,
     Ready = 0x11,
     Result = 0x12,
@@ -61,7 +64,9 @@ pub enum Command {
 impl Command {
     fn from_byte(b: u8) -> Option<Command> {
         use Command::*;
-        [Request, Ping, Service, Reply, Ready, Result, Heartbeat, Disconnect, Job].into_iter().find(|c| *c as u8 == b)
+        [Request, Ping, Service, Status, Reply, Ready, Result, Heartbeat, Disconnect, Job]
+            .into_iter()
+            .find(|c| *c as u8 == b)
     }
 }
 

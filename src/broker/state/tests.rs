@@ -15,6 +15,7 @@ fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> Job<Vec<u8>>
         data: format!("job{req_id}").into_bytes(),
         deadline: now + Duration::from_millis(timeout_ms),
         retries,
+        received: now,
     }
 }
 
@@ -68,6 +69,12 @@ fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
     assert!(matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2));
     assert_eq!(jobs(&out)[0].0, 1);
     assert_eq!(b.counters.ok, 1);
+    assert_eq!(b.latency.latency().count, 1);
+    let workers = b.workers(t0);
+    assert_eq!(
+        workers.iter().map(|w| (w.pid, w.state.as_str(), w.jobs_done)).collect::<Vec<_>>(),
+        [(11, "busy", 0), (12, "busy", 1)]
+    );
 }
 
 #[test]
@@ -145,7 +152,8 @@ fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
     b.worker_result(t0, b"w1", first, Status::Ok, vec![], &mut out);
     assert_eq!(replies(&out), [(1, Status::Ok)]);
     assert!(jobs(&out).is_empty());
-    assert_eq!(b.services().next().unwrap(), ("echo", 0, 0, 1));
+    let s = b.services().next().unwrap();
+    assert_eq!((s.name.as_str(), s.workers, s.idle, s.queued), ("echo", 0, 0, 1));
     // With no worker left, the queued job gets NoWorker after the grace period.
     out.clear();
     b.tick(t0 + Duration::from_millis(499), &mut out);

@@ -1,0 +1,232 @@
+//! Routing with real processes: idle dispatch, dead workers, full queues,
+//! deadlines, broker restarts, services, and one client shared by many threads.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use powerhose::{Client, Error, JobRequest, TimeoutPolicy};
+
+const T: Duration = Duration::from_secs(10);
+/// Short heartbeats so liveness tests run fast: 100 ms × 3.
+const HB: [&str; 4] = ["--heartbeat-ms", "100", "--liveness", "3"];
+
+/// A job that sleeps `ms` in the test plugin and creates `file` when it starts.
+fn sleeper(ms: u64, file: &std::path::Path) -> JobRequest {
+    JobRequest::new("slept")
+        .header("action", "sleep")
+        .header("ms", ms.to_string())
+        .header("file", file.to_str().unwrap())
+}
+
+fn started_pid(file: &std::path::Path) -> u32 {
+    wait_until("the job to start", T, || std::fs::read_to_string(file).is_ok_and(|s| !s.is_empty()));
+    std::fs::read_to_string(file).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_job_goes_to_the_idle_worker_not_behind_a_busy_one() {
+    let dir = TestDir::new();
+    let _cluster = start_cluster(&dir, "test_plugin", 2, &[]);
+    let client = Arc::new(dir.client());
+    let started = dir.path().join("started");
+    let (c, job) = (client.clone(), sleeper(2000, &started));
+    let slow = std::thread::spawn(move || c.execute(job, T));
+    let busy_pid = started_pid(&started);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let pid = client.execute(JobRequest::new("").header("action", "pid"), T).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(500), "answered in {:?}", t.elapsed());
+        assert_ne!(String::from_utf8(pid).unwrap(), busy_pid.to_string(), "never the busy worker");
+    }
+    assert!(!slow.is_finished(), "the slow job is still running");
+    assert_eq!(slow.join().unwrap().unwrap(), b"slept");
+}
+
+#[test]
+fn a_worker_killed_mid_job_is_noticed_and_its_job_answered_or_retried() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &HB);
+    let _workers: Vec<Proc> = (0..3).map(|i| start_worker(&dir, "test_plugin", &HB, &format!("w{i}"))).collect();
+    let client = Arc::new(dir.client());
+
+    // Without retry: "worker lost", within a few heartbeat intervals.
+    let file = dir.path().join("first");
+    let (c, job) = (client.clone(), sleeper(20_000, &file));
+    let call = std::thread::spawn(move || c.execute(job, Duration::from_secs(30)));
+    let pid = started_pid(&file);
+    let killed_at = Instant::now();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let result = call.join().unwrap();
+    let noticed = killed_at.elapsed();
+    assert!(matches!(result, Err(Error::WorkerLost(_))), "{result:?}");
+    assert!(noticed < Duration::from_millis(1500), "noticed after {noticed:?} (3 × 100 ms heartbeats)");
+
+    // With a retry header: the job is re-sent and succeeds on another worker.
+    let file = dir.path().join("second");
+    let (c, job) = (client.clone(), sleeper(300, &file).retry(1));
+    let call = std::thread::spawn(move || c.execute(job, Duration::from_secs(30)));
+    let pid = started_pid(&file);
+    std::fs::remove_file(&file).unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert_eq!(call.join().unwrap().unwrap(), b"slept");
+    let rerun_pid: u32 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    assert_ne!(rerun_pid, pid, "re-run by another worker");
+    let status = client.status(T).unwrap();
+    assert_eq!((status.counters.lost, status.counters.retried), (1, 1));
+    assert_eq!(status.workers.len(), 1);
+}
+
+#[test]
+fn a_full_queue_answers_busy_at_once_and_an_expired_queued_job_never_runs() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &["--max-queue", "1"]);
+    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    let client = Arc::new(dir.client());
+    let started = dir.path().join("started");
+    let (c, job) = (client.clone(), sleeper(1500, &started));
+    let slow = std::thread::spawn(move || c.execute(job, T));
+    started_pid(&started);
+
+    // Queued behind the slow job with a deadline that passes while it waits.
+    let marks = dir.path().join("marks");
+    let expiring = JobRequest::new("ran").header("action", "mark").header("file", marks.to_str().unwrap());
+    let c = client.clone();
+    let queued = std::thread::spawn(move || c.execute(expiring, Duration::from_millis(400)));
+    wait_until("the job to be queued", T, || client.status(T).unwrap().services[0].queued == 1);
+
+    let t = Instant::now();
+    let result = client.execute("one too many", T);
+    assert!(matches!(result, Err(Error::Busy(_))), "{result:?}");
+    assert!(t.elapsed() < Duration::from_millis(200), "busy answered in {:?}", t.elapsed());
+
+    assert!(matches!(queued.join().unwrap(), Err(Error::Timeout(_))));
+    assert_eq!(slow.join().unwrap().unwrap(), b"slept");
+    // The worker is free now; the expired job must never have run.
+    assert_eq!(client.execute("after", T).unwrap(), b"after");
+    assert!(!marks.exists(), "the expired job ran");
+    let counters = client.status(T).unwrap().counters;
+    assert_eq!((counters.busy, counters.timeouts, counters.ok), (1, 1, 2));
+}
+
+#[test]
+fn workers_rejoin_a_restarted_broker_by_themselves() {
+    let dir = TestDir::new();
+    let mut broker = start_broker(&dir, &HB);
+    let workers: Vec<Proc> = (0..2).map(|i| start_worker(&dir, "echo", &HB, &format!("w{i}"))).collect();
+    let client = dir.client();
+    assert_eq!(client.execute("before", T).unwrap(), b"before");
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    // The SIGKILLed broker left its socket file; the new one starts anyway.
+    let _broker = start_broker(&dir, &HB);
+    wait_until("both workers to re-register", T, || client.workers("", T).unwrap() == 2);
+    assert_eq!(client.execute("after", T).unwrap(), b"after");
+    for w in &workers {
+        assert!(alive(w.pid()), "no worker was restarted");
+    }
+}
+
+#[test]
+fn a_worker_can_exit_instead_when_the_broker_is_lost() {
+    let dir = TestDir::new();
+    let mut broker = start_broker(&dir, &HB);
+    let mut args = HB.to_vec();
+    args.push("--exit-on-broker-loss");
+    let mut worker = start_worker(&dir, "echo", &args, "worker");
+    broker.child.kill().unwrap();
+    let status = worker.wait_exit(Duration::from_secs(5)).expect("the worker exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(worker.stderr().contains("broker silent"), "{}", worker.stderr());
+}
+
+#[test]
+fn two_services_behind_one_broker() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let _echo = start_worker(&dir, "echo", &[], "echo");
+    let _test = start_worker(&dir, "test_plugin", &["--service", "tools"], "tools");
+    let client = dir.client();
+    assert_eq!(client.execute(JobRequest::new("e").service("echo"), T).unwrap(), b"e");
+    let job = JobRequest::new("boom").service("tools").header("action", "error");
+    assert!(matches!(client.execute(job, T), Err(Error::Handler { message, .. }) if message == "boom"));
+    assert_eq!((client.workers("echo", T).unwrap(), client.workers("tools", T).unwrap()), (1, 1));
+    assert_eq!(client.workers("nope", T).unwrap(), 0);
+
+    let t = Instant::now();
+    assert!(matches!(client.execute(JobRequest::new("x").service("nope"), T), Err(Error::UnknownService(_))));
+    assert!(matches!(client.execute("which one?", T), Err(Error::BadRequest(m)) if m.contains("name one")));
+    assert!(t.elapsed() < Duration::from_millis(300));
+
+    // Powerhose-format clients pick the service with a header.
+    let ctx = zmq::Context::new();
+    let req = ctx.socket(zmq::REQ).unwrap();
+    req.set_rcvtimeo(10_000).unwrap();
+    req.connect(&dir.front()).unwrap();
+    req.send(&b"service:echo:::legacy"[..], 0).unwrap();
+    let reply = String::from_utf8(req.recv_bytes(0).unwrap()).unwrap();
+    assert!(reply.ends_with(":OK:legacy"), "{reply}");
+}
+
+#[test]
+fn sixty_four_threads_share_one_client_and_get_their_own_replies() {
+    let dir = TestDir::new();
+    let _cluster = start_cluster(&dir, "echo", 2, &[]);
+    let client = Arc::new(dir.client());
+    let threads: Vec<_> = (0..64)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let jobs = 10_000 / 64 + usize::from(t < 10_000 % 64);
+                for j in 0..jobs {
+                    let data = format!("thread {t} job {j}");
+                    assert_eq!(client.execute(data.clone(), Duration::from_secs(60)).unwrap(), data.as_bytes());
+                }
+                jobs
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 10_000);
+
+    // A batch of 1,000 in flight at once, results in order.
+    let results = client.execute_many((0..1000).map(|i| format!("batch {i}")), Duration::from_secs(60));
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), format!("batch {i}").into_bytes());
+    }
+    assert_eq!(client.status(T).unwrap().counters.ok, 11_000);
+}
+
+#[test]
+fn powerhose_timeout_policy_accepts_one_late_answer_in_a_row() {
+    let dir = TestDir::new();
+    let _cluster = start_cluster(&dir, "test_plugin", 1, &[]);
+    let client = dir.client();
+    let policy =
+        TimeoutPolicy { timeout: Duration::from_millis(100), max_overflow: Duration::from_millis(2000), overflows: 1 };
+    let slow = || JobRequest::new("late").header("action", "sleep").header("ms", "250");
+    assert_eq!(client.execute_with_policy(slow(), &policy).unwrap(), b"late");
+    assert!(matches!(client.execute_with_policy(slow(), &policy), Err(Error::Timeout(_))));
+    assert_eq!(client.execute_with_policy("fast", &policy).unwrap(), b"fast");
+    assert_eq!(client.execute_with_policy(slow(), &policy).unwrap(), b"late", "an on-time answer resets the count");
+}
+
+#[test]
+fn status_reports_workers_services_and_latency() {
+    let dir = TestDir::new();
+    let cluster = start_cluster(&dir, "echo", 2, &[]);
+    let client: Client = dir.client();
+    for i in 0..20 {
+        client.execute(format!("{i}"), T).unwrap();
+    }
+    let status = client.status(T).unwrap();
+    assert_eq!(status.pid, cluster.pid());
+    assert_eq!(status.services.len(), 1);
+    assert_eq!((status.services[0].name.as_str(), status.services[0].workers), ("echo", 2));
+    assert_eq!(status.workers.iter().map(|w| w.jobs_done).sum::<u64>(), 20);
+    assert!(status.workers.iter().all(|w| w.plugin_version == "0.1.0" && w.state == "idle"));
+    assert_eq!(status.latency_ms.count, 20);
+    assert!(status.latency_ms.p50 > 0.0 && status.latency_ms.p50 <= status.latency_ms.max);
+}
