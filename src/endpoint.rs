@@ -13,16 +13,22 @@ use crate::error::{Error, Result};
 /// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700 and
 /// refused if another user owns it or others can enter it.
 pub fn runtime_dir() -> Result<PathBuf> {
-    let dir = if let Some(dir) = std::env::var_os("POWERHOSE_RUNTIME_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        PathBuf::from(xdg).join("powerhose")
-    } else {
-        // SAFETY: getuid cannot fail.
-        PathBuf::from(format!("/tmp/powerhose-{}", unsafe { libc::getuid() }))
-    };
+    // SAFETY: getuid cannot fail.
+    let dir = runtime_dir_path(|name| std::env::var_os(name), unsafe { libc::getuid() });
     ensure_private_dir(&dir)?;
     Ok(dir)
+}
+
+/// The runtime directory for an environment (`var` looks a variable up) and
+/// user, without creating it: also used to find another process's default.
+pub fn runtime_dir_path(var: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> PathBuf {
+    if let Some(dir) = var("POWERHOSE_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        PathBuf::from(dir)
+    } else if let Some(xdg) = var("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        PathBuf::from(xdg).join("powerhose")
+    } else {
+        PathBuf::from(format!("/tmp/powerhose-{uid}"))
+    }
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {

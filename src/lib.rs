@@ -11,6 +11,8 @@ pub mod client;
 pub mod cluster;
 pub mod endpoint;
 pub mod error;
+pub mod ghosts;
+pub mod health;
 pub mod plugin;
 pub mod protocol;
 pub mod shutdown;

@@ -242,6 +242,16 @@ fn job_loop(
                     next_heartbeat = Instant::now() + interval;
                     tracing::debug!(job_id, timeout_ms, ?status, "job done");
                 }
+                Command::Job => {
+                    // Answer rather than ignore: the broker counts us busy until a RESULT.
+                    let msg = format!("JOB with {} frames after the command frame, expected 2", frames.len() - 1);
+                    tracing::warn!("{msg}");
+                    send(
+                        &socket,
+                        CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b""),
+                        Some(msg.into_bytes().into()),
+                    )?;
+                }
                 Command::Heartbeat => {}
                 Command::Disconnect => link.reregister.store(true, Ordering::Release),
                 other => tracing::warn!("unexpected {other:?} from the broker ignored"),

@@ -1,0 +1,163 @@
+//! Broker health for operators: `--check` with Nagios plugin conventions
+//! (one line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN) and the `--status`
+//! report as a table or JSON.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::status::BrokerStatus;
+
+/// A Nagios state, with its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nagios {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Nagios {
+    pub fn label(self) -> &'static str {
+        match self {
+            Nagios::Ok => "OK",
+            Nagios::Warning => "WARNING",
+            Nagios::Critical => "CRITICAL",
+            Nagios::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Checks that a broker answers on `frontend` within `timeout`; returns the
+/// state and its one-line message (`OK - broker pid 1234 on ... (4 workers, 0 queued)`).
+pub fn check(frontend: &str, timeout: Duration) -> (Nagios, String) {
+    let line = |state: Nagios, text: String| (state, format!("{} - {text}", state.label()));
+    if let Err(reason) = validate_endpoint(frontend) {
+        return line(Nagios::Unknown, reason);
+    }
+    let client = match Client::connect(frontend) {
+        Ok(c) => c,
+        Err(e) => return line(Nagios::Unknown, format!("cannot use endpoint {frontend}: {e}")),
+    };
+    let status = match client.status(timeout) {
+        Ok(s) => s,
+        Err(Error::BrokerUnreachable { .. } | Error::Timeout(_)) => {
+            return line(
+                Nagios::Critical,
+                format!("no broker answers on {frontend} (waited {:.1} s)", timeout.as_secs_f64()),
+            )
+        }
+        Err(e) => return line(Nagios::Critical, format!("broker on {frontend} answered badly: {e}")),
+    };
+    let workers = status.workers.len();
+    let queued: usize = status.services.iter().map(|s| s.queued).sum();
+    let summary = format!("broker pid {} on {frontend} ({workers} workers, {queued} queued)", status.pid);
+    if workers == 0 {
+        line(Nagios::Warning, format!("{summary}: no worker registered"))
+    } else {
+        line(Nagios::Ok, summary)
+    }
+}
+
+/// Catches endpoints ZeroMQ would reject or silently never reach.
+pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("bad endpoint {endpoint:?}: {why}"));
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        if path.is_empty() {
+            return bad("empty ipc path");
+        }
+        if path.len() > 107 {
+            return bad("ipc path longer than 107 bytes");
+        }
+        Ok(())
+    } else if let Some(addr) = endpoint.strip_prefix("tcp://") {
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+            _ => bad("expected tcp://HOST:PORT"),
+        }
+    } else {
+        bad("expected ipc://PATH or tcp://HOST:PORT")
+    }
+}
+
+/// The human `--status` report.
+pub fn format_status(s: &BrokerStatus) -> String {
+    let mut out = String::new();
+    let up = s.uptime_s as u64;
+    let _ = writeln!(
+        out,
+        "broker pid {}, version {}, up {}h{:02}m{:02}s",
+        s.pid,
+        s.version,
+        up / 3600,
+        up / 60 % 60,
+        up % 60
+    );
+    let _ = writeln!(out, "front {}\nback  {}\n", s.frontend, s.backend);
+    let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}", "SERVICE", "WORKERS", "IDLE", "QUEUED");
+    for svc in &s.services {
+        let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}", svc.name, svc.workers, svc.idle, svc.queued);
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:>7} {:<12} {:<16} {:<10} {:<7} {:>8} {:>9}",
+        "WORKER", "PID", "HOST", "SERVICE", "VERSION", "STATE", "JOBS", "SEEN(ms)"
+    );
+    for w in &s.workers {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>7} {:<12} {:<16} {:<10} {:<7} {:>8} {:>9}",
+            w.identity, w.pid, w.host, w.service, w.plugin_version, w.state, w.jobs_done, w.last_seen_ms
+        );
+    }
+    let c = &s.counters;
+    let _ = writeln!(
+        out,
+        "\njobs: ok {}, errors {}, timeouts {}, lost {}, retried {}, busy {}, no worker {}, bad requests {}",
+        c.ok, c.errors, c.timeouts, c.lost, c.retried, c.busy, c.no_worker, c.bad_requests
+    );
+    let l = &s.latency_ms;
+    let _ = writeln!(
+        out,
+        "latency (ms, n={}): p50 {:.3}, p90 {:.3}, p99 {:.3}, max {:.3}",
+        l.count, l.p50, l.p90, l.p99, l.max
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_validated() {
+        assert!(validate_endpoint("ipc:///run/x.ipc").is_ok());
+        assert!(validate_endpoint("tcp://127.0.0.1:5555").is_ok());
+        for bad in ["", "ipc://", "tcp://nohost", "tcp://h:0", "tcp://h:99999", "udp://x:1", "/tmp/x"] {
+            assert!(validate_endpoint(bad).is_err(), "{bad}");
+        }
+        assert!(validate_endpoint(&format!("ipc:///{}", "x".repeat(120))).unwrap_err().contains("107"));
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_critical_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/none.ipc", dir.path().display());
+        let start = std::time::Instant::now();
+        let (state, line) = check(&endpoint, Duration::from_millis(200));
+        assert_eq!(state, Nagios::Critical);
+        assert!(line.starts_with("CRITICAL - no broker answers on ipc://"), "{line}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(check("nonsense", Duration::from_millis(10)).0, Nagios::Unknown);
+    }
+
+    #[test]
+    fn status_table_lists_services_and_workers() {
+        let mut s = BrokerStatus { pid: 7, version: "0.1.0".into(), uptime_s: 3725.0, ..Default::default() };
+        s.services.push(crate::status::ServiceStatus { name: "echo".into(), workers: 2, idle: 1, queued: 3 });
+        let text = format_status(&s);
+        assert!(text.starts_with("broker pid 7, version 0.1.0, up 1h02m05s"), "{text}");
+        assert!(text.contains("echo") && text.contains("jobs: ok 0"), "{text}");
+    }
+}
