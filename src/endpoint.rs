@@ -2,7 +2,8 @@
 //! sockets, and the lock that lets exactly one broker own an endpoint.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,12 @@ pub struct EndpointLock {
     file: File,
     lock_path: PathBuf,
     socket_path: PathBuf,
+    /// (device, inode) of the socket file this process bound.
+    socket_id: Option<(u64, u64)>,
+}
+
+fn file_id(meta: &fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
 }
 
 impl EndpointLock {
@@ -97,7 +104,7 @@ impl EndpointLock {
         lock_name.push(".lock");
         let lock_path = socket_path.with_file_name(lock_name);
         loop {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -109,29 +116,29 @@ impl EndpointLock {
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let err = std::io::Error::last_os_error();
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
-                    return Err(Error::BrokerAlreadyRunning {
-                        endpoint: endpoint.to_string(),
-                        pid: text.trim().parse().ok(),
-                    });
+                    return Err(Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: holder(&file) });
                 }
                 return Err(Error::io(format!("locking {}", lock_path.display()))(err));
             }
             // The previous owner may have unlinked the file between our open
             // and our flock; then we hold a lock nobody else can see: retry.
             let same = match (file.metadata(), fs::metadata(&lock_path)) {
-                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                (Ok(a), Ok(b)) => file_id(&a) == file_id(&b),
                 _ => false,
             };
             if !same {
                 continue;
             }
+            // One write of the whole pid: a reader sees the old text, nothing, or all of it.
             file.set_len(0).map_err(Error::io("truncating lock file"))?;
-            file.rewind().map_err(Error::io("rewinding lock file"))?;
-            write!(file, "{}", std::process::id()).map_err(Error::io("writing lock file"))?;
-            return Ok(Some(EndpointLock { file, lock_path, socket_path }));
+            file.write_all_at(std::process::id().to_string().as_bytes(), 0).map_err(Error::io("writing lock file"))?;
+            return Ok(Some(EndpointLock { file, lock_path, socket_path, socket_id: None }));
         }
+    }
+
+    /// Records the socket file just bound, so drop removes that file and no other.
+    pub fn bound(&mut self) {
+        self.socket_id = fs::metadata(&self.socket_path).ok().map(|m| file_id(&m));
     }
 
     /// The pid recorded by whoever holds (or last held) the lock of `endpoint`.
@@ -143,12 +150,35 @@ impl EndpointLock {
     }
 }
 
+/// The pid in a lock file that another process holds. It writes the pid just
+/// after taking the lock, so an empty file is re-read for a moment.
+fn holder(file: &File) -> Option<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let mut text = String::new();
+        let _ = (&*file).rewind().and_then(|_| (&*file).read_to_string(&mut text));
+        if let Ok(pid) = text.trim().parse() {
+            return Some(pid);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 impl Drop for EndpointLock {
     fn drop(&mut self) {
-        // Unlink while still holding the lock (see the inode check in acquire).
-        let _ = fs::remove_file(&self.socket_path);
-        let _ = fs::remove_file(&self.lock_path);
-        let _ = &self.file;
+        // Only our own files: if someone removed them and another broker took
+        // the endpoint, the paths now belong to it. Unlink while still holding
+        // the lock (see the inode check in acquire).
+        let current = |p: &Path| fs::metadata(p).ok().map(|m| file_id(&m));
+        if self.socket_id.is_some() && current(&self.socket_path) == self.socket_id {
+            let _ = fs::remove_file(&self.socket_path);
+        }
+        if self.file.metadata().ok().map(|m| file_id(&m)) == current(&self.lock_path) {
+            let _ = fs::remove_file(&self.lock_path);
+        }
     }
 }
 
@@ -167,7 +197,9 @@ mod tests {
     fn second_lock_is_refused_with_pid_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
-        let first = EndpointLock::acquire(&endpoint).unwrap().unwrap();
+        let mut first = EndpointLock::acquire(&endpoint).unwrap().unwrap();
+        std::fs::write(dir.path().join("front.ipc"), b"").unwrap();
+        first.bound();
         match EndpointLock::acquire(&endpoint) {
             Err(Error::BrokerAlreadyRunning { pid, .. }) => {
                 assert_eq!(pid, Some(std::process::id()))
@@ -177,7 +209,28 @@ mod tests {
         assert_eq!(EndpointLock::holder_pid(&endpoint), Some(std::process::id()));
         drop(first);
         assert!(!dir.path().join("front.ipc.lock").exists());
+        assert!(!dir.path().join("front.ipc").exists());
         assert!(EndpointLock::acquire(&endpoint).unwrap().is_some());
+    }
+
+    #[test]
+    fn drop_leaves_files_that_another_broker_now_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
+        let (socket, lock) = (dir.path().join("front.ipc"), dir.path().join("front.ipc.lock"));
+        let mut ghost = EndpointLock::acquire(&endpoint).unwrap().unwrap();
+        std::fs::write(&socket, b"").unwrap();
+        ghost.bound();
+        // Someone cleans the directory; a new broker takes the endpoint.
+        std::fs::remove_file(&socket).unwrap();
+        std::fs::remove_file(&lock).unwrap();
+        let mut live = EndpointLock::acquire(&endpoint).unwrap().unwrap();
+        std::fs::write(&socket, b"").unwrap();
+        live.bound();
+        drop(ghost);
+        assert!(socket.exists() && lock.exists(), "the live broker's files stay");
+        drop(live);
+        assert!(!socket.exists() && !lock.exists());
     }
 
     #[test]

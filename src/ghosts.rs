@@ -88,18 +88,12 @@ pub fn find_ghosts(frontend: &str, live: Option<u32>) -> Vec<Ghost> {
         }
     }
     if let Some(holder) = EndpointLock::holder_pid(frontend) {
+        const HOLDS: &str = "holds the endpoint's lock but does not answer PING";
         let owned = std::fs::metadata(format!("/proc/{holder}")).is_ok_and(|m| m.uid() == uid);
-        if !skip(holder)
-            && owned
-            && is_serving_broker(holder)
-            && alive(holder)
-            && !ghosts.iter().any(|g| g.pid == holder)
-        {
-            ghosts.push(Ghost {
-                pid: holder,
-                why: "holds the endpoint's lock but does not answer PING",
-                cmdline: describe(holder),
-            });
+        if let Some(ghost) = ghosts.iter_mut().find(|g| g.pid == holder) {
+            ghost.why = HOLDS;
+        } else if !skip(holder) && owned && is_serving_broker(holder) {
+            ghosts.push(Ghost { pid: holder, why: HOLDS, cmdline: describe(holder) });
         }
     }
     ghosts.retain(|g| alive(g.pid));

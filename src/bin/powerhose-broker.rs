@@ -1,7 +1,10 @@
-//! `powerhose-broker`: binds the front (clients) and back (workers) endpoints and routes jobs.
+//! `powerhose-broker`: binds the front (clients) and back (workers) endpoints and
+//! routes jobs; `--check`, `--status` and `--purge-ghosts` are for operators.
+
+use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{broker, cli, endpoint, shutdown::Shutdown};
+use powerhose::{broker, cli, endpoint, ghosts, health, shutdown::Shutdown, Client};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
@@ -17,25 +20,92 @@ struct Args {
     legacy_timeout_ms: u64,
     #[command(flatten)]
     broker: cli::BrokerArgs,
+    /// Check the broker on --frontend, Nagios style: one line; exit 0 OK,
+    /// 1 WARNING (no worker), 2 CRITICAL (no answer), 3 UNKNOWN (bad input).
+    #[arg(long, conflicts_with_all = ["status", "purge_ghosts"])]
+    check: bool,
+    /// Print the broker's status: services, workers, counters, latency.
+    #[arg(long, conflicts_with = "purge_ghosts")]
+    status: bool,
+    /// With --status: JSON instead of a table.
+    #[arg(long, requires = "status")]
+    json: bool,
+    /// Stop broker processes of this user on --frontend that are not the one
+    /// answering PING (SIGTERM, then SIGKILL after --grace).
+    #[arg(long)]
+    purge_ghosts: bool,
+    /// With --purge-ghosts: only report what would be done.
+    #[arg(long, requires = "purge_ghosts")]
+    dry_run: bool,
+    /// Seconds to wait for the broker's answer (--check, --status, --purge-ghosts).
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+    /// Seconds a ghost gets to exit after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 5.0)]
+    grace: f64,
     /// Verbose logs.
     #[arg(long)]
     debug: bool,
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
+}
+
+fn run(args: &Args) -> anyhow::Result<i32> {
     let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
+    let timeout = seconds(args.timeout, "--timeout")?;
+    if args.status {
+        let status = Client::connect(&frontend)?.status(timeout)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print!("{}", health::format_status(&status));
+        }
+        return Ok(0);
+    }
+    if args.purge_ghosts {
+        let grace = seconds(args.grace, "--grace")?;
+        ghosts::purge(&frontend, timeout, grace, args.dry_run, &mut std::io::stdout().lock())?;
+        return Ok(0);
+    }
     let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
     let mut options = broker::BrokerOptions::new(frontend, backend);
     options.config = args.broker.config();
-    options.legacy_timeout = std::time::Duration::from_millis(args.legacy_timeout_ms);
+    options.legacy_timeout = Duration::from_millis(args.legacy_timeout_ms);
     broker::run_broker(options, &Shutdown::new()?.on_terminate()?)?;
-    Ok(())
+    Ok(0)
+}
+
+/// `--check` answers in Nagios terms whatever goes wrong, bad flags included.
+fn check(args: &Args) -> i32 {
+    let (state, line) =
+        match (args.frontend.clone().map_or_else(endpoint::default_frontend, Ok), seconds(args.timeout, "--timeout")) {
+            (Ok(frontend), Ok(timeout)) => health::check(&frontend, timeout),
+            (Err(e), _) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
+            (_, Err(e)) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
+        };
+    println!("{line}");
+    state as i32
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if std::env::args().any(|a| a == "--check") && e.use_stderr() => {
+            let first =
+                e.to_string().lines().next().unwrap_or("bad arguments").trim_start_matches("error: ").to_string();
+            println!("UNKNOWN - {first}");
+            std::process::exit(health::Nagios::Unknown as i32);
+        }
+        Err(e) => e.exit(),
+    };
+    if args.check {
+        std::process::exit(check(&args));
+    }
     cli::init_tracing(args.debug);
-    if let Err(e) = run(&args) {
-        std::process::exit(cli::report("powerhose-broker", e.as_ref(), args.debug));
+    match run(&args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => std::process::exit(cli::report("powerhose-broker", e.as_ref(), args.debug)),
     }
 }

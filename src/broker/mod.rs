@@ -53,7 +53,14 @@ fn router(ctx: &zmq::Context, endpoint: &str, role: &str) -> Result<zmq::Socket>
     socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
     socket.bind(endpoint).map_err(|e| match e {
-        zmq::Error::EADDRINUSE => Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: None },
+        // tcp refuses a second bind by itself; name the broker if one answers there.
+        zmq::Error::EADDRINUSE => {
+            let pid = crate::client::Client::connect(endpoint).ok().and_then(|c| c.ping(Duration::from_secs(1)).ok());
+            match pid {
+                Some(pid) => Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: Some(pid) },
+                None => Error::Config(format!("the {role} endpoint {endpoint} is in use by another program")),
+            }
+        }
         e => Error::Zmq { context: format!("binding the {role} endpoint {endpoint}"), source: e },
     })?;
     Ok(socket)
@@ -70,6 +77,9 @@ impl Broker {
         let ctx = zmq::Context::new();
         let front = router(&ctx, &options.frontend, "front")?;
         let back = router(&ctx, &options.backend, "back")?;
+        for lock in &mut locks {
+            lock.bound();
+        }
         Ok(Broker { options, _ctx: ctx, front, back, _locks: locks })
     }
 
