@@ -23,6 +23,61 @@ pub struct BrokerArgs {
     pub no_worker_grace_ms: u64,
 }
 
+/// Job time limits and worker age, shared by `powerhose` and `powerhose-worker`
+/// (seconds; 0 turns a limit off).
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerLifecycleArgs {
+    /// A job running longer is answered "timeout" and its handler's stack is logged.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// A handler still running this long makes its worker exit (to be replaced)
+    /// [default: twice --timeout]
+    #[arg(long)]
+    pub hard_timeout: Option<f64>,
+    /// A worker leaves after this many seconds (between jobs) and is replaced.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_age: f64,
+    /// Up to this many seconds are added at random to --max-age, so workers
+    /// do not all leave at once.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_age_delta: f64,
+}
+
+impl WorkerLifecycleArgs {
+    pub fn apply(&self, options: &mut crate::worker::WorkerOptions) -> Result<(), Error> {
+        let secs = |v: f64, flag: &str| -> Result<Option<Duration>, Error> {
+            let d = Duration::try_from_secs_f64(v)
+                .map_err(|_| Error::Config(format!("{flag} must be a non-negative number of seconds")))?;
+            Ok((!d.is_zero()).then_some(d))
+        };
+        options.timeout = secs(self.timeout, "--timeout")?;
+        options.hard_timeout = match self.hard_timeout {
+            Some(v) => secs(v, "--hard-timeout")?,
+            None => options.timeout.map(|t| t * 2),
+        };
+        options.max_age = secs(self.max_age, "--max-age")?;
+        options.max_age_delta = secs(self.max_age_delta, "--max-age-delta")?.unwrap_or_default();
+        Ok(())
+    }
+
+    /// The same settings as `powerhose-worker` flags.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec!["--timeout".to_string(), self.timeout.to_string()];
+        if let Some(h) = self.hard_timeout {
+            args.extend(["--hard-timeout".to_string(), h.to_string()]);
+        }
+        args.extend(["--max-age".to_string(), self.max_age.to_string()]);
+        args.extend(["--max-age-delta".to_string(), self.max_age_delta.to_string()]);
+        args
+    }
+}
+
+impl Default for WorkerLifecycleArgs {
+    fn default() -> Self {
+        WorkerLifecycleArgs { timeout: 30.0, hard_timeout: None, max_age: 0.0, max_age_delta: 0.0 }
+    }
+}
+
 impl BrokerArgs {
     pub fn config(&self) -> Config {
         Config {

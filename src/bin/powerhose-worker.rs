@@ -34,6 +34,8 @@ struct Args {
     /// Exit when the broker is lost instead of reconnecting.
     #[arg(long)]
     exit_on_broker_loss: bool,
+    #[command(flatten)]
+    lifecycle: cli::WorkerLifecycleArgs,
     /// Verbose logs, and full plugin load reports.
     #[arg(long)]
     debug: bool,
@@ -50,6 +52,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
     options.liveness = args.liveness.max(1);
     options.exit_on_broker_loss = args.exit_on_broker_loss;
+    args.lifecycle.apply(&mut options)?;
     worker::serve(loaded, &options, &Shutdown::new()?.on_terminate()?)?;
     Ok(())
 }

@@ -345,12 +345,22 @@ impl Io<'_> {
             },
             Ok(c) if c.command == Command::Result => {
                 let status = Status::from_u32(c.arg).unwrap_or(Status::HandlerError);
-                state.worker_result(now, &identity, c.id, status, body.unwrap_or_else(zmq::Message::new), out);
+                // Tail bit 0: the handler still runs (the worker timed the job out).
+                let still_busy = c.tail.first().is_some_and(|f| f & 1 != 0);
+                state.worker_result(
+                    now,
+                    &identity,
+                    c.id,
+                    status,
+                    still_busy,
+                    body.unwrap_or_else(zmq::Message::new),
+                    out,
+                );
             }
             Ok(c) if c.command == Command::Heartbeat => state.worker_heartbeat(now, &identity, out),
             Ok(c) if c.command == Command::Disconnect => {
                 tracing::info!("worker {} unregistered", String::from_utf8_lossy(&identity));
-                state.worker_disconnect(now, &identity);
+                state.worker_disconnect(now, &identity, out);
             }
             Ok(c) => {
                 state.counters.bad_requests += 1;

@@ -138,6 +138,9 @@ pub enum WorkerState {
     Busy,
     /// Unregistered: finishing its job, then gone.
     Leaving,
+    /// Its job timed out but the handler still runs: no new job until it
+    /// registers again (`READY`).
+    Stuck,
 }
 
 struct Worker<M> {
@@ -354,6 +357,7 @@ impl<M: Payload> BrokerState<M> {
         identity: &[u8],
         job_id: u64,
         status: Status,
+        still_busy: bool,
         body: M,
         out: &mut Vec<Output<M>>,
     ) {
@@ -380,6 +384,9 @@ impl<M: Payload> BrokerState<M> {
         out.push(Output::Reply { route: inflight.route, status, pid, body: Body::Payload(body) });
         if worker.state == WorkerState::Leaving {
             self.forget(slot);
+            out.push(Output::Disconnect { identity: identity.to_vec() });
+        } else if still_busy {
+            worker.state = WorkerState::Stuck;
         } else {
             worker.state = WorkerState::Idle;
             self.services[service].idle.push_back(slot);
@@ -394,10 +401,12 @@ impl<M: Payload> BrokerState<M> {
         }
     }
 
-    /// `DISCONNECT` from a worker: no new jobs; a job in progress may still finish.
-    pub fn worker_disconnect(&mut self, now: Instant, identity: &[u8]) {
+    /// `DISCONNECT` from a worker: no new jobs; a job in progress may still
+    /// finish. Acknowledged with a `DISCONNECT` once the worker holds nothing:
+    /// after the ack no job can still be on its way to it.
+    pub fn worker_disconnect(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {
         let Some(slot) = self.refresh(now, identity) else {
-            return;
+            return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
         let worker = self.workers[slot].as_mut().expect("live");
         let service = worker.service;
@@ -406,6 +415,7 @@ impl<M: Payload> BrokerState<M> {
             worker.state = WorkerState::Leaving;
         } else {
             self.forget(slot);
+            out.push(Output::Disconnect { identity: identity.to_vec() });
         }
     }
 
@@ -538,6 +548,7 @@ impl<M: Payload> BrokerState<M> {
                     WorkerState::Idle => "idle",
                     WorkerState::Busy => "busy",
                     WorkerState::Leaving => "leaving",
+                    WorkerState::Stuck => "stuck",
                 }
                 .into(),
                 jobs_done: w.jobs_done,

@@ -1,0 +1,364 @@
+//! The worker: connects to the broker's back socket, registers its service and
+//! runs each job through the plugin, one at a time.
+//!
+//! The job runs on the thread that received it, so the hot path has no thread
+//! hand-off. The socket sits in a mutex: while a job runs, the job thread
+//! releases it and the [pulse] thread uses it to keep heartbeating (a long job
+//! is not a dead worker), to unregister at once on a stop request, and to
+//! answer `TIMEOUT` for a handler that outlives `--timeout`.
+
+mod pulse;
+pub mod stackdump;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::plugin::LoadedPlugin;
+use crate::protocol::{Command, CommandFrame, HeaderIter, Registration, Status};
+use crate::shutdown::Shutdown;
+
+/// Exit status of a worker whose handler stayed stuck past the hard limit.
+pub const EXIT_STUCK: i32 = 4;
+
+/// How a worker connects and behaves.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    pub backend: String,
+    /// Service name to register; the plugin's name when `None`.
+    pub service: Option<String>,
+    pub heartbeat_interval: Duration,
+    /// Missed broker heartbeats before the broker counts as lost.
+    pub liveness: u32,
+    /// Exit (code 1) when the broker is lost instead of reconnecting.
+    pub exit_on_broker_loss: bool,
+    /// A job running longer is answered `TIMEOUT` and its stack is logged.
+    pub timeout: Option<Duration>,
+    /// A handler still running this long makes the worker exit ([`EXIT_STUCK`]).
+    pub hard_timeout: Option<Duration>,
+    /// Leave after this long (plus up to `max_age_delta`), between jobs.
+    pub max_age: Option<Duration>,
+    pub max_age_delta: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(backend: impl Into<String>) -> Self {
+        WorkerOptions {
+            backend: backend.into(),
+            service: None,
+            heartbeat_interval: Duration::from_secs(1),
+            liveness: 3,
+            exit_on_broker_loss: false,
+            timeout: None,
+            hard_timeout: None,
+            max_age: None,
+            max_age_delta: Duration::ZERO,
+        }
+    }
+}
+
+type Guard<'s> = MutexGuard<'s, zmq::Socket>;
+
+/// The job in progress, as the pulse thread sees it.
+#[derive(Clone, Debug)]
+struct Running {
+    job_id: u64,
+    started: Instant,
+    /// `name=value` pairs, for the log of a timed-out job.
+    headers: String,
+    timed_out: bool,
+}
+
+/// Shared between the job thread and the pulse thread.
+struct Link {
+    socket: Mutex<zmq::Socket>,
+    running: Mutex<Option<Running>>,
+    /// The broker forgot us (it restarted): register again once idle.
+    reregister: AtomicBool,
+    /// DISCONNECT sent: no new job will come once the broker acknowledges.
+    unregistered: AtomicBool,
+    /// The broker acknowledged our DISCONNECT.
+    acked: AtomicBool,
+    last_heard: Mutex<Instant>,
+    job_thread: libc::pthread_t,
+}
+
+impl Link {
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn heard(&self) {
+        *Link::lock(&self.last_heard) = Instant::now();
+    }
+
+    /// Sends DISCONNECT once.
+    fn unregister(&self, socket: &zmq::Socket) -> Result<()> {
+        if !self.unregistered.swap(true, Ordering::AcqRel) {
+            send(socket, CommandFrame::new(Command::Disconnect, 0, 0, b""), None)?;
+        }
+        Ok(())
+    }
+}
+
+/// A unique identity across hosts: host name, pid and random bits.
+fn identity(host: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // SAFETY: getrandom into a local buffer; on failure the time-based fallback is used.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = if n == 4 {
+        u32::from_le_bytes(bytes)
+    } else {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    };
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &str) -> Result<zmq::Socket> {
+    let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the worker socket"))?;
+    socket.set_identity(identity.as_bytes()).map_err(Error::zmq("setting the worker identity"))?;
+    socket.set_linger(0).map_err(Error::zmq("linger"))?;
+    socket.connect(&options.backend).map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
+    Ok(socket)
+}
+
+fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<()> {
+    let more = if body.is_some() { zmq::SNDMORE } else { 0 };
+    socket.send(frame.encode(), more).map_err(Error::zmq("sending to the broker"))?;
+    if let Some(body) = body {
+        socket.send(body, 0).map_err(Error::zmq("sending to the broker"))?;
+    }
+    Ok(())
+}
+
+/// A random duration in `0..=max` (spreads the retirement of workers).
+fn jitter(max: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom into a local buffer.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    max.mul_f64(u64::from_le_bytes(bytes) as f64 / u64::MAX as f64)
+}
+
+/// Serves jobs with `plugin` until `shutdown` (or max age); returns `Err`
+/// when the broker is lost and `exit_on_broker_loss` is set, or on socket failure.
+pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown) -> Result<()> {
+    stackdump::install().map_err(Error::io("installing the stack dump handler"))?;
+    let host = hostname();
+    let id = identity(&host);
+    let registration = Registration {
+        service: options.service.clone().unwrap_or_else(|| plugin.name.clone()),
+        pid: std::process::id(),
+        host,
+        plugin: plugin.name.clone(),
+        plugin_version: plugin.version.clone(),
+    }
+    .encode();
+    let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
+    let ctx = zmq::Context::new();
+    let link = Arc::new(Link {
+        socket: Mutex::new(connect(&ctx, options, &id)?),
+        running: Mutex::new(None),
+        reregister: AtomicBool::new(false),
+        unregistered: AtomicBool::new(false),
+        acked: AtomicBool::new(false),
+        last_heard: Mutex::new(Instant::now()),
+        job_thread: stackdump::current_thread(),
+    });
+    Link::lock(&link.socket).send(&ready[..], 0).map_err(Error::zmq("registering"))?;
+    tracing::info!(identity = %id, backend = %options.backend, "worker started");
+
+    let pulse = {
+        let (link, shutdown, options) = (link.clone(), shutdown.clone(), options.clone());
+        std::thread::Builder::new()
+            .name("pulse".into())
+            .spawn(move || pulse::run(&link, &shutdown, &options))
+            .map_err(Error::io("starting the pulse thread"))?
+    };
+    let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
+    let result =
+        JobLoop { ctx: &ctx, plugin: &plugin, options, id: &id, ready: &ready, link: &link, retire_at }.run(shutdown);
+    shutdown.trigger();
+    let _ = pulse.join();
+    result
+}
+
+struct JobLoop<'a> {
+    ctx: &'a zmq::Context,
+    plugin: &'a LoadedPlugin,
+    options: &'a WorkerOptions,
+    id: &'a str,
+    ready: &'a [u8],
+    link: &'a Link,
+    retire_at: Option<Instant>,
+}
+
+impl JobLoop<'_> {
+    fn run(&self, shutdown: &Shutdown) -> Result<()> {
+        let interval = self.options.heartbeat_interval;
+        let broker_timeout = interval * self.options.liveness;
+        let mut next_heartbeat = Instant::now() + interval;
+        let mut reconnect_delay = interval;
+        let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
+        let mut socket = Link::lock(&self.link.socket);
+        loop {
+            let retiring = self.retire_at.is_some_and(|at| Instant::now() >= at);
+            if shutdown.requested() || retiring || self.link.unregistered.load(Ordering::Acquire) {
+                let why = if retiring { "max age reached" } else { "stop requested" };
+                return self.leave(socket, &mut frames, why);
+            }
+            if self.link.reregister.swap(false, Ordering::AcqRel) {
+                tracing::info!("broker asked us to register again");
+                socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
+            }
+            let now = Instant::now();
+            let last_heard = *Link::lock(&self.link.last_heard);
+            if now >= last_heard + broker_timeout {
+                if self.options.exit_on_broker_loss {
+                    return Err(Error::Protocol(format!("broker silent for {broker_timeout:?}; exiting as asked")));
+                }
+                tracing::warn!("broker silent for {broker_timeout:?}; reconnecting in {reconnect_delay:?}");
+                let mut items = [shutdown.poll_item()];
+                let _ = crate::shutdown::poll(&mut items, reconnect_delay.as_millis() as i64);
+                *socket = connect(self.ctx, self.options, self.id)?;
+                socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
+                self.link.heard();
+                reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(32));
+                continue;
+            }
+            if now >= next_heartbeat {
+                send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
+                next_heartbeat = now + interval;
+            }
+            let mut wake = next_heartbeat.min(last_heard + broker_timeout);
+            if let Some(at) = self.retire_at {
+                wake = wake.min(at);
+            }
+            let mut items = [socket.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
+            crate::shutdown::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
+            if !items[0].is_readable() {
+                continue;
+            }
+            while recv_frames(&socket, &mut frames)? {
+                self.link.heard();
+                reconnect_delay = interval;
+                let ran_job;
+                (socket, ran_job) = self.handle(socket, &frames)?;
+                if ran_job {
+                    next_heartbeat = Instant::now() + interval;
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the broker; true when a job ran. The socket
+    /// guard travels by value: running a job releases it and takes it back.
+    fn handle<'s>(&'s self, socket: Guard<'s>, frames: &[zmq::Message]) -> Result<(Guard<'s>, bool)> {
+        let cmd = match frames.first().map(|f| CommandFrame::decode(f)) {
+            Some(Ok(cmd)) => cmd,
+            _ => {
+                tracing::warn!("malformed message from the broker ignored");
+                return Ok((socket, false));
+            }
+        };
+        match cmd.command {
+            Command::Job if frames.len() == 3 => {
+                return Ok((self.run_job(socket, cmd.id, &frames[1], &frames[2])?, true));
+            }
+            Command::Job => {
+                // Answer rather than ignore: the broker counts us busy until a RESULT.
+                let msg = format!("JOB with {} frames after the command frame, expected 2", frames.len() - 1);
+                tracing::warn!("{msg}");
+                let result = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
+                send(&socket, result, Some(msg.into_bytes().into()))?;
+            }
+            Command::Heartbeat => {}
+            Command::Disconnect if self.link.unregistered.load(Ordering::Acquire) => {
+                self.link.acked.store(true, Ordering::Release)
+            }
+            Command::Disconnect => self.link.reregister.store(true, Ordering::Release),
+            other => tracing::warn!("unexpected {other:?} from the broker ignored"),
+        }
+        Ok((socket, false))
+    }
+
+    /// Runs a job with the socket released (the pulse thread uses it
+    /// meanwhile), then answers, unless the pulse thread already answered
+    /// `TIMEOUT`: then the worker registers again to say it is free.
+    fn run_job<'s>(&'s self, mut socket: Guard<'s>, job_id: u64, headers: &[u8], data: &[u8]) -> Result<Guard<'s>> {
+        let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
+        let (status, body) = match decoded {
+            Err(e) => (Status::BadRequest, e.to_string().into_bytes()),
+            Ok(headers) => {
+                let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
+                let running = Running { job_id, started: Instant::now(), headers: summary, timed_out: false };
+                *Link::lock(&self.link.running) = Some(running);
+                drop(socket);
+                let outcome = self.plugin.handle(headers.iter().copied(), data);
+                socket = Link::lock(&self.link.socket);
+                match outcome {
+                    Ok(out) => (Status::Ok, out),
+                    Err(msg) => (Status::HandlerError, msg.into_bytes()),
+                }
+            }
+        };
+        let finished = Link::lock(&self.link.running).take();
+        if finished.is_some_and(|r| r.timed_out) {
+            tracing::info!(job_id, "the timed-out handler returned; registering again");
+            socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
+            return Ok(socket);
+        }
+        send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body.into()))?;
+        Ok(socket)
+    }
+
+    /// Unregisters, serves any job that crossed the DISCONNECT on the wire,
+    /// and returns once the broker acknowledges (or stays silent too long).
+    fn leave<'s>(&'s self, mut socket: Guard<'s>, frames: &mut Vec<zmq::Message>, why: &str) -> Result<()> {
+        self.link.unregister(&socket)?;
+        tracing::info!("{why}: unregistered, leaving");
+        let deadline = Instant::now() + self.options.heartbeat_interval * self.options.liveness;
+        while !self.link.acked.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!("no acknowledgement from the broker; leaving anyway");
+                break;
+            }
+            let mut items = [socket.as_poll_item(zmq::POLLIN)];
+            crate::shutdown::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
+            while recv_frames(&socket, frames)? {
+                (socket, _) = self.handle(socket, frames)?;
+            }
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// Reads one multipart message without blocking; `false` when none is waiting.
+fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
+    frames.clear();
+    loop {
+        let mut msg = zmq::Message::new();
+        match socket.recv(&mut msg, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(false),
+            Err(e) => return Err(Error::zmq("receiving from the broker")(e)),
+        }
+        let more = msg.get_more();
+        frames.push(msg);
+        if !more {
+            return Ok(true);
+        }
+    }
+}
