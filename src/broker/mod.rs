@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status};
 use crate::shutdown::Shutdown;
 use crate::status::BrokerStatus;
-use state::{Body, BrokerState, ClientRoute, Config, Job, Output};
+use state::{Answer, Body, BrokerState, ClientRoute, Config, Job, Output};
 
 /// Everything a broker needs to start.
 #[derive(Clone, Debug)]
@@ -347,15 +347,8 @@ impl Io<'_> {
                 let status = Status::from_u32(c.arg).unwrap_or(Status::HandlerError);
                 // Tail bit 0: the handler still runs (the worker timed the job out).
                 let still_busy = c.tail.first().is_some_and(|f| f & 1 != 0);
-                state.worker_result(
-                    now,
-                    &identity,
-                    c.id,
-                    status,
-                    still_busy,
-                    body.unwrap_or_else(zmq::Message::new),
-                    out,
-                );
+                let body = body.unwrap_or_else(zmq::Message::new);
+                state.worker_result(now, &identity, Answer { job_id: c.id, status, still_busy, body }, out);
             }
             Ok(c) if c.command == Command::Heartbeat => state.worker_heartbeat(now, &identity, out),
             Ok(c) if c.command == Command::Disconnect => {

@@ -102,6 +102,16 @@ pub enum Output<M> {
     },
 }
 
+/// A worker's `RESULT`.
+#[derive(Debug)]
+pub struct Answer<M> {
+    pub job_id: u64,
+    pub status: Status,
+    /// The worker timed the job out but its handler still runs.
+    pub still_busy: bool,
+    pub body: M,
+}
+
 /// A job as the broker holds it.
 #[derive(Debug)]
 pub struct Job<M> {
@@ -351,16 +361,8 @@ impl<M: Payload> BrokerState<M> {
     }
 
     /// `RESULT`: the worker's answer to the job it holds; it is idle again.
-    pub fn worker_result(
-        &mut self,
-        now: Instant,
-        identity: &[u8],
-        job_id: u64,
-        status: Status,
-        still_busy: bool,
-        body: M,
-        out: &mut Vec<Output<M>>,
-    ) {
+    pub fn worker_result(&mut self, now: Instant, identity: &[u8], answer: Answer<M>, out: &mut Vec<Output<M>>) {
+        let Answer { job_id, status, still_busy, body } = answer;
         let Some(slot) = self.refresh(now, identity) else {
             return out.push(Output::Disconnect { identity: identity.to_vec() });
         };

@@ -65,7 +65,12 @@ fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
     );
     out.clear();
     // w2 finishes first: it gets job 3, and job 2's reply carries w2's pid.
-    b.worker_result(t0, b"w2", sent[1].1, Status::Ok, false, b"r2".to_vec(), &mut out);
+    b.worker_result(
+        t0,
+        b"w2",
+        Answer { job_id: sent[1].1, status: Status::Ok, still_busy: false, body: b"r2".to_vec() },
+        &mut out,
+    );
     assert!(matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2));
     assert_eq!(jobs(&out)[0].0, 1);
     assert_eq!(b.counters.ok, 1);
@@ -106,7 +111,7 @@ fn expired_queued_jobs_are_answered_and_never_dispatched() {
     b.tick(t1, &mut out);
     assert_eq!(replies(&out), [(2, Status::Timeout)]);
     out.clear();
-    b.worker_result(t1, b"w1", first, Status::Ok, false, vec![], &mut out);
+    b.worker_result(t1, b"w1", Answer { job_id: first, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
     assert!(jobs(&out).is_empty(), "the expired job must not run");
     assert_eq!(b.counters.timeouts, 1);
 }
@@ -150,7 +155,7 @@ fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
     b.worker_disconnect(t0, b"w1", &mut out);
     assert!(!out.iter().any(|o| matches!(o, Output::Disconnect { .. })), "no ack while it holds a job");
     out.clear();
-    b.worker_result(t0, b"w1", first, Status::Ok, false, vec![], &mut out);
+    b.worker_result(t0, b"w1", Answer { job_id: first, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
     assert_eq!(replies(&out), [(1, Status::Ok)]);
     assert!(jobs(&out).is_empty());
     assert!(matches!(out.last(), Some(Output::Disconnect { identity }) if identity == b"w1"), "ack after the job");
@@ -192,10 +197,15 @@ fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
     let mut b = BrokerState::new(config(), 1, t0);
     let mut out = Out::new();
     b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
-    b.worker_result(t0, b"w1", 99, Status::Ok, false, vec![], &mut out);
+    b.worker_result(t0, b"w1", Answer { job_id: 99, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
     assert!(out.is_empty());
     assert_eq!(b.counters.bad_requests, 1);
-    b.worker_result(t0, b"stranger", 1, Status::Ok, false, vec![], &mut out);
+    b.worker_result(
+        t0,
+        b"stranger",
+        Answer { job_id: 1, status: Status::Ok, still_busy: false, body: vec![] },
+        &mut out,
+    );
     assert!(matches!(&out[0], Output::Disconnect { .. }));
 }
 
@@ -222,7 +232,12 @@ fn a_timed_out_worker_that_still_runs_its_handler_gets_no_new_job_until_ready() 
     b.submit(t0, "", job(2, t0, 10_000, 0), &mut out);
     let first = jobs(&out)[0].1;
     out.clear();
-    b.worker_result(t0, b"w1", first, Status::Timeout, true, b"stuck".to_vec(), &mut out);
+    b.worker_result(
+        t0,
+        b"w1",
+        Answer { job_id: first, status: Status::Timeout, still_busy: true, body: b"stuck".to_vec() },
+        &mut out,
+    );
     assert_eq!(replies(&out), [(1, Status::Timeout)]);
     assert!(jobs(&out).is_empty(), "job 2 must not go to the stuck worker");
     assert_eq!(b.workers(t0)[0].state, "stuck");
