@@ -136,6 +136,7 @@ pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: boo
         }
         Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
         Some(Error::WorkerStart { code: Some(code), .. }) if *code == crate::EXIT_PLUGIN => crate::EXIT_PLUGIN,
+        Some(Error::RespawnGaveUp { last, .. }) if last.contains("plugin") => crate::EXIT_PLUGIN,
         _ => 1,
     }
 }

@@ -36,6 +36,9 @@ pub enum Error {
     #[error("worker {pid} {}", if *code == Some(crate::EXIT_PLUGIN) { "could not load its plugin (see its message above)".to_string() } else { format!("exited during start-up ({})", code.map_or("killed by a signal".to_string(), |c| format!("exit code {c}"))) })]
     WorkerStart { pid: u32, code: Option<i32> },
 
+    #[error("workers keep failing at start ({attempts} in a row, last: {last}); stopped respawning")]
+    RespawnGaveUp { attempts: u32, last: String },
+
     // --- job outcomes, as a client sees them
     #[error("job failed in worker {pid}: {message}")]
     Handler { pid: u32, message: String },

@@ -50,10 +50,15 @@ impl Shutdown {
         n > 0
     }
 
-    /// Consumes pending stop requests (for loops that stop in stages).
-    pub fn clear(&self) {
+    /// Consumes pending requests; returns how many there were (one per
+    /// `trigger` or signal, so counted signals like SIGTTIN add up).
+    pub fn clear(&self) -> usize {
         let mut buf = [0u8; 64];
-        while matches!((&self.inner.0).read(&mut buf), Ok(n) if n > 0) {}
+        let mut count = 0;
+        while let Ok(n @ 1..) = (&self.inner.0).read(&mut buf) {
+            count += n;
+        }
+        count
     }
 
     /// The fd to poll for readability.

@@ -39,6 +39,13 @@ enum Cmd {
     Ping,
     /// Print how many workers serve a service (all when omitted); exit 1 if none.
     Workers { service: Option<String> },
+    /// Replace every worker of a `powerhose` cluster, one at a time (picks up a rebuilt plugin).
+    Reload,
+    /// Set the number of workers of a `powerhose` cluster: N, +N or -N.
+    Scale {
+        #[arg(allow_hyphen_values = true)]
+        workers: String,
+    },
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -70,6 +77,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
             }
         }
         Cmd::Ping => println!("{}", client.ping(timeout)?),
+        Cmd::Reload => {
+            client.reload(timeout)?;
+            println!("reload started: workers are replaced one at a time (see powerhose-broker --status)");
+        }
+        Cmd::Scale { workers } => {
+            let bad = || anyhow::anyhow!("scale takes N, +N or -N, not {workers:?}");
+            if let Some(rest) = workers.strip_prefix(['+', '-']) {
+                let n: i64 = rest.parse().map_err(|_| bad())?;
+                client.scale(None, Some(if workers.starts_with('-') { -n } else { n }), timeout)?;
+            } else {
+                client.scale(Some(workers.parse().map_err(|_| bad())?), None, timeout)?;
+            }
+            println!("scaling to {workers} workers");
+        }
         Cmd::Workers { service } => {
             let n = client.workers(service.as_deref().unwrap_or(""), timeout)?;
             println!("{n}");

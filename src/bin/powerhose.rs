@@ -1,4 +1,5 @@
-//! `powerhose`: runs a broker and N worker processes on one plugin until Ctrl-C or SIGTERM.
+//! `powerhose`: runs a broker and N worker processes on one plugin until Ctrl-C
+//! or SIGTERM; SIGHUP reloads the workers, SIGTTIN/SIGTTOU add or remove one.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,8 @@ struct Args {
     worker_exe: Option<PathBuf>,
     #[command(flatten)]
     broker: cli::BrokerArgs,
+    #[command(flatten)]
+    lifecycle: cli::WorkerLifecycleArgs,
     /// Verbose logs.
     #[arg(long)]
     debug: bool,
@@ -47,6 +50,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.backend = args.backend.clone().unwrap_or(options.backend);
     options.worker_exe = args.worker_exe.clone();
     options.broker = args.broker.config();
+    args.lifecycle.apply(&mut options.worker)?;
     options.debug = args.debug;
     cluster::run_cluster(options, &Shutdown::new()?.on_terminate()?)?;
     Ok(())

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
-use crate::protocol::{encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status};
+use crate::protocol::{
+    Control,encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status};
 use crate::shutdown::Shutdown;
 use crate::status::BrokerStatus;
 use state::{Answer, Body, BrokerState, ClientRoute, Config, Job, Output};
@@ -21,6 +22,15 @@ pub struct BrokerOptions {
     /// Timeout for Powerhose-format jobs, which carry none (Powerhose's client
     /// gave up after 7.5 s at most).
     pub legacy_timeout: Duration,
+    /// Where `CONTROL` requests go (the cluster supervisor), if anywhere.
+    pub control: Option<ControlSink>,
+}
+
+/// The supervisor's end of `CONTROL` requests: a channel and a wake-up.
+#[derive(Clone, Debug)]
+pub struct ControlSink {
+    pub tx: std::sync::mpsc::Sender<Control>,
+    pub wake: Shutdown,
 }
 
 impl BrokerOptions {
@@ -30,6 +40,7 @@ impl BrokerOptions {
             backend: backend.into(),
             config: Config::default(),
             legacy_timeout: Duration::from_millis(7500),
+            control: None,
         }
     }
 }
@@ -83,8 +94,10 @@ impl Broker {
         Ok(Broker { options, _ctx: ctx, front, back, _locks: locks })
     }
 
-    /// Serves until `shutdown` is triggered.
-    pub fn run(self, shutdown: &Shutdown) -> Result<()> {
+    /// Serves until `shutdown` is triggered; then every job still held is
+    /// answered. Triggering `drain` first stops intake while in-flight jobs
+    /// finish (see [`BrokerState::drain`]).
+    pub fn run(self, shutdown: &Shutdown, drain: Option<&Shutdown>) -> Result<()> {
         let pid = std::process::id();
         let mut io = Io {
             front: &self.front,
@@ -102,11 +115,24 @@ impl Broker {
             let now = Instant::now();
             let next = state.next_deadline(now);
             let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
-            let mut items =
-                [self.front.as_poll_item(zmq::POLLIN), self.back.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
+            let drain_item = drain.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), Shutdown::poll_item);
+            let mut items = [
+                self.front.as_poll_item(zmq::POLLIN),
+                self.back.as_poll_item(zmq::POLLIN),
+                shutdown.poll_item(),
+                drain_item,
+            ];
             crate::shutdown::poll(&mut items, timeout)?;
             if items[2].is_readable() {
+                state.abandon(&mut out);
+                io.flush(&state, &mut out);
                 break;
+            }
+            if let Some(drain) = drain.filter(|_| items[3].is_readable()) {
+                drain.clear();
+                tracing::info!("broker draining: no new jobs");
+                state.drain(&mut out);
+                io.flush(&state, &mut out);
             }
             // Workers first: their answers free capacity for the waiting jobs.
             if items[1].is_readable() {
@@ -307,6 +333,26 @@ impl Io<'_> {
                 let json = serde_json::to_string(&self.status(now, state)).expect("status serialises");
                 out.push(Output::Reply { route, status: Status::Ok, pid: self.pid, body: Body::Text(json.into()) });
             }
+            (Command::Control, [None, None], false) => {
+                let (status, text) = match (serde_json::from_slice::<Control>(cmd.tail), &self.options.control) {
+                    (Err(e), _) => (Status::BadRequest, format!("bad CONTROL request: {e}")),
+                    (Ok(_), None) => (Status::BadRequest, "this broker has no supervisor (start it with `powerhose`)".into()),
+                    (Ok(request), Some(sink)) => {
+                        tracing::info!(?request, "control request");
+                        match sink.tx.send(request) {
+                            Ok(()) => {
+                                sink.wake.trigger();
+                                (Status::Ok, "accepted".into())
+                            }
+                            Err(_) => (Status::BadRequest, "the supervisor is stopping".into()),
+                        }
+                    }
+                };
+                if status != Status::Ok {
+                    state.counters.bad_requests += 1;
+                }
+                out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(text.into()) });
+            }
             (Command::Request, [Some(headers), Some(data)], false) => {
                 let Ok(service) = std::str::from_utf8(cmd.tail) else {
                     return bad(state, out, route, "service name is not UTF-8".into());
@@ -430,5 +476,5 @@ fn send_parts<const N: usize>(socket: &zmq::Socket, parts: [zmq::Message; N]) ->
 /// Binds and serves until SIGTERM/SIGINT (or `shutdown`); the one call behind
 /// `powerhose-broker`.
 pub fn run_broker(options: BrokerOptions, shutdown: &Shutdown) -> Result<()> {
-    Broker::bind(options)?.run(shutdown)
+    Broker::bind(options)?.run(shutdown, None)
 }

@@ -34,6 +34,8 @@ impl Payload for zmq::Message {
     }
 }
 
+const SHUTTING_DOWN: &str = "the broker is shutting down";
+
 /// How late a queued job's timeout may be answered.
 pub const QUEUE_CHECK: Duration = Duration::from_millis(10);
 
@@ -185,6 +187,8 @@ pub struct BrokerState<M> {
     next_heartbeat: Instant,
     pub counters: Counters,
     pub latency: Histogram,
+    /// Shutting down: new jobs are refused at once.
+    draining: bool,
 }
 
 impl<M: Payload> BrokerState<M> {
@@ -202,6 +206,7 @@ impl<M: Payload> BrokerState<M> {
             next_job_id: 1,
             counters: Counters::default(),
             latency: Histogram::new(),
+            draining: false,
         }
     }
 
@@ -229,6 +234,9 @@ impl<M: Payload> BrokerState<M> {
 
     /// A client's job. `service` may be empty when the broker serves one service.
     pub fn submit(&mut self, now: Instant, service: &str, job: Job<M>, out: &mut Vec<Output<M>>) {
+        if self.draining {
+            return self.reply(out, job.route, Status::NoWorker, SHUTTING_DOWN);
+        }
         if job.deadline <= now {
             return self.reply(out, job.route, Status::Timeout, "job expired before it reached the broker");
         }
@@ -507,6 +515,26 @@ impl<M: Payload> BrokerState<M> {
             } else {
                 queue(self).push_back(q);
             }
+        }
+    }
+
+    /// Stops taking jobs: queued ones are answered at once and new ones
+    /// refused, so clients can go elsewhere; jobs in workers still finish.
+    pub fn drain(&mut self, out: &mut Vec<Output<M>>) {
+        self.draining = true;
+        let queued: Vec<Queued<M>> =
+            self.services.iter_mut().flat_map(|s| std::mem::take(&mut s.queue)).chain(std::mem::take(&mut self.limbo)).collect();
+        for q in queued {
+            self.reply(out, q.job.route, Status::NoWorker, SHUTTING_DOWN);
+        }
+    }
+
+    /// The broker is exiting: every job it still holds gets an answer.
+    pub fn abandon(&mut self, out: &mut Vec<Output<M>>) {
+        self.drain(out);
+        let held: Vec<InFlight<M>> = self.workers.iter_mut().flatten().filter_map(|w| w.job.take()).collect();
+        for job in held {
+            self.reply(out, job.route, Status::WorkerLost, "the broker shut down before the worker answered");
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub use job::{JobRequest, TimeoutPolicy};
 
 use crate::error::{Error, Result};
-use crate::protocol::{encode_headers, Command, CommandFrame, Status};
+use crate::protocol::{encode_headers, Command, CommandFrame, Control, Status};
 use crate::status::BrokerStatus;
 use job::LateCounts;
 use mux::{Mux, Outcome, Reply};
@@ -101,6 +101,25 @@ impl Client {
     pub fn status(&self, timeout: Duration) -> Result<BrokerStatus> {
         let reply = self.control(Command::Status, b"", timeout)?;
         serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol(format!("STATUS answer is not valid: {e}")))
+    }
+
+    /// Asks the cluster's supervisor to replace every worker, one at a time.
+    pub fn reload(&self, timeout: Duration) -> Result<()> {
+        self.supervise(&Control::Reload, timeout)
+    }
+
+    /// Asks the cluster's supervisor to run `workers` workers (or change by `delta`).
+    pub fn scale(&self, workers: Option<usize>, delta: Option<i64>, timeout: Duration) -> Result<()> {
+        self.supervise(&Control::Scale { workers, delta }, timeout)
+    }
+
+    fn supervise(&self, request: &Control, timeout: Duration) -> Result<()> {
+        let json = serde_json::to_vec(request).expect("control serialises");
+        let reply = self.control(Command::Control, &json, timeout)?;
+        match reply.status {
+            Status::Ok => Ok(()),
+            _ => Err(Error::BadRequest(String::from_utf8_lossy(&reply.body).into_owned())),
+        }
     }
 
     fn control(&self, command: Command, tail: &[u8], timeout: Duration) -> Result<Reply> {

@@ -19,6 +19,7 @@
 //! | `PING` 0x02     | C→B      | req id | 0          | —                 | —                   |
 //! | `SERVICE` 0x03  | C→B      | req id | 0          | service (UTF-8)   | —                   |
 //! | `STATUS` 0x04   | C→B      | req id | 0          | —                 | —                   |
+//! | `CONTROL` 0x05  | C→B      | req id | 0          | JSON [`Control`]  | —                   |
 //! | `REPLY` 0x81    | B→C      | req id | status     | pid u32 LE        | body                |
 //! | `READY` 0x11    | W→B      | 0      | 0          | registration JSON | —                   |
 //! | `RESULT` 0x12   | W→B      | job id | status     | —                 | body                |
@@ -53,6 +54,7 @@ pub enum Command {
     Ping = 0x02,
     Service = 0x03,
     Status = 0x04,
+    Control = 0x05,
     Reply = 0x81,
     Ready = 0x11,
     Result = 0x12,
@@ -64,7 +66,7 @@ pub enum Command {
 impl Command {
     fn from_byte(b: u8) -> Option<Command> {
         use Command::*;
-        [Request, Ping, Service, Status, Reply, Ready, Result, Heartbeat, Disconnect, Job]
+        [Request, Ping, Service, Status, Control, Reply, Ready, Result, Heartbeat, Disconnect, Job]
             .into_iter()
             .find(|c| *c as u8 == b)
     }
@@ -154,6 +156,21 @@ impl<'a> CommandFrame<'a> {
     }
 }
 
+/// A request to the supervisor of a `powerhose` cluster (`CONTROL` tail).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Control {
+    /// Replace every worker, one at a time, loading the plugin afresh.
+    Reload,
+    /// Run `workers` workers, or change the count by `delta`.
+    Scale {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workers: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<i64>,
+    },
+}
+
 /// What a worker says about itself in `READY`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Registration {
@@ -214,6 +231,16 @@ mod tests {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
         }
         assert_eq!(Status::from_u32(8), None);
+    }
+
+    #[test]
+    fn control_requests_round_trip_as_json() {
+        for c in [Control::Reload, Control::Scale { workers: Some(3), delta: None }, Control::Scale { workers: None, delta: Some(-1) }] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<Control>(&json).unwrap(), c);
+        }
+        assert_eq!(serde_json::to_string(&Control::Reload).unwrap(), r#"{"op":"reload"}"#);
+        assert!(serde_json::from_str::<Control>(r#"{"op":"explode"}"#).is_err());
     }
 
     #[test]

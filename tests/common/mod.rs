@@ -161,13 +161,15 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Child pids of a process (its main thread's children).
+/// Child pids of a process (forked by any of its threads).
 pub fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(text.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
+    }
+    pids.sort_unstable();
+    pids
 }
 
 pub fn alive(pid: u32) -> bool {

@@ -251,3 +251,30 @@ fn a_timed_out_worker_that_still_runs_its_handler_gets_no_new_job_until_ready() 
     b.worker_disconnect(t0, b"w2", &mut out);
     assert!(matches!(&out[..], [Output::Disconnect { identity }] if identity == b"w2"));
 }
+
+#[test]
+fn draining_answers_queued_and_new_jobs_and_abandon_answers_held_ones() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.submit(t0, "", job(1, t0, 1000, 0), &mut out);
+    b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
+    let first = jobs(&out)[0].1;
+    out.clear();
+    b.drain(&mut out);
+    b.submit(t0, "", job(3, t0, 1000, 0), &mut out);
+    assert_eq!(replies(&out), [(2, Status::NoWorker), (3, Status::NoWorker)]);
+    out.clear();
+    // The job in the worker still completes normally...
+    b.worker_result(t0, b"w1", Answer { job_id: first, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    assert_eq!(replies(&out), [(1, Status::Ok)]);
+    // ...and one still held when the broker exits is answered too.
+    out.clear();
+    let mut b = BrokerState::new(config(), 1, t0);
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.submit(t0, "", job(4, t0, 1000, 0), &mut out);
+    out.clear();
+    b.abandon(&mut out);
+    assert_eq!(replies(&out), [(4, Status::WorkerLost)]);
+}

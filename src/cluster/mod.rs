@@ -1,0 +1,356 @@
+//! A broker and its worker processes run as one unit: what the `powerhose`
+//! command runs, and what an application embeds with [`Cluster::builder`].
+//!
+//! The broker runs on a thread of this process; a supervisor thread starts
+//! the workers (the `powerhose-worker` executable, see [`find_worker_exe`]),
+//! replaces those that die, reloads and scales them on request.
+
+mod supervisor;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::broker::{state::Config, Broker, BrokerOptions, ControlSink};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::protocol::Control;
+use crate::shutdown::Shutdown;
+use crate::worker::WorkerOptions;
+use supervisor::{Spawner, Supervisor};
+
+/// Name of the worker executable looked up by [`find_worker_exe`].
+pub const WORKER_EXE: &str = "powerhose-worker";
+
+/// Everything needed to start a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// `--plugin` as given (path or bare name, see [`crate::plugin::locate`]).
+    pub plugin: String,
+    pub plugin_dir: Option<PathBuf>,
+    /// JSON (or `key:value|key2:value2`) handed to the plugin's init.
+    pub params: Option<String>,
+    pub workers: usize,
+    pub frontend: String,
+    pub backend: String,
+    pub broker: Config,
+    /// Job timeouts and max age of the workers (their backend, heartbeat and
+    /// liveness come from this cluster's endpoints and broker settings).
+    pub worker: WorkerOptions,
+    /// The worker executable; found next to this one or on PATH when `None`.
+    pub worker_exe: Option<PathBuf>,
+    /// How long a starting cluster waits for all workers to register.
+    pub start_timeout: Duration,
+    /// How long stopping workers may take to finish their job before SIGKILL
+    /// [default: the workers' hard timeout plus 2 s, else 32 s].
+    pub stop_grace: Option<Duration>,
+    pub debug: bool,
+}
+
+impl ClusterOptions {
+    /// Defaults: one worker per CPU, endpoints in the private runtime directory.
+    pub fn new(plugin: impl Into<String>) -> Result<Self> {
+        let mut worker = WorkerOptions::new("");
+        worker.timeout = Some(Duration::from_secs(30));
+        worker.hard_timeout = Some(Duration::from_secs(60));
+        Ok(ClusterOptions {
+            plugin: plugin.into(),
+            plugin_dir: None,
+            params: None,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            frontend: crate::endpoint::default_frontend()?,
+            backend: crate::endpoint::default_backend()?,
+            broker: Config::default(),
+            worker,
+            worker_exe: None,
+            start_timeout: Duration::from_secs(60),
+            stop_grace: None,
+            debug: false,
+        })
+    }
+
+    fn worker_args(&self, plugin: &Path) -> Vec<OsString> {
+        let secs = |d: Option<Duration>| d.map_or("0".to_string(), |d| d.as_secs_f64().to_string());
+        let w = &self.worker;
+        let mut args: Vec<OsString> = vec!["--plugin".into(), plugin.into(), "--backend".into(), (&self.backend).into()];
+        for (flag, value) in [
+            ("--heartbeat-ms", self.broker.heartbeat_interval.as_millis().to_string()),
+            ("--liveness", self.broker.liveness.to_string()),
+            ("--timeout", secs(w.timeout)),
+            ("--hard-timeout", secs(w.hard_timeout)),
+            ("--max-age", secs(w.max_age)),
+            ("--max-age-delta", secs(Some(w.max_age_delta))),
+        ] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        if let Some(params) = &self.params {
+            args.extend(["--params".into(), params.into()]);
+        }
+        if let Some(service) = &w.service {
+            args.extend(["--service".into(), service.into()]);
+        }
+        if self.debug {
+            args.push("--debug".into());
+        }
+        args
+    }
+}
+
+/// The worker executable: `given`, else `powerhose-worker` next to the current
+/// executable (or in its parent directory, for test and example binaries in
+/// `target/*/deps` and `target/*/examples`), else on `PATH`.
+pub fn find_worker_exe(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    let mut searched = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        searched.push(dir.join(WORKER_EXE));
+        if let Some(parent) = dir.parent() {
+            searched.push(parent.join(WORKER_EXE));
+        }
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        searched.push(dir.join(WORKER_EXE));
+    }
+    searched
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| Error::Config(format!("cannot find {WORKER_EXE} next to this program or on PATH")))
+}
+
+/// Builds a cluster for embedding: `Cluster::builder("libcrypto_job.so").workers(4).start()`.
+/// Its endpoints are unique to it (in the private runtime directory), so
+/// several applications, or several clusters, never collide.
+pub struct ClusterBuilder {
+    options: Result<ClusterOptions>,
+}
+
+impl ClusterBuilder {
+    fn with(mut self, f: impl FnOnce(&mut ClusterOptions)) -> Self {
+        if let Ok(o) = &mut self.options {
+            f(o);
+        }
+        self
+    }
+
+    pub fn workers(self, n: usize) -> Self {
+        self.with(|o| o.workers = n)
+    }
+    /// JSON handed to the plugin's init.
+    pub fn params(self, json: impl Into<String>) -> Self {
+        let json = json.into();
+        self.with(|o| o.params = Some(json))
+    }
+    pub fn plugin_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.with(|o| o.plugin_dir = Some(dir))
+    }
+    pub fn worker_exe(self, exe: impl Into<PathBuf>) -> Self {
+        let exe = exe.into();
+        self.with(|o| o.worker_exe = Some(exe))
+    }
+    pub fn endpoints(self, frontend: impl Into<String>, backend: impl Into<String>) -> Self {
+        let (f, b) = (frontend.into(), backend.into());
+        self.with(|o| {
+            o.frontend = f;
+            o.backend = b;
+        })
+    }
+    /// Per-job time limit on the workers (`None`: no limit).
+    pub fn job_timeout(self, timeout: Option<Duration>) -> Self {
+        self.with(|o| {
+            o.worker.timeout = timeout;
+            o.worker.hard_timeout = timeout.map(|t| t * 2);
+        })
+    }
+    /// Full control over the options before starting.
+    pub fn configure(self, f: impl FnOnce(&mut ClusterOptions)) -> Self {
+        self.with(f)
+    }
+    pub fn start(self) -> Result<Cluster> {
+        Cluster::start(self.options?)
+    }
+}
+
+/// A running cluster. Dropping it stops everything (like [`Cluster::stop`]).
+pub struct Cluster {
+    frontend: String,
+    plugin_path: PathBuf,
+    stop: Shutdown,
+    control: ControlSink,
+    /// Triggered when the supervisor ends on its own (it gave up).
+    done: Shutdown,
+    pids: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Cluster {
+    pub fn builder(plugin: impl Into<String>) -> ClusterBuilder {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let options = ClusterOptions::new(plugin).and_then(|mut o| {
+            let dir = crate::endpoint::runtime_dir()?;
+            let tag = format!("cluster-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+            o.frontend = format!("ipc://{}", dir.join(format!("{tag}-front.ipc")).display());
+            o.backend = format!("ipc://{}", dir.join(format!("{tag}-back.ipc")).display());
+            Ok(o)
+        });
+        ClusterBuilder { options }
+    }
+
+    /// Binds the broker, starts the workers and returns once every worker has
+    /// registered. A worker that fails to start (bad plugin, bad params) makes
+    /// this return its error; the worker has printed the reason on stderr.
+    pub fn start(options: ClusterOptions) -> Result<Cluster> {
+        if options.workers == 0 {
+            return Err(Error::Config("a cluster needs at least one worker".into()));
+        }
+        let located = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
+        let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
+        let spawner = Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
+        let (tx, rx) = mpsc::channel();
+        let control = ControlSink { tx, wake: Shutdown::new()? };
+        let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
+        broker_options.config = options.broker.clone();
+        broker_options.control = Some(control.clone());
+        let broker = Broker::bind(broker_options)?;
+
+        let mut sup = Supervisor::new(spawner, Client::connect(&options.frontend)?, options.workers);
+        sup.start_timeout = options.start_timeout;
+        sup.stop_grace = options.stop_grace.unwrap_or_else(|| {
+            options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30)) + Duration::from_secs(2)
+        });
+        let (stop, drain) = (sup.broker_stop.clone(), sup.broker_drain.clone());
+        sup.broker = Some(
+            std::thread::Builder::new()
+                .name("broker".into())
+                .spawn(move || broker.run(&stop, Some(&drain)))
+                .map_err(Error::io("starting the broker thread"))?,
+        );
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop, done, wake) = (Shutdown::new()?, Shutdown::new()?, control.wake.clone());
+        let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, done, pids) = (stop.clone(), done.clone(), pids.clone());
+            std::thread::Builder::new()
+                .name("supervisor".into())
+                .spawn(move || {
+                    // Workers are forked from this thread: PDEATHSIG follows it.
+                    if let Err(e) = sup.start_workers() {
+                        let _ = sup.shutdown();
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                    *pids.lock().unwrap_or_else(|p| p.into_inner()) = sup.pids();
+                    let _ = ready_tx.send(Ok(()));
+                    let served = sup.serve(&stop, &rx, &wake);
+                    let stopped = sup.shutdown();
+                    done.trigger();
+                    served.and(stopped)
+                })
+                .map_err(Error::io("starting the supervisor thread"))?
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => return Err(Error::Config("the supervisor thread died during start-up".into())),
+        }
+        Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, pids, thread: Some(thread) })
+    }
+
+    /// A client connected to this cluster's front.
+    pub fn client(&self) -> Result<Client> {
+        Client::connect(&self.frontend)
+    }
+
+    pub fn frontend(&self) -> &str {
+        &self.frontend
+    }
+
+    pub fn plugin_path(&self) -> &Path {
+        &self.plugin_path
+    }
+
+    /// Process ids of the workers started with the cluster.
+    pub fn initial_worker_pids(&self) -> Vec<u32> {
+        self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces every worker, one at a time, loading the plugin file afresh
+    /// (in the background; `--status` shows the versions).
+    pub fn reload(&self) {
+        self.request(Control::Reload);
+    }
+
+    /// Runs `workers` workers from now on.
+    pub fn scale(&self, workers: usize) {
+        self.request(Control::Scale { workers: Some(workers), delta: None });
+    }
+
+    /// Adds (or, negative, removes) workers.
+    pub fn scale_by(&self, delta: i64) {
+        self.request(Control::Scale { workers: None, delta: Some(delta) });
+    }
+
+    fn request(&self, request: Control) {
+        if self.control.tx.send(request).is_ok() {
+            self.control.wake.trigger();
+        }
+    }
+
+    /// Stops intake, lets in-flight jobs finish, stops the workers and the
+    /// broker (which removes its socket files). Returns the supervisor's error
+    /// if it had given up on its own.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        self.stop.trigger();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Config("the supervisor thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+/// Starts a cluster, prints a ready line, serves until SIGTERM/SIGINT; SIGHUP
+/// reloads, SIGTTIN adds a worker, SIGTTOU removes one.
+pub fn run_cluster(options: ClusterOptions, shutdown: &Shutdown) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGTTIN, SIGTTOU};
+    let (workers, frontend) = (options.workers, options.frontend.clone());
+    let cluster = Cluster::start(options)?;
+    println!("powerhose ready: {workers} workers running {} on {frontend}", cluster.plugin_path.display());
+    let (hup, more, fewer) =
+        (Shutdown::new()?.on_signals(&[SIGHUP])?, Shutdown::new()?.on_signals(&[SIGTTIN])?, Shutdown::new()?.on_signals(&[SIGTTOU])?);
+    loop {
+        let mut items = [shutdown.poll_item(), cluster.done.poll_item(), hup.poll_item(), more.poll_item(), fewer.poll_item()];
+        crate::shutdown::poll(&mut items, -1)?;
+        if items[0].is_readable() || items[1].is_readable() {
+            return cluster.stop();
+        }
+        if hup.clear() > 0 {
+            cluster.reload();
+        }
+        let delta = more.clear() as i64 - fewer.clear() as i64;
+        if delta != 0 {
+            cluster.scale_by(delta);
+        }
+    }
+}

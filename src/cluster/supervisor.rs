@@ -1,0 +1,310 @@
+//! The supervisor thread of a cluster: keeps N workers running (respawn with
+//! backoff, giving up on a crash loop), replaces them one at a time on reload,
+//! scales on request, and stops everything in order.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::protocol::Control;
+use crate::shutdown::Shutdown;
+
+/// A worker that exits sooner than this after starting failed to start.
+const START_WINDOW: Duration = Duration::from_secs(5);
+/// Start failures in a row before the supervisor gives up.
+const MAX_START_FAILURES: u32 = 5;
+
+/// How to start one worker process.
+pub(super) struct Spawner {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl Spawner {
+    fn spawn(&self) -> Result<Managed> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(&self.args);
+        // SAFETY: prctl is async-signal-safe. Workers must not outlive the
+        // supervisor thread (it is the one that forks them).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(Error::io(format!("starting {}", self.exe.display())))?;
+        Ok(Managed { child, started: Instant::now(), retiring: false })
+    }
+}
+
+struct Managed {
+    child: Child,
+    started: Instant,
+    /// Asked to leave (reload, scale down, stop): its exit is expected.
+    retiring: bool,
+}
+
+impl Managed {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn retire(&mut self) {
+        self.retiring = true;
+        // SAFETY: signalling our own child; SIGTERM makes it unregister and finish its job.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+}
+
+pub(super) struct Supervisor {
+    pub spawner: Spawner,
+    pub client: Client,
+    pub target: usize,
+    pub start_timeout: Duration,
+    pub stop_grace: Duration,
+    pub broker_stop: Shutdown,
+    pub broker_drain: Shutdown,
+    pub broker: Option<JoinHandle<Result<()>>>,
+    workers: Vec<Managed>,
+    failures: u32,
+    last_failure: Option<Instant>,
+    respawn_at: Option<Instant>,
+}
+
+fn describe(status: ExitStatus) -> String {
+    match status.code() {
+        Some(crate::EXIT_PLUGIN) => "could not load its plugin".into(),
+        Some(code) => format!("exit code {code}"),
+        None => format!("killed by signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+    }
+}
+
+impl Supervisor {
+    pub fn new(spawner: Spawner, client: Client, target: usize) -> Self {
+        Supervisor {
+            spawner,
+            client,
+            target,
+            start_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+            broker_stop: Shutdown::new().expect("pipe"),
+            broker_drain: Shutdown::new().expect("pipe"),
+            broker: None,
+            workers: Vec::new(),
+            failures: 0,
+            last_failure: None,
+            respawn_at: None,
+        }
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().filter(|w| !w.retiring).map(Managed::pid).collect()
+    }
+
+    /// Starts the first workers and waits until all have registered; a
+    /// worker that fails here fails the start (no retry: the cause is
+    /// usually the plugin or its parameters).
+    pub fn start_workers(&mut self) -> Result<()> {
+        for _ in 0..self.target {
+            let worker = self.spawner.spawn()?;
+            self.workers.push(worker);
+        }
+        let deadline = Instant::now() + self.start_timeout;
+        loop {
+            for w in &mut self.workers {
+                if let Some(status) = w.child.try_wait().map_err(Error::io("checking a worker"))? {
+                    return Err(Error::WorkerStart { pid: w.pid(), code: status.code() });
+                }
+            }
+            if self.registered()?.len() >= self.target {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Config(format!("workers did not all register within {:?}", self.start_timeout)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Pids of the workers the broker knows.
+    fn registered(&self) -> Result<Vec<u32>> {
+        Ok(self.client.status(Duration::from_secs(2))?.workers.iter().map(|w| w.pid).collect())
+    }
+
+    /// Supervises until `stop`; returns `Err` if workers keep failing to start.
+    pub fn serve(&mut self, stop: &Shutdown, control: &Receiver<Control>, wake: &Shutdown) -> Result<()> {
+        let children = Shutdown::new()?.on_signals(&[signal_hook::consts::SIGCHLD])?;
+        loop {
+            let timeout = self.respawn_at.map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
+            let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
+            crate::shutdown::poll(&mut items, timeout)?;
+            if items[0].is_readable() {
+                return Ok(());
+            }
+            children.clear();
+            self.reap()?;
+            wake.clear();
+            while let Ok(request) = control.try_recv() {
+                match request {
+                    Control::Reload => self.reload(stop)?,
+                    Control::Scale { workers, delta } => self.scale(workers, delta),
+                }
+            }
+            self.top_up()?;
+        }
+    }
+
+    /// Handles workers that exited: expected ones are forgotten, others replaced.
+    fn reap(&mut self) -> Result<()> {
+        let now = Instant::now();
+        if self.last_failure.is_some_and(|t| now - t > START_WINDOW * 2) {
+            self.failures = 0;
+        }
+        let mut i = 0;
+        while i < self.workers.len() {
+            let Some(status) = self.workers[i].child.try_wait().map_err(Error::io("checking a worker"))? else {
+                i += 1;
+                continue;
+            };
+            let w = self.workers.remove(i);
+            if w.retiring {
+                continue;
+            }
+            let lived = w.started.elapsed();
+            if status.success() {
+                tracing::info!("worker {} left after {lived:.1?} (max age); replacing it", w.pid());
+            } else if status.code() == Some(crate::EXIT_PLUGIN) || lived < START_WINDOW {
+                self.failures += 1;
+                self.last_failure = Some(now);
+                if self.failures >= MAX_START_FAILURES {
+                    return Err(Error::RespawnGaveUp { attempts: self.failures, last: describe(status) });
+                }
+                let backoff = Duration::from_millis(100) * 2u32.pow(self.failures - 1);
+                tracing::warn!("worker {} failed after {lived:.1?} ({}); retrying in {backoff:?}", w.pid(), describe(status));
+                self.respawn_at = Some(now + backoff);
+            } else {
+                tracing::warn!("worker {} died ({}); replacing it", w.pid(), describe(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts workers until `target` are running (unless backing off).
+    fn top_up(&mut self) -> Result<()> {
+        if self.respawn_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(());
+        }
+        self.respawn_at = None;
+        while self.pids().len() < self.target {
+            let worker = self.spawner.spawn()?;
+            tracing::info!("started worker {}", worker.pid());
+            self.workers.push(worker);
+        }
+        Ok(())
+    }
+
+    fn scale(&mut self, workers: Option<usize>, delta: Option<i64>) {
+        let wanted = workers.map_or_else(|| self.target as i64 + delta.unwrap_or(0), |n| n as i64).max(1) as usize;
+        tracing::info!("scaling from {} to {wanted} workers", self.target);
+        let mut extra = self.pids().len().saturating_sub(wanted);
+        // Newest first: the oldest have warm caches.
+        for w in self.workers.iter_mut().rev().filter(|w| !w.retiring) {
+            if extra == 0 {
+                break;
+            }
+            w.retire();
+            extra -= 1;
+        }
+        self.target = wanted;
+    }
+
+    /// Replaces each worker: start a new one, wait until it is registered,
+    /// then let an old one finish its job and leave. A new worker that cannot
+    /// start aborts the reload; the old workers keep serving.
+    fn reload(&mut self, stop: &Shutdown) -> Result<()> {
+        let old = self.pids();
+        tracing::info!("reload: replacing {} workers one at a time", old.len());
+        for pid in old {
+            if stop.requested() {
+                return Ok(());
+            }
+            let mut fresh = self.spawner.spawn()?;
+            let deadline = Instant::now() + self.start_timeout;
+            let failed = loop {
+                if let Some(status) = fresh.child.try_wait().map_err(Error::io("checking a worker"))? {
+                    break Some(describe(status));
+                }
+                if self.registered()?.contains(&fresh.pid()) {
+                    break None;
+                }
+                if Instant::now() >= deadline || stop.requested() {
+                    let _ = fresh.child.kill();
+                    let _ = fresh.child.wait();
+                    break Some("did not register in time".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            if let Some(why) = failed {
+                tracing::error!("reload aborted: a new worker {why}; the old workers keep serving");
+                return Ok(());
+            }
+            self.workers.push(fresh);
+            if let Some(i) = self.workers.iter().position(|w| w.pid() == pid) {
+                self.workers[i].retire();
+                self.wait_retired(pid);
+            }
+        }
+        tracing::info!("reload done");
+        Ok(())
+    }
+
+    /// Waits for a retiring worker to exit, SIGKILL after the grace period.
+    fn wait_retired(&mut self, pid: u32) {
+        let deadline = Instant::now() + self.stop_grace;
+        let Some(i) = self.workers.iter().position(|w| w.pid() == pid) else { return };
+        let w = &mut self.workers[i];
+        while w.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                tracing::warn!("worker {pid} did not stop in {:?}: killed", self.stop_grace);
+                let _ = w.child.kill();
+                let _ = w.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.workers.remove(i);
+    }
+
+    /// Stops intake, lets workers finish their jobs and leave, then stops the broker.
+    pub fn shutdown(&mut self) -> Result<()> {
+        self.broker_drain.trigger();
+        for w in &mut self.workers {
+            w.retire();
+        }
+        let deadline = Instant::now() + self.stop_grace;
+        for w in &mut self.workers {
+            while w.child.try_wait().ok().flatten().is_none() {
+                if Instant::now() >= deadline {
+                    tracing::warn!("worker {} did not stop in {:?}: killed", w.pid(), self.stop_grace);
+                    let _ = w.child.kill();
+                    let _ = w.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.workers.clear();
+        self.broker_stop.trigger();
+        match self.broker.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Config("the broker thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
