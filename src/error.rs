@@ -42,8 +42,13 @@ pub enum Error {
     // --- job outcomes, as a client sees them
     #[error("job failed in worker {pid}: {message}")]
     Handler { pid: u32, message: String },
+    /// The client's own wait ran out.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The broker or the worker reported the job's time as up (expired in
+    /// the queue, or the handler ran past the worker's `--timeout`).
+    #[error("{message} (reported by pid {pid})")]
+    JobTimedOut { pid: u32, message: String },
     #[error("no worker available: {0}")]
     NoWorker(String),
     #[error("the worker running the job was lost: {0}")]
@@ -59,6 +64,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Either kind of timeout: the client's own, or one reported for the job.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::JobTimedOut { .. })
+    }
+
     pub(crate) fn zmq(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
         let context = context.into();
         move |source| Error::Zmq { context, source }

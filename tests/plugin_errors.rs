@@ -111,11 +111,8 @@ fn the_powerhose_command_reports_a_bad_plugin_and_exits_3() {
 /// Builds an echo plugin against a copy of plugin-api whose `RHeader` gained a
 /// field without a version bump: the mistake abi_stable's layout check catches.
 fn incompatible_plugin() -> PathBuf {
-    let target = plugin_dir().parent().unwrap().to_path_buf();
-    let root = target.join("test-fixtures/abi-mismatch");
-    let api = root.join("plugin-api");
     let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir_all(api.join("src")).unwrap();
+    let mut files = Vec::new();
     for file in ["lib.rs", "abi.rs", "author.rs"] {
         let text = std::fs::read_to_string(ws.join("plugin-api/src").join(file)).unwrap();
         let text = if file == "abi.rs" {
@@ -126,37 +123,23 @@ fn incompatible_plugin() -> PathBuf {
         } else {
             text
         };
-        write_if_changed(&api.join("src").join(file), &text);
+        files.push((format!("plugin-api/src/{file}"), text));
     }
     let version = env!("CARGO_PKG_VERSION");
-    write_if_changed(
-        &api.join("Cargo.toml"),
-        &format!("[package]\nname = \"powerhose-plugin-api\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\nabi_stable = \"0.11.3\"\nserde_json = \"1\"\n"),
-    );
-    let plugin = root.join("plugin");
-    std::fs::create_dir_all(plugin.join("src")).unwrap();
-    write_if_changed(
-        &plugin.join("Cargo.toml"),
-        "[package]\nname = \"abi_mismatch\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\npowerhose-plugin-api = { path = \"../plugin-api\" }\n\n[workspace]\n",
-    );
-    let echo = std::fs::read_to_string(ws.join("example-plugins/echo/src/lib.rs")).unwrap();
-    write_if_changed(&plugin.join("src/lib.rs"), &echo);
-    // Same dependency versions as the workspace, so the build reuses its artifacts.
-    write_if_changed(&plugin.join("Cargo.lock"), &std::fs::read_to_string(ws.join("Cargo.lock")).unwrap());
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--offline", "--target-dir"])
-        .arg(&target)
-        .current_dir(&plugin)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the mismatched plugin failed");
-    target.join("debug/libabi_mismatch.so")
-}
-
-fn write_if_changed(path: &Path, text: &str) {
-    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
-        std::fs::write(path, text).unwrap();
-    }
+    files.push((
+        "plugin-api/Cargo.toml".into(),
+        format!("[package]\nname = \"powerhose-plugin-api\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\nabi_stable = \"0.11.3\"\nserde_json = \"1\"\n"),
+    ));
+    files.push((
+        "plugin/Cargo.toml".into(),
+        "[package]\nname = \"abi_mismatch\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\npowerhose-plugin-api = { path = \"../plugin-api\" }\n\n[workspace]\n".into(),
+    ));
+    files.push((
+        "plugin/src/lib.rs".into(),
+        std::fs::read_to_string(ws.join("example-plugins/echo/src/lib.rs")).unwrap(),
+    ));
+    let files: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+    build_fixture("abi-mismatch", &files, "plugin", "abi_mismatch")
 }
 
 #[test]

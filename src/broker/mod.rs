@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
-use crate::protocol::{
-    Control,encode_headers, legacy, Command, CommandFrame, HeaderIter, Registration, Status};
+use crate::protocol::{encode_headers, legacy, Command, CommandFrame, Control, HeaderIter, Registration, Status};
 use crate::shutdown::Shutdown;
 use crate::status::BrokerStatus;
 use state::{Answer, Body, BrokerState, ClientRoute, Config, Job, Output};
@@ -24,6 +23,21 @@ pub struct BrokerOptions {
     pub legacy_timeout: Duration,
     /// Where `CONTROL` requests go (the cluster supervisor), if anywhere.
     pub control: Option<ControlSink>,
+}
+
+/// What the supervisor of an in-process broker tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Stop taking jobs; jobs in workers still finish.
+    Drain,
+    /// This local worker process exited.
+    WorkerDied(u32),
+}
+
+/// The broker's end of [`Notice`]s: a channel and a wake-up to poll.
+pub struct Inbox {
+    pub rx: std::sync::mpsc::Receiver<Notice>,
+    pub wake: Shutdown,
 }
 
 /// The supervisor's end of `CONTROL` requests: a channel and a wake-up.
@@ -95,9 +109,9 @@ impl Broker {
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
-    /// answered. Triggering `drain` first stops intake while in-flight jobs
-    /// finish (see [`BrokerState::drain`]).
-    pub fn run(self, shutdown: &Shutdown, drain: Option<&Shutdown>) -> Result<()> {
+    /// answered. `inbox` carries a supervisor's [`Notice`]s.
+    pub fn run(self, shutdown: &Shutdown, inbox: Option<&Inbox>) -> Result<()> {
+        let host = crate::worker::hostname();
         let pid = std::process::id();
         let mut io = Io {
             front: &self.front,
@@ -115,12 +129,12 @@ impl Broker {
             let now = Instant::now();
             let next = state.next_deadline(now);
             let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
-            let drain_item = drain.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), Shutdown::poll_item);
+            let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             let mut items = [
                 self.front.as_poll_item(zmq::POLLIN),
                 self.back.as_poll_item(zmq::POLLIN),
                 shutdown.poll_item(),
-                drain_item,
+                inbox_item,
             ];
             crate::shutdown::poll(&mut items, timeout)?;
             if items[2].is_readable() {
@@ -128,10 +142,17 @@ impl Broker {
                 io.flush(&state, &mut out);
                 break;
             }
-            if let Some(drain) = drain.filter(|_| items[3].is_readable()) {
-                drain.clear();
-                tracing::info!("broker draining: no new jobs");
-                state.drain(&mut out);
+            if let Some(inbox) = inbox.filter(|_| items[3].is_readable()) {
+                inbox.wake.clear();
+                while let Ok(notice) = inbox.rx.try_recv() {
+                    match notice {
+                        Notice::Drain => {
+                            tracing::info!("broker draining: no new jobs");
+                            state.drain(&mut out);
+                        }
+                        Notice::WorkerDied(pid) => state.worker_died(Instant::now(), pid, &host, &mut out),
+                    }
+                }
                 io.flush(&state, &mut out);
             }
             // Workers first: their answers free capacity for the waiting jobs.
@@ -336,7 +357,9 @@ impl Io<'_> {
             (Command::Control, [None, None], false) => {
                 let (status, text) = match (serde_json::from_slice::<Control>(cmd.tail), &self.options.control) {
                     (Err(e), _) => (Status::BadRequest, format!("bad CONTROL request: {e}")),
-                    (Ok(_), None) => (Status::BadRequest, "this broker has no supervisor (start it with `powerhose`)".into()),
+                    (Ok(_), None) => {
+                        (Status::BadRequest, "this broker has no supervisor (start it with `powerhose`)".into())
+                    }
                     (Ok(request), Some(sink)) => {
                         tracing::info!(?request, "control request");
                         match sink.tx.send(request) {

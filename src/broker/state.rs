@@ -518,12 +518,25 @@ impl<M: Payload> BrokerState<M> {
         }
     }
 
+    /// The supervisor saw a local worker process exit: act now rather than
+    /// after the missed heartbeats (its job is retried or answered at once).
+    pub fn worker_died(&mut self, now: Instant, pid: u32, host: &str, out: &mut Vec<Output<M>>) {
+        let dead = self.workers.iter().flatten().find(|w| w.info.pid == pid && w.info.host == host);
+        if let Some(identity) = dead.map(|w| w.identity.clone()) {
+            self.remove_worker(now, &identity, "the worker process died", out);
+        }
+    }
+
     /// Stops taking jobs: queued ones are answered at once and new ones
     /// refused, so clients can go elsewhere; jobs in workers still finish.
     pub fn drain(&mut self, out: &mut Vec<Output<M>>) {
         self.draining = true;
-        let queued: Vec<Queued<M>> =
-            self.services.iter_mut().flat_map(|s| std::mem::take(&mut s.queue)).chain(std::mem::take(&mut self.limbo)).collect();
+        let queued: Vec<Queued<M>> = self
+            .services
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.queue))
+            .chain(std::mem::take(&mut self.limbo))
+            .collect();
         for q in queued {
             self.reply(out, q.job.route, Status::NoWorker, SHUTTING_DOWN);
         }

@@ -142,7 +142,7 @@ impl Client {
         match reply.status {
             Status::Ok => Ok(reply.body.to_vec()),
             Status::HandlerError => Err(Error::Handler { pid: reply.pid, message: text() }),
-            Status::Timeout => Err(Error::Timeout(timeout)),
+            Status::Timeout => Err(Error::JobTimedOut { pid: reply.pid, message: text() }),
             Status::NoWorker => Err(Error::NoWorker(text())),
             Status::WorkerLost => Err(Error::WorkerLost(text())),
             Status::Busy => Err(Error::Busy(text())),

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::broker::{state::Config, Broker, BrokerOptions, ControlSink};
+use crate::broker::{state::Config, Broker, BrokerOptions, ControlSink, Inbox};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
@@ -75,7 +75,8 @@ impl ClusterOptions {
     fn worker_args(&self, plugin: &Path) -> Vec<OsString> {
         let secs = |d: Option<Duration>| d.map_or("0".to_string(), |d| d.as_secs_f64().to_string());
         let w = &self.worker;
-        let mut args: Vec<OsString> = vec!["--plugin".into(), plugin.into(), "--backend".into(), (&self.backend).into()];
+        let mut args: Vec<OsString> =
+            vec!["--plugin".into(), plugin.into(), "--backend".into(), (&self.backend).into()];
         for (flag, value) in [
             ("--heartbeat-ms", self.broker.heartbeat_interval.as_millis().to_string()),
             ("--liveness", self.broker.liveness.to_string()),
@@ -212,7 +213,8 @@ impl Cluster {
         }
         let located = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
         let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
-        let spawner = Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
+        let spawner =
+            Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
         let (tx, rx) = mpsc::channel();
         let control = ControlSink { tx, wake: Shutdown::new()? };
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
@@ -220,16 +222,20 @@ impl Cluster {
         broker_options.control = Some(control.clone());
         let broker = Broker::bind(broker_options)?;
 
-        let mut sup = Supervisor::new(spawner, Client::connect(&options.frontend)?, options.workers);
+        let (notices, notices_rx) = mpsc::channel();
+        let inbox = Inbox { rx: notices_rx, wake: Shutdown::new()? };
+        let mut sup =
+            Supervisor::new(spawner, Client::connect(&options.frontend)?, options.workers, notices, inbox.wake.clone());
         sup.start_timeout = options.start_timeout;
         sup.stop_grace = options.stop_grace.unwrap_or_else(|| {
-            options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30)) + Duration::from_secs(2)
+            options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30))
+                + Duration::from_secs(2)
         });
-        let (stop, drain) = (sup.broker_stop.clone(), sup.broker_drain.clone());
+        let stop = sup.broker_stop.clone();
         sup.broker = Some(
             std::thread::Builder::new()
                 .name("broker".into())
-                .spawn(move || broker.run(&stop, Some(&drain)))
+                .spawn(move || broker.run(&stop, Some(&inbox)))
                 .map_err(Error::io("starting the broker thread"))?,
         );
 
@@ -335,12 +341,18 @@ impl Drop for Cluster {
 pub fn run_cluster(options: ClusterOptions, shutdown: &Shutdown) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGTTIN, SIGTTOU};
     let (workers, frontend) = (options.workers, options.frontend.clone());
+    // Handlers first: a signal sent as soon as "ready" is printed must not
+    // meet the default action (SIGTTIN and SIGTTOU would stop the process).
+    let (hup, more, fewer) = (
+        Shutdown::new()?.on_signals(&[SIGHUP])?,
+        Shutdown::new()?.on_signals(&[SIGTTIN])?,
+        Shutdown::new()?.on_signals(&[SIGTTOU])?,
+    );
     let cluster = Cluster::start(options)?;
     println!("powerhose ready: {workers} workers running {} on {frontend}", cluster.plugin_path.display());
-    let (hup, more, fewer) =
-        (Shutdown::new()?.on_signals(&[SIGHUP])?, Shutdown::new()?.on_signals(&[SIGTTIN])?, Shutdown::new()?.on_signals(&[SIGTTOU])?);
     loop {
-        let mut items = [shutdown.poll_item(), cluster.done.poll_item(), hup.poll_item(), more.poll_item(), fewer.poll_item()];
+        let mut items =
+            [shutdown.poll_item(), cluster.done.poll_item(), hup.poll_item(), more.poll_item(), fewer.poll_item()];
         crate::shutdown::poll(&mut items, -1)?;
         if items[0].is_readable() || items[1].is_readable() {
             return cluster.stop();

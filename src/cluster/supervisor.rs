@@ -10,6 +10,7 @@ use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::broker::Notice;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
@@ -69,7 +70,8 @@ pub(super) struct Supervisor {
     pub start_timeout: Duration,
     pub stop_grace: Duration,
     pub broker_stop: Shutdown,
-    pub broker_drain: Shutdown,
+    pub notices: std::sync::mpsc::Sender<Notice>,
+    pub notices_wake: Shutdown,
     pub broker: Option<JoinHandle<Result<()>>>,
     workers: Vec<Managed>,
     failures: u32,
@@ -86,15 +88,22 @@ fn describe(status: ExitStatus) -> String {
 }
 
 impl Supervisor {
-    pub fn new(spawner: Spawner, client: Client, target: usize) -> Self {
+    pub fn new(
+        spawner: Spawner,
+        client: Client,
+        target: usize,
+        notices: std::sync::mpsc::Sender<Notice>,
+        notices_wake: Shutdown,
+    ) -> Self {
         Supervisor {
+            notices,
+            notices_wake,
             spawner,
             client,
             target,
             start_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
             broker_stop: Shutdown::new().expect("pipe"),
-            broker_drain: Shutdown::new().expect("pipe"),
             broker: None,
             workers: Vec::new(),
             failures: 0,
@@ -141,7 +150,8 @@ impl Supervisor {
     pub fn serve(&mut self, stop: &Shutdown, control: &Receiver<Control>, wake: &Shutdown) -> Result<()> {
         let children = Shutdown::new()?.on_signals(&[signal_hook::consts::SIGCHLD])?;
         loop {
-            let timeout = self.respawn_at.map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
+            let timeout =
+                self.respawn_at.map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
             let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
             crate::shutdown::poll(&mut items, timeout)?;
             if items[0].is_readable() {
@@ -173,6 +183,7 @@ impl Supervisor {
                 continue;
             };
             let w = self.workers.remove(i);
+            self.notify(Notice::WorkerDied(w.pid()));
             if w.retiring {
                 continue;
             }
@@ -186,7 +197,11 @@ impl Supervisor {
                     return Err(Error::RespawnGaveUp { attempts: self.failures, last: describe(status) });
                 }
                 let backoff = Duration::from_millis(100) * 2u32.pow(self.failures - 1);
-                tracing::warn!("worker {} failed after {lived:.1?} ({}); retrying in {backoff:?}", w.pid(), describe(status));
+                tracing::warn!(
+                    "worker {} failed after {lived:.1?} ({}); retrying in {backoff:?}",
+                    w.pid(),
+                    describe(status)
+                );
                 self.respawn_at = Some(now + backoff);
             } else {
                 tracing::warn!("worker {} died ({}); replacing it", w.pid(), describe(status));
@@ -281,9 +296,15 @@ impl Supervisor {
         self.workers.remove(i);
     }
 
+    fn notify(&self, notice: Notice) {
+        if self.notices.send(notice).is_ok() {
+            self.notices_wake.trigger();
+        }
+    }
+
     /// Stops intake, lets workers finish their jobs and leave, then stops the broker.
     pub fn shutdown(&mut self) -> Result<()> {
-        self.broker_drain.trigger();
+        self.notify(Notice::Drain);
         for w in &mut self.workers {
             w.retire();
         }

@@ -235,7 +235,11 @@ mod tests {
 
     #[test]
     fn control_requests_round_trip_as_json() {
-        for c in [Control::Reload, Control::Scale { workers: Some(3), delta: None }, Control::Scale { workers: None, delta: Some(-1) }] {
+        for c in [
+            Control::Reload,
+            Control::Scale { workers: Some(3), delta: None },
+            Control::Scale { workers: None, delta: Some(-1) },
+        ] {
             let json = serde_json::to_string(&c).unwrap();
             assert_eq!(serde_json::from_str::<Control>(&json).unwrap(), c);
         }

@@ -59,12 +59,12 @@ impl TestDir {
     pub fn client(&self) -> Client {
         Client::connect(&self.front()).unwrap()
     }
-    /// Files left in the dir (the socket files must be gone after a clean stop).
+    /// Socket and lock files left in the dir (none after a clean stop).
     pub fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".log"))
+            .filter(|n| n.ends_with(".ipc") || n.ends_with(".lock"))
             .collect()
     }
 }
@@ -215,4 +215,47 @@ pub fn start_worker(dir: &TestDir, plugin_name: &str, extra: &[&str], name: &str
         client.workers("", Duration::from_secs(5)).unwrap() > before
     });
     proc
+}
+
+/// Builds a plugin crate outside the workspace, in `target/test-fixtures/NAME`
+/// (reusing the workspace's target dir and lockfile, so only the fixture
+/// itself compiles), and returns the path of `lib{lib}.so`.
+/// `files` are (path relative to the fixture root, contents); `package` is
+/// the directory of the crate to build.
+pub fn build_fixture(name: &str, files: &[(&str, String)], package: &str, lib: &str) -> PathBuf {
+    let target = plugin_dir().parent().unwrap().to_path_buf();
+    let root = target.join("test-fixtures").join(name);
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let write = |path: &Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+            std::fs::write(path, text).unwrap();
+        }
+    };
+    for (path, text) in files {
+        write(&root.join(path), text);
+    }
+    // Same dependency versions as the workspace, so its build artifacts are reused.
+    write(&root.join(package).join("Cargo.lock"), &std::fs::read_to_string(ws.join("Cargo.lock")).unwrap());
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--offline", "--target-dir"])
+        .arg(&target)
+        .current_dir(root.join(package))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building fixture {name} failed");
+    target.join(format!("debug/lib{lib}.so"))
+}
+
+/// The workspace's echo plugin rebuilt as version `version` (same service name).
+pub fn echo_version(version: &str) -> PathBuf {
+    let ws = env!("CARGO_MANIFEST_DIR");
+    let crate_name = format!("echo_v{}", version.replace('.', "_"));
+    let manifest = format!(
+        "[package]\nname = \"{crate_name}\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+         [dependencies]\npowerhose-plugin-api = {{ path = \"{ws}/plugin-api\" }}\n\n[workspace]\n"
+    );
+    let source = std::fs::read_to_string(format!("{ws}/example-plugins/echo/src/lib.rs")).unwrap();
+    let source = source.replace("export_plugin!(Echo);", "export_plugin!(Echo, name = \"echo\");");
+    build_fixture(&crate_name, &[("plugin/Cargo.toml", manifest), ("plugin/src/lib.rs", source)], "plugin", &crate_name)
 }

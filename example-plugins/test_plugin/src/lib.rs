@@ -51,7 +51,7 @@ impl Plugin for Misbehave {
                 if let Some(path) = job.header("file") {
                     std::fs::write(path, std::process::id().to_string()).map_err(|e| format!("{path}: {e}"))?;
                 }
-                std::thread::sleep(Duration::from_millis(number("ms")?));
+                nap(number("ms")?);
                 Ok(job.data().to_vec())
             }
             "abort" => std::process::abort(),
@@ -79,6 +79,12 @@ impl Plugin for Misbehave {
             other => Err(format!("unknown action {other:?}")),
         }
     }
+}
+
+/// Sleeps; a named frame for stack dumps of a stuck handler to show.
+#[inline(never)]
+pub fn nap(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
 }
 
 export_plugin!(Misbehave);

@@ -278,3 +278,20 @@ fn draining_answers_queued_and_new_jobs_and_abandon_answers_held_ones() {
     b.abandon(&mut out);
     assert_eq!(replies(&out), [(4, Status::WorkerLost)]);
 }
+
+#[test]
+fn a_worker_reported_dead_is_dropped_at_once_and_its_job_retried() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    b.submit(t0, "", job(1, t0, 1000, 1), &mut out);
+    assert_eq!(b.worker_identity(jobs(&out)[0].0), b"w1");
+    out.clear();
+    b.worker_died(t0, 11, "elsewhere", &mut out);
+    assert!(out.is_empty(), "a pid on another host is another process");
+    b.worker_died(t0, 11, "h", &mut out);
+    assert_eq!(b.worker_identity(jobs(&out)[0].0), b"w2", "retried on the other worker at once");
+    assert_eq!(b.workers(t0).len(), 1);
+}
