@@ -230,3 +230,24 @@ fn status_reports_workers_services_and_latency() {
     assert_eq!(status.latency_ms.count, 20);
     assert!(status.latency_ms.p50 > 0.0 && status.latency_ms.p50 <= status.latency_ms.max);
 }
+
+#[test]
+fn a_pipelined_stream_keeps_a_window_in_flight_and_reports_every_job() {
+    let dir = TestDir::new();
+    let _cluster = start_cluster(&dir, "echo", 2, &[]);
+    let client = Arc::new(dir.client());
+    // Another thread's calls keep working while one thread pipelines.
+    let c = client.clone();
+    let other = std::thread::spawn(move || {
+        (0..200).all(|i| c.execute(format!("side {i}"), T).unwrap() == format!("side {i}").as_bytes())
+    });
+    let mut seen = vec![false; 20_000];
+    client
+        .pipeline((0..20_000).map(|i| format!("job {i}")), 500, T, |i, r| {
+            assert_eq!(r.unwrap(), format!("job {i}").into_bytes());
+            assert!(!std::mem::replace(&mut seen[i], true), "job {i} reported twice");
+        })
+        .unwrap();
+    assert!(seen.iter().all(|s| *s));
+    assert!(other.join().unwrap());
+}

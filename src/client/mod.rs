@@ -65,6 +65,29 @@ impl Client {
         }
     }
 
+    /// Streams jobs through the broker keeping up to `window` in flight (a
+    /// sliding window on this thread); `done(index, result)` is called for
+    /// each job as its answer arrives. Each job gets `timeout`.
+    pub fn pipeline<J: Into<JobRequest>>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+        window: usize,
+        timeout: Duration,
+        mut done: impl FnMut(usize, Result<Vec<u8>>),
+    ) -> Result<()> {
+        let mut jobs = jobs.into_iter().enumerate();
+        let index_of = std::cell::RefCell::new(std::collections::HashMap::with_capacity(window));
+        let next = |id: u64| {
+            let (index, job) = jobs.next()?;
+            index_of.borrow_mut().insert(id, index);
+            Some(request_frames(id, job.into(), timeout))
+        };
+        self.mux.pipeline(next, window.max(1), timeout, |id, outcome| {
+            let index = index_of.borrow_mut().remove(&id).expect("an id this pipeline sent");
+            done(index, self.result(outcome, timeout));
+        })
+    }
+
     /// Runs one job under Powerhose's timeout policy (see [`TimeoutPolicy`]).
     pub fn execute_with_policy(&self, job: impl Into<JobRequest>, policy: &TimeoutPolicy) -> Result<Vec<u8>> {
         let start = Instant::now();

@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, Thread};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, Status};
@@ -134,14 +134,20 @@ impl Mux {
         if !pending.outbox.is_empty() {
             pending.outbox.retain(|(id, _)| !ids.contains(id));
         }
-        // Hand the socket on if nobody holds it and someone is still waiting.
-        if led || self.socket.try_lock().is_ok() {
-            if let Some(slot) = pending.slots.values().find(|s| s.reply.is_none()) {
-                slot.thread.unpark();
-            }
-        }
         drop(pending);
+        if led || self.socket.try_lock().is_ok() {
+            self.hand_over();
+        }
         result.map(|_| outcomes)
+    }
+
+    /// Called after releasing the socket: wakes a caller still waiting, so it
+    /// takes the socket over (otherwise it would sleep until its deadline).
+    fn hand_over(&self) {
+        let pending = self.pending();
+        if let Some(slot) = pending.slots.values().find(|s| s.reply.is_none()) {
+            slot.thread.unpark();
+        }
     }
 
     fn answered(&self, ids: &[u64]) -> usize {
@@ -200,14 +206,14 @@ impl Mux {
         Ok(false)
     }
 
-    /// Reads every waiting reply into its slot; returns how many were the leader's own.
-    fn receive(&self, socket: &zmq::Socket, me: thread::ThreadId) -> Result<usize> {
-        let mut own = 0;
+    /// Reads one reply without blocking; `None` when nothing is waiting.
+    /// Malformed replies are logged and skipped.
+    fn recv_reply(&self, socket: &zmq::Socket) -> Result<Option<(u64, Reply)>> {
         loop {
             let mut head = zmq::Message::new();
             match socket.recv(&mut head, zmq::DONTWAIT) {
                 Ok(()) => {}
-                Err(zmq::Error::EAGAIN) => return Ok(own),
+                Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(Error::zmq("receiving from the broker")(e)),
             }
             let mut body = zmq::Message::new();
@@ -234,14 +240,105 @@ impl Mux {
                 continue;
             };
             let pid = cmd.tail.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-            let mut pending = self.pending();
-            // No slot: a late answer to a request its caller gave up on.
-            if let Some(slot) = pending.slots.get_mut(&cmd.id).filter(|s| s.reply.is_none()) {
-                slot.reply = Some(Reply { status, pid, body });
-                if slot.thread.id() == me {
-                    own += 1;
-                } else {
-                    slot.thread.unpark();
+            return Ok(Some((cmd.id, Reply { status, pid, body })));
+        }
+    }
+
+    /// Puts a reply in its slot; true if the slot is the calling thread's.
+    fn deliver(&self, id: u64, reply: Reply, me: thread::ThreadId) -> bool {
+        let mut pending = self.pending();
+        // No slot: a late answer to a request its caller gave up on.
+        let Some(slot) = pending.slots.get_mut(&id).filter(|s| s.reply.is_none()) else { return false };
+        slot.reply = Some(reply);
+        if slot.thread.id() == me {
+            true
+        } else {
+            slot.thread.unpark();
+            false
+        }
+    }
+
+    /// Reads every waiting reply into its slot; returns how many were the leader's own.
+    fn receive(&self, socket: &zmq::Socket, me: thread::ThreadId) -> Result<usize> {
+        let mut own = 0;
+        while let Some((id, reply)) = self.recv_reply(socket)? {
+            own += usize::from(self.deliver(id, reply, me));
+        }
+        Ok(own)
+    }
+
+    /// Keeps up to `window` requests from `next` in flight on the socket,
+    /// reporting each outcome to `done` as it comes; each request gets
+    /// `timeout`. Holds the socket throughout, serving other callers too.
+    pub(crate) fn pipeline(
+        &self,
+        mut next: impl FnMut(u64) -> Option<Vec<zmq::Message>>,
+        window: usize,
+        timeout: Duration,
+        mut done: impl FnMut(u64, Outcome),
+    ) -> Result<()> {
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let me = thread::current().id();
+        let wake_fd = self.wake_rx.as_raw_fd();
+        // Sent ids in order; all share one timeout, so deadlines are ordered too.
+        let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(window);
+        let mut order: VecDeque<u64> = VecDeque::with_capacity(window);
+        let mut exhausted = false;
+        loop {
+            self.flush(&socket)?;
+            let connected = self.connected.load(Ordering::Acquire);
+            while !exhausted && in_flight.len() < window && connected {
+                let id = self.next_id();
+                let Some(frames) = next(id) else {
+                    exhausted = true;
+                    break;
+                };
+                let last = frames.len() - 1;
+                for (i, frame) in frames.into_iter().enumerate() {
+                    let flags = if i < last { zmq::SNDMORE } else { 0 };
+                    socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
+                }
+                in_flight.insert(id, Instant::now() + timeout);
+                order.push_back(id);
+            }
+            let now = Instant::now();
+            while let Some(&id) = order.front() {
+                match in_flight.get(&id) {
+                    None => {
+                        order.pop_front();
+                    }
+                    Some(&deadline) if deadline <= now => {
+                        order.pop_front();
+                        in_flight.remove(&id);
+                        done(id, Outcome::Timeout);
+                    }
+                    Some(_) => break,
+                }
+            }
+            if exhausted && in_flight.is_empty() {
+                drop(socket);
+                self.hand_over();
+                return Ok(());
+            }
+            let wait = match (order.front().and_then(|id| in_flight.get(id)), connected) {
+                (Some(deadline), _) => deadline.saturating_duration_since(now).as_millis() as i64 + 1,
+                (None, true) => -1,
+                // Not connected and nothing in flight: look again shortly.
+                (None, false) => 10,
+            };
+            let mut items = [socket.as_poll_item(zmq::POLLIN), zmq::PollItem::from_fd(wake_fd, zmq::POLLIN)];
+            crate::shutdown::poll(&mut items, wait)?;
+            if items[1].is_readable() {
+                let mut buf = [0u8; 64];
+                while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+            }
+            if items[0].is_readable() {
+                while let Some((id, reply)) = self.recv_reply(&socket)? {
+                    if in_flight.remove(&id).is_some() {
+                        done(id, Outcome::Reply(reply));
+                    } else {
+                        self.deliver(id, reply, me);
+                    }
                 }
             }
         }
