@@ -12,6 +12,9 @@ pub struct BrokerStatus {
     pub frontend: String,
     pub backend: String,
     pub services: Vec<ServiceStatus>,
+    /// Jobs waiting for a service's first worker to register.
+    #[serde(default)]
+    pub waiting_for_workers: usize,
     pub workers: Vec<WorkerStatus>,
     pub counters: Counters,
     /// Broker-side latency of answered jobs, from receipt to reply.

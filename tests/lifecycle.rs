@@ -266,7 +266,9 @@ fn workers_scale_by_signal_and_command_and_hand_started_workers_join() {
     let dir = TestDir::new();
     let cluster = start_cluster(&dir, "echo", 1, &[]);
     let client = dir.client();
+    // Standard signals do not queue: two sent at once may arrive as one.
     cluster.signal(libc::SIGTTIN);
+    wait_until("2 workers", T, || client.workers("", T).unwrap() == 2);
     cluster.signal(libc::SIGTTIN);
     wait_until("3 workers", T, || client.workers("", T).unwrap() == 3);
     client.scale(Some(1), None, T).unwrap();

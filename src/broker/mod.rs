@@ -197,6 +197,7 @@ impl Io<'_> {
             frontend: self.options.frontend.clone(),
             backend: self.options.backend.clone(),
             services: state.services().collect(),
+            waiting_for_workers: state.waiting_for_workers(),
             workers: state.workers(now),
             counters: state.counters.clone(),
             latency_ms: state.latency.latency(),

@@ -575,6 +575,11 @@ impl<M: Payload> BrokerState<M> {
         })
     }
 
+    /// Jobs in limbo: waiting for a worker of a service nobody serves yet.
+    pub fn waiting_for_workers(&self) -> usize {
+        self.limbo.len()
+    }
+
     /// Registered workers, oldest registration slot first.
     pub fn workers(&self, now: Instant) -> Vec<WorkerStatus> {
         self.workers

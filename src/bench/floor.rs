@@ -1,0 +1,136 @@
+//! The raw ZeroMQ floor, on the same transport and payload as our figures:
+//! a REQ/REP round trip between two processes, a REQ → `zmq::proxy` → REP
+//! hop, and pipelined DEALER traffic through a proxy hop to two echo
+//! processes. The helper processes are this executable run with `--helper`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::measure::{latency_loop, Lat};
+use super::procs::{spawn, Guarded};
+use crate::error::{Error, Result};
+
+/// The floor figures of one run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Floor {
+    /// REQ ↔ REP, two processes.
+    pub reqrep: Lat,
+    /// REQ → proxy (ROUTER/DEALER) → REP: the same hops as client → broker → worker.
+    pub proxy: Lat,
+    /// DEALER → proxy → 2 DEALER echo processes, `window` messages in flight.
+    pub pipelined_msgs_per_s: f64,
+}
+
+/// Runs a helper role; never returns while the role serves.
+pub fn helper(args: &[String]) -> Result<()> {
+    let ctx = zmq::Context::new();
+    let z = |what: &'static str| Error::zmq(what);
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["rep", endpoint] => {
+            let rep = ctx.socket(zmq::REP).map_err(z("socket"))?;
+            rep.bind(endpoint).map_err(z("bind"))?;
+            loop {
+                let msg = rep.recv_msg(0).map_err(z("recv"))?;
+                rep.send(msg, 0).map_err(z("send"))?;
+            }
+        }
+        ["proxy", front, back] => {
+            let (f, b) = (ctx.socket(zmq::ROUTER).map_err(z("socket"))?, ctx.socket(zmq::DEALER).map_err(z("socket"))?);
+            for s in [&f, &b] {
+                s.set_sndhwm(0).map_err(z("hwm"))?;
+                s.set_rcvhwm(0).map_err(z("hwm"))?;
+            }
+            f.bind(front).map_err(z("bind"))?;
+            b.bind(back).map_err(z("bind"))?;
+            zmq::proxy(&f, &b).map_err(z("proxy"))?;
+            Ok(())
+        }
+        ["repc", back] => {
+            let rep = ctx.socket(zmq::REP).map_err(z("socket"))?;
+            rep.connect(back).map_err(z("connect"))?;
+            loop {
+                let msg = rep.recv_msg(0).map_err(z("recv"))?;
+                rep.send(msg, 0).map_err(z("send"))?;
+            }
+        }
+        ["echo", back] => {
+            let d = ctx.socket(zmq::DEALER).map_err(z("socket"))?;
+            d.set_sndhwm(0).map_err(z("hwm"))?;
+            d.set_rcvhwm(0).map_err(z("hwm"))?;
+            d.connect(back).map_err(z("connect"))?;
+            loop {
+                let frames = d.recv_multipart(0).map_err(z("recv"))?;
+                d.send_multipart(frames, 0).map_err(z("send"))?;
+            }
+        }
+        _ => Err(Error::Config(format!("unknown helper role {args:?}"))),
+    }
+}
+
+fn req(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket> {
+    let s = ctx.socket(zmq::REQ).map_err(Error::zmq("socket"))?;
+    s.set_rcvtimeo(10_000).map_err(Error::zmq("rcvtimeo"))?;
+    s.set_linger(0).map_err(Error::zmq("linger"))?;
+    s.connect(endpoint).map_err(Error::zmq("connect"))?;
+    Ok(s)
+}
+
+fn round_trip(s: &zmq::Socket, payload: &[u8]) -> Result<()> {
+    s.send(payload, 0).map_err(Error::zmq("send"))?;
+    s.recv_msg(0).map(|_| ()).map_err(Error::zmq("floor round trip (helper not answering)"))
+}
+
+fn helper_proc(exe: &Path, args: &[&str], pin: Option<usize>) -> Result<Guarded> {
+    let mut all = vec!["--helper"];
+    all.extend_from_slice(args);
+    spawn(exe, &all, pin, &[])
+}
+
+/// Measures the three floors with endpoints in `dir`, each for `duration`.
+pub fn measure(exe: &Path, dir: &Path, payload: &[u8], window: usize, duration: Duration, pin: Option<usize>) -> Result<Floor> {
+    let ep = |name: &str| format!("ipc://{}/{name}.ipc", dir.display());
+    let ctx = zmq::Context::new();
+
+    let _rep = helper_proc(exe, &["rep", &ep("floor-rep")], pin)?;
+    let s = req(&ctx, &ep("floor-rep"))?;
+    for _ in 0..200 {
+        round_trip(&s, payload)?;
+    }
+    let (reqrep, _) = latency_loop(duration, || round_trip(&s, payload))?;
+
+    let _proxy = helper_proc(exe, &["proxy", &ep("floor-front"), &ep("floor-back")], pin)?;
+    let _repc = helper_proc(exe, &["repc", &ep("floor-back")], pin)?;
+    let s = req(&ctx, &ep("floor-front"))?;
+    for _ in 0..200 {
+        round_trip(&s, payload)?;
+    }
+    let (proxy, _) = latency_loop(duration, || round_trip(&s, payload))?;
+    drop(_repc);
+
+    let _echo: Vec<Guarded> =
+        (0..2).map(|_| helper_proc(exe, &["echo", &ep("floor-back")], pin)).collect::<Result<_>>()?;
+    let d = ctx.socket(zmq::DEALER).map_err(Error::zmq("socket"))?;
+    d.set_sndhwm(0).map_err(Error::zmq("hwm"))?;
+    d.set_rcvhwm(0).map_err(Error::zmq("hwm"))?;
+    d.set_rcvtimeo(10_000).map_err(Error::zmq("rcvtimeo"))?;
+    d.connect(&ep("floor-front")).map_err(Error::zmq("connect"))?;
+    // Warm up (and wait for both echo processes to connect).
+    for _ in 0..1000 {
+        d.send(payload, 0).map_err(Error::zmq("send"))?;
+        d.recv_msg(0).map_err(Error::zmq("pipelined floor (helpers not answering)"))?;
+    }
+    for _ in 0..window {
+        d.send(payload, 0).map_err(Error::zmq("send"))?;
+    }
+    let (start, mut received) = (Instant::now(), 0u64);
+    while start.elapsed() < duration {
+        d.recv_msg(0).map_err(Error::zmq("pipelined floor"))?;
+        received += 1;
+        d.send(payload, 0).map_err(Error::zmq("send"))?;
+    }
+    let pipelined_msgs_per_s = received as f64 / start.elapsed().as_secs_f64();
+    for _ in 0..window {
+        let _ = d.recv_msg(0);
+    }
+    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s })
+}

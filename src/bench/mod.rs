@@ -1,0 +1,245 @@
+//! `powerhose-bench`: is offloading worth it for my job, and how close to the
+//! raw ZeroMQ floor are we. Starts a real broker and real workers (separate
+//! processes, so each one's CPU time can be read), measures the plugin
+//! in-process as the ideal, and the floor on the same transport and payload.
+
+pub mod floor;
+pub mod measure;
+pub mod procs;
+mod suite;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::{Client, JobRequest};
+use crate::error::{Error, Result};
+pub use measure::Limit;
+use measure::{Lat, Rate};
+use procs::Guarded;
+pub use suite::{format_suite, run_suite, SuiteReport};
+
+/// How jobs are sent through the cluster.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// This many threads, each with one job at a time.
+    Callers(usize),
+    /// One thread keeping this many jobs in flight.
+    Pipelined(usize),
+}
+
+/// One benchmark configuration.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub plugin: PathBuf,
+    pub params: Option<String>,
+    pub job: JobRequest,
+    pub workers: usize,
+    pub mode: Mode,
+    pub limit: Limit,
+    /// Measure against this running broker instead of starting a cluster.
+    pub frontend: Option<String>,
+    pub floor: bool,
+    pub pin: Option<usize>,
+}
+
+/// CPU time per job, in microseconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CpuPerJob {
+    pub client_us: f64,
+    pub broker_us: f64,
+    pub workers_us: f64,
+}
+
+/// The figures of one configuration.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub plugin: String,
+    pub payload_bytes: usize,
+    pub workers: usize,
+    pub mode: String,
+    pub pinned_cpu: Option<usize>,
+    pub in_process_1_thread: Rate,
+    pub in_process_n_threads: Rate,
+    pub cluster: Rate,
+    pub latency: Lat,
+    pub errors: u64,
+    pub cpu_per_job: Option<CpuPerJob>,
+    /// Cluster throughput / in-process N-thread throughput.
+    pub verdict_ratio: f64,
+    pub floor: Option<floor::Floor>,
+    /// Our p50 / the proxy-hop floor's p50.
+    pub latency_ratio_to_proxy_floor: Option<f64>,
+    /// Our throughput / the pipelined proxy-hop floor's.
+    pub throughput_ratio_to_pipelined_floor: Option<f64>,
+}
+
+/// A sibling executable of this one (`powerhose-broker`, `powerhose-worker`).
+pub fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
+    for dir in exe.parent().into_iter().chain(exe.parent().and_then(Path::parent)) {
+        if dir.join(name).is_file() {
+            return Ok(dir.join(name));
+        }
+    }
+    Err(Error::Config(format!("cannot find {name} next to {}", exe.display())))
+}
+
+/// A broker and workers as separate processes, killed on drop.
+pub struct BenchCluster {
+    pub broker: Guarded,
+    pub workers: Vec<Guarded>,
+    pub frontend: String,
+    pub dir: PathBuf,
+}
+
+impl BenchCluster {
+    pub fn start(plugin: &Path, params: Option<&str>, workers: usize, pin: Option<usize>, extra_broker: &[&str]) -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = crate::endpoint::runtime_dir()?.join(format!("bench-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let (frontend, backend) =
+            (format!("ipc://{}/front.ipc", dir.display()), format!("ipc://{}/back.ipc", dir.display()));
+        let mut args = vec!["--frontend", &frontend, "--backend", &backend];
+        args.extend_from_slice(extra_broker);
+        let broker = procs::spawn(&sibling("powerhose-broker")?, &args, pin, &[])?;
+        let client = Client::connect(&frontend)?;
+        client.ping(Duration::from_secs(10))?;
+        let plugin = plugin.to_str().ok_or_else(|| Error::Config("plugin path is not UTF-8".into()))?;
+        let mut wargs = vec!["--plugin", plugin, "--backend", &backend];
+        if let Some(p) = params {
+            wargs.extend(["--params", p]);
+        }
+        let worker_exe = sibling("powerhose-worker")?;
+        let workers =
+            (0..workers).map(|_| procs::spawn(&worker_exe, &wargs, pin, &[])).collect::<Result<Vec<_>>>()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while client.workers("", Duration::from_secs(5))? < workers.len() {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Config("bench workers did not register within 30 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(BenchCluster { broker, workers, frontend, dir })
+    }
+
+    fn cpu(&self) -> (Duration, Duration) {
+        (procs::cpu_time(self.broker.pid()), self.workers.iter().map(|w| procs::cpu_time(w.pid())).sum())
+    }
+}
+
+impl Drop for BenchCluster {
+    fn drop(&mut self) {
+        self.workers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends jobs through `client` in `mode` for `duration`: (rate, latency, errors).
+pub fn drive(client: &Client, job: &JobRequest, mode: Mode, limit: Limit) -> Result<(Rate, Lat, u64)> {
+    // Warm-up: connections, caches, the workers' first jobs.
+    for _ in 0..50 {
+        client.execute(job.clone(), Duration::from_secs(30))?;
+    }
+    match mode {
+        Mode::Callers(n) => Ok(measure::concurrent(client, job, n, limit)),
+        Mode::Pipelined(window) => measure::pipelined(client, job, window, limit),
+    }
+}
+
+/// Runs one configuration; `progress` gets a line per phase.
+pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Report> {
+    if let Some(cpu) = options.pin {
+        procs::pin_self(cpu)?;
+    }
+    let plugin = crate::plugin::LoadedPlugin::load(&options.plugin, options.params.as_deref().unwrap_or(""))?;
+    let mut report = Report {
+        machine: procs::machine(),
+        plugin: format!("{} {}", plugin.name, plugin.version),
+        payload_bytes: options.job.data.len(),
+        workers: options.workers,
+        mode: format!("{:?}", options.mode),
+        pinned_cpu: options.pin,
+        ..Default::default()
+    };
+    progress("in-process, 1 thread");
+    report.in_process_1_thread = measure::in_process(&plugin, &options.job, 1, options.limit)?;
+    progress(&format!("in-process, {} threads", options.workers));
+    report.in_process_n_threads = measure::in_process(&plugin, &options.job, options.workers, options.limit)?;
+
+    let cluster = match &options.frontend {
+        Some(_) => None,
+        None => {
+            progress(&format!("starting a broker and {} workers", options.workers));
+            Some(BenchCluster::start(&options.plugin, options.params.as_deref(), options.workers, options.pin, &[])?)
+        }
+    };
+    let frontend = options.frontend.clone().or_else(|| cluster.as_ref().map(|c| c.frontend.clone())).expect("one of them");
+    let client = Client::connect(&frontend)?;
+    progress(&format!("through the broker, {:?}", options.mode));
+    let before = (procs::own_cpu_time(), cluster.as_ref().map(BenchCluster::cpu));
+    let (rate, latency, errors) = drive(&client, &options.job, options.mode, options.limit)?;
+    if let (Some(c), Some((broker0, workers0))) = (&cluster, before.1) {
+        let (broker1, workers1) = c.cpu();
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / rate.jobs.max(1) as f64;
+        report.cpu_per_job = Some(CpuPerJob {
+            client_us: per(procs::own_cpu_time().saturating_sub(before.0)),
+            broker_us: per(broker1.saturating_sub(broker0)),
+            workers_us: per(workers1.saturating_sub(workers0)),
+        });
+    }
+    report.verdict_ratio = rate.jobs_per_s / report.in_process_n_threads.jobs_per_s.max(1e-9);
+    report.cluster = rate;
+    report.latency = latency;
+    report.errors = errors;
+    drop(cluster);
+    if options.floor {
+        progress("raw ZeroMQ floor");
+        let dir = crate::endpoint::runtime_dir()?.join(format!("floor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating the floor directory"))?;
+        let window = match options.mode {
+            Mode::Pipelined(w) => w,
+            Mode::Callers(_) => 1000,
+        };
+        let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
+        // The floor runs as long as our measurement took, for like-for-like noise.
+        let duration = Duration::from_secs_f64(report.cluster.secs.clamp(0.5, 10.0));
+        let f = floor::measure(&exe, &dir, &options.job.data, window, duration, options.pin);
+        let _ = std::fs::remove_dir_all(&dir);
+        let f = f?;
+        report.latency_ratio_to_proxy_floor = Some(report.latency.p50_us / f.proxy.p50_us.max(1.0));
+        report.throughput_ratio_to_pipelined_floor = Some(report.cluster.jobs_per_s / f.pipelined_msgs_per_s.max(1.0));
+        report.floor = Some(f);
+    }
+    Ok(report)
+}
+
+/// The human report.
+pub fn format_report(r: &Report) -> String {
+    let mut s = String::new();
+    let l = &r.latency;
+    s += &format!("machine: {}{}\n", r.machine, r.pinned_cpu.map(|c| format!(", pinned to CPU {c}")).unwrap_or_else(|| ", unpinned".into()));
+    s += &format!("plugin {}, payload {} B, {} workers, {}\n\n", r.plugin, r.payload_bytes, r.workers, r.mode);
+    s += &format!("in-process, 1 thread     {:>12.0} jobs/s\n", r.in_process_1_thread.jobs_per_s);
+    s += &format!("in-process, {} threads    {:>12.0} jobs/s   (the ideal)\n", r.workers, r.in_process_n_threads.jobs_per_s);
+    s += &format!("through powerhose        {:>12.0} jobs/s   ({} jobs, {} errors)\n", r.cluster.jobs_per_s, r.cluster.jobs, r.errors);
+    s += &format!("latency (µs)             p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}\n", l.p50_us, l.p90_us, l.p99_us, l.max_us);
+    if let Some(c) = &r.cpu_per_job {
+        s += &format!("CPU per job (µs)         client {:.1}  broker {:.1}  workers {:.1}\n", c.client_us, c.broker_us, c.workers_us);
+    }
+    s += &format!("verdict: powerhose gives {:.0}% of the in-process {}-thread throughput\n", r.verdict_ratio * 100.0, r.workers);
+    if let Some(f) = &r.floor {
+        s += &format!(
+            "\nZeroMQ floor: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s\n",
+            f.reqrep.p50_us, f.proxy.p50_us, f.pipelined_msgs_per_s
+        );
+        s += &format!(
+            "ours vs floor: p50 latency {:.2}×, throughput {:.0}% of pipelined\n",
+            r.latency_ratio_to_proxy_floor.unwrap_or(0.0),
+            r.throughput_ratio_to_pipelined_floor.unwrap_or(0.0) * 100.0
+        );
+    }
+    s
+}

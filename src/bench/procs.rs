@@ -1,0 +1,116 @@
+//! Processes for benchmarks: spawned with a guard that kills them on drop,
+//! optionally pinned to one CPU, and measured (CPU time of all their threads,
+//! resident memory) through /proc.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Guarded {
+    pub child: Child,
+}
+
+impl Guarded {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pins the calling thread (and so the threads and processes it starts after) to `cpu`.
+pub fn pin_self(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) targets this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(Error::io(format!("pinning to CPU {cpu}"))(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Starts `exe args`, pinned to `pin` if given, output discarded unless `quiet` is false.
+pub fn spawn(exe: &Path, args: &[&str], pin: Option<usize>, env: &[(&str, &str)]) -> Result<Guarded> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(cpu) = pin {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(Error::io(format!("starting {}", exe.display())))?;
+    Ok(Guarded { child })
+}
+
+/// CPU time used so far by all threads of `pid` (from schedstat, in ns).
+pub fn cpu_time(pid: u32) -> Duration {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// CPU time of this process (user + system), all threads.
+pub fn own_cpu_time() -> Duration {
+    cpu_time(std::process::id())
+}
+
+/// Resident memory of `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A short description of the machine, for reports.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpus} vCPU, {}", model.unwrap_or("unknown CPU"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_and_memory_are_measured() {
+        let before = own_cpu_time();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(own_cpu_time() > before);
+        assert!(rss(std::process::id()) > 1024 * 1024);
+        assert!(machine().contains("vCPU"));
+    }
+}

@@ -1,0 +1,168 @@
+//! `powerhose-bench --suite`: every target of the project in one run, each
+//! measured side by side with its reference (the ZeroMQ floor, or the plugin
+//! in-process) so a noisy machine shifts both alike.
+
+use std::time::{Duration, Instant};
+
+use super::{drive, floor, procs, BenchCluster, Limit, Mode};
+use crate::client::{Client, JobRequest};
+use crate::error::{Error, Result};
+use crate::plugin::{locate, LoadedPlugin};
+
+/// One target: what was measured, against what, and whether it holds.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Target {
+    pub name: String,
+    pub ours: f64,
+    pub reference: f64,
+    pub unit: String,
+    pub rule: String,
+    pub pass: bool,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SuiteReport {
+    pub machine: String,
+    pub seconds: f64,
+    pub targets: Vec<Target>,
+    pub floor_unpinned: floor::Floor,
+    pub floor_pinned: floor::Floor,
+}
+
+fn target(name: &str, ours: f64, reference: f64, unit: &str, rule: &str, pass: bool) -> Target {
+    Target { name: name.into(), ours, reference, unit: unit.into(), rule: rule.into(), pass }
+}
+
+/// Rounds of crypto_job's `sign` that take about `goal` on one thread.
+fn calibrate(plugin: &LoadedPlugin, goal: Duration) -> Result<u32> {
+    let job = JobRequest::new(vec![7u8; 100]).header("op", "sign");
+    let headers: Vec<(&str, &str)> = job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let start = Instant::now();
+    for _ in 0..300 {
+        plugin.handle(headers.iter().copied(), &job.data).map_err(Error::Config)?;
+    }
+    let one = start.elapsed() / 300;
+    Ok((goal.as_secs_f64() / one.as_secs_f64()).round().max(1.0) as u32)
+}
+
+/// Runs the whole suite, each measurement lasting `duration`.
+pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SuiteReport> {
+    let t0 = Instant::now();
+    let echo = locate("libecho.so", None)?;
+    let crypto = locate("libcrypto_job.so", None)?;
+    let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
+    let dir = crate::endpoint::runtime_dir()?.join(format!("suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating the suite directory"))?;
+    let small = JobRequest::new(vec![b'x'; 100]);
+    let mut targets = Vec::new();
+
+    // Sequential latency and pipelined throughput (echo, 100 B, 2 workers), unpinned.
+    progress("floor, unpinned");
+    let floor_unpinned = floor::measure(&exe, &dir, &small.data, 1000, duration, None)?;
+    {
+        let cluster = BenchCluster::start(&echo, None, 2, None, &[])?;
+        let client = Client::connect(&cluster.frontend)?;
+        progress("sequential latency, unpinned");
+        let (_, lat, _) = drive(&client, &small, Mode::Callers(1), Limit::Time(duration))?;
+        let floor = floor_unpinned.proxy.p50_us;
+        targets.push(target("sequential p50, unpinned", lat.p50_us, floor, "µs", "≤ 1.3 × proxy-hop floor", lat.p50_us <= 1.3 * floor));
+        progress("pipelined throughput, 1,000 in flight");
+        let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
+        let floor = floor_unpinned.pipelined_msgs_per_s;
+        let ok = rate.jobs_per_s >= 0.5 * floor && rate.jobs_per_s >= 100_000.0 && errors == 0;
+        targets.push(target("pipelined jobs/s", rate.jobs_per_s, floor, "jobs/s", "≥ 50% of pipelined floor and ≥ 100,000", ok));
+    }
+
+    // CPU-bound jobs: crypto_job sized to ~1 ms and ~100 µs, 2 workers vs 2 threads in-process.
+    let plugin = LoadedPlugin::load(&crypto, "")?;
+    for (goal, name, share) in [(Duration::from_millis(1), "~1 ms", 0.95), (Duration::from_micros(100), "~100 µs", 0.75)] {
+        let rounds = calibrate(&plugin, goal)?;
+        let job = JobRequest::new(vec![7u8; 100]).header("op", "sign").header("rounds", rounds.to_string());
+        progress(&format!("CPU-bound {name} ({rounds} signatures per job), in-process"));
+        let ideal = super::measure::in_process(&plugin, &job, 2, Limit::Time(duration))?;
+        let cluster = BenchCluster::start(&crypto, None, 2, None, &[])?;
+        progress(&format!("CPU-bound {name}, through powerhose"));
+        let (rate, _, _) = drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(8), Limit::Time(duration))?;
+        let ratio = rate.jobs_per_s / ideal.jobs_per_s;
+        targets.push(target(
+            &format!("CPU-bound {name} jobs/s"),
+            rate.jobs_per_s,
+            ideal.jobs_per_s,
+            "jobs/s",
+            &format!("≥ {:.0}% of in-process 2 threads", share * 100.0),
+            ratio >= share,
+        ));
+    }
+
+    // Memory.
+    progress("memory");
+    {
+        let cluster = BenchCluster::start(&echo, None, 0, None, &["--no-worker-grace-ms", "600000"])?;
+        let client = Client::connect(&cluster.frontend)?;
+        client.ping(Duration::from_secs(5))?;
+        let idle = procs::rss(cluster.broker.pid());
+        targets.push(target("broker RSS, idle", mib(idle), 16.0, "MiB", "≤ 16 MiB", idle <= 16 << 20));
+        let (n, size) = (10_000usize, 1024usize);
+        let frontend = cluster.frontend.clone();
+        let filler = std::thread::spawn(move || {
+            let client = Client::connect(&frontend)?;
+            client.pipeline((0..n).map(|_| JobRequest::new(vec![b'q'; size])), n, Duration::from_secs(4), |_, _| {})
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.status(Duration::from_secs(5))?.waiting_for_workers < n {
+            if Instant::now() > deadline {
+                return Err(Error::Config("the jobs did not all reach the broker's queue".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let queued = procs::rss(cluster.broker.pid());
+        let allowed = (16 << 20) + (n * size) as u64 * 3 / 2;
+        targets.push(target("broker RSS, 10,000 × 1 KiB queued", mib(queued), mib(allowed), "MiB", "≤ 16 MiB + 1.5 × payload", queued <= allowed));
+        filler.join().map_err(|_| Error::Config("filler thread panicked".into()))??;
+        let one = BenchCluster::start(&echo, None, 1, None, &[])?;
+        std::thread::sleep(Duration::from_millis(200)); // let the worker settle idle
+        let worker = procs::rss(one.workers[0].pid());
+        targets.push(target("echo worker RSS, idle", mib(worker), 8.0, "MiB", "≤ 8 MiB", worker <= 8 << 20));
+    }
+
+    // Pinned to one CPU last (the pin is inherited by everything started after).
+    progress("floor and sequential latency, pinned to CPU 0");
+    procs::pin_self(0)?;
+    let floor_pinned = floor::measure(&exe, &dir, &small.data, 1000, duration, Some(0))?;
+    {
+        let cluster = BenchCluster::start(&echo, None, 2, Some(0), &[])?;
+        let (_, lat, _) = drive(&Client::connect(&cluster.frontend)?, &small, Mode::Callers(1), Limit::Time(duration))?;
+        let floor = floor_pinned.proxy.p50_us;
+        targets.push(target("sequential p50, pinned", lat.p50_us, floor, "µs", "≤ 1.3 × proxy-hop floor", lat.p50_us <= 1.3 * floor));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(SuiteReport { machine: procs::machine(), seconds: t0.elapsed().as_secs_f64(), targets, floor_unpinned, floor_pinned })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// The human suite report.
+pub fn format_suite(r: &SuiteReport) -> String {
+    let mut s = format!("machine: {} ({:.0} s)\n\n", r.machine, r.seconds);
+    s += &format!("{:<36} {:>12} {:>12} {:<8} {:<42} {}\n", "TARGET", "OURS", "REFERENCE", "UNIT", "RULE", "");
+    for t in &r.targets {
+        s += &format!(
+            "{:<36} {:>12.1} {:>12.1} {:<8} {:<42} {}\n",
+            t.name,
+            t.ours,
+            t.reference,
+            t.unit,
+            t.rule,
+            if t.pass { "PASS" } else { "MISS" }
+        );
+    }
+    for (name, f) in [("unpinned", &r.floor_unpinned), ("pinned", &r.floor_pinned)] {
+        s += &format!(
+            "\nfloor {name}: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s",
+            f.reqrep.p50_us, f.proxy.p50_us, f.pipelined_msgs_per_s
+        );
+    }
+    s + "\n"
+}

@@ -1,0 +1,117 @@
+//! `powerhose-bench`: measures a plugin in-process and through a powerhose
+//! cluster (and the raw ZeroMQ floor), to tell whether a job is worth offloading.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use powerhose::bench::{self, BenchOptions, Limit, Mode};
+use powerhose::{cli, JobRequest};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Is offloading worth it for my job, and how close to the wire is powerhose?")]
+struct Args {
+    /// The plugin to measure (path or bare name, as for powerhose-worker).
+    #[arg(long, required_unless_present = "suite")]
+    plugin: Option<String>,
+    /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
+    #[arg(long)]
+    params: Option<String>,
+    /// Payload size in bytes (filled with 'x').
+    #[arg(long, default_value_t = 100, conflicts_with = "payload_file")]
+    size: usize,
+    /// Use this file's content as the payload.
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    /// A job header, NAME:VALUE (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Workers in the cluster, and threads for the in-process ideal [default: one per CPU]
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Concurrent callers, each with one job at a time.
+    #[arg(long, default_value_t = 1, conflicts_with = "pipeline")]
+    callers: usize,
+    /// Instead of callers: one pipelined client keeping this many jobs in flight.
+    #[arg(long)]
+    pipeline: Option<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0, conflicts_with = "jobs")]
+    duration: f64,
+    /// Jobs per measurement, instead of a duration.
+    #[arg(long)]
+    jobs: Option<u64>,
+    /// Measure against this running broker instead of starting a cluster.
+    #[arg(long)]
+    frontend: Option<String>,
+    /// Also measure the raw ZeroMQ floor on the same transport and payload.
+    #[arg(long)]
+    floor: bool,
+    /// Pin this process, the broker, the workers and the floor helpers to one CPU.
+    #[arg(long)]
+    pin: Option<usize>,
+    /// Run every project target (echo and crypto_job, floors, memory) and say PASS or MISS.
+    #[arg(long)]
+    suite: bool,
+    /// JSON on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let progress = |phase: &str| eprintln!("powerhose-bench: {phase}…");
+    if args.suite {
+        let report = bench::run_suite(Duration::try_from_secs_f64(args.duration.min(2.0))?, progress)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::format_suite(&report));
+        }
+        return Ok(());
+    }
+    let plugin = powerhose::plugin::locate(args.plugin.as_deref().expect("required"), None)?;
+    let data = match &args.payload_file {
+        Some(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => vec![b'x'; args.size],
+    };
+    let mut job = JobRequest::new(data);
+    for h in &args.headers {
+        let (n, v) = h.split_once(':').ok_or_else(|| anyhow::anyhow!("header {h:?} is not NAME:VALUE"))?;
+        job = job.header(n, v);
+    }
+    let options = BenchOptions {
+        plugin,
+        params: args.params.as_deref().map(cli::parse_params).transpose()?,
+        job,
+        workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        mode: args.pipeline.map_or(Mode::Callers(args.callers.max(1)), |k| Mode::Pipelined(k.max(1))),
+        limit: args.jobs.map_or(Limit::Time(Duration::try_from_secs_f64(args.duration)?), Limit::Jobs),
+        frontend: args.frontend.clone(),
+        floor: args.floor,
+        pin: args.pin,
+    };
+    let report = bench::run(&options, progress)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench::format_report(&report));
+    }
+    Ok(())
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    // The floor's helper processes are this program in a hidden role.
+    if argv.get(1).map(String::as_str) == Some("--helper") {
+        if let Err(e) = bench::floor::helper(&argv[2..]) {
+            eprintln!("powerhose-bench helper: error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let args = Args::parse();
+    cli::init_tracing(false);
+    if let Err(e) = run(&args) {
+        std::process::exit(cli::report("powerhose-bench", e.as_ref(), false));
+    }
+}
