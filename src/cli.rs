@@ -21,6 +21,11 @@ pub struct BrokerArgs {
     /// How long a job waits for a worker to appear before "no worker", in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub no_worker_grace_ms: u64,
+    /// Busy workers whose jobs are short get jobs ahead, as long as no job
+    /// waits behind more than this much expected work, in milliseconds
+    /// (0: one job per worker at a time).
+    #[arg(long, default_value_t = 2.0)]
+    pub prefetch_budget_ms: f64,
 }
 
 /// Job time limits and worker age, shared by `powerhose` and `powerhose-worker`
@@ -85,6 +90,7 @@ impl BrokerArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(1)),
             liveness: self.liveness.max(1),
             no_worker_grace: Duration::from_millis(self.no_worker_grace_ms),
+            prefetch_budget: Duration::try_from_secs_f64(self.prefetch_budget_ms / 1000.0).unwrap_or_default(),
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct WorkerStatus {
     /// `idle`, `busy` or `leaving`.
     pub state: String,
     pub jobs_done: u64,
+    /// Jobs it holds now (more than one when it is given jobs ahead).
+    #[serde(default)]
+    pub in_flight: usize,
     pub last_seen_ms: u64,
 }
 

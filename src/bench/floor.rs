@@ -87,7 +87,14 @@ fn helper_proc(exe: &Path, args: &[&str], pin: Option<usize>) -> Result<Guarded>
 }
 
 /// Measures the three floors with endpoints in `dir`, each for `duration`.
-pub fn measure(exe: &Path, dir: &Path, payload: &[u8], window: usize, duration: Duration, pin: Option<usize>) -> Result<Floor> {
+pub fn measure(
+    exe: &Path,
+    dir: &Path,
+    payload: &[u8],
+    window: usize,
+    duration: Duration,
+    pin: Option<usize>,
+) -> Result<Floor> {
     let ep = |name: &str| format!("ipc://{}/{name}.ipc", dir.display());
     let ctx = zmq::Context::new();
 

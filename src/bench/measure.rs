@@ -99,7 +99,9 @@ pub fn in_process(plugin: &LoadedPlugin, job: &JobRequest, threads: usize, limit
                 scope.spawn(move || {
                     let mut n = 0u64;
                     while budget.take() {
-                        plugin.handle(headers.iter().copied(), &job.data).map_err(|e| Error::Config(format!("the handler failed: {e}")))?;
+                        plugin
+                            .handle(headers.iter().copied(), &job.data)
+                            .map_err(|e| Error::Config(format!("the handler failed: {e}")))?;
                         n += 1;
                     }
                     Ok(n)

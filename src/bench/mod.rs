@@ -95,7 +95,13 @@ pub struct BenchCluster {
 }
 
 impl BenchCluster {
-    pub fn start(plugin: &Path, params: Option<&str>, workers: usize, pin: Option<usize>, extra_broker: &[&str]) -> Result<Self> {
+    pub fn start(
+        plugin: &Path,
+        params: Option<&str>,
+        workers: usize,
+        pin: Option<usize>,
+        extra_broker: &[&str],
+    ) -> Result<Self> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = crate::endpoint::runtime_dir()?.join(format!("bench-{}-{n}", std::process::id()));
@@ -113,8 +119,7 @@ impl BenchCluster {
             wargs.extend(["--params", p]);
         }
         let worker_exe = sibling("powerhose-worker")?;
-        let workers =
-            (0..workers).map(|_| procs::spawn(&worker_exe, &wargs, pin, &[])).collect::<Result<Vec<_>>>()?;
+        let workers = (0..workers).map(|_| procs::spawn(&worker_exe, &wargs, pin, &[])).collect::<Result<Vec<_>>>()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while client.workers("", Duration::from_secs(5))? < workers.len() {
             if std::time::Instant::now() > deadline {
@@ -176,7 +181,8 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
             Some(BenchCluster::start(&options.plugin, options.params.as_deref(), options.workers, options.pin, &[])?)
         }
     };
-    let frontend = options.frontend.clone().or_else(|| cluster.as_ref().map(|c| c.frontend.clone())).expect("one of them");
+    let frontend =
+        options.frontend.clone().or_else(|| cluster.as_ref().map(|c| c.frontend.clone())).expect("one of them");
     let client = Client::connect(&frontend)?;
     progress(&format!("through the broker, {:?}", options.mode));
     let before = (procs::own_cpu_time(), cluster.as_ref().map(BenchCluster::cpu));
@@ -220,16 +226,36 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
 pub fn format_report(r: &Report) -> String {
     let mut s = String::new();
     let l = &r.latency;
-    s += &format!("machine: {}{}\n", r.machine, r.pinned_cpu.map(|c| format!(", pinned to CPU {c}")).unwrap_or_else(|| ", unpinned".into()));
+    s += &format!(
+        "machine: {}{}\n",
+        r.machine,
+        r.pinned_cpu.map(|c| format!(", pinned to CPU {c}")).unwrap_or_else(|| ", unpinned".into())
+    );
     s += &format!("plugin {}, payload {} B, {} workers, {}\n\n", r.plugin, r.payload_bytes, r.workers, r.mode);
     s += &format!("in-process, 1 thread     {:>12.0} jobs/s\n", r.in_process_1_thread.jobs_per_s);
-    s += &format!("in-process, {} threads    {:>12.0} jobs/s   (the ideal)\n", r.workers, r.in_process_n_threads.jobs_per_s);
-    s += &format!("through powerhose        {:>12.0} jobs/s   ({} jobs, {} errors)\n", r.cluster.jobs_per_s, r.cluster.jobs, r.errors);
-    s += &format!("latency (µs)             p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}\n", l.p50_us, l.p90_us, l.p99_us, l.max_us);
+    s += &format!(
+        "in-process, {} threads    {:>12.0} jobs/s   (the ideal)\n",
+        r.workers, r.in_process_n_threads.jobs_per_s
+    );
+    s += &format!(
+        "through powerhose        {:>12.0} jobs/s   ({} jobs, {} errors)\n",
+        r.cluster.jobs_per_s, r.cluster.jobs, r.errors
+    );
+    s += &format!(
+        "latency (µs)             p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}\n",
+        l.p50_us, l.p90_us, l.p99_us, l.max_us
+    );
     if let Some(c) = &r.cpu_per_job {
-        s += &format!("CPU per job (µs)         client {:.1}  broker {:.1}  workers {:.1}\n", c.client_us, c.broker_us, c.workers_us);
+        s += &format!(
+            "CPU per job (µs)         client {:.1}  broker {:.1}  workers {:.1}\n",
+            c.client_us, c.broker_us, c.workers_us
+        );
     }
-    s += &format!("verdict: powerhose gives {:.0}% of the in-process {}-thread throughput\n", r.verdict_ratio * 100.0, r.workers);
+    s += &format!(
+        "verdict: powerhose gives {:.0}% of the in-process {}-thread throughput\n",
+        r.verdict_ratio * 100.0,
+        r.workers
+    );
     if let Some(f) = &r.floor {
         s += &format!(
             "\nZeroMQ floor: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s\n",

@@ -92,7 +92,8 @@ pub fn rss(pid: u32) -> u64 {
 /// A short description of the machine, for reports.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{cpus} vCPU, {}", model.unwrap_or("unknown CPU"))
 }

@@ -65,24 +65,41 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         progress("sequential latency, unpinned");
         let (_, lat, _) = drive(&client, &small, Mode::Callers(1), Limit::Time(duration))?;
         let floor = floor_unpinned.proxy.p50_us;
-        targets.push(target("sequential p50, unpinned", lat.p50_us, floor, "µs", "≤ 1.3 × proxy-hop floor", lat.p50_us <= 1.3 * floor));
+        targets.push(target(
+            "sequential p50, unpinned",
+            lat.p50_us,
+            floor,
+            "µs",
+            "≤ 1.3 × proxy-hop floor",
+            lat.p50_us <= 1.3 * floor,
+        ));
         progress("pipelined throughput, 1,000 in flight");
         let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
         let floor = floor_unpinned.pipelined_msgs_per_s;
         let ok = rate.jobs_per_s >= 0.5 * floor && rate.jobs_per_s >= 100_000.0 && errors == 0;
-        targets.push(target("pipelined jobs/s", rate.jobs_per_s, floor, "jobs/s", "≥ 50% of pipelined floor and ≥ 100,000", ok));
+        targets.push(target(
+            "pipelined jobs/s",
+            rate.jobs_per_s,
+            floor,
+            "jobs/s",
+            "≥ 50% of pipelined floor and ≥ 100,000",
+            ok,
+        ));
     }
 
     // CPU-bound jobs: crypto_job sized to ~1 ms and ~100 µs, 2 workers vs 2 threads in-process.
     let plugin = LoadedPlugin::load(&crypto, "")?;
-    for (goal, name, share) in [(Duration::from_millis(1), "~1 ms", 0.95), (Duration::from_micros(100), "~100 µs", 0.75)] {
+    for (goal, name, share) in
+        [(Duration::from_millis(1), "~1 ms", 0.95), (Duration::from_micros(100), "~100 µs", 0.75)]
+    {
         let rounds = calibrate(&plugin, goal)?;
         let job = JobRequest::new(vec![7u8; 100]).header("op", "sign").header("rounds", rounds.to_string());
         progress(&format!("CPU-bound {name} ({rounds} signatures per job), in-process"));
         let ideal = super::measure::in_process(&plugin, &job, 2, Limit::Time(duration))?;
         let cluster = BenchCluster::start(&crypto, None, 2, None, &[])?;
         progress(&format!("CPU-bound {name}, through powerhose"));
-        let (rate, _, _) = drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(8), Limit::Time(duration))?;
+        let (rate, _, _) =
+            drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(8), Limit::Time(duration))?;
         let ratio = rate.jobs_per_s / ideal.jobs_per_s;
         targets.push(target(
             &format!("CPU-bound {name} jobs/s"),
@@ -117,7 +134,14 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         }
         let queued = procs::rss(cluster.broker.pid());
         let allowed = (16 << 20) + (n * size) as u64 * 3 / 2;
-        targets.push(target("broker RSS, 10,000 × 1 KiB queued", mib(queued), mib(allowed), "MiB", "≤ 16 MiB + 1.5 × payload", queued <= allowed));
+        targets.push(target(
+            "broker RSS, 10,000 × 1 KiB queued",
+            mib(queued),
+            mib(allowed),
+            "MiB",
+            "≤ 16 MiB + 1.5 × payload",
+            queued <= allowed,
+        ));
         filler.join().map_err(|_| Error::Config("filler thread panicked".into()))??;
         let one = BenchCluster::start(&echo, None, 1, None, &[])?;
         std::thread::sleep(Duration::from_millis(200)); // let the worker settle idle
@@ -133,10 +157,23 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         let cluster = BenchCluster::start(&echo, None, 2, Some(0), &[])?;
         let (_, lat, _) = drive(&Client::connect(&cluster.frontend)?, &small, Mode::Callers(1), Limit::Time(duration))?;
         let floor = floor_pinned.proxy.p50_us;
-        targets.push(target("sequential p50, pinned", lat.p50_us, floor, "µs", "≤ 1.3 × proxy-hop floor", lat.p50_us <= 1.3 * floor));
+        targets.push(target(
+            "sequential p50, pinned",
+            lat.p50_us,
+            floor,
+            "µs",
+            "≤ 1.3 × proxy-hop floor",
+            lat.p50_us <= 1.3 * floor,
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(SuiteReport { machine: procs::machine(), seconds: t0.elapsed().as_secs_f64(), targets, floor_unpinned, floor_pinned })
+    Ok(SuiteReport {
+        machine: procs::machine(),
+        seconds: t0.elapsed().as_secs_f64(),
+        targets,
+        floor_unpinned,
+        floor_pinned,
+    })
 }
 
 fn mib(bytes: u64) -> f64 {

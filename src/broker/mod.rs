@@ -400,6 +400,7 @@ impl Io<'_> {
         let identity = frames.next().expect("ROUTER gives an identity frame");
         let Some(cmd) = frames.next() else { return };
         let body = frames.next();
+        let frames_data = frames.next();
         drop(frames);
         let decoded = CommandFrame::decode(&cmd);
         match decoded {
@@ -420,6 +421,13 @@ impl Io<'_> {
                 let body = body.unwrap_or_else(zmq::Message::new);
                 state.worker_result(now, &identity, Answer { job_id: c.id, status, still_busy, body }, out);
             }
+            Ok(c) if c.command == Command::Return => match (body, frames_data) {
+                (Some(headers), Some(data)) => state.worker_return(now, &identity, c.id, headers, data, out),
+                _ => {
+                    state.counters.bad_requests += 1;
+                    tracing::warn!("RETURN without headers and data from a worker");
+                }
+            },
             Ok(c) if c.command == Command::Heartbeat => state.worker_heartbeat(now, &identity, out),
             Ok(c) if c.command == Command::Disconnect => {
                 tracing::info!("worker {} unregistered", String::from_utf8_lossy(&identity));

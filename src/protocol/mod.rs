@@ -25,6 +25,7 @@
 //! | `RESULT` 0x12   | W→B      | job id | status     | —                 | body                |
 //! | `HEARTBEAT` 0x13| W→B, B→W | 0      | 0          | —                 | —                   |
 //! | `DISCONNECT` 0x14| W→B, B→W| 0      | 0          | —                 | —                   |
+//! | `RETURN` 0x15   | W→B      | job id | 0          | —                 | headers, data       |
 //! | `JOB` 0x21      | B→W      | job id | timeout ms | —                 | headers, data       |
 //!
 //! Headers frame: zero or more `u16 LE name length, name, u32 LE value length,
@@ -60,13 +61,14 @@ pub enum Command {
     Result = 0x12,
     Heartbeat = 0x13,
     Disconnect = 0x14,
+    Return = 0x15,
     Job = 0x21,
 }
 
 impl Command {
     fn from_byte(b: u8) -> Option<Command> {
         use Command::*;
-        [Request, Ping, Service, Status, Control, Reply, Ready, Result, Heartbeat, Disconnect, Job]
+        [Request, Ping, Service, Status, Control, Reply, Ready, Result, Heartbeat, Disconnect, Return, Job]
             .into_iter()
             .find(|c| *c as u8 == b)
     }

@@ -80,6 +80,9 @@ struct Link {
     unregistered: AtomicBool,
     /// The broker acknowledged our DISCONNECT.
     acked: AtomicBool,
+    /// Messages the pulse thread read while a job ran, for the job thread:
+    /// jobs given ahead (prefetch) wait here.
+    stash: Mutex<std::collections::VecDeque<Vec<zmq::Message>>>,
     last_heard: Mutex<Instant>,
     job_thread: libc::pthread_t,
 }
@@ -172,6 +175,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
         reregister: AtomicBool::new(false),
         unregistered: AtomicBool::new(false),
         acked: AtomicBool::new(false),
+        stash: Mutex::new(std::collections::VecDeque::new()),
         last_heard: Mutex::new(Instant::now()),
         job_thread: stackdump::current_thread(),
     });
@@ -246,10 +250,10 @@ impl JobLoop<'_> {
             }
             let mut items = [socket.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
             crate::shutdown::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
-            if !items[0].is_readable() {
+            if !items[0].is_readable() && Link::lock(&self.link.stash).is_empty() {
                 continue;
             }
-            while recv_frames(&socket, &mut frames)? {
+            while self.next_message(&socket, &mut frames)? {
                 self.link.heard();
                 reconnect_delay = interval;
                 let ran_job;
@@ -259,6 +263,15 @@ impl JobLoop<'_> {
                 }
             }
         }
+    }
+
+    /// The next message: one the pulse thread stashed, else one from the socket.
+    fn next_message(&self, socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
+        if let Some(stashed) = Link::lock(&self.link.stash).pop_front() {
+            *frames = stashed;
+            return Ok(true);
+        }
+        recv_frames(socket, frames)
     }
 
     /// Handles one message from the broker; true when a job ran. The socket
@@ -336,7 +349,7 @@ impl JobLoop<'_> {
             }
             let mut items = [socket.as_poll_item(zmq::POLLIN)];
             crate::shutdown::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
-            while recv_frames(&socket, frames)? {
+            while self.next_message(&socket, frames)? {
                 (socket, _) = self.handle(socket, frames)?;
             }
         }

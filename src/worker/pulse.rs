@@ -41,17 +41,21 @@ pub(super) fn run(link: &Link, shutdown: &Shutdown, options: &WorkerOptions) {
             let _ = send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None);
             last_beat = Instant::now();
         }
-        while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
+        while let Some(frames) = recv(&socket) {
             link.heard();
             match frames.first().map(|f| CommandFrame::decode(f)) {
                 Some(Ok(cmd)) if cmd.command == Command::Disconnect => {
                     let flag = if link.unregistered.load(Ordering::Acquire) { &link.acked } else { &link.reregister };
                     flag.store(true, Ordering::Release);
                 }
+                // A job given ahead: the job thread runs it next, unless the
+                // current handler is stuck, then the broker gets it back.
                 Some(Ok(cmd)) if cmd.command == Command::Job => {
-                    // Never happens with our broker (it only sends to idle workers).
-                    let frame = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
-                    let _ = send(&socket, frame, Some(b"worker busy".to_vec().into()));
+                    if Link::lock(&link.running).as_ref().is_some_and(|r| r.timed_out) {
+                        give_back(&socket, frames);
+                    } else {
+                        Link::lock(&link.stash).push_back(frames);
+                    }
                 }
                 _ => {}
             }
@@ -84,6 +88,15 @@ fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: 
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
     let frame = CommandFrame::new(Command::Result, running.job_id, Status::Timeout as u32, &[1]);
     let _ = send(socket, frame, Some(message.into_bytes().into()));
+    // Jobs given ahead would wait behind the stuck handler: hand them back.
+    let stashed: Vec<_> = Link::lock(&link.stash).drain(..).collect();
+    let (jobs, others): (Vec<_>, Vec<_>) = stashed
+        .into_iter()
+        .partition(|f| f.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job));
+    Link::lock(&link.stash).extend(others);
+    for frames in jobs {
+        give_back(socket, frames);
+    }
     let stack = match stackdump::capture(link.job_thread) {
         Some(ips) => stackdump::symbolize(&ips),
         None => "  (the job thread did not answer the stack dump signal)\n".into(),
@@ -93,4 +106,32 @@ fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: 
         "job timed out after {limit:?}; headers: [{}]; job thread stack:\n{stack}",
         running.headers
     );
+}
+
+fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
+    let mut frames = Vec::new();
+    loop {
+        let mut msg = zmq::Message::new();
+        if socket.recv(&mut msg, zmq::DONTWAIT).is_err() {
+            return (!frames.is_empty()).then_some(frames);
+        }
+        let more = msg.get_more();
+        frames.push(msg);
+        if !more {
+            return Some(frames);
+        }
+    }
+}
+
+/// `RETURN`s a job (command frame, headers, data) the worker will not run.
+fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
+    let mut frames = frames.into_iter();
+    let (Some(head), Some(headers), Some(data)) = (frames.next(), frames.next(), frames.next()) else { return };
+    let Ok(cmd) = CommandFrame::decode(&head) else { return };
+    let frame = CommandFrame::new(Command::Return, cmd.id, 0, b"").encode();
+    let _ = socket
+        .send(frame, zmq::SNDMORE)
+        .and_then(|_| socket.send(headers, zmq::SNDMORE))
+        .and_then(|_| socket.send(data, 0));
+    tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
 }

@@ -25,6 +25,7 @@ fn config() -> Config {
         heartbeat_interval: Duration::from_millis(100),
         liveness: 3,
         no_worker_grace: Duration::from_millis(500),
+        prefetch_budget: Duration::ZERO,
     }
 }
 
@@ -294,4 +295,79 @@ fn a_worker_reported_dead_is_dropped_at_once_and_its_job_retried() {
     b.worker_died(t0, 11, "h", &mut out);
     assert_eq!(b.worker_identity(jobs(&out)[0].0), b"w2", "retried on the other worker at once");
     assert_eq!(b.workers(t0).len(), 1);
+}
+
+fn answer(job_id: u64) -> Answer<Vec<u8>> {
+    Answer { job_id, status: Status::Ok, still_busy: false, body: vec![] }
+}
+
+#[test]
+fn fast_workers_get_jobs_ahead_slow_ones_one_at_a_time() {
+    let t0 = Instant::now();
+    let mut config = config();
+    config.max_queue = 100;
+    config.prefetch_budget = Duration::from_millis(2);
+    let mut b = BrokerState::new(config, 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"fast", reg("echo", 11), &mut out);
+    // Unknown speed: one job at a time.
+    for id in 1..=3 {
+        b.submit(t0, "", job(id, t0, 10_000, 0), &mut out);
+    }
+    assert_eq!(jobs(&out).len(), 1);
+    // Answers 100 µs apart: capacity 1 + 2000/100 = 21, so the rest go ahead.
+    let mut t = t0;
+    for _ in 0..5 {
+        let held: Vec<u64> = jobs(&out).iter().map(|j| j.1).collect();
+        out.clear();
+        t += Duration::from_micros(100);
+        b.worker_result(t, b"fast", answer(held[0]), &mut out);
+        b.submit(t, "", job(100, t, 10_000, 0), &mut out);
+        let _ = held;
+        if jobs(&out).len() > 1 {
+            break;
+        }
+    }
+    assert!(b.workers(t)[0].in_flight > 1, "a fast worker holds jobs ahead");
+
+    // A slow worker (2 s per job) never holds more than one.
+    let mut b = BrokerState::new(b.config.clone(), 1, t0);
+    out.clear();
+    b.worker_ready(t0, b"slow", reg("echo", 12), &mut out);
+    b.submit(t0, "", job(1, t0, 60_000, 0), &mut out);
+    let first = jobs(&out)[0].1;
+    let t1 = t0 + Duration::from_secs(2);
+    b.worker_result(t1, b"slow", answer(first), &mut out);
+    out.clear();
+    for id in 2..=4 {
+        b.submit(t1, "", job(id, t1, 60_000, 0), &mut out);
+    }
+    assert_eq!(jobs(&out).len(), 1, "capacity 1 + 2000/2000000 = 1");
+}
+
+#[test]
+fn idle_workers_come_before_prefetch_and_returned_jobs_go_first() {
+    let t0 = Instant::now();
+    let mut config = config();
+    config.max_queue = 100;
+    config.prefetch_budget = Duration::from_millis(2);
+    let mut b = BrokerState::new(config, 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"a", reg("echo", 11), &mut out);
+    // Make "a" fast: one quick answer.
+    b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
+    let t1 = t0 + Duration::from_micros(50);
+    b.worker_result(t1, b"a", answer(jobs(&out)[0].1), &mut out);
+    out.clear();
+    b.submit(t1, "", job(2, t1, 10_000, 0), &mut out);
+    b.worker_ready(t1, b"b", reg("echo", 12), &mut out);
+    b.submit(t1, "", job(3, t1, 10_000, 0), &mut out);
+    let sent = jobs(&out);
+    assert_eq!(b.worker_identity(sent[1].0), b"b", "the idle worker is preferred to prefetching on a");
+    // "a" returns job 2 (its handler is stuck): it goes to the next free place first.
+    out.clear();
+    b.submit(t1, "", job(4, t1, 10_000, 0), &mut out);
+    out.clear();
+    b.worker_return(t1, b"a", sent[0].1, vec![], b"job2".to_vec(), &mut out);
+    assert_eq!(jobs(&out)[0].2, b"job2", "the returned job is dispatched before job 4");
 }

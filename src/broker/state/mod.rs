@@ -1,0 +1,348 @@
+//! Broker state: the pure "message in → messages out" logic, no sockets.
+//!
+//! Jobs go to idle workers first (oldest idle first); otherwise they wait in
+//! a bounded FIFO per service. A busy worker may be given more jobs ahead
+//! (prefetch) only while its measured time per job is short: it holds at most
+//! `1 + prefetch_budget / time per job` jobs, so no job waits more than about
+//! the budget behind another's work, and a slow worker gets one job at a time.
+//! The broker remembers every job a worker holds, so a worker that goes silent
+//! or disconnects has its jobs answered (`WorkerLost`) or, when a job allows
+//! retries, re-queued at the front. Time is passed in, so every rule here is
+//! unit-tested without sleeping.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{Registration, Status};
+use crate::status::{Counters, Histogram};
+
+#[cfg(test)]
+mod tests;
+mod timers;
+mod workers;
+
+/// A message buffer the broker moves around without looking inside.
+pub trait Payload {
+    /// A copy, made only for jobs that may be retried.
+    fn duplicate(&self) -> Self;
+}
+
+impl Payload for Vec<u8> {
+    fn duplicate(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl Payload for zmq::Message {
+    fn duplicate(&self) -> Self {
+        zmq::Message::from(&self[..])
+    }
+}
+
+const SHUTTING_DOWN: &str = "the broker is shutting down";
+
+/// The most jobs a worker is ever given ahead.
+pub const MAX_PREFETCH: usize = 64;
+
+/// How late a queued job's timeout may be answered.
+pub const QUEUE_CHECK: Duration = Duration::from_millis(10);
+
+/// Tunables of the routing rules.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Jobs waiting per service before new ones are refused with `Busy`.
+    pub max_queue: usize,
+    /// How often the broker heartbeats workers (and expects them to).
+    pub heartbeat_interval: Duration,
+    /// Missed intervals before a worker is declared dead.
+    pub liveness: u32,
+    /// How long a job waits for a worker to appear before `NoWorker`.
+    pub no_worker_grace: Duration,
+    /// How much expected work may stand before a job in a busy worker's
+    /// prefetch (zero: one job per worker at a time).
+    pub prefetch_budget: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_queue: 10_000,
+            heartbeat_interval: Duration::from_secs(1),
+            liveness: 3,
+            no_worker_grace: Duration::from_secs(2),
+            prefetch_budget: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Where a reply goes: the client's routing identity and its request id.
+#[derive(Debug)]
+pub struct ClientRoute<M> {
+    pub identity: M,
+    pub req_id: u64,
+    /// A Powerhose 0.7 (REQ) client, answered in the old format.
+    pub legacy: bool,
+}
+
+#[derive(Debug)]
+pub enum Body<M> {
+    Payload(M),
+    Text(Cow<'static, str>),
+}
+
+/// What the I/O loop must send.
+#[derive(Debug)]
+pub enum Output<M> {
+    Reply {
+        route: ClientRoute<M>,
+        status: Status,
+        pid: u32,
+        body: Body<M>,
+    },
+    /// A job for the worker in slot `worker` (see [`BrokerState::worker_identity`]).
+    Job {
+        worker: usize,
+        job_id: u64,
+        timeout_ms: u32,
+        headers: M,
+        data: M,
+    },
+    Heartbeat {
+        worker: usize,
+    },
+    /// Sent to a peer the broker does not know, so it registers again.
+    Disconnect {
+        identity: Vec<u8>,
+    },
+}
+
+/// A worker's `RESULT`.
+#[derive(Debug)]
+pub struct Answer<M> {
+    pub job_id: u64,
+    pub status: Status,
+    /// The worker timed the job out but its handler still runs.
+    pub still_busy: bool,
+    pub body: M,
+}
+
+/// A job as the broker holds it.
+#[derive(Debug)]
+pub struct Job<M> {
+    pub route: ClientRoute<M>,
+    pub headers: M,
+    pub data: M,
+    pub deadline: Instant,
+    /// How many more times the job may be re-sent after its worker is lost.
+    pub retries: u32,
+    /// When the broker received it (for the latency histogram).
+    pub received: Instant,
+}
+
+struct Queued<M> {
+    job: Job<M>,
+    since: Instant,
+    /// The service asked for, kept only while the job waits in limbo.
+    service: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct InFlight<M> {
+    job_id: u64,
+    route: ClientRoute<M>,
+    /// Kept only when the job may be retried.
+    retry: Option<(M, M, u32)>,
+    deadline: Instant,
+    received: Instant,
+}
+
+#[derive(PartialEq, Eq, Debug, Clone, Copy)]
+pub enum WorkerState {
+    Idle,
+    Busy,
+    /// Unregistered: finishing its jobs, then gone.
+    Leaving,
+    /// Its job timed out but the handler still runs: no new job until it
+    /// registers again (`READY`).
+    Stuck,
+}
+
+struct Worker<M> {
+    identity: Vec<u8>,
+    info: Registration,
+    service: usize,
+    state: WorkerState,
+    /// Jobs it holds, in the order it runs them.
+    jobs: VecDeque<InFlight<M>>,
+    expiry: Instant,
+    last_seen: Instant,
+    jobs_done: u64,
+    /// Moving average of the time it takes per job, in µs (unknown at first).
+    job_us: Option<f64>,
+    /// When its current job started (dispatch, or the previous job's answer).
+    current_since: Instant,
+}
+
+impl<M> Worker<M> {
+    /// How many jobs it may hold: see the module documentation.
+    fn capacity(&self, budget: Duration) -> usize {
+        match self.job_us {
+            Some(us) if !budget.is_zero() => (1 + (budget.as_micros() as f64 / us.max(1.0)) as usize).min(MAX_PREFETCH),
+            _ => 1,
+        }
+    }
+}
+
+struct Service<M> {
+    name: String,
+    idle: VecDeque<usize>,
+    queue: VecDeque<Queued<M>>,
+    workers: usize,
+}
+
+pub struct BrokerState<M> {
+    config: Config,
+    pid: u32,
+    services: Vec<Service<M>>,
+    service_index: HashMap<String, usize>,
+    /// Jobs that name no service (or the only one to come) while none exists.
+    limbo: VecDeque<Queued<M>>,
+    workers: Vec<Option<Worker<M>>>,
+    free_slots: Vec<usize>,
+    by_identity: HashMap<Vec<u8>, usize>,
+    next_job_id: u64,
+    next_heartbeat: Instant,
+    pub counters: Counters,
+    pub latency: Histogram,
+    /// Shutting down: new jobs are refused at once.
+    draining: bool,
+}
+
+impl<M: Payload> BrokerState<M> {
+    pub fn new(config: Config, pid: u32, now: Instant) -> Self {
+        BrokerState {
+            next_heartbeat: now + config.heartbeat_interval,
+            config,
+            pid,
+            services: Vec::new(),
+            service_index: HashMap::new(),
+            limbo: VecDeque::new(),
+            workers: Vec::new(),
+            free_slots: Vec::new(),
+            by_identity: HashMap::new(),
+            next_job_id: 1,
+            counters: Counters::default(),
+            latency: Histogram::new(),
+            draining: false,
+        }
+    }
+
+    pub fn worker_identity(&self, slot: usize) -> &[u8] {
+        &self.workers[slot].as_ref().expect("live worker slot").identity
+    }
+
+    fn reply(
+        &mut self,
+        out: &mut Vec<Output<M>>,
+        route: ClientRoute<M>,
+        status: Status,
+        msg: impl Into<Cow<'static, str>>,
+    ) {
+        match status {
+            Status::Timeout => self.counters.timeouts += 1,
+            Status::WorkerLost => self.counters.lost += 1,
+            Status::Busy => self.counters.busy += 1,
+            Status::NoWorker => self.counters.no_worker += 1,
+            Status::BadRequest | Status::UnknownService => self.counters.bad_requests += 1,
+            Status::Ok | Status::HandlerError => {}
+        }
+        out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(msg.into()) });
+    }
+
+    /// A client's job. `service` may be empty when the broker serves one service.
+    pub fn submit(&mut self, now: Instant, service: &str, job: Job<M>, out: &mut Vec<Output<M>>) {
+        if self.draining {
+            return self.reply(out, job.route, Status::NoWorker, SHUTTING_DOWN);
+        }
+        if job.deadline <= now {
+            return self.reply(out, job.route, Status::Timeout, "job expired before it reached the broker");
+        }
+        let target = if service.is_empty() {
+            match self.services.len() {
+                0 => None,
+                1 => Some(0),
+                _ => {
+                    let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                    let msg = format!("several services are served ({}); name one", names.join(", "));
+                    return self.reply(out, job.route, Status::BadRequest, msg);
+                }
+            }
+        } else {
+            match self.service_index.get(service) {
+                Some(&i) => Some(i),
+                None if self.services.is_empty() => None,
+                None => {
+                    let msg = format!("no worker has ever served {service:?}");
+                    return self.reply(out, job.route, Status::UnknownService, msg);
+                }
+            }
+        };
+        match target {
+            None => {
+                if self.limbo.len() >= self.config.max_queue {
+                    return self.reply(out, job.route, Status::Busy, "queue full");
+                }
+                // Re-resolved when a worker registers.
+                self.limbo.push_back(Queued { job, since: now, service: Some(service.into()) });
+            }
+            Some(i) => {
+                if self.services[i].queue.len() >= self.config.max_queue {
+                    let msg = format!("queue of {} is full ({} jobs)", self.services[i].name, self.config.max_queue);
+                    return self.reply(out, job.route, Status::Busy, msg);
+                }
+                self.services[i].queue.push_back(Queued { job, since: now, service: None });
+                self.dispatch(now, i, out);
+            }
+        }
+    }
+
+    /// Sends queued jobs of service `i` to idle workers, then to busy ones
+    /// with prefetch capacity (the least loaded first).
+    fn dispatch(&mut self, now: Instant, i: usize, out: &mut Vec<Output<M>>) {
+        loop {
+            let Some(front) = self.services[i].queue.front() else { return };
+            if front.job.deadline <= now {
+                let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+                self.reply(out, job.route, Status::Timeout, "job expired while queued");
+                continue;
+            }
+            let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
+            let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+            let job_id = self.next_job_id;
+            self.next_job_id += 1;
+            let timeout_ms = (job.deadline - now).as_millis().clamp(1, u32::MAX as u128) as u32;
+            let retry = (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
+            let worker = self.workers[slot].as_mut().expect("dispatch to a live worker");
+            if worker.jobs.is_empty() {
+                worker.current_since = now;
+            }
+            worker.state = WorkerState::Busy;
+            let inflight = InFlight { job_id, route: job.route, retry, deadline: job.deadline, received: job.received };
+            worker.jobs.push_back(inflight);
+            out.push(Output::Job { worker: slot, job_id, timeout_ms, headers: job.headers, data: job.data });
+        }
+    }
+
+    /// A busy worker of service `i` that may take one more job ahead.
+    fn prefetch_candidate(&self, i: usize) -> Option<usize> {
+        let budget = self.config.prefetch_budget;
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, w)| w.as_ref().map(|w| (slot, w)))
+            .filter(|(_, w)| w.service == i && w.state == WorkerState::Busy && w.jobs.len() < w.capacity(budget))
+            .min_by_key(|(_, w)| w.jobs.len())
+            .map(|(slot, _)| slot)
+    }
+}

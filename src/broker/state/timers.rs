@@ -1,0 +1,141 @@
+//! Time-driven work (heartbeats, dead workers, expired and orphaned jobs),
+//! shutting down (drain, abandon), and the figures `STATUS` reports.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{BrokerState, InFlight, Output, Payload, Queued, Status, WorkerState, QUEUE_CHECK, SHUTTING_DOWN};
+use crate::status::{ServiceStatus, WorkerStatus};
+
+impl<M: Payload> BrokerState<M> {
+    /// Periodic work: heartbeats, dead workers, expired and orphaned jobs.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Output<M>>) {
+        if now >= self.next_heartbeat {
+            for (slot, w) in self.workers.iter().enumerate() {
+                if w.is_some() {
+                    out.push(Output::Heartbeat { worker: slot });
+                }
+            }
+            self.next_heartbeat = now + self.config.heartbeat_interval;
+        }
+        let dead: Vec<Vec<u8>> =
+            self.workers.iter().flatten().filter(|w| w.expiry <= now).map(|w| w.identity.clone()).collect();
+        for identity in dead {
+            tracing::warn!(
+                "worker {} silent for {} heartbeats: dropped",
+                String::from_utf8_lossy(&identity),
+                self.config.liveness
+            );
+            self.remove_worker(now, &identity, "worker stopped answering heartbeats", out);
+        }
+        let grace = self.config.no_worker_grace;
+        for i in 0..self.services.len() {
+            let no_workers = self.services[i].workers == 0;
+            let name = self.services[i].name.clone();
+            self.expire(now, out, |s| &mut s.services[i].queue, move |q| no_workers && now >= q.since + grace, &name);
+        }
+        self.expire(now, out, |s| &mut s.limbo, |q| now >= q.since + grace, "any service");
+    }
+
+    fn expire(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Output<M>>,
+        queue: impl Fn(&mut Self) -> &mut VecDeque<Queued<M>>,
+        orphaned: impl Fn(&Queued<M>) -> bool,
+        service: &str,
+    ) {
+        if !queue(self).iter().any(|q| q.job.deadline <= now || orphaned(q)) {
+            return;
+        }
+        for q in std::mem::take(queue(self)) {
+            if q.job.deadline <= now {
+                self.reply(out, q.job.route, Status::Timeout, "job expired while queued");
+            } else if orphaned(&q) {
+                self.reply(out, q.job.route, Status::NoWorker, format!("no worker for {service}"));
+            } else {
+                queue(self).push_back(q);
+            }
+        }
+    }
+
+    /// Stops taking jobs: queued ones are answered at once and new ones
+    /// refused, so clients can go elsewhere; jobs in workers still finish.
+    pub fn drain(&mut self, out: &mut Vec<Output<M>>) {
+        self.draining = true;
+        let queued: Vec<Queued<M>> = self
+            .services
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.queue))
+            .chain(std::mem::take(&mut self.limbo))
+            .collect();
+        for q in queued {
+            self.reply(out, q.job.route, Status::NoWorker, SHUTTING_DOWN);
+        }
+    }
+
+    /// The broker is exiting: every job it still holds gets an answer.
+    pub fn abandon(&mut self, out: &mut Vec<Output<M>>) {
+        self.drain(out);
+        let held: Vec<InFlight<M>> =
+            self.workers.iter_mut().flatten().flat_map(|w| std::mem::take(&mut w.jobs)).collect();
+        for job in held {
+            self.reply(out, job.route, Status::WorkerLost, "the broker shut down before the worker answered");
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has something to do. While jobs wait,
+    /// at least every [`QUEUE_CHECK`]: scanning queues on every message would
+    /// make each job cost as much as the queue is long.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
+        let mut at = self.next_heartbeat;
+        for w in self.workers.iter().flatten() {
+            at = at.min(w.expiry);
+        }
+        if !self.limbo.is_empty() || self.services.iter().any(|s| !s.queue.is_empty()) {
+            at = at.min(now + QUEUE_CHECK);
+        }
+        at
+    }
+
+    /// Per-service figures.
+    pub fn services(&self) -> impl Iterator<Item = ServiceStatus> + '_ {
+        self.services.iter().map(|s| ServiceStatus {
+            name: s.name.clone(),
+            workers: s.workers,
+            idle: s.idle.len(),
+            queued: s.queue.len(),
+        })
+    }
+
+    /// Jobs in limbo: waiting for a worker of a service nobody serves yet.
+    pub fn waiting_for_workers(&self) -> usize {
+        self.limbo.len()
+    }
+
+    /// Registered workers, by slot.
+    pub fn workers(&self, now: Instant) -> Vec<WorkerStatus> {
+        self.workers
+            .iter()
+            .flatten()
+            .map(|w| WorkerStatus {
+                identity: String::from_utf8_lossy(&w.identity).into_owned(),
+                pid: w.info.pid,
+                host: w.info.host.clone(),
+                service: w.info.service.clone(),
+                plugin: w.info.plugin.clone(),
+                plugin_version: w.info.plugin_version.clone(),
+                state: match w.state {
+                    WorkerState::Idle => "idle",
+                    WorkerState::Busy => "busy",
+                    WorkerState::Leaving => "leaving",
+                    WorkerState::Stuck => "stuck",
+                }
+                .into(),
+                jobs_done: w.jobs_done,
+                in_flight: w.jobs.len(),
+                last_seen_ms: now.saturating_duration_since(w.last_seen).as_millis() as u64,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,235 @@
+//! Worker events: registration, answers, returned jobs, heartbeats, departures
+//! and deaths, and what each does to the jobs a worker holds.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{Answer, BrokerState, Job, Output, Payload, Queued, Service, Worker, WorkerState};
+use crate::protocol::{Registration, Status};
+
+/// Weight of the newest sample in a worker's time-per-job average.
+const EWMA: f64 = 0.2;
+
+impl<M: Payload> BrokerState<M> {
+    fn refresh(&mut self, now: Instant, identity: &[u8]) -> Option<usize> {
+        let slot = *self.by_identity.get(identity)?;
+        let expiry = now + self.config.heartbeat_interval * self.config.liveness;
+        let worker = self.workers[slot].as_mut().expect("indexed worker is live");
+        worker.expiry = expiry;
+        worker.last_seen = now;
+        Some(slot)
+    }
+
+    /// `READY`: a worker (re-)registers and is idle.
+    pub fn worker_ready(&mut self, now: Instant, identity: &[u8], info: Registration, out: &mut Vec<Output<M>>) {
+        if self.by_identity.contains_key(identity) {
+            // A worker that registers again has forgotten whatever it held.
+            self.remove_worker(now, identity, "worker restarted while holding the job", out);
+        }
+        let service = match self.service_index.get(&info.service) {
+            Some(&i) => i,
+            None => {
+                let name = info.service.clone();
+                self.services.push(Service {
+                    name: name.clone(),
+                    idle: VecDeque::new(),
+                    queue: VecDeque::new(),
+                    workers: 0,
+                });
+                self.service_index.insert(name, self.services.len() - 1);
+                self.services.len() - 1
+            }
+        };
+        let worker = Worker {
+            identity: identity.to_vec(),
+            info,
+            service,
+            state: WorkerState::Idle,
+            jobs: VecDeque::new(),
+            expiry: now + self.config.heartbeat_interval * self.config.liveness,
+            last_seen: now,
+            jobs_done: 0,
+            job_us: None,
+            current_since: now,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.workers[s] = Some(worker);
+                s
+            }
+            None => {
+                self.workers.push(Some(worker));
+                self.workers.len() - 1
+            }
+        };
+        self.by_identity.insert(identity.to_vec(), slot);
+        self.services[service].workers += 1;
+        self.services[service].idle.push_back(slot);
+        self.resolve_limbo(now, out);
+        self.dispatch(now, service, out);
+    }
+
+    fn resolve_limbo(&mut self, now: Instant, out: &mut Vec<Output<M>>) {
+        if self.limbo.is_empty() || self.services.is_empty() {
+            return;
+        }
+        // Jobs in limbo named no service or one nobody served yet; with the
+        // services known now, submit them again to get the ordinary answer.
+        for queued in std::mem::take(&mut self.limbo) {
+            self.submit(now, queued.service.as_deref().unwrap_or(""), queued.job, out);
+        }
+    }
+
+    /// `RESULT`: the worker's answer to one of the jobs it holds.
+    pub fn worker_result(&mut self, now: Instant, identity: &[u8], answer: Answer<M>, out: &mut Vec<Output<M>>) {
+        let Answer { job_id, status, still_busy, body } = answer;
+        let Some(slot) = self.refresh(now, identity) else {
+            return out.push(Output::Disconnect { identity: identity.to_vec() });
+        };
+        let worker = self.workers[slot].as_mut().expect("live");
+        let Some(position) = worker.jobs.iter().position(|j| j.job_id == job_id) else {
+            self.counters.bad_requests += 1;
+            tracing::warn!(job_id, "worker {} answered a job it does not hold; ignored", worker.info.pid);
+            return;
+        };
+        let inflight = worker.jobs.remove(position).expect("position is valid");
+        worker.jobs_done += 1;
+        // Time per job as seen from here: since its start or the previous answer.
+        let sample = now.saturating_duration_since(worker.current_since).as_micros() as f64;
+        worker.job_us = Some(worker.job_us.map_or(sample, |avg| avg * (1.0 - EWMA) + sample * EWMA));
+        worker.current_since = now;
+        let (pid, service, state, idle) = (worker.info.pid, worker.service, worker.state, worker.jobs.is_empty());
+        match status {
+            Status::Ok => self.counters.ok += 1,
+            Status::Timeout => self.counters.timeouts += 1,
+            _ => self.counters.errors += 1,
+        }
+        self.latency.record(now.saturating_duration_since(inflight.received).as_micros() as u64);
+        out.push(Output::Reply { route: inflight.route, status, pid, body: super::Body::Payload(body) });
+        if state == WorkerState::Leaving {
+            if idle {
+                self.forget(slot);
+                out.push(Output::Disconnect { identity: identity.to_vec() });
+            }
+        } else if still_busy {
+            // Its handler still runs: nothing new until it registers again.
+            self.workers[slot].as_mut().expect("live").state = WorkerState::Stuck;
+        } else {
+            if idle {
+                self.workers[slot].as_mut().expect("live").state = WorkerState::Idle;
+                self.services[service].idle.push_back(slot);
+            }
+            self.dispatch(now, service, out);
+        }
+    }
+
+    /// `RETURN`: a worker hands back a job it will not run (its handler is
+    /// stuck); the job goes first in line again, deadline unchanged.
+    pub fn worker_return(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        job_id: u64,
+        headers: M,
+        data: M,
+        out: &mut Vec<Output<M>>,
+    ) {
+        let Some(slot) = self.refresh(now, identity) else {
+            return out.push(Output::Disconnect { identity: identity.to_vec() });
+        };
+        let worker = self.workers[slot].as_mut().expect("live");
+        let Some(position) = worker.jobs.iter().position(|j| j.job_id == job_id) else {
+            self.counters.bad_requests += 1;
+            return;
+        };
+        let inflight = worker.jobs.remove(position).expect("position is valid");
+        let (service, idle, state) = (worker.service, worker.jobs.is_empty(), worker.state);
+        let retries = inflight.retry.map_or(0, |(_, _, r)| r);
+        let job = Job {
+            route: inflight.route,
+            headers,
+            data,
+            deadline: inflight.deadline,
+            retries,
+            received: inflight.received,
+        };
+        self.services[service].queue.push_front(Queued { job, since: now, service: None });
+        if idle && state == WorkerState::Busy {
+            self.workers[slot].as_mut().expect("live").state = WorkerState::Idle;
+            self.services[service].idle.push_back(slot);
+        }
+        self.dispatch(now, service, out);
+    }
+
+    /// `HEARTBEAT` from a worker.
+    pub fn worker_heartbeat(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {
+        if self.refresh(now, identity).is_none() {
+            out.push(Output::Disconnect { identity: identity.to_vec() });
+        }
+    }
+
+    /// `DISCONNECT` from a worker: no new jobs; those it holds may still
+    /// finish. Acknowledged with a `DISCONNECT` once the worker holds nothing:
+    /// after the ack no job can still be on its way to it.
+    pub fn worker_disconnect(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {
+        let Some(slot) = self.refresh(now, identity) else {
+            return out.push(Output::Disconnect { identity: identity.to_vec() });
+        };
+        let worker = self.workers[slot].as_mut().expect("live");
+        let service = worker.service;
+        self.services[service].idle.retain(|&s| s != slot);
+        if worker.jobs.is_empty() {
+            self.forget(slot);
+            out.push(Output::Disconnect { identity: identity.to_vec() });
+        } else {
+            worker.state = WorkerState::Leaving;
+        }
+    }
+
+    /// The supervisor saw a local worker process exit: act now rather than
+    /// after the missed heartbeats (its jobs are retried or answered at once).
+    pub fn worker_died(&mut self, now: Instant, pid: u32, host: &str, out: &mut Vec<Output<M>>) {
+        let dead = self.workers.iter().flatten().find(|w| w.info.pid == pid && w.info.host == host);
+        if let Some(identity) = dead.map(|w| w.identity.clone()) {
+            self.remove_worker(now, &identity, "the worker process died", out);
+        }
+    }
+
+    /// Drops a worker's bookkeeping (its jobs must already be dealt with).
+    pub(super) fn forget(&mut self, slot: usize) {
+        let worker = self.workers[slot].take().expect("live");
+        self.by_identity.remove(&worker.identity);
+        let service = &mut self.services[worker.service];
+        service.idle.retain(|&s| s != slot);
+        service.workers -= 1;
+        self.free_slots.push(slot);
+    }
+
+    /// Removes a worker that died or restarted; each job it held is retried
+    /// (first in line) if it allows it, or answered `WorkerLost`.
+    pub(super) fn remove_worker(&mut self, now: Instant, identity: &[u8], why: &'static str, out: &mut Vec<Output<M>>) {
+        let Some(&slot) = self.by_identity.get(identity) else { return };
+        let held = std::mem::take(&mut self.workers[slot].as_mut().expect("live").jobs);
+        let service = self.workers[slot].as_ref().expect("live").service;
+        self.forget(slot);
+        // Reversed, so that pushing each to the front keeps their order.
+        for inflight in held.into_iter().rev() {
+            match inflight.retry {
+                Some((headers, data, retries)) if inflight.deadline > now => {
+                    self.counters.retried += 1;
+                    let job = Job {
+                        route: inflight.route,
+                        headers,
+                        data,
+                        deadline: inflight.deadline,
+                        retries: retries - 1,
+                        received: inflight.received,
+                    };
+                    self.services[service].queue.push_front(Queued { job, since: now, service: None });
+                }
+                _ => self.reply(out, inflight.route, Status::WorkerLost, why),
+            }
+        }
+        self.dispatch(now, service, out);
+    }
+}
