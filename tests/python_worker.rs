@@ -36,6 +36,12 @@ fn the_python_worker_written_from_protocol_md_serves_jobs() {
         }
         other => panic!("expected a handler error, got {other:?}"),
     }
+    // A burst: once the broker sees the jobs are short it gives them ahead
+    // (prefetch), and the worker must queue and answer every one, in order.
+    let results = client.execute_many((0..300).map(|i| format!("burst {i}")), T);
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), format!("burst {i}").into_bytes());
+    }
     // A job ten heartbeat intervals long: the worker heartbeats while it runs.
     assert_eq!(client.execute(JobRequest::new("slow").header("sleep_ms", "1000"), T).unwrap(), b"slow");
     assert_eq!(client.status(T).unwrap().counters.lost, 0);

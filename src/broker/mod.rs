@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
+use crate::protocol::decode_request_tail;
 use crate::protocol::{encode_headers, legacy, Command, CommandFrame, Control, HeaderIter, Registration, Status};
 use crate::shutdown::Shutdown;
 use crate::status::BrokerStatus;
@@ -377,15 +378,18 @@ impl Io<'_> {
                 }
                 out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(text.into()) });
             }
-            (Command::Request, [Some(headers), Some(data)], false) => {
-                let Ok(service) = std::str::from_utf8(cmd.tail) else {
-                    return bad(state, out, route, "service name is not UTF-8".into());
+            (Command::Request, [Some(data), None], false) => {
+                let (service, headers) = match decode_request_tail(cmd.tail) {
+                    Ok(parts) => parts,
+                    Err(e) => return bad(state, out, route, e.to_string()),
                 };
-                let retries = match HeaderIter::find(&headers, "retry") {
+                let retries = match HeaderIter::find(headers, "retry") {
                     Ok(r) => r.and_then(|r| r.parse().ok()).unwrap_or(0),
                     Err(e) => return bad(state, out, route, e.to_string()),
                 };
                 let timeout = Duration::from_millis(cmd.arg as u64);
+                // Headers are small; copied into the JOB's command frame later.
+                let headers = if headers.is_empty() { zmq::Message::new() } else { zmq::Message::from(headers) };
                 let job = Job { route, headers, data, deadline: now + timeout, retries, received: now };
                 state.submit(now, service, job, out);
             }
@@ -400,7 +404,6 @@ impl Io<'_> {
         let identity = frames.next().expect("ROUTER gives an identity frame");
         let Some(cmd) = frames.next() else { return };
         let body = frames.next();
-        let frames_data = frames.next();
         drop(frames);
         let decoded = CommandFrame::decode(&cmd);
         match decoded {
@@ -421,11 +424,11 @@ impl Io<'_> {
                 let body = body.unwrap_or_else(zmq::Message::new);
                 state.worker_result(now, &identity, Answer { job_id: c.id, status, still_busy, body }, out);
             }
-            Ok(c) if c.command == Command::Return => match (body, frames_data) {
-                (Some(headers), Some(data)) => state.worker_return(now, &identity, c.id, headers, data, out),
-                _ => {
+            Ok(c) if c.command == Command::Return => match body {
+                Some(data) => state.worker_return(now, &identity, c.id, zmq::Message::from(c.tail), data, out),
+                None => {
                     state.counters.bad_requests += 1;
-                    tracing::warn!("RETURN without headers and data from a worker");
+                    tracing::warn!("RETURN without its data frame from a worker");
                 }
             },
             Ok(c) if c.command == Command::Heartbeat => state.worker_heartbeat(now, &identity, out),
@@ -451,8 +454,8 @@ impl Io<'_> {
             let result = match output {
                 Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
                 Output::Job { worker, job_id, timeout_ms, headers, data } => {
-                    CommandFrame::new(Command::Job, job_id, timeout_ms, b"").encode_into(&mut self.buf);
-                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into(), headers, data])
+                    CommandFrame::new(Command::Job, job_id, timeout_ms, &headers).encode_into(&mut self.buf);
+                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into(), data])
                 }
                 Output::Heartbeat { worker } => {
                     CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);

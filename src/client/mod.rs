@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub use job::{JobRequest, TimeoutPolicy};
 
 use crate::error::{Error, Result};
-use crate::protocol::{encode_headers, Command, CommandFrame, Control, Status};
+use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, Control, Status};
 use crate::status::BrokerStatus;
 use job::LateCounts;
 use mux::{Mux, Outcome, Reply};
@@ -181,9 +181,10 @@ impl Client {
 
 fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Message> {
     let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
-    let head = CommandFrame::new(Command::Request, id, timeout_ms, job.service.as_bytes()).encode();
     let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    vec![head.into(), headers.into(), job.data.into()]
+    let tail = encode_request_tail(&job.service, &headers);
+    let head = CommandFrame::new(Command::Request, id, timeout_ms, &tail).encode();
+    vec![(&head[..]).into(), job.data.into()]
 }
 
 fn parse_number<T: std::str::FromStr>(body: &[u8], what: &str) -> Result<T> {

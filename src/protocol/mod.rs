@@ -15,7 +15,7 @@
 //!
 //! | command         | dir      | id     | arg        | tail              | further frames      |
 //! |-----------------|----------|--------|------------|-------------------|---------------------|
-//! | `REQUEST` 0x01  | C→B      | req id | timeout ms | service (UTF-8)   | headers, data       |
+//! | `REQUEST` 0x01  | C→B      | req id | timeout ms | service, headers  | data                |
 //! | `PING` 0x02     | C→B      | req id | 0          | —                 | —                   |
 //! | `SERVICE` 0x03  | C→B      | req id | 0          | service (UTF-8)   | —                   |
 //! | `STATUS` 0x04   | C→B      | req id | 0          | —                 | —                   |
@@ -25,11 +25,14 @@
 //! | `RESULT` 0x12   | W→B      | job id | status     | —                 | body                |
 //! | `HEARTBEAT` 0x13| W→B, B→W | 0      | 0          | —                 | —                   |
 //! | `DISCONNECT` 0x14| W→B, B→W| 0      | 0          | —                 | —                   |
-//! | `RETURN` 0x15   | W→B      | job id | 0          | —                 | headers, data       |
-//! | `JOB` 0x21      | B→W      | job id | timeout ms | —                 | headers, data       |
+//! | `RETURN` 0x15   | W→B      | job id | 0          | headers           | data                |
+//! | `JOB` 0x21      | B→W      | job id | timeout ms | headers           | data                |
 //!
-//! Headers frame: zero or more `u16 LE name length, name, u32 LE value length,
-//! value`, names and values UTF-8. A `REPLY` to a `PING` has the broker's pid
+//! `REQUEST` tail: `u16 LE service length, service (UTF-8), headers`. Headers
+//! (in `REQUEST`, `JOB` and `RETURN` tails): zero or more `u16 LE name length,
+//! name, u32 LE value length, value`, names and values UTF-8. Headers ride in
+//! the command frame (one frame less per hop); the data keeps its own frame,
+//! so the broker forwards it without copying. A `REPLY` to a `PING` has the broker's pid
 //! as body (decimal ASCII), like Powerhose's; to a `SERVICE`, the number of
 //! workers registered for that service (all services when empty), status `OK`
 //! when there is at least one, `NO_WORKER` otherwise; to a `STATUS`, a JSON
@@ -173,6 +176,26 @@ pub enum Control {
     },
 }
 
+/// The tail of a `REQUEST`: service name, then headers.
+pub fn encode_request_tail(service: &str, headers: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(service.len()).expect("service name under 64 KiB");
+    let mut tail = Vec::with_capacity(2 + service.len() + headers.len());
+    tail.extend_from_slice(&len.to_le_bytes());
+    tail.extend_from_slice(service.as_bytes());
+    tail.extend_from_slice(headers);
+    tail
+}
+
+/// Splits a `REQUEST` tail into the service name and the encoded headers.
+pub fn decode_request_tail(tail: &[u8]) -> Result<(&str, &[u8])> {
+    let bad = |why: &str| Error::Protocol(format!("REQUEST tail {why}"));
+    let len = u16::from_le_bytes(tail.get(..2).ok_or_else(|| bad("shorter than 2 bytes"))?.try_into().expect("2 bytes"))
+        as usize;
+    let service = tail.get(2..2 + len).ok_or_else(|| bad("truncated in the service name"))?;
+    let service = std::str::from_utf8(service).map_err(|_| bad("has a service name that is not UTF-8"))?;
+    Ok((service, &tail[2 + len..]))
+}
+
 /// What a worker says about itself in `READY`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Registration {
@@ -247,6 +270,18 @@ mod tests {
         }
         assert_eq!(serde_json::to_string(&Control::Reload).unwrap(), r#"{"op":"reload"}"#);
         assert!(serde_json::from_str::<Control>(r#"{"op":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn request_tails_round_trip() {
+        let headers = encode_headers([("op", "sign")]);
+        for service in ["", "crypto_job", "sérvice"] {
+            let tail = encode_request_tail(service, &headers);
+            assert_eq!(decode_request_tail(&tail).unwrap(), (service, &headers[..]));
+        }
+        assert!(decode_request_tail(b"").is_err());
+        assert!(decode_request_tail(&[5, 0, b'a']).is_err());
+        assert!(decode_request_tail(&[1, 0, 0xff]).is_err());
     }
 
     #[test]

@@ -285,12 +285,12 @@ impl JobLoop<'_> {
             }
         };
         match cmd.command {
-            Command::Job if frames.len() == 3 => {
-                return Ok((self.run_job(socket, cmd.id, &frames[1], &frames[2])?, true));
+            Command::Job if frames.len() == 2 => {
+                return Ok((self.run_job(socket, cmd.id, cmd.tail, &frames[1])?, true));
             }
             Command::Job => {
                 // Answer rather than ignore: the broker counts us busy until a RESULT.
-                let msg = format!("JOB with {} frames after the command frame, expected 2", frames.len() - 1);
+                let msg = format!("JOB with {} frames after the command frame, expected 1", frames.len() - 1);
                 tracing::warn!("{msg}");
                 let result = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
                 send(&socket, result, Some(msg.into_bytes().into()))?;

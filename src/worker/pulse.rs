@@ -123,15 +123,12 @@ fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
     }
 }
 
-/// `RETURN`s a job (command frame, headers, data) the worker will not run.
+/// `RETURN`s a job (command frame with headers, data) the worker will not run.
 fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
     let mut frames = frames.into_iter();
-    let (Some(head), Some(headers), Some(data)) = (frames.next(), frames.next(), frames.next()) else { return };
+    let (Some(head), Some(data)) = (frames.next(), frames.next()) else { return };
     let Ok(cmd) = CommandFrame::decode(&head) else { return };
-    let frame = CommandFrame::new(Command::Return, cmd.id, 0, b"").encode();
-    let _ = socket
-        .send(frame, zmq::SNDMORE)
-        .and_then(|_| socket.send(headers, zmq::SNDMORE))
-        .and_then(|_| socket.send(data, 0));
+    let frame = CommandFrame::new(Command::Return, cmd.id, 0, cmd.tail).encode();
+    let _ = socket.send(frame, zmq::SNDMORE).and_then(|_| socket.send(data, 0));
     tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
 }

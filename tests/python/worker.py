@@ -5,6 +5,7 @@ Jobs: the data is echoed back; header `upper` upper-cases it, `fail` fails
 with the header's value as the message, `sleep_ms` sleeps first.
 """
 import argparse
+import collections
 import json
 import os
 import queue
@@ -68,6 +69,7 @@ class Worker:
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{random.randrange(16**8):08x}"
         self.ctx, self.sock = zmq.Context(), None
         self.results = queue.Queue()  # (job id, status, body) from handler threads
+        self.queue = collections.deque()  # jobs given ahead, run in order
         self.wake_r, self.wake_w = socket.socketpair()  # wakes the poll: signals, results
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno())
@@ -113,15 +115,20 @@ class Worker:
         if command == DISCONNECT and not self.stopping:
             self.register()
         elif command == JOB:
-            if self.job is not None or self.stopping:
-                print(f"pyworker: ignoring job {id_} while busy or stopping", file=sys.stderr)
-            elif len(frames) != 3:
-                self.send(frame(RESULT, id_, BAD_REQUEST), b"JOB must have 2 frames")
+            if len(frames) != 2:
+                self.send(frame(RESULT, id_, BAD_REQUEST), b"JOB must have 1 frame after the command frame")
             else:
-                self.job = id_
-                threading.Thread(target=self.run_job, args=(id_, frames[1], frames[2]),
-                                 daemon=True).start()
+                # Headers ride in the command frame's tail. Jobs given while
+                # busy (prefetch) wait their turn, in order.
+                self.queue.append((id_, frames[0][HEAD.size:], frames[1]))
+                self.start_next()
         # HEARTBEAT needs nothing: receiving it already counted as a sign of life.
+
+    def start_next(self):
+        if self.job is None and self.queue:
+            id_, headers, data = self.queue.popleft()
+            self.job = id_
+            threading.Thread(target=self.run_job, args=(id_, headers, data), daemon=True).start()
 
     def on_result(self):
         job_id, status, body = self.results.get()
@@ -130,6 +137,7 @@ class Worker:
             self.register()
         elif self.sock is not None:
             self.send(frame(RESULT, job_id, status), body)
+        self.start_next()
 
     def serve(self):
         self.connect()
