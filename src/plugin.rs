@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use abi_stable::std_types::{RResult, RSlice, RStr};
+use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
 use powerhose_plugin_api::{HandlerBox, PluginModRef, RHeader};
 
 use crate::error::{Error, Result};
@@ -95,10 +95,20 @@ impl LoadedPlugin {
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
         data: &[u8],
     ) -> Result<Vec<u8>, String> {
+        self.handle_raw(headers, data).map(|out| out.to_vec())
+    }
+
+    /// [`handle`](Self::handle) without converting the result: the bytes stay
+    /// in the plugin's buffer (a worker copies them once, into its reply).
+    pub fn handle_raw<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        data: &[u8],
+    ) -> Result<RVec<u8>, String> {
         let headers: Vec<RHeader<'a>> =
             headers.into_iter().map(|(n, v)| RHeader { name: RStr::from_str(n), value: RStr::from_str(v) }).collect();
         match self.handler.handle(RSlice::from_slice(&headers), RSlice::from_slice(data)) {
-            RResult::ROk(out) => Ok(out.into_vec()),
+            RResult::ROk(out) => Ok(out),
             RResult::RErr(msg) => Err(msg.into()),
         }
     }

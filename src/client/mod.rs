@@ -183,8 +183,7 @@ fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Messa
     let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
     let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let tail = encode_request_tail(&job.service, &headers);
-    let head = CommandFrame::new(Command::Request, id, timeout_ms, &tail).encode();
-    vec![(&head[..]).into(), job.data.into()]
+    vec![CommandFrame::new(Command::Request, id, timeout_ms, &tail).message(), job.data.into()]
 }
 
 fn parse_number<T: std::str::FromStr>(body: &[u8], what: &str) -> Result<T> {

@@ -132,6 +132,19 @@ impl<'a> CommandFrame<'a> {
         buf.extend_from_slice(self.tail);
     }
 
+    /// The frame as a ZeroMQ message, written in place (small frames fit in
+    /// the message itself: no allocation).
+    pub fn message(&self) -> zmq::Message {
+        let mut msg = zmq::Message::with_size(COMMAND_LEN + self.tail.len());
+        msg[0..2].copy_from_slice(MAGIC);
+        msg[2] = VERSION;
+        msg[3] = self.command as u8;
+        msg[4..12].copy_from_slice(&self.id.to_le_bytes());
+        msg[12..16].copy_from_slice(&self.arg.to_le_bytes());
+        msg[COMMAND_LEN..].copy_from_slice(self.tail);
+        msg
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(COMMAND_LEN + self.tail.len());
         self.encode_into(&mut buf);
@@ -232,6 +245,7 @@ mod tests {
             let frame = CommandFrame::new(cmd, id, arg, tail);
             let bytes = frame.encode();
             assert_eq!(bytes.len(), COMMAND_LEN + tail.len());
+            assert_eq!(&frame.message()[..], &bytes[..]);
             assert_eq!(CommandFrame::decode(&bytes).unwrap(), frame);
         }
     }

@@ -138,7 +138,7 @@ fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &str) -> Resul
 
 fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<()> {
     let more = if body.is_some() { zmq::SNDMORE } else { 0 };
-    socket.send(frame.encode(), more).map_err(Error::zmq("sending to the broker"))?;
+    socket.send(frame.message(), more).map_err(Error::zmq("sending to the broker"))?;
     if let Some(body) = body {
         socket.send(body, 0).map_err(Error::zmq("sending to the broker"))?;
     }
@@ -311,17 +311,17 @@ impl JobLoop<'_> {
     fn run_job<'s>(&'s self, mut socket: Guard<'s>, job_id: u64, headers: &[u8], data: &[u8]) -> Result<Guard<'s>> {
         let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
         let (status, body) = match decoded {
-            Err(e) => (Status::BadRequest, e.to_string().into_bytes()),
+            Err(e) => (Status::BadRequest, e.to_string().into_bytes().into()),
             Ok(headers) => {
                 let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
                 let running = Running { job_id, started: Instant::now(), headers: summary, timed_out: false };
                 *Link::lock(&self.link.running) = Some(running);
                 drop(socket);
-                let outcome = self.plugin.handle(headers.iter().copied(), data);
+                let outcome = self.plugin.handle_raw(headers.iter().copied(), data);
                 socket = Link::lock(&self.link.socket);
                 match outcome {
-                    Ok(out) => (Status::Ok, out),
-                    Err(msg) => (Status::HandlerError, msg.into_bytes()),
+                    Ok(out) => (Status::Ok, zmq::Message::from(&out[..])),
+                    Err(msg) => (Status::HandlerError, msg.into_bytes().into()),
                 }
             }
         };
@@ -331,7 +331,7 @@ impl JobLoop<'_> {
             socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
             return Ok(socket);
         }
-        send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body.into()))?;
+        send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body))?;
         Ok(socket)
     }
 
