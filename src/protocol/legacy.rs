@@ -9,7 +9,8 @@
 //! | pong    | 1                             | the broker's pid in decimal ASCII      |
 //!
 //! The job body is split at the first `:::`; DATA is raw bytes. A reply is
-//! split at its first two colons.
+//! split at its first two colons. The format (kept as Powerhose defined it)
+//! cannot carry a header value that is empty, ends with `:` or contains `::`.
 
 use crate::error::{Error, Result};
 

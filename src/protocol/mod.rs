@@ -40,6 +40,7 @@
 
 mod headers;
 pub mod legacy;
+pub mod parse;
 
 pub use headers::{encode_headers, HeaderIter};
 

@@ -1,0 +1,305 @@
+//! The broker's I/O: reads messages off the front and back sockets, turns
+//! them into [`state`](super::state) events with the pure parsers of
+//! [`crate::protocol::parse`], and sends what the state machine emits.
+
+use std::time::{Duration, Instant};
+
+use super::state::{Answer, Body, BrokerState, ClientRoute, Job, Output};
+use super::BrokerOptions;
+use crate::error::{Error, Result};
+use crate::protocol::parse::{parse_back, parse_front, Back, Front};
+use crate::protocol::{encode_headers, legacy, Command, CommandFrame, Status};
+use crate::status::BrokerStatus;
+
+type Msg = zmq::Message;
+
+/// Messages handled per socket before the other gets a turn.
+const BATCH: usize = 256;
+/// The most frames a message may have; more is malformed anyway.
+const MAX_FRAMES: usize = 4;
+
+/// The loop's sockets and reusable buffers.
+pub(super) struct Io<'a> {
+    front: &'a zmq::Socket,
+    back: &'a zmq::Socket,
+    frames: Vec<Msg>,
+    /// The message being handled had more than [`MAX_FRAMES`] frames.
+    truncated: bool,
+    buf: Vec<u8>,
+    pid: u32,
+    started: Instant,
+    options: &'a BrokerOptions,
+}
+
+impl<'a> Io<'a> {
+    pub fn new(front: &'a zmq::Socket, back: &'a zmq::Socket, options: &'a BrokerOptions) -> Self {
+        Io {
+            front,
+            back,
+            frames: Vec::new(),
+            truncated: false,
+            buf: Vec::new(),
+            pid: std::process::id(),
+            started: Instant::now(),
+            options,
+        }
+    }
+
+    fn status(&self, now: Instant, state: &BrokerState<Msg>) -> BrokerStatus {
+        BrokerStatus {
+            pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            frontend: self.options.frontend.clone(),
+            backend: self.options.backend.clone(),
+            services: state.services().collect(),
+            waiting_for_workers: state.waiting_for_workers(),
+            workers: state.workers(now),
+            counters: state.counters.clone(),
+            latency_ms: state.latency.latency(),
+        }
+    }
+
+    /// Reads up to [`BATCH`] messages from `socket` without blocking.
+    pub fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<()> {
+        for _ in 0..BATCH {
+            self.frames.clear();
+            self.truncated = false;
+            loop {
+                let mut msg = Msg::new();
+                match socket.recv(&mut msg, zmq::DONTWAIT) {
+                    Ok(()) => {}
+                    Err(zmq::Error::EAGAIN) => return Ok(()),
+                    Err(e) => return Err(Error::zmq("receiving")(e)),
+                }
+                let more = msg.get_more();
+                // Past MAX_FRAMES the message is malformed: keep reading it
+                // to its end, but not its frames.
+                if self.frames.len() <= MAX_FRAMES {
+                    self.frames.push(msg);
+                } else {
+                    self.truncated = true;
+                }
+                if !more {
+                    break;
+                }
+            }
+            handle(self, Instant::now());
+        }
+        Ok(())
+    }
+
+    fn reply_text(&self, out: &mut Vec<Output<Msg>>, route: ClientRoute<Msg>, status: Status, text: String) {
+        out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(text.into()) });
+    }
+
+    pub fn on_front(&mut self, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
+        let mut frames = std::mem::take(&mut self.frames);
+        let identity = frames.remove(0);
+        // The last frame of a job is its data: kept aside, so it moves on uncopied.
+        let last = frames.pop();
+        let mut views: [&[u8]; MAX_FRAMES] = [&[]; MAX_FRAMES];
+        let n = frames.len().min(MAX_FRAMES - 1);
+        for (view, frame) in views.iter_mut().zip(&frames) {
+            *view = frame;
+        }
+        let all: &[&[u8]] = match &last {
+            Some(l) => {
+                views[n] = l;
+                &views[..=n]
+            }
+            None => &views[..n],
+        };
+        let parsed = if self.truncated { Front::Garbage("too many frames".into()) } else { parse_front(all) };
+        match parsed {
+            Front::LegacyPing => {
+                let route = ClientRoute { identity, req_id: 0, legacy: true };
+                self.reply_text(out, route, Status::Ok, self.pid.to_string());
+            }
+            Front::LegacyJob { service, retries, headers, data } => {
+                let job = Job {
+                    route: ClientRoute { identity, req_id: 0, legacy: true },
+                    headers: Msg::from(encode_headers(headers.iter().copied())),
+                    data: Msg::from(data),
+                    deadline: now + self.options.legacy_timeout,
+                    retries,
+                    received: now,
+                };
+                let service = service.to_string();
+                state.submit(now, &service, job, out);
+            }
+            Front::LegacyBad(why) => {
+                state.counters.bad_requests += 1;
+                self.reply_text(out, ClientRoute { identity, req_id: 0, legacy: true }, Status::BadRequest, why);
+            }
+            Front::Ping { req_id } => {
+                self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, Status::Ok, self.pid.to_string())
+            }
+            Front::Service { req_id, name } => {
+                let name = String::from_utf8_lossy(name);
+                let count: usize =
+                    state.services().filter(|s| name.is_empty() || s.name == name).map(|s| s.workers).sum();
+                let status = if count > 0 { Status::Ok } else { Status::NoWorker };
+                self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, status, count.to_string());
+            }
+            Front::Status { req_id } => {
+                let json = serde_json::to_string(&self.status(now, state)).expect("status serialises");
+                self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, Status::Ok, json);
+            }
+            Front::Control { req_id, request } => {
+                let (status, text) = match (request, &self.options.control) {
+                    (Err(e), _) => (Status::BadRequest, e),
+                    (Ok(_), None) => {
+                        (Status::BadRequest, "this broker has no supervisor (start it with `powerhose`)".into())
+                    }
+                    (Ok(request), Some(sink)) => {
+                        tracing::info!(?request, "control request");
+                        match sink.tx.send(request) {
+                            Ok(()) => {
+                                sink.wake.trigger();
+                                (Status::Ok, "accepted".into())
+                            }
+                            Err(_) => (Status::BadRequest, "the supervisor is stopping".into()),
+                        }
+                    }
+                };
+                if status != Status::Ok {
+                    state.counters.bad_requests += 1;
+                }
+                self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, status, text);
+            }
+            Front::Request { req_id, timeout_ms, service, headers, retries } => {
+                // Headers are small; they travel on in the JOB's command frame.
+                let headers = if headers.is_empty() { Msg::new() } else { Msg::from(headers) };
+                let service = service.to_owned();
+                let data = last.expect("a request has its data frame");
+                let route = ClientRoute { identity, req_id, legacy: false };
+                let job = Job {
+                    route,
+                    headers,
+                    data,
+                    deadline: now + Duration::from_millis(timeout_ms as u64),
+                    retries,
+                    received: now,
+                };
+                state.submit(now, &service, job, out);
+            }
+            Front::BadNative { req_id, why } => {
+                state.counters.bad_requests += 1;
+                self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, Status::BadRequest, why);
+            }
+            Front::Garbage(why) => {
+                state.counters.bad_requests += 1;
+                tracing::warn!("unanswerable client message dropped: {why}");
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+        self.flush(state, out);
+    }
+
+    pub fn on_back(&mut self, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
+        let mut frames = std::mem::take(&mut self.frames);
+        let identity = frames.remove(0);
+        let body = if frames.len() == 2 { frames.pop() } else { None };
+        let mut views: [&[u8]; 2] = [&[]; 2];
+        let n = frames.len().min(1);
+        if let Some(head) = frames.first() {
+            views[0] = head;
+        }
+        if let Some(b) = &body {
+            views[n] = b;
+        }
+        let count = n + usize::from(body.is_some());
+        let parsed = if self.truncated || frames.len() > 1 {
+            Back::Bad("too many frames".into())
+        } else {
+            parse_back(&views[..count])
+        };
+        match parsed {
+            Back::Ready(reg) => {
+                tracing::info!(pid = reg.pid, service = %reg.service, host = %reg.host, "worker registered");
+                state.worker_ready(now, &identity, reg, out);
+            }
+            Back::Result { job_id, status, still_busy } => {
+                let body = body.unwrap_or_else(Msg::new);
+                state.worker_result(now, &identity, Answer { job_id, status, still_busy, body }, out);
+            }
+            Back::Return { job_id, headers } => {
+                let headers = Msg::from(headers);
+                state.worker_return(now, &identity, job_id, headers, body.expect("RETURN has its data"), out);
+            }
+            Back::Heartbeat => state.worker_heartbeat(now, &identity, out),
+            Back::Disconnect => {
+                tracing::info!("worker {} unregistered", String::from_utf8_lossy(&identity));
+                state.worker_disconnect(now, &identity, out);
+            }
+            Back::Bad(why) => {
+                state.counters.bad_requests += 1;
+                tracing::warn!("bad message from a worker: {why}");
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+        self.flush(state, out);
+    }
+
+    /// Sends every pending output. A peer that is gone is logged, not fatal.
+    pub fn flush(&mut self, state: &BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
+        for output in out.drain(..) {
+            let result = match output {
+                Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
+                Output::Job { worker, job_id, timeout_ms, headers, data } => {
+                    CommandFrame::new(Command::Job, job_id, timeout_ms, &headers).encode_into(&mut self.buf);
+                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into(), data])
+                }
+                Output::Heartbeat { worker } => {
+                    CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);
+                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into()])
+                }
+                Output::Disconnect { identity } => {
+                    CommandFrame::new(Command::Disconnect, 0, 0, b"").encode_into(&mut self.buf);
+                    send_parts(self.back, [identity.into(), (&self.buf[..]).into()])
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("dropped a message to a departed peer: {e}");
+            }
+        }
+    }
+
+    fn send_reply(
+        &mut self,
+        route: ClientRoute<Msg>,
+        status: Status,
+        pid: u32,
+        body: Body<Msg>,
+    ) -> Result<(), zmq::Error> {
+        if route.legacy {
+            let bytes: &[u8] = match &body {
+                Body::Payload(m) => m,
+                Body::Text(t) => t.as_bytes(),
+            };
+            // A PING's pong is the bare pid; everything else is PID:OK/ERROR:...
+            let reply = match (&body, status) {
+                (Body::Text(_), Status::Ok) => bytes.to_vec(),
+                _ => legacy::encode_reply(pid, status == Status::Ok, bytes),
+            };
+            return send_parts(self.front, [route.identity, Msg::new(), reply.into()]);
+        }
+        CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid.to_le_bytes()).encode_into(&mut self.buf);
+        let body = match body {
+            Body::Payload(m) => m,
+            Body::Text(t) => t.as_bytes().into(),
+        };
+        send_parts(self.front, [route.identity, (&self.buf[..]).into(), body])
+    }
+}
+
+fn send_parts<const N: usize>(socket: &zmq::Socket, parts: [Msg; N]) -> Result<(), zmq::Error> {
+    let last = N - 1;
+    for (i, part) in parts.into_iter().enumerate() {
+        socket.send(part, if i < last { zmq::SNDMORE | zmq::DONTWAIT } else { zmq::DONTWAIT })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! What the broker receives, classified: pure and total functions from the
+//! frames of one message (after the routing identity) to what it means. Every
+//! input gives an answer, never a panic; property tests and the fuzzer check it.
+
+use super::legacy::{self, LegacyRequest};
+use super::{decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, Status};
+
+/// A message on the front (client) socket.
+#[derive(Debug, PartialEq)]
+pub enum Front<'a> {
+    /// Powerhose 0.7 `PING`.
+    LegacyPing,
+    /// A Powerhose 0.7 job; its headers are re-encoded for the worker.
+    LegacyJob {
+        service: &'a str,
+        retries: u32,
+        headers: Vec<(&'a str, &'a str)>,
+        data: &'a [u8],
+    },
+    /// A REQ envelope with a bad body: answerable in the Powerhose format.
+    LegacyBad(String),
+    Ping {
+        req_id: u64,
+    },
+    Service {
+        req_id: u64,
+        name: &'a [u8],
+    },
+    Status {
+        req_id: u64,
+    },
+    Control {
+        req_id: u64,
+        request: Result<Control, String>,
+    },
+    /// A job; its data is the message's last frame.
+    Request {
+        req_id: u64,
+        timeout_ms: u32,
+        service: &'a str,
+        headers: &'a [u8],
+        retries: u32,
+    },
+    /// A native message with a request id but something wrong: answerable.
+    BadNative {
+        req_id: u64,
+        why: String,
+    },
+    /// Nothing to answer to (no request id, no REQ envelope).
+    Garbage(String),
+}
+
+/// Classifies the frames of a front message (identity removed).
+pub fn parse_front<'a>(frames: &[&'a [u8]]) -> Front<'a> {
+    match frames {
+        // REQ envelope: an empty delimiter, then exactly one body frame.
+        [[], body] => match legacy::parse_request(body) {
+            Ok(LegacyRequest::Ping) => Front::LegacyPing,
+            Ok(LegacyRequest::Job { headers, data }) => {
+                let find = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                let service = find("service").unwrap_or("");
+                let retries = find("retry").and_then(|r| r.parse().ok()).unwrap_or(0);
+                Front::LegacyJob { service, retries, headers, data }
+            }
+            Err(e) => Front::LegacyBad(e.to_string()),
+        },
+        [[], ..] => Front::LegacyBad(format!("expected one frame after the envelope, got {}", frames.len() - 1)),
+        [head, rest @ ..] if CommandFrame::is_native(head) => parse_native(head, rest),
+        [] => Front::Garbage("empty message".into()),
+        _ => Front::Garbage(format!("unrecognised message of {} frames", frames.len())),
+    }
+}
+
+fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
+    let cmd = match CommandFrame::decode(head) {
+        Ok(cmd) => cmd,
+        // Without a valid frame the request id cannot be trusted.
+        Err(e) => return Front::Garbage(e.to_string()),
+    };
+    let req_id = cmd.id;
+    let bad = |why: String| Front::BadNative { req_id, why };
+    match (cmd.command, rest.len()) {
+        (Command::Ping, 0) => Front::Ping { req_id },
+        (Command::Service, 0) => Front::Service { req_id, name: cmd.tail },
+        (Command::Status, 0) => Front::Status { req_id },
+        (Command::Control, 0) => Front::Control {
+            req_id,
+            request: serde_json::from_slice(cmd.tail).map_err(|e| format!("bad CONTROL request: {e}")),
+        },
+        (Command::Request, 1) => {
+            let (service, headers) = match decode_request_tail(cmd.tail) {
+                Ok(parts) => parts,
+                Err(e) => return bad(e.to_string()),
+            };
+            let retries = match HeaderIter::find(headers, "retry") {
+                Ok(r) => r.and_then(|r| r.parse().ok()).unwrap_or(0),
+                Err(e) => return bad(e.to_string()),
+            };
+            Front::Request { req_id, timeout_ms: cmd.arg, service, headers, retries }
+        }
+        (command, n) => bad(format!("unexpected {command:?} with {n} frames after the command frame from a client")),
+    }
+}
+
+/// A message on the back (worker) socket.
+#[derive(Debug, PartialEq)]
+pub enum Back<'a> {
+    Ready(Registration),
+    /// An answer; its body is the second frame (empty when missing).
+    Result {
+        job_id: u64,
+        status: Status,
+        still_busy: bool,
+    },
+    /// A job handed back; its data is the second frame.
+    Return {
+        job_id: u64,
+        headers: &'a [u8],
+    },
+    Heartbeat,
+    Disconnect,
+    Bad(String),
+}
+
+/// Classifies the frames of a back message (identity removed).
+pub fn parse_back<'a>(frames: &[&'a [u8]]) -> Back<'a> {
+    let Some(head) = frames.first() else { return Back::Bad("empty message".into()) };
+    let cmd = match CommandFrame::decode(head) {
+        Ok(cmd) => cmd,
+        Err(e) => return Back::Bad(e.to_string()),
+    };
+    match (cmd.command, frames.len()) {
+        (Command::Ready, 1) => match Registration::decode(cmd.tail) {
+            Ok(reg) => Back::Ready(reg),
+            Err(e) => Back::Bad(e.to_string()),
+        },
+        (Command::Result, 1 | 2) => Back::Result {
+            job_id: cmd.id,
+            // An unknown status from a worker is a failed job.
+            status: Status::from_u32(cmd.arg).unwrap_or(Status::HandlerError),
+            still_busy: cmd.tail.first().is_some_and(|f| f & 1 != 0),
+        },
+        (Command::Return, 2) => Back::Return { job_id: cmd.id, headers: cmd.tail },
+        (Command::Heartbeat, 1) => Back::Heartbeat,
+        (Command::Disconnect, 1) => Back::Disconnect,
+        (command, n) => {
+            Back::Bad(format!("unexpected {command:?} with {} frames after the command frame from a worker", n - 1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{encode_headers, encode_request_tail};
+    use proptest::prelude::*;
+
+    fn frame(cmd: Command, id: u64, arg: u32, tail: &[u8]) -> Vec<u8> {
+        CommandFrame::new(cmd, id, arg, tail).encode()
+    }
+
+    #[test]
+    fn front_messages_are_classified() {
+        assert_eq!(parse_front(&[b"", b"PING"]), Front::LegacyPing);
+        assert!(matches!(
+            parse_front(&[b"", b"service:s::retry:2:::d"]),
+            Front::LegacyJob { service: "s", retries: 2, .. }
+        ));
+        assert!(matches!(parse_front(&[b"", b"x", b"y"]), Front::LegacyBad(_)));
+        assert!(matches!(parse_front(&[b"", b"nonsense"]), Front::LegacyBad(_)));
+        let headers = encode_headers([("retry", "3")]);
+        let req = frame(Command::Request, 9, 100, &encode_request_tail("echo", &headers));
+        assert_eq!(
+            parse_front(&[&req, b"data"]),
+            Front::Request { req_id: 9, timeout_ms: 100, service: "echo", headers: &headers, retries: 3 }
+        );
+        assert!(matches!(parse_front(&[&req]), Front::BadNative { req_id: 9, .. }));
+        assert!(matches!(
+            parse_front(&[&frame(Command::Ping, 4, 0, b""), b"extra"]),
+            Front::BadNative { req_id: 4, .. }
+        ));
+        assert!(matches!(parse_front(&[&frame(Command::Job, 4, 0, b"")]), Front::BadNative { .. }));
+        assert!(matches!(parse_front(&[b"PHxx"]), Front::Garbage(_)));
+        assert!(matches!(parse_front(&[]), Front::Garbage(_)));
+        assert!(matches!(parse_front(&[b"hello"]), Front::Garbage(_)));
+    }
+
+    #[test]
+    fn back_messages_are_classified() {
+        assert_eq!(parse_back(&[&frame(Command::Heartbeat, 0, 0, b"")]), Back::Heartbeat);
+        assert_eq!(
+            parse_back(&[&frame(Command::Result, 5, 0, &[1]), b"body"]),
+            Back::Result { job_id: 5, status: Status::Ok, still_busy: true }
+        );
+        assert!(matches!(
+            parse_back(&[&frame(Command::Result, 5, 999, b"")]),
+            Back::Result { status: Status::HandlerError, .. }
+        ));
+        assert!(matches!(parse_back(&[&frame(Command::Ready, 0, 0, b"{}")]), Back::Bad(_)));
+        assert!(matches!(parse_back(&[&frame(Command::Return, 1, 0, b"")]), Back::Bad(_)));
+        assert!(matches!(parse_back(&[]), Back::Bad(_)));
+        assert!(matches!(parse_back(&[b"garbage"]), Back::Bad(_)));
+    }
+
+    fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let native = (0u8..0x30, any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(c, id, arg, tail)| {
+                let mut f = frame(Command::Ping, id, arg, &tail);
+                f[3] = c;
+                f
+            },
+        );
+        let any_frame = prop_oneof![
+            native,
+            proptest::collection::vec(any::<u8>(), 0..64),
+            Just(Vec::new()),
+            Just(b"PING".to_vec()),
+        ];
+        proptest::collection::vec(any_frame, 0..5)
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_are_total(frames in frames()) {
+            let views: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let _ = parse_front(&views);
+            let _ = parse_back(&views);
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = CommandFrame::decode(&bytes);
+            let _ = decode_request_tail(&bytes);
+            let _ = HeaderIter::new(&bytes).count();
+            let _ = legacy::parse_request(&bytes);
+            let _ = legacy::parse_reply(&bytes);
+            let _ = Registration::decode(&bytes);
+        }
+
+        #[test]
+        fn requests_round_trip(id in any::<u64>(), timeout in any::<u32>(), service in "[a-z_]{0,20}",
+                               pairs in proptest::collection::vec(("[a-z]{1,8}", "[ -~]{0,16}"), 0..4)) {
+            let headers = encode_headers(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let head = frame(Command::Request, id, timeout, &encode_request_tail(&service, &headers));
+            match parse_front(&[&head, b"data"]) {
+                Front::Request { req_id, timeout_ms, service: s, headers: h, .. } => {
+                    prop_assert_eq!((req_id, timeout_ms, s), (id, timeout, service.as_str()));
+                    prop_assert_eq!(h, &headers[..]);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        // The Powerhose format cannot carry an empty value (`a:` + `:::` reads
+        // as `a` + `:::` + `:`), a value ending in `:` or one containing `::`.
+        fn legacy_requests_round_trip(pairs in proptest::collection::vec(("[a-z]{1,8}", "[a-z0-9]{1,8}"), 0..4),
+                                      data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let headers: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let body = legacy::encode_request(&headers, &data);
+            match parse_front(&[b"", &body]) {
+                Front::LegacyJob { headers: h, data: d, .. } => {
+                    prop_assert_eq!(h, headers);
+                    prop_assert_eq!(d, &data[..]);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}
