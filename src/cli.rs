@@ -26,6 +26,10 @@ pub struct BrokerArgs {
     /// (0: one job per worker at a time).
     #[arg(long, default_value_t = 2.0)]
     pub prefetch_budget_ms: f64,
+    /// Messages larger than this are refused (the sender is disconnected;
+    /// workers answer an error for a larger result).
+    #[arg(long, default_value_t = crate::broker::MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: i64,
 }
 
 /// Job time limits and worker age, shared by `powerhose` and `powerhose-worker`

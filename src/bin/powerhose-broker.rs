@@ -72,6 +72,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
     let mut options = broker::BrokerOptions::new(frontend, backend);
     options.config = args.broker.config();
+    options.max_message_bytes = args.broker.max_message_bytes;
     options.legacy_timeout = Duration::from_millis(args.legacy_timeout_ms);
     broker::run_broker(options, &Shutdown::new()?.on_terminate()?)?;
     Ok(0)

@@ -34,6 +34,9 @@ struct Args {
     /// Exit when the broker is lost instead of reconnecting.
     #[arg(long)]
     exit_on_broker_loss: bool,
+    /// Larger results are answered with an error (match the broker's setting).
+    #[arg(long, default_value_t = powerhose::broker::MAX_MESSAGE_BYTES)]
+    max_message_bytes: i64,
     #[command(flatten)]
     lifecycle: cli::WorkerLifecycleArgs,
     /// Verbose logs, and full plugin load reports.
@@ -53,6 +56,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.liveness = args.liveness.max(1);
     options.exit_on_broker_loss = args.exit_on_broker_loss;
     args.lifecycle.apply(&mut options)?;
+    options.max_message_bytes = args.max_message_bytes.max(0) as usize;
     worker::serve(loaded, &options, &Shutdown::new()?.on_terminate()?)?;
     Ok(())
 }

@@ -51,6 +51,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.worker_exe = args.worker_exe.clone();
     options.broker = args.broker.config();
     args.lifecycle.apply(&mut options.worker)?;
+    options.max_message_bytes = args.broker.max_message_bytes;
+    options.worker.max_message_bytes = args.broker.max_message_bytes.max(0) as usize;
     options.debug = args.debug;
     cluster::run_cluster(options, &Shutdown::new()?.on_terminate()?)?;
     Ok(())

@@ -44,6 +44,8 @@ pub struct ClusterOptions {
     pub worker_exe: Option<PathBuf>,
     /// How long a starting cluster waits for all workers to register.
     pub start_timeout: Duration,
+    /// Messages larger than this are refused (broker and workers).
+    pub max_message_bytes: i64,
     /// How long stopping workers may take to finish their job before SIGKILL
     /// [default: the workers' hard timeout plus 2 s, else 32 s].
     pub stop_grace: Option<Duration>,
@@ -68,6 +70,7 @@ impl ClusterOptions {
             worker_exe: None,
             start_timeout: Duration::from_secs(60),
             stop_grace: None,
+            max_message_bytes: crate::broker::MAX_MESSAGE_BYTES,
             debug: false,
         })
     }
@@ -84,6 +87,7 @@ impl ClusterOptions {
             ("--hard-timeout", secs(w.hard_timeout)),
             ("--max-age", secs(w.max_age)),
             ("--max-age-delta", secs(Some(w.max_age_delta))),
+            ("--max-message-bytes", self.max_message_bytes.to_string()),
         ] {
             args.push(flag.into());
             args.push(value.into());
@@ -220,6 +224,7 @@ impl Cluster {
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
         broker_options.config = options.broker.clone();
         broker_options.control = Some(control.clone());
+        broker_options.max_message_bytes = options.max_message_bytes;
         let broker = Broker::bind(broker_options)?;
 
         let (notices, notices_rx) = mpsc::channel();

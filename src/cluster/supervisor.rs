@@ -183,14 +183,20 @@ impl Supervisor {
                 continue;
             };
             let w = self.workers.remove(i);
-            self.notify(Notice::WorkerDied(w.pid()));
             if w.retiring {
+                self.notify(Notice::WorkerDied(w.pid()));
                 continue;
             }
+            // Asked before the broker hears of the death: was it ever registered?
+            let registered = self.registered().is_ok_and(|pids| pids.contains(&w.pid()));
+            self.notify(Notice::WorkerDied(w.pid()));
             let lived = w.started.elapsed();
             if status.success() {
                 tracing::info!("worker {} left after {lived:.1?} (max age); replacing it", w.pid());
-            } else if status.code() == Some(crate::EXIT_PLUGIN) || lived < START_WINDOW {
+                self.failures = 0;
+            } else if !registered && (status.code() == Some(crate::EXIT_PLUGIN) || lived < START_WINDOW) {
+                // It never got to serve: the plugin, its parameters or the
+                // environment is at fault, and retrying at once would spin.
                 self.failures += 1;
                 self.last_failure = Some(now);
                 if self.failures >= MAX_START_FAILURES {
@@ -205,6 +211,7 @@ impl Supervisor {
                 self.respawn_at = Some(now + backoff);
             } else {
                 tracing::warn!("worker {} died ({}); replacing it", w.pid(), describe(status));
+                self.failures = 0;
             }
         }
         Ok(())

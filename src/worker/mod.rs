@@ -40,6 +40,9 @@ pub struct WorkerOptions {
     /// Leave after this long (plus up to `max_age_delta`), between jobs.
     pub max_age: Option<Duration>,
     pub max_age_delta: Duration,
+    /// Results larger than this are answered with an error instead (the
+    /// broker would drop them); match the broker's `--max-message-bytes`.
+    pub max_message_bytes: usize,
 }
 
 impl WorkerOptions {
@@ -54,6 +57,7 @@ impl WorkerOptions {
             hard_timeout: None,
             max_age: None,
             max_age_delta: Duration::ZERO,
+            max_message_bytes: crate::broker::MAX_MESSAGE_BYTES as usize,
         }
     }
 }
@@ -319,7 +323,13 @@ impl JobLoop<'_> {
                 drop(socket);
                 let outcome = self.plugin.handle_raw(headers.iter().copied(), data);
                 socket = Link::lock(&self.link.socket);
+                let limit = self.options.max_message_bytes;
                 match outcome {
+                    Ok(out) if out.len() > limit => {
+                        let msg =
+                            format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());
+                        (Status::HandlerError, msg.into_bytes().into())
+                    }
                     Ok(out) => (Status::Ok, zmq::Message::from(&out[..])),
                     Err(msg) => (Status::HandlerError, msg.into_bytes().into()),
                 }

@@ -1,0 +1,150 @@
+//! Faults under load: every request gets exactly one answer within its
+//! deadline while workers are SIGKILLed at random, and clients never hang
+//! while the broker itself is killed and restarted.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use powerhose::{Error, JobRequest};
+
+const T: Duration = Duration::from_secs(10);
+/// How late past its timeout an answer may come and still count as on time.
+const MARGIN: Duration = Duration::from_secs(1);
+
+fn rss(pid: u32) -> u64 {
+    powerhose::bench::procs::rss(pid)
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    u64::from_le_bytes(b) % n
+}
+
+#[test]
+fn workers_killed_at_random_every_request_answered_once_and_in_time() {
+    let dir = TestDir::new();
+    let cluster = start_cluster(&dir, "test_plugin", 4, &[]);
+    let client = Arc::new(dir.client());
+    // Warm up, then take the broker's memory as the baseline.
+    for _ in 0..500 {
+        client.execute(JobRequest::new("w").header("action", "sleep").header("ms", "0"), T).unwrap();
+    }
+    let rss_start = rss(cluster.pid());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (stop, pid) = (stop.clone(), cluster.pid());
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100 + random_below(200)));
+                let workers = children(pid);
+                if !workers.is_empty() {
+                    let victim = workers[random_below(workers.len() as u64) as usize];
+                    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+                    kills += 1;
+                }
+            }
+            kills
+        })
+    };
+    // Two threads allow retries (every job must succeed), two do not (a job
+    // may be lost with its worker, but must say so, never hang).
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut lost, mut slowest) = (0, 0, Duration::ZERO);
+                for j in 0..2000 {
+                    let mut job = JobRequest::new(format!("{t}-{j}")).header("action", "sleep").header("ms", "1");
+                    if t < 2 {
+                        job = job.retry(20);
+                    }
+                    let start = Instant::now();
+                    let result = client.execute(job, T);
+                    slowest = slowest.max(start.elapsed());
+                    match result {
+                        Ok(data) => {
+                            assert_eq!(data, format!("{t}-{j}").into_bytes(), "its own answer");
+                            ok += 1;
+                        }
+                        Err(Error::WorkerLost(_)) if t >= 2 => lost += 1,
+                        Err(e) => panic!("thread {t} job {j}: {e}"),
+                    }
+                }
+                (ok, lost, slowest)
+            })
+        })
+        .collect();
+    let results: Vec<(u32, u32, Duration)> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+    stop.store(true, Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    let rss_end = rss(cluster.pid());
+
+    for (t, (ok, lost, slowest)) in results.iter().enumerate() {
+        assert_eq!(ok + lost, 2000, "thread {t}: one answer per request");
+        if t < 2 {
+            assert_eq!(*ok, 2000, "thread {t}: with retries every job succeeds");
+        }
+        assert!(*slowest <= T + MARGIN, "thread {t}: slowest answer {slowest:?}");
+    }
+    // The broker answered each request exactly once: its outcome counters add up.
+    let c = client.status(T).unwrap().counters;
+    let answered = c.ok + c.errors + c.timeouts + c.lost + c.busy + c.no_worker + c.bad_requests;
+    assert_eq!(answered, 500 + 8000, "{c:?}");
+    assert!(kills >= 10, "only {kills} kills");
+    let grown = rss_end.saturating_sub(rss_start);
+    assert!(grown < 4 << 20, "broker RSS grew by {} KiB ({} → {})", grown >> 10, rss_start >> 10, rss_end >> 10);
+    eprintln!(
+        "chaos: {kills} workers killed; lost without retry: {}; retried: {}; broker RSS {} → {} KiB",
+        results[2].1 + results[3].1,
+        c.retried,
+        rss_start >> 10,
+        rss_end >> 10
+    );
+}
+
+#[test]
+fn clients_get_errors_not_hangs_while_the_broker_is_down_then_succeed_again() {
+    let dir = TestDir::new();
+    let hb = ["--heartbeat-ms", "100", "--liveness", "3"];
+    let mut broker = start_broker(&dir, &hb);
+    let workers: Vec<Proc> = (0..2).map(|i| start_worker(&dir, "echo", &hb, &format!("w{i}"))).collect();
+    let client = Arc::new(dir.client());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut outcomes, mut slowest) = (Vec::new(), Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    outcomes.push(client.execute("x", Duration::from_millis(500)).is_ok());
+                    slowest = slowest.max(t.elapsed());
+                }
+                (outcomes, slowest)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500)); // load before the crash
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(700)); // the outage
+    let _broker = start_broker(&dir, &hb);
+    wait_until("workers to rejoin by themselves", T, || client.workers("", T).unwrap() == 2);
+    std::thread::sleep(Duration::from_millis(500)); // load after the restart
+    stop.store(true, Ordering::Relaxed);
+    for h in load {
+        let (outcomes, slowest) = h.join().unwrap();
+        assert!(slowest < Duration::from_millis(500) + MARGIN, "a call took {slowest:?}");
+        assert!(outcomes.iter().any(|ok| !ok), "errors during the outage");
+        let tail = &outcomes[outcomes.len().saturating_sub(10)..];
+        assert!(tail.iter().all(|ok| *ok), "success again after the restart: {tail:?}");
+    }
+    assert!(workers.iter().all(|w| alive(w.pid())), "no worker restarted by hand");
+}
