@@ -21,7 +21,7 @@ fn act(action: &str) -> JobRequest {
 }
 
 /// Two workers registered and a plain job answered.
-fn assert_healthy(dir: &TestDir, client: &Client) {
+fn assert_healthy(_dir: &TestDir, client: &Client) {
     wait_until("two workers again", T, || client.workers("", T).unwrap() == 2);
     for _ in 0..4 {
         assert_eq!(client.execute("still fine", T).unwrap(), b"still fine");

@@ -66,10 +66,10 @@ fuzz_target!(|data: &[u8]| {
                 state.worker_died(now, u32::from(op), "h", &mut out);
             }
         }
-        // Every job the state asks to send must name a live worker.
+        // Every job or heartbeat the state asks to send must name a live worker.
         for o in out.drain(..) {
             if let Output::Job { worker, .. } | Output::Heartbeat { worker } = o {
-                let _ = state.worker_identity(worker);
+                assert!(state.worker_identity(worker).is_some(), "an output names a freed worker slot");
             }
         }
     }

@@ -250,12 +250,17 @@ impl<'a> Io<'a> {
             let result = match output {
                 Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
                 Output::Job { worker, job_id, timeout_ms, headers, data } => {
+                    let Some(identity) = state.worker_identity(worker) else {
+                        tracing::error!(job_id, "a job for a freed worker slot was dropped (a bug)");
+                        continue;
+                    };
                     CommandFrame::new(Command::Job, job_id, timeout_ms, &headers).encode_into(&mut self.buf);
-                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into(), data])
+                    send_parts(self.back, [identity.into(), (&self.buf[..]).into(), data])
                 }
                 Output::Heartbeat { worker } => {
+                    let Some(identity) = state.worker_identity(worker) else { continue };
                     CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);
-                    send_parts(self.back, [state.worker_identity(worker).into(), (&self.buf[..]).into()])
+                    send_parts(self.back, [identity.into(), (&self.buf[..]).into()])
                 }
                 Output::Disconnect { identity } => {
                     CommandFrame::new(Command::Disconnect, 0, 0, b"").encode_into(&mut self.buf);

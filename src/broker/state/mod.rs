@@ -238,8 +238,10 @@ impl<M: Payload> BrokerState<M> {
         }
     }
 
-    pub fn worker_identity(&self, slot: usize) -> &[u8] {
-        &self.workers[slot].as_ref().expect("live worker slot").identity
+    /// The identity of the worker in `slot`; `None` if the slot is free (an
+    /// output must never name one: the I/O loop logs and skips it).
+    pub fn worker_identity(&self, slot: usize) -> Option<&[u8]> {
+        self.workers.get(slot)?.as_ref().map(|w| w.identity.as_slice())
     }
 
     fn reply(

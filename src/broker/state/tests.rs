@@ -19,6 +19,12 @@ fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> Job<Vec<u8>>
     }
 }
 
+impl BrokerState<Vec<u8>> {
+    fn worker_identity_ok(&self, slot: usize) -> &[u8] {
+        self.worker_identity(slot).expect("outputs name live workers")
+    }
+}
+
 fn config() -> Config {
     Config {
         max_queue: 2,
@@ -136,7 +142,7 @@ fn a_silent_worker_is_dropped_and_its_job_answered_or_retried() {
     let retried = jobs(&out);
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].2, b"job2");
-    assert_eq!(b.worker_identity(retried[0].0), b"w3");
+    assert_eq!(b.worker_identity_ok(retried[0].0), b"w3");
     assert_eq!((b.counters.lost, b.counters.retried), (1, 1));
     // A heartbeat from a forgotten worker asks it to register again.
     out.clear();
@@ -186,7 +192,7 @@ fn services_route_separately_and_unknown_ones_fail_at_once() {
     b.worker_ready(t0, b"c", reg("crypto", 12), &mut out);
     out.clear();
     b.submit(t0, "crypto", job(3, t0, 1000, 0), &mut out);
-    assert_eq!(b.worker_identity(jobs(&out)[0].0), b"c");
+    assert_eq!(b.worker_identity_ok(jobs(&out)[0].0), b"c");
     b.submit(t0, "", job(4, t0, 1000, 0), &mut out);
     b.submit(t0, "nope", job(5, t0, 1000, 0), &mut out);
     assert_eq!(replies(&out), [(4, Status::BadRequest), (5, Status::UnknownService)]);
@@ -288,12 +294,12 @@ fn a_worker_reported_dead_is_dropped_at_once_and_its_job_retried() {
     b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
     b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
     b.submit(t0, "", job(1, t0, 1000, 1), &mut out);
-    assert_eq!(b.worker_identity(jobs(&out)[0].0), b"w1");
+    assert_eq!(b.worker_identity_ok(jobs(&out)[0].0), b"w1");
     out.clear();
     b.worker_died(t0, 11, "elsewhere", &mut out);
     assert!(out.is_empty(), "a pid on another host is another process");
     b.worker_died(t0, 11, "h", &mut out);
-    assert_eq!(b.worker_identity(jobs(&out)[0].0), b"w2", "retried on the other worker at once");
+    assert_eq!(b.worker_identity_ok(jobs(&out)[0].0), b"w2", "retried on the other worker at once");
     assert_eq!(b.workers(t0).len(), 1);
 }
 
@@ -363,11 +369,32 @@ fn idle_workers_come_before_prefetch_and_returned_jobs_go_first() {
     b.worker_ready(t1, b"b", reg("echo", 12), &mut out);
     b.submit(t1, "", job(3, t1, 10_000, 0), &mut out);
     let sent = jobs(&out);
-    assert_eq!(b.worker_identity(sent[1].0), b"b", "the idle worker is preferred to prefetching on a");
+    assert_eq!(b.worker_identity_ok(sent[1].0), b"b", "the idle worker is preferred to prefetching on a");
     // "a" returns job 2 (its handler is stuck): it goes to the next free place first.
     out.clear();
     b.submit(t1, "", job(4, t1, 10_000, 0), &mut out);
     out.clear();
     b.worker_return(t1, b"a", sent[0].1, vec![], b"job2".to_vec(), &mut out);
     assert_eq!(jobs(&out)[0].2, b"job2", "the returned job is dispatched before job 4");
+}
+
+#[test]
+fn a_heartbeat_never_names_a_worker_dropped_in_the_same_tick() {
+    // Found by the fuzzer: heartbeats were emitted, then the dead removed.
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    out.clear();
+    let t1 = t0 + Duration::from_millis(250);
+    b.worker_heartbeat(t1, b"w2", &mut out);
+    // At 300 ms: a heartbeat is due and w1 has expired.
+    b.tick(t0 + Duration::from_millis(300), &mut out);
+    for o in &out {
+        if let Output::Heartbeat { worker } | Output::Job { worker, .. } = o {
+            assert_eq!(b.worker_identity(*worker), Some(&b"w2"[..]));
+        }
+    }
+    assert!(out.iter().any(|o| matches!(o, Output::Heartbeat { .. })));
 }

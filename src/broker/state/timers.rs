@@ -10,14 +10,6 @@ use crate::status::{ServiceStatus, WorkerStatus};
 impl<M: Payload> BrokerState<M> {
     /// Periodic work: heartbeats, dead workers, expired and orphaned jobs.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Output<M>>) {
-        if now >= self.next_heartbeat {
-            for (slot, w) in self.workers.iter().enumerate() {
-                if w.is_some() {
-                    out.push(Output::Heartbeat { worker: slot });
-                }
-            }
-            self.next_heartbeat = now + self.config.heartbeat_interval;
-        }
         let dead: Vec<Vec<u8>> =
             self.workers.iter().flatten().filter(|w| w.expiry <= now).map(|w| w.identity.clone()).collect();
         for identity in dead {
@@ -27,6 +19,15 @@ impl<M: Payload> BrokerState<M> {
                 self.config.liveness
             );
             self.remove_worker(now, &identity, "worker stopped answering heartbeats", out);
+        }
+        // After the dead are gone: a heartbeat must not name a freed slot.
+        if now >= self.next_heartbeat {
+            for (slot, w) in self.workers.iter().enumerate() {
+                if w.is_some() {
+                    out.push(Output::Heartbeat { worker: slot });
+                }
+            }
+            self.next_heartbeat = now + self.config.heartbeat_interval;
         }
         let grace = self.config.no_worker_grace;
         for i in 0..self.services.len() {
