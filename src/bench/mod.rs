@@ -6,6 +6,7 @@
 pub mod floor;
 pub mod measure;
 pub mod procs;
+mod soak;
 mod suite;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 pub use measure::Limit;
 use measure::{Lat, Rate};
 use procs::Guarded;
+pub use soak::{soak, SoakReport};
 pub use suite::{format_suite, run_suite, SuiteReport};
 
 /// How jobs are sent through the cluster.

@@ -12,7 +12,7 @@ use powerhose::{cli, JobRequest};
 #[command(version, about = "Is offloading worth it for my job, and how close to the wire is powerhose?")]
 struct Args {
     /// The plugin to measure (path or bare name, as for powerhose-worker).
-    #[arg(long, required_unless_present = "suite")]
+    #[arg(long, required_unless_present_any = ["suite", "soak"])]
     plugin: Option<String>,
     /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
     #[arg(long)]
@@ -53,6 +53,10 @@ struct Args {
     /// Run every project target (echo and crypto_job, floors, memory) and say PASS or MISS.
     #[arg(long)]
     suite: bool,
+    /// Soak for this many seconds: steady load on a cluster while workers are
+    /// killed at random; prints requests, errors by kind and memory.
+    #[arg(long)]
+    soak: Option<f64>,
     /// JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -60,6 +64,11 @@ struct Args {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let progress = |phase: &str| eprintln!("powerhose-bench: {phase}…");
+    if let Some(seconds) = args.soak {
+        let report = bench::soak(Duration::try_from_secs_f64(seconds)?, |line| eprintln!("powerhose-bench: {line}"))?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if args.suite {
         let report = bench::run_suite(Duration::try_from_secs_f64(args.duration.min(2.0))?, progress)?;
         if args.json {

@@ -1,0 +1,139 @@
+//! `powerhose-bench --soak SECONDS`: a steady load on a `powerhose` cluster
+//! while workers are killed at random, reporting requests, errors by kind and
+//! memory at start and end. For long runs by hand, not for CI.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::procs::{self, Guarded};
+use super::sibling;
+use crate::client::{Client, JobRequest};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SoakReport {
+    pub seconds: f64,
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub workers_killed: u64,
+    pub broker_rss_start_kib: u64,
+    pub broker_rss_end_kib: u64,
+    pub worker_rss_start_kib: Vec<u64>,
+    pub worker_rss_end_kib: Vec<u64>,
+    pub slowest_ms: f64,
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom into a local buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    u64::from_le_bytes(b) % n.max(1)
+}
+
+/// Runs the soak for `duration`; `progress` gets a line every 30 s.
+pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakReport> {
+    let dir = crate::endpoint::runtime_dir()?.join(format!("soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating the soak directory"))?;
+    let (front, back) = (format!("ipc://{}/front.ipc", dir.display()), format!("ipc://{}/back.ipc", dir.display()));
+    let plugin = crate::plugin::locate("libtest_plugin.so", None)?;
+    let mut cmd = Command::new(sibling("powerhose")?);
+    cmd.args(["--workers", "4", "--frontend", &front, "--backend", &back, "--timeout", "5", "--plugin"])
+        .arg(&plugin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let cluster = Guarded { child: cmd.spawn().map_err(Error::io("starting powerhose"))? };
+    let client = Arc::new(Client::connect(&front)?);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.workers("", Duration::from_secs(5)).unwrap_or(0) < 4 {
+        if Instant::now() > deadline {
+            return Err(Error::Config("the soak cluster did not start".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss_of = |pids: &[u32]| pids.iter().map(|p| procs::rss(*p) >> 10).collect::<Vec<_>>();
+    let mut report = SoakReport {
+        broker_rss_start_kib: procs::rss(cluster.pid()) >> 10,
+        worker_rss_start_kib: rss_of(&children(cluster.pid())),
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new((0u64, 0u64, BTreeMap::<String, u64>::new(), Duration::ZERO)));
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (client, stop, tally) = (client.clone(), stop.clone(), tally.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut job = JobRequest::new(vec![b's'; 512]).header("action", "sleep").header("ms", "1");
+                    if t % 2 == 0 {
+                        job = job.retry(5);
+                    }
+                    let start = Instant::now();
+                    let result = client.execute(job, Duration::from_secs(10));
+                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    t.0 += 1;
+                    t.3 = t.3.max(start.elapsed());
+                    match result {
+                        Ok(_) => t.1 += 1,
+                        Err(e) => {
+                            let kind = format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("?").to_string();
+                            *t.2.entry(kind).or_default() += 1;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut next_kill = start + Duration::from_millis(1000 + random_below(2000));
+    let mut next_report = start + Duration::from_secs(30);
+    while start.elapsed() < duration {
+        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= next_kill {
+            let workers = children(cluster.pid());
+            if let Some(&victim) = workers.get(random_below(workers.len() as u64) as usize) {
+                // SAFETY: a worker of the cluster this soak started.
+                unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+                report.workers_killed += 1;
+            }
+            next_kill = Instant::now() + Duration::from_millis(1000 + random_below(2000));
+        }
+        if Instant::now() >= next_report {
+            let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            progress(&format!(
+                "{:>5.0} s: {} requests, {} ok, errors {:?}, {} kills, broker RSS {} KiB",
+                start.elapsed().as_secs_f64(),
+                t.0,
+                t.1,
+                t.2,
+                report.workers_killed,
+                procs::rss(cluster.pid()) >> 10
+            ));
+            next_report += Duration::from_secs(30);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in load {
+        let _ = h.join();
+    }
+    let t = tally.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    report.seconds = start.elapsed().as_secs_f64();
+    (report.requests, report.ok, report.errors, report.slowest_ms) = (t.0, t.1, t.2, t.3.as_secs_f64() * 1000.0);
+    report.broker_rss_end_kib = procs::rss(cluster.pid()) >> 10;
+    report.worker_rss_end_kib = rss_of(&children(cluster.pid()));
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
+}
