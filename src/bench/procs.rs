@@ -63,6 +63,17 @@ pub fn spawn(exe: &Path, args: &[&str], pin: Option<usize>, env: &[(&str, &str)]
     Ok(Guarded { child })
 }
 
+/// Child pids of `pid`, forked by any of its threads.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids.sort_unstable();
+    pids
+}
+
 /// CPU time used so far by all threads of `pid` (from schedstat, in ns).
 pub fn cpu_time(pid: u32) -> Duration {
     let mut total = 0u64;

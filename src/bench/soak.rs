@@ -27,15 +27,6 @@ pub struct SoakReport {
     pub slowest_ms: f64,
 }
 
-fn children(pid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    pids
-}
-
 fn random_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom into a local buffer.
@@ -66,7 +57,7 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
     let rss_of = |pids: &[u32]| pids.iter().map(|p| procs::rss(*p) >> 10).collect::<Vec<_>>();
     let mut report = SoakReport {
         broker_rss_start_kib: procs::rss(cluster.pid()) >> 10,
-        worker_rss_start_kib: rss_of(&children(cluster.pid())),
+        worker_rss_start_kib: rss_of(&procs::children(cluster.pid())),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +93,7 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
     while start.elapsed() < duration {
         std::thread::sleep(Duration::from_millis(50));
         if Instant::now() >= next_kill {
-            let workers = children(cluster.pid());
+            let workers = procs::children(cluster.pid());
             if let Some(&victim) = workers.get(random_below(workers.len() as u64) as usize) {
                 // SAFETY: a worker of the cluster this soak started.
                 unsafe { libc::kill(victim as i32, libc::SIGKILL) };
@@ -132,7 +123,7 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
     report.seconds = start.elapsed().as_secs_f64();
     (report.requests, report.ok, report.errors, report.slowest_ms) = (t.0, t.1, t.2, t.3.as_secs_f64() * 1000.0);
     report.broker_rss_end_kib = procs::rss(cluster.pid()) >> 10;
-    report.worker_rss_end_kib = rss_of(&children(cluster.pid()));
+    report.worker_rss_end_kib = rss_of(&procs::children(cluster.pid()));
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)

@@ -161,23 +161,10 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Child pids of a process (forked by any of its threads).
-pub fn children(pid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        pids.extend(text.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
-    }
-    pids.sort_unstable();
-    pids
-}
-
-pub fn alive(pid: u32) -> bool {
-    // A zombie still answers kill(0); look at its state instead.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(false)
-}
+#[allow(unused_imports)]
+pub use powerhose::bench::procs::children;
+#[allow(unused_imports)]
+pub use powerhose::ghosts::alive;
 
 /// A cluster started with the `powerhose` command, ready when this returns.
 pub fn start_cluster(dir: &TestDir, plugin_name: &str, workers: usize, extra: &[&str]) -> Proc {
