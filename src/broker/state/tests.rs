@@ -398,3 +398,20 @@ fn a_heartbeat_never_names_a_worker_dropped_in_the_same_tick() {
     }
     assert!(out.iter().any(|o| matches!(o, Output::Heartbeat { .. })));
 }
+
+#[test]
+fn retried_jobs_of_a_dead_worker_never_go_to_another_dead_one() {
+    // Found by the fuzzer: two workers expire in the same tick.
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    b.submit(t0, "", job(1, t0, 10_000, 3), &mut out);
+    let t1 = t0 + Duration::from_millis(50);
+    b.worker_result(t1, b"w2", Answer { job_id: 999, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    out.clear();
+    b.tick(t0 + Duration::from_millis(400), &mut out);
+    assert!(out.iter().all(|o| !matches!(o, Output::Job { .. })), "no job to a dead worker: {out:?}");
+    assert_eq!(b.workers(t0).len(), 0);
+}

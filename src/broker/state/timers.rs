@@ -12,6 +12,16 @@ impl<M: Payload> BrokerState<M> {
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Output<M>>) {
         let dead: Vec<Vec<u8>> =
             self.workers.iter().flatten().filter(|w| w.expiry <= now).map(|w| w.identity.clone()).collect();
+        // Out of rotation first (found by the fuzzer): removing one dead
+        // worker re-dispatches its retried jobs, which must not go to another
+        // dead worker about to be removed.
+        for identity in &dead {
+            let slot = self.by_identity[identity];
+            let worker = self.workers[slot].as_mut().expect("indexed worker is live");
+            worker.state = WorkerState::Stuck;
+            let service = worker.service;
+            self.services[service].idle.retain(|&s| s != slot);
+        }
         for identity in dead {
             tracing::warn!(
                 "worker {} silent for {} heartbeats: dropped",
