@@ -25,3 +25,48 @@ pub use error::{Error, Result};
 
 /// Exit status of a process whose plugin could not be found, loaded or initialised.
 pub const EXIT_PLUGIN: i32 = 3;
+
+/// Counts this thread's heap allocations, for tests that prove a path
+/// allocates nothing.
+#[cfg(test)]
+pub(crate) mod test_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: defers to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            COUNT.with(|c| c.set(c.get() + 1));
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            COUNT.with(|c| c.set(c.get() + 1));
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// Allocations made so far by the calling thread.
+    pub fn allocations() -> u64 {
+        COUNT.with(Cell::get)
+    }
+
+    #[test]
+    fn the_counter_counts() {
+        let before = allocations();
+        let boxed = std::hint::black_box(Box::new([0u8; 64]));
+        assert_eq!(allocations() - before, 1);
+        drop(boxed);
+    }
+}
