@@ -99,7 +99,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         let cluster = BenchCluster::start(&crypto, None, 2, None, &[])?;
         progress(&format!("CPU-bound {name}, through powerhose"));
         let (rate, _, _) =
-            drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(8), Limit::Time(duration))?;
+            drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(64), Limit::Time(duration))?;
         let ratio = rate.jobs_per_s / ideal.jobs_per_s;
         targets.push(target(
             &format!("CPU-bound {name} jobs/s"),
