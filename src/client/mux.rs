@@ -103,7 +103,14 @@ impl Mux {
         let mut led = false;
         let mut woke = false;
         let result = loop {
-            if let Ok(socket) = self.socket.try_lock() {
+            // A panic in another caller's code (pipeline callbacks) must not
+            // lock everyone out: a poisoned socket is still a usable socket.
+            let acquired = match self.socket.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(socket) = acquired {
                 led = true;
                 break self.lead(&socket, &ids, deadline);
             }
@@ -192,10 +199,25 @@ impl Mux {
         if !writable {
             return Ok(!pending.outbox.is_empty());
         }
-        // With no high-water mark, a connected socket takes every message.
-        while let Some((id, frames)) = pending.outbox.pop_front() {
+        // With no high-water mark, a connected socket takes every message; if
+        // the connection drops meanwhile, the request stays queued.
+        while let Some((id, frames)) = pending.outbox.front_mut() {
+            let id = *id;
+            let more = if frames.len() > 1 { zmq::SNDMORE } else { 0 };
+            // The first frame (a small command frame) goes by copy, so on
+            // failure the request is still whole in the outbox.
+            match socket.send(&frames[0][..], more | zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => {
+                    self.connected.store(false, Ordering::Release);
+                    return Ok(true);
+                }
+                Err(e) => return Err(Error::zmq("sending to the broker")(e)),
+            }
+            let (_, frames) = pending.outbox.pop_front().expect("front exists");
             let last = frames.len() - 1;
-            for (i, frame) in frames.into_iter().enumerate() {
+            // The first part went out, so the rest of the message does too.
+            for (i, frame) in frames.into_iter().enumerate().skip(1) {
                 let flags = if i < last { zmq::SNDMORE } else { 0 };
                 socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
             }
@@ -278,6 +300,21 @@ impl Mux {
         mut done: impl FnMut(u64, Outcome),
     ) -> Result<()> {
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.stream(&socket, &mut next, window, timeout, &mut done);
+        // On every path, errors included: callers parked meanwhile take over.
+        drop(socket);
+        self.hand_over();
+        result
+    }
+
+    fn stream(
+        &self,
+        socket: &zmq::Socket,
+        next: &mut impl FnMut(u64) -> Option<Vec<zmq::Message>>,
+        window: usize,
+        timeout: Duration,
+        done: &mut impl FnMut(u64, Outcome),
+    ) -> Result<()> {
         let me = thread::current().id();
         let wake_fd = self.wake_rx.as_raw_fd();
         // Sent ids in order; all share one timeout, so deadlines are ordered too.
@@ -316,8 +353,6 @@ impl Mux {
                 }
             }
             if exhausted && in_flight.is_empty() {
-                drop(socket);
-                self.hand_over();
                 return Ok(());
             }
             let wait = match (order.front().and_then(|id| in_flight.get(id)), connected) {

@@ -84,6 +84,8 @@ struct Link {
     unregistered: AtomicBool,
     /// The broker acknowledged our DISCONNECT.
     acked: AtomicBool,
+    /// The job thread has left: the pulse thread may end.
+    finished: AtomicBool,
     /// Messages the pulse thread read while a job ran, for the job thread:
     /// jobs given ahead (prefetch) wait here.
     stash: Mutex<std::collections::VecDeque<Vec<zmq::Message>>>,
@@ -132,21 +134,42 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// One socket for the worker's life: ZeroMQ reconnects it by itself. In
+/// `immediate` mode messages queue only on a live connection, so nothing
+/// piles up (or blocks) while the broker is away, and POLLOUT says whether a
+/// broker is connected.
 fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &str) -> Result<zmq::Socket> {
     let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the worker socket"))?;
     socket.set_identity(identity.as_bytes()).map_err(Error::zmq("setting the worker identity"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
+    socket.set_immediate(true).map_err(Error::zmq("immediate"))?;
     socket.connect(&options.backend).map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
     Ok(socket)
 }
 
-fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<()> {
+/// Sends without ever blocking; `Ok(false)` when no broker is connected (the
+/// message is dropped: the broker that would have read it is gone).
+fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<bool> {
     let more = if body.is_some() { zmq::SNDMORE } else { 0 };
-    socket.send(frame.message(), more).map_err(Error::zmq("sending to the broker"))?;
-    if let Some(body) = body {
-        socket.send(body, 0).map_err(Error::zmq("sending to the broker"))?;
+    match socket.send(frame.message(), more | zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => return Ok(false),
+        Err(e) => return Err(Error::zmq("sending to the broker")(e)),
     }
-    Ok(())
+    if let Some(body) = body {
+        // The first part went out, so the rest of the message does too.
+        socket.send(body, zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
+    }
+    Ok(true)
+}
+
+/// Sends a prepared frame (READY) without blocking; `Ok(false)` when not connected.
+fn send_raw(socket: &zmq::Socket, bytes: &[u8]) -> Result<bool> {
+    match socket.send(bytes, zmq::DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) => Ok(false),
+        Err(e) => Err(Error::zmq("sending to the broker")(e)),
+    }
 }
 
 /// A random duration in `0..=max` (spreads the retirement of workers).
@@ -179,11 +202,12 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
         reregister: AtomicBool::new(false),
         unregistered: AtomicBool::new(false),
         acked: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
         stash: Mutex::new(std::collections::VecDeque::new()),
         last_heard: Mutex::new(Instant::now()),
         job_thread: stackdump::current_thread(),
     });
-    Link::lock(&link.socket).send(&ready[..], 0).map_err(Error::zmq("registering"))?;
+    // READY goes out as soon as a broker is connected (see JobLoop::run).
     tracing::info!(identity = %id, backend = %options.backend, "worker started");
 
     let pulse = {
@@ -194,18 +218,16 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown)
             .map_err(Error::io("starting the pulse thread"))?
     };
     let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
-    let result =
-        JobLoop { ctx: &ctx, plugin: &plugin, options, id: &id, ready: &ready, link: &link, retire_at }.run(shutdown);
+    let result = JobLoop { plugin: &plugin, options, ready: &ready, link: &link, retire_at }.run(shutdown);
+    link.finished.store(true, Ordering::Release);
     shutdown.trigger();
     let _ = pulse.join();
     result
 }
 
 struct JobLoop<'a> {
-    ctx: &'a zmq::Context,
     plugin: &'a LoadedPlugin,
     options: &'a WorkerOptions,
-    id: &'a str,
     ready: &'a [u8],
     link: &'a Link,
     retire_at: Option<Instant>,
@@ -216,7 +238,11 @@ impl JobLoop<'_> {
         let interval = self.options.heartbeat_interval;
         let broker_timeout = interval * self.options.liveness;
         let mut next_heartbeat = Instant::now() + interval;
-        let mut reconnect_delay = interval;
+        // Not registered yet (or the broker went silent): READY is sent when
+        // a broker is connected, again after a backoff while none answers.
+        let mut lost = true;
+        let mut ready_backoff = interval;
+        let mut next_ready = Instant::now();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
         let mut socket = Link::lock(&self.link.socket);
         loop {
@@ -227,39 +253,56 @@ impl JobLoop<'_> {
             }
             if self.link.reregister.swap(false, Ordering::AcqRel) {
                 tracing::info!("broker asked us to register again");
-                socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
+                if !send_raw(&socket, self.ready)? {
+                    lost = true;
+                }
             }
             let now = Instant::now();
             let last_heard = *Link::lock(&self.link.last_heard);
-            if now >= last_heard + broker_timeout {
+            if !lost && now >= last_heard + broker_timeout {
                 if self.options.exit_on_broker_loss {
                     return Err(Error::Protocol(format!("broker silent for {broker_timeout:?}; exiting as asked")));
                 }
-                tracing::warn!("broker silent for {broker_timeout:?}; reconnecting in {reconnect_delay:?}");
-                let mut items = [shutdown.poll_item()];
-                let _ = crate::shutdown::poll(&mut items, reconnect_delay.as_millis() as i64);
-                *socket = connect(self.ctx, self.options, self.id)?;
-                socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
-                self.link.heard();
-                reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(32));
-                continue;
+                tracing::warn!("broker silent for {broker_timeout:?}; registering again as soon as one answers");
+                lost = true;
+            }
+            let connected = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+            if lost && connected && now >= next_ready {
+                // Sent: registered, as far as we know; the silence timer runs
+                // again, and the backoff grows until the broker answers.
+                if send_raw(&socket, self.ready)? {
+                    lost = false;
+                    self.link.heard();
+                }
+                next_ready = now + ready_backoff;
+                ready_backoff = (ready_backoff * 2).min(Duration::from_secs(32));
             }
             if now >= next_heartbeat {
                 send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
                 next_heartbeat = now + interval;
             }
-            let mut wake = next_heartbeat.min(last_heard + broker_timeout);
+            let mut wake = next_heartbeat;
+            if lost {
+                wake = wake.min(next_ready);
+            } else {
+                wake = wake.min(last_heard + broker_timeout);
+            }
             if let Some(at) = self.retire_at {
                 wake = wake.min(at);
             }
-            let mut items = [socket.as_poll_item(zmq::POLLIN), shutdown.poll_item()];
+            // While lost and unconnected, a new connection (POLLOUT) wakes us to register.
+            let events = if lost && !connected { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
+            let mut items = [socket.as_poll_item(events), shutdown.poll_item()];
             crate::shutdown::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
+            if items[0].is_writable() {
+                next_ready = Instant::now();
+            }
             if !items[0].is_readable() && Link::lock(&self.link.stash).is_empty() {
                 continue;
             }
             while self.next_message(&socket, &mut frames)? {
                 self.link.heard();
-                reconnect_delay = interval;
+                (lost, ready_backoff) = (false, interval);
                 let ran_job;
                 (socket, ran_job) = self.handle(socket, &frames)?;
                 if ran_job {
@@ -337,11 +380,16 @@ impl JobLoop<'_> {
         };
         let finished = Link::lock(&self.link.running).take();
         if finished.is_some_and(|r| r.timed_out) {
-            tracing::info!(job_id, "the timed-out handler returned; registering again");
-            socket.send(self.ready, 0).map_err(Error::zmq("registering"))?;
+            // A worker that is leaving stays unregistered.
+            if !self.link.unregistered.load(Ordering::Acquire) {
+                tracing::info!(job_id, "the timed-out handler returned; registering again");
+                send_raw(&socket, self.ready)?;
+            }
             return Ok(socket);
         }
-        send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body))?;
+        if !send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body))? {
+            tracing::warn!(job_id, "no broker connected: the answer is lost (its client's deadline ends it)");
+        }
         Ok(socket)
     }
 

@@ -15,24 +15,38 @@ pub(super) fn run(link: &Link, shutdown: &Shutdown, options: &WorkerOptions) {
     let interval = options.heartbeat_interval;
     let mut items = [shutdown.poll_item()];
     let mut last_beat = Instant::now();
+    let mut stopping = false;
     loop {
         // Wake for the next heartbeat or the job's next limit, whichever is first.
+        // Idle, the job thread does all the talking: just wake once per interval.
         let running = Link::lock(&link.running).clone();
-        let mut wait = interval.saturating_sub(last_beat.elapsed());
+        let mut wait = interval;
         if let Some(r) = &running {
+            wait = interval.saturating_sub(last_beat.elapsed());
             for limit in [options.timeout.filter(|_| !r.timed_out), options.hard_timeout].into_iter().flatten() {
                 wait = wait.min((r.started + limit).saturating_duration_since(Instant::now()));
             }
         }
-        let stop = crate::shutdown::poll(&mut items, wait.as_millis() as i64 + 1).map(|n| n > 0).unwrap_or(true);
-        let Some(running) = Link::lock(&link.running).clone() else {
-            if stop {
-                return;
-            }
+        // Once a stop is seen the pipe stays readable: sleep instead of polling it.
+        if stopping {
+            std::thread::sleep(wait.min(Duration::from_millis(20)));
+        } else {
+            stopping = crate::shutdown::poll(&mut items, wait.as_millis() as i64 + 1).map(|n| n > 0).unwrap_or(true);
+        }
+        let stop = stopping;
+        // Jobs can still run while the job thread leaves (one that crossed the
+        // DISCONNECT): keep heartbeating until it is done.
+        if link.finished.load(Ordering::Acquire) {
+            return;
+        }
+        if Link::lock(&link.running).is_none() {
             continue;
-        };
+        }
         // The job thread takes the socket back only when its job is over.
         let Ok(socket) = link.socket.try_lock() else { continue };
+        // Read again now: the job thread changes `running` only while it holds
+        // the socket, so this copy is the job actually in progress.
+        let Some(running) = Link::lock(&link.running).clone() else { continue };
         if stop && !link.unregistered.load(Ordering::Acquire) {
             let _ = link.unregister(&socket);
             tracing::info!("stop requested: unregistered, finishing the current job");
@@ -82,7 +96,7 @@ pub(super) fn run(link: &Link, shutdown: &Shutdown, options: &WorkerOptions) {
 /// Answers the job `TIMEOUT` (the worker stays busy: tail flag 1) and logs
 /// where the handler is stuck.
 fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: Duration) {
-    if let Some(r) = Link::lock(&link.running).as_mut() {
+    if let Some(r) = Link::lock(&link.running).as_mut().filter(|r| r.job_id == running.job_id) {
         r.timed_out = true;
     }
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
@@ -129,6 +143,6 @@ fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
     let (Some(head), Some(data)) = (frames.next(), frames.next()) else { return };
     let Ok(cmd) = CommandFrame::decode(&head) else { return };
     let frame = CommandFrame::new(Command::Return, cmd.id, 0, cmd.tail).encode();
-    let _ = socket.send(frame, zmq::SNDMORE).and_then(|_| socket.send(data, 0));
+    let _ = socket.send(frame, zmq::SNDMORE | zmq::DONTWAIT).and_then(|_| socket.send(data, zmq::DONTWAIT));
     tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
 }

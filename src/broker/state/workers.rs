@@ -154,7 +154,10 @@ impl<M: Payload> BrokerState<M> {
             received: inflight.received,
         };
         self.services[service].queue.push_front(Queued { job, since: now, service: None });
-        if idle && state == WorkerState::Busy {
+        if idle && state == WorkerState::Leaving {
+            self.forget(slot);
+            out.push(Output::Disconnect { identity: identity.to_vec() });
+        } else if idle && state == WorkerState::Busy {
             self.workers[slot].as_mut().expect("live").state = WorkerState::Idle;
             self.services[service].idle.push_back(slot);
         }
