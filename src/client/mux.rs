@@ -322,7 +322,7 @@ impl Mux {
         let mut order: VecDeque<u64> = VecDeque::with_capacity(window);
         let mut exhausted = false;
         loop {
-            self.flush(&socket)?;
+            self.flush(socket)?;
             let connected = self.connected.load(Ordering::Acquire);
             while !exhausted && in_flight.len() < window && connected {
                 let id = self.next_id();
@@ -368,7 +368,7 @@ impl Mux {
                 while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
             }
             if items[0].is_readable() {
-                while let Some((id, reply)) = self.recv_reply(&socket)? {
+                while let Some((id, reply)) = self.recv_reply(socket)? {
                     if in_flight.remove(&id).is_some() {
                         done(id, Outcome::Reply(reply));
                     } else {
