@@ -32,10 +32,12 @@ impl Spawner {
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args);
         // SAFETY: prctl is async-signal-safe. Workers must not outlive the
-        // supervisor thread (it is the one that forks them).
+        // supervisor thread (it is the one that forks them). SIGKILL, not
+        // SIGTERM: the broker died with the supervisor, so a graceful stop
+        // has nobody to finish jobs for, and nothing can keep a worker alive.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
