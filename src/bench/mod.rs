@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::{Client, JobRequest};
+use crate::cluster::find_executable;
 use crate::error::{Error, Result};
 pub use measure::Limit;
 use measure::{Lat, Rate};
@@ -77,17 +78,6 @@ pub struct Report {
     pub throughput_ratio_to_pipelined_floor: Option<f64>,
 }
 
-/// A sibling executable of this one (`powerhose-broker`, `powerhose-worker`).
-pub fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
-    for dir in exe.parent().into_iter().chain(exe.parent().and_then(Path::parent)) {
-        if dir.join(name).is_file() {
-            return Ok(dir.join(name));
-        }
-    }
-    Err(Error::Config(format!("cannot find {name} next to {}", exe.display())))
-}
-
 /// A broker and workers as separate processes, killed on drop.
 pub struct BenchCluster {
     pub broker: Guarded,
@@ -112,7 +102,7 @@ impl BenchCluster {
             (format!("ipc://{}/front.ipc", dir.display()), format!("ipc://{}/back.ipc", dir.display()));
         let mut args = vec!["--frontend", &frontend, "--backend", &backend];
         args.extend_from_slice(extra_broker);
-        let broker = procs::spawn(&sibling("powerhose-broker")?, &args, pin, &[])?;
+        let broker = procs::spawn(&find_executable("powerhose-broker")?, &args, pin, &[])?;
         let client = Client::connect(&frontend)?;
         client.ping(Duration::from_secs(10))?;
         let plugin = plugin.to_str().ok_or_else(|| Error::Config("plugin path is not UTF-8".into()))?;
@@ -120,7 +110,7 @@ impl BenchCluster {
         if let Some(p) = params {
             wargs.extend(["--params", p]);
         }
-        let worker_exe = sibling("powerhose-worker")?;
+        let worker_exe = find_executable("powerhose-worker")?;
         let workers = (0..workers).map(|_| procs::spawn(&worker_exe, &wargs, pin, &[])).collect::<Result<Vec<_>>>()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while client.workers("", Duration::from_secs(5))? < workers.len() {

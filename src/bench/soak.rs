@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::procs::{self, Guarded};
-use super::sibling;
 use crate::client::{Client, JobRequest};
+use crate::cluster::find_executable;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -40,7 +40,7 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
     std::fs::create_dir_all(&dir).map_err(Error::io("creating the soak directory"))?;
     let (front, back) = (format!("ipc://{}/front.ipc", dir.display()), format!("ipc://{}/back.ipc", dir.display()));
     let plugin = crate::plugin::locate("libtest_plugin.so", None)?;
-    let mut cmd = Command::new(sibling("powerhose")?);
+    let mut cmd = Command::new(find_executable("powerhose")?);
     cmd.args(["--workers", "4", "--frontend", &front, "--backend", &back, "--timeout", "5", "--plugin"])
         .arg(&plugin)
         .stdout(Stdio::null())

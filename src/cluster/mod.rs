@@ -105,28 +105,33 @@ impl ClusterOptions {
     }
 }
 
-/// The worker executable: `given`, else `powerhose-worker` next to the current
-/// executable (or in its parent directory, for test and example binaries in
-/// `target/*/deps` and `target/*/examples`), else on `PATH`.
+/// The worker executable: `given`, else `powerhose-worker` found by [`find_executable`].
 pub fn find_worker_exe(given: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path.to_path_buf());
+    match given {
+        Some(path) => Ok(path.to_path_buf()),
+        None => find_executable(WORKER_EXE),
     }
+}
+
+/// One of powerhose's executables: next to the current executable (or in its
+/// parent directory, for test and example binaries in `target/*/deps` and
+/// `target/*/examples`), else on `PATH`.
+pub fn find_executable(name: &str) -> Result<PathBuf> {
     let mut searched = Vec::new();
     if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        searched.push(dir.join(WORKER_EXE));
+        searched.push(dir.join(name));
         if let Some(parent) = dir.parent() {
-            searched.push(parent.join(WORKER_EXE));
+            searched.push(parent.join(name));
         }
     }
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        searched.push(dir.join(WORKER_EXE));
+        searched.push(dir.join(name));
     }
     searched
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .ok_or_else(|| Error::Config(format!("cannot find {WORKER_EXE} next to this program or on PATH")))
+        .ok_or_else(|| Error::Config(format!("cannot find {name} next to this program or on PATH")))
 }
 
 /// Builds a cluster for embedding: `Cluster::builder("libcrypto_job.so").workers(4).start()`.

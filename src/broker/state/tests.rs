@@ -25,6 +25,17 @@ impl BrokerState<Vec<u8>> {
     }
 }
 
+/// A broker (test config) with these echo workers registered at `t0`.
+fn broker(workers: &[(&[u8], u32)]) -> (Instant, BrokerState<Vec<u8>>, Out) {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    for (identity, pid) in workers {
+        b.worker_ready(t0, identity, reg("echo", *pid), &mut out);
+    }
+    (t0, b, out)
+}
+
 fn config() -> Config {
     Config {
         max_queue: 2,
@@ -57,11 +68,7 @@ fn replies(out: &Out) -> Vec<(u64, Status)> {
 
 #[test]
 fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
-    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     b.submit(t0, "", job(1, t0, 1000, 0), &mut out);
     b.submit(t0, "echo", job(2, t0, 1000, 0), &mut out);
     b.submit(t0, "echo", job(3, t0, 1000, 0), &mut out);
@@ -91,10 +98,7 @@ fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
 
 #[test]
 fn full_queue_answers_busy_at_once() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     for id in 1..=4 {
         b.submit(t0, "", job(id, t0, 1000, 0), &mut out);
     }
@@ -105,10 +109,7 @@ fn full_queue_answers_busy_at_once() {
 
 #[test]
 fn expired_queued_jobs_are_answered_and_never_dispatched() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 50, 0), &mut out);
     let first = jobs(&out)[0].1;
@@ -125,11 +126,7 @@ fn expired_queued_jobs_are_answered_and_never_dispatched() {
 
 #[test]
 fn a_silent_worker_is_dropped_and_its_job_answered_or_retried() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
-    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 10_000, 1), &mut out);
     out.clear();
@@ -152,10 +149,7 @@ fn a_silent_worker_is_dropped_and_its_job_answered_or_retried() {
 
 #[test]
 fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.submit(t0, "", job(1, t0, 1000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
     let first = jobs(&out)[0].1;
@@ -178,9 +172,7 @@ fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
 
 #[test]
 fn services_route_separately_and_unknown_ones_fail_at_once() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
+    let (t0, mut b, mut out) = broker(&[]);
     // Before any worker exists, jobs wait in limbo.
     b.submit(t0, "crypto", job(1, t0, 1000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
@@ -200,10 +192,7 @@ fn services_route_separately_and_unknown_ones_fail_at_once() {
 
 #[test]
 fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.worker_result(t0, b"w1", Answer { job_id: 99, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
     assert!(out.is_empty());
     assert_eq!(b.counters.bad_requests, 1);
@@ -218,10 +207,7 @@ fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
 
 #[test]
 fn heartbeats_go_to_every_worker_each_interval() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.tick(t0 + Duration::from_millis(50), &mut out);
     assert!(out.is_empty());
     b.worker_heartbeat(t0 + Duration::from_millis(90), b"w1", &mut out);
@@ -231,10 +217,7 @@ fn heartbeats_go_to_every_worker_each_interval() {
 
 #[test]
 fn a_timed_out_worker_that_still_runs_its_handler_gets_no_new_job_until_ready() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 10_000, 0), &mut out);
     let first = jobs(&out)[0].1;
@@ -261,10 +244,7 @@ fn a_timed_out_worker_that_still_runs_its_handler_gets_no_new_job_until_ready() 
 
 #[test]
 fn draining_answers_queued_and_new_jobs_and_abandon_answers_held_ones() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.submit(t0, "", job(1, t0, 1000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
     let first = jobs(&out)[0].1;
@@ -288,11 +268,7 @@ fn draining_answers_queued_and_new_jobs_and_abandon_answers_held_ones() {
 
 #[test]
 fn a_worker_reported_dead_is_dropped_at_once_and_its_job_retried() {
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
-    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     b.submit(t0, "", job(1, t0, 1000, 1), &mut out);
     assert_eq!(b.worker_identity_ok(jobs(&out)[0].0), b"w1");
     out.clear();
@@ -381,11 +357,7 @@ fn idle_workers_come_before_prefetch_and_returned_jobs_go_first() {
 #[test]
 fn a_heartbeat_never_names_a_worker_dropped_in_the_same_tick() {
     // Found by the fuzzer: heartbeats were emitted, then the dead removed.
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
-    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     out.clear();
     let t1 = t0 + Duration::from_millis(250);
     b.worker_heartbeat(t1, b"w2", &mut out);
@@ -402,11 +374,7 @@ fn a_heartbeat_never_names_a_worker_dropped_in_the_same_tick() {
 #[test]
 fn retried_jobs_of_a_dead_worker_never_go_to_another_dead_one() {
     // Found by the fuzzer: two workers expire in the same tick.
-    let t0 = Instant::now();
-    let mut b = BrokerState::new(config(), 1, t0);
-    let mut out = Out::new();
-    b.worker_ready(t0, b"w1", reg("echo", 11), &mut out);
-    b.worker_ready(t0, b"w2", reg("echo", 12), &mut out);
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     b.submit(t0, "", job(1, t0, 10_000, 3), &mut out);
     let t1 = t0 + Duration::from_millis(50);
     b.worker_result(t1, b"w2", Answer { job_id: 999, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
