@@ -68,23 +68,6 @@ impl WorkerLifecycleArgs {
         options.max_age_delta = secs(self.max_age_delta, "--max-age-delta")?.unwrap_or_default();
         Ok(())
     }
-
-    /// The same settings as `powerhose-worker` flags.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec!["--timeout".to_string(), self.timeout.to_string()];
-        if let Some(h) = self.hard_timeout {
-            args.extend(["--hard-timeout".to_string(), h.to_string()]);
-        }
-        args.extend(["--max-age".to_string(), self.max_age.to_string()]);
-        args.extend(["--max-age-delta".to_string(), self.max_age_delta.to_string()]);
-        args
-    }
-}
-
-impl Default for WorkerLifecycleArgs {
-    fn default() -> Self {
-        WorkerLifecycleArgs { timeout: 30.0, hard_timeout: None, max_age: 0.0, max_age_delta: 0.0 }
-    }
 }
 
 impl BrokerArgs {

@@ -16,8 +16,8 @@ pub mod ghosts;
 pub mod health;
 pub mod plugin;
 pub mod protocol;
-pub mod shutdown;
 pub mod status;
+pub mod wakeup;
 pub mod worker;
 
 pub use client::{Client, JobRequest, TimeoutPolicy};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{broker, cli, endpoint, ghosts, health, shutdown::Shutdown, Client};
+use powerhose::{broker, cli, endpoint, ghosts, health, wakeup::Wakeup, Client};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
@@ -74,7 +74,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     options.config = args.broker.config();
     options.max_message_bytes = args.broker.max_message_bytes;
     options.legacy_timeout = Duration::from_millis(args.legacy_timeout_ms);
-    broker::run_broker(options, &Shutdown::new()?.on_terminate()?)?;
+    broker::run_broker(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(0)
 }
 

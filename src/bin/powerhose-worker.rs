@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{cli, endpoint, plugin, shutdown::Shutdown, worker};
+use powerhose::{cli, endpoint, plugin, wakeup::Wakeup, worker};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Serve powerhose jobs with a plugin")]
@@ -57,7 +57,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.exit_on_broker_loss = args.exit_on_broker_loss;
     args.lifecycle.apply(&mut options)?;
     options.max_message_bytes = args.max_message_bytes.max(0) as usize;
-    worker::serve(loaded, &options, &Shutdown::new()?.on_terminate()?)?;
+    worker::serve(loaded, &options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use powerhose::{cli, cluster, shutdown::Shutdown};
+use powerhose::{cli, cluster, wakeup::Wakeup};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Run a powerhose cluster: a broker and N workers on one plugin")]
@@ -52,9 +52,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.broker = args.broker.config();
     args.lifecycle.apply(&mut options.worker)?;
     options.max_message_bytes = args.broker.max_message_bytes;
-    options.worker.max_message_bytes = args.broker.max_message_bytes.max(0) as usize;
     options.debug = args.debug;
-    cluster::run_cluster(options, &Shutdown::new()?.on_terminate()?)?;
+    cluster::run_cluster(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
-use crate::shutdown::Shutdown;
+use crate::wakeup::Wakeup;
 use io::Io;
 use state::{BrokerState, Config};
 
@@ -44,14 +44,14 @@ pub enum Notice {
 /// The broker's end of [`Notice`]s: a channel and a wake-up to poll.
 pub struct Inbox {
     pub rx: std::sync::mpsc::Receiver<Notice>,
-    pub wake: Shutdown,
+    pub wake: Wakeup,
 }
 
 /// The supervisor's end of `CONTROL` requests: a channel and a wake-up.
 #[derive(Clone, Debug)]
 pub struct ControlSink {
     pub tx: std::sync::mpsc::Sender<Control>,
-    pub wake: Shutdown,
+    pub wake: Wakeup,
 }
 
 impl BrokerOptions {
@@ -119,7 +119,7 @@ impl Broker {
 
     /// Serves until `shutdown` is triggered; then every job still held is
     /// answered. `inbox` carries a supervisor's [`Notice`]s.
-    pub fn run(self, shutdown: &Shutdown, inbox: Option<&Inbox>) -> Result<()> {
+    pub fn run(self, shutdown: &Wakeup, inbox: Option<&Inbox>) -> Result<()> {
         let host = crate::worker::hostname();
         let pid = std::process::id();
         let mut io = Io::new(&self.front, &self.back, &self.options);
@@ -137,7 +137,7 @@ impl Broker {
                 shutdown.poll_item(),
                 inbox_item,
             ];
-            crate::shutdown::poll(&mut items, timeout)?;
+            crate::wakeup::poll(&mut items, timeout)?;
             if items[2].is_readable() {
                 state.abandon(&mut out);
                 io.flush(&state, &mut out);
@@ -163,8 +163,10 @@ impl Broker {
             if items[0].is_readable() {
                 io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?;
             }
+            // `next` from before the poll: what arrived since is seen by the
+            // next iteration's fresh deadline.
             let now = Instant::now();
-            if now >= state.next_deadline(now) {
+            if now >= next {
                 state.tick(now, &mut out);
                 io.flush(&state, &mut out);
             }
@@ -176,6 +178,6 @@ impl Broker {
 
 /// Binds and serves until SIGTERM/SIGINT (or `shutdown`); the one call behind
 /// `powerhose-broker`.
-pub fn run_broker(options: BrokerOptions, shutdown: &Shutdown) -> Result<()> {
+pub fn run_broker(options: BrokerOptions, shutdown: &Wakeup) -> Result<()> {
     Broker::bind(options)?.run(shutdown, None)
 }

@@ -9,9 +9,6 @@
 //! done passes the socket on by unparking a caller still waiting.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, Thread};
@@ -19,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, Status};
+use crate::wakeup::Wakeup;
 
 /// A reply as it came from the broker.
 pub(crate) struct Reply {
@@ -51,8 +49,8 @@ struct Pending {
 pub(crate) struct Mux {
     socket: Mutex<zmq::Socket>,
     pending: Mutex<Pending>,
-    wake_rx: UnixStream,
-    wake_tx: UnixStream,
+    /// Followers wake the leader with it when they queue frames.
+    wake: Wakeup,
     connected: AtomicBool,
     next_id: AtomicU64,
     _ctx: zmq::Context,
@@ -68,14 +66,10 @@ impl Mux {
         socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
         socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
         socket.connect(endpoint).map_err(Error::zmq(format!("connecting to {endpoint}")))?;
-        let (wake_rx, wake_tx) = UnixStream::pair().map_err(Error::io("creating the client wake-up pipe"))?;
-        wake_rx.set_nonblocking(true).map_err(Error::io("wake-up pipe"))?;
-        wake_tx.set_nonblocking(true).map_err(Error::io("wake-up pipe"))?;
         Ok(Mux {
             socket: Mutex::new(socket),
             pending: Mutex::new(Pending::default()),
-            wake_rx,
-            wake_tx,
+            wake: Wakeup::new()?,
             connected: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             _ctx: ctx,
@@ -115,8 +109,7 @@ impl Mux {
                 break self.lead(&socket, &ids, deadline);
             }
             if !woke {
-                // A full pipe already holds a wake-up.
-                let _ = (&self.wake_tx).write(&[1]);
+                self.wake.trigger();
                 woke = true;
             }
             let now = Instant::now();
@@ -167,7 +160,6 @@ impl Mux {
     fn lead(&self, socket: &zmq::Socket, mine: &[u64], deadline: Instant) -> Result<()> {
         let me = thread::current().id();
         let mut remaining = mine.len() - self.answered(mine);
-        let wake_fd = self.wake_rx.as_raw_fd();
         loop {
             let queued = self.flush(socket)?;
             if remaining == 0 {
@@ -178,12 +170,11 @@ impl Mux {
                 return Ok(());
             }
             let events = if queued { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
-            let mut items = [socket.as_poll_item(events), zmq::PollItem::from_fd(wake_fd, zmq::POLLIN)];
+            let mut items = [socket.as_poll_item(events), self.wake.poll_item()];
             let wait = (deadline - now).as_millis() as i64 + 1;
-            crate::shutdown::poll(&mut items, wait)?;
+            crate::wakeup::poll(&mut items, wait)?;
             if items[1].is_readable() {
-                let mut buf = [0u8; 64];
-                while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+                self.wake.clear();
             }
             if items[0].is_readable() {
                 remaining -= self.receive(socket, me)?;
@@ -316,7 +307,6 @@ impl Mux {
         done: &mut impl FnMut(u64, Outcome),
     ) -> Result<()> {
         let me = thread::current().id();
-        let wake_fd = self.wake_rx.as_raw_fd();
         // Sent ids in order; all share one timeout, so deadlines are ordered too.
         let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(window);
         let mut order: VecDeque<u64> = VecDeque::with_capacity(window);
@@ -361,11 +351,10 @@ impl Mux {
                 // Not connected and nothing in flight: look again shortly.
                 (None, false) => 10,
             };
-            let mut items = [socket.as_poll_item(zmq::POLLIN), zmq::PollItem::from_fd(wake_fd, zmq::POLLIN)];
-            crate::shutdown::poll(&mut items, wait)?;
+            let mut items = [socket.as_poll_item(zmq::POLLIN), self.wake.poll_item()];
+            crate::wakeup::poll(&mut items, wait)?;
             if items[1].is_readable() {
-                let mut buf = [0u8; 64];
-                while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+                self.wake.clear();
             }
             if items[0].is_readable() {
                 while let Some((id, reply)) = self.recv_reply(socket)? {

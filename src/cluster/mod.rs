@@ -18,7 +18,7 @@ use crate::broker::{state::Config, Broker, BrokerOptions, ControlSink, Inbox};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
-use crate::shutdown::Shutdown;
+use crate::wakeup::Wakeup;
 use crate::worker::WorkerOptions;
 use supervisor::{Spawner, Supervisor};
 
@@ -192,11 +192,10 @@ impl ClusterBuilder {
 pub struct Cluster {
     frontend: String,
     plugin_path: PathBuf,
-    stop: Shutdown,
+    stop: Wakeup,
     control: ControlSink,
     /// Triggered when the supervisor ends on its own (it gave up).
-    done: Shutdown,
-    pids: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    done: Wakeup,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -225,7 +224,7 @@ impl Cluster {
         let spawner =
             Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
         let (tx, rx) = mpsc::channel();
-        let control = ControlSink { tx, wake: Shutdown::new()? };
+        let control = ControlSink { tx, wake: Wakeup::new()? };
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
         broker_options.config = options.broker.clone();
         broker_options.control = Some(control.clone());
@@ -233,7 +232,7 @@ impl Cluster {
         let broker = Broker::bind(broker_options)?;
 
         let (notices, notices_rx) = mpsc::channel();
-        let inbox = Inbox { rx: notices_rx, wake: Shutdown::new()? };
+        let inbox = Inbox { rx: notices_rx, wake: Wakeup::new()? };
         let mut sup =
             Supervisor::new(spawner, Client::connect(&options.frontend)?, options.workers, notices, inbox.wake.clone());
         sup.start_timeout = options.start_timeout;
@@ -250,10 +249,9 @@ impl Cluster {
         );
 
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, done, wake) = (Shutdown::new()?, Shutdown::new()?, control.wake.clone());
-        let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, done, wake) = (Wakeup::new()?, Wakeup::new()?, control.wake.clone());
         let thread = {
-            let (stop, done, pids) = (stop.clone(), done.clone(), pids.clone());
+            let (stop, done) = (stop.clone(), done.clone());
             std::thread::Builder::new()
                 .name("supervisor".into())
                 .spawn(move || {
@@ -263,7 +261,6 @@ impl Cluster {
                         let _ = ready_tx.send(Err(e));
                         return Ok(());
                     }
-                    *pids.lock().unwrap_or_else(|p| p.into_inner()) = sup.pids();
                     let _ = ready_tx.send(Ok(()));
                     let served = sup.serve(&stop, &rx, &wake);
                     let stopped = sup.shutdown();
@@ -280,7 +277,7 @@ impl Cluster {
             }
             Err(_) => return Err(Error::Config("the supervisor thread died during start-up".into())),
         }
-        Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, pids, thread: Some(thread) })
+        Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, thread: Some(thread) })
     }
 
     /// A client connected to this cluster's front.
@@ -294,11 +291,6 @@ impl Cluster {
 
     pub fn plugin_path(&self) -> &Path {
         &self.plugin_path
-    }
-
-    /// Process ids of the workers started with the cluster.
-    pub fn initial_worker_pids(&self) -> Vec<u32> {
-        self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replaces every worker, one at a time, loading the plugin file afresh
@@ -348,22 +340,22 @@ impl Drop for Cluster {
 
 /// Starts a cluster, prints a ready line, serves until SIGTERM/SIGINT; SIGHUP
 /// reloads, SIGTTIN adds a worker, SIGTTOU removes one.
-pub fn run_cluster(options: ClusterOptions, shutdown: &Shutdown) -> Result<()> {
+pub fn run_cluster(options: ClusterOptions, shutdown: &Wakeup) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGTTIN, SIGTTOU};
     let (workers, frontend) = (options.workers, options.frontend.clone());
     // Handlers first: a signal sent as soon as "ready" is printed must not
     // meet the default action (SIGTTIN and SIGTTOU would stop the process).
     let (hup, more, fewer) = (
-        Shutdown::new()?.on_signals(&[SIGHUP])?,
-        Shutdown::new()?.on_signals(&[SIGTTIN])?,
-        Shutdown::new()?.on_signals(&[SIGTTOU])?,
+        Wakeup::new()?.on_signals(&[SIGHUP])?,
+        Wakeup::new()?.on_signals(&[SIGTTIN])?,
+        Wakeup::new()?.on_signals(&[SIGTTOU])?,
     );
     let cluster = Cluster::start(options)?;
     println!("powerhose ready: {workers} workers running {} on {frontend}", cluster.plugin_path.display());
     loop {
         let mut items =
             [shutdown.poll_item(), cluster.done.poll_item(), hup.poll_item(), more.poll_item(), fewer.poll_item()];
-        crate::shutdown::poll(&mut items, -1)?;
+        crate::wakeup::poll(&mut items, -1)?;
         if items[0].is_readable() || items[1].is_readable() {
             return cluster.stop();
         }

@@ -14,7 +14,7 @@ use crate::broker::Notice;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
-use crate::shutdown::Shutdown;
+use crate::wakeup::Wakeup;
 
 /// A worker that exits sooner than this after starting failed to start.
 const START_WINDOW: Duration = Duration::from_secs(5);
@@ -71,9 +71,9 @@ pub(super) struct Supervisor {
     pub target: usize,
     pub start_timeout: Duration,
     pub stop_grace: Duration,
-    pub broker_stop: Shutdown,
+    pub broker_stop: Wakeup,
     pub notices: std::sync::mpsc::Sender<Notice>,
-    pub notices_wake: Shutdown,
+    pub notices_wake: Wakeup,
     pub broker: Option<JoinHandle<Result<()>>>,
     workers: Vec<Managed>,
     failures: u32,
@@ -95,7 +95,7 @@ impl Supervisor {
         client: Client,
         target: usize,
         notices: std::sync::mpsc::Sender<Notice>,
-        notices_wake: Shutdown,
+        notices_wake: Wakeup,
     ) -> Self {
         Supervisor {
             notices,
@@ -105,7 +105,7 @@ impl Supervisor {
             target,
             start_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
-            broker_stop: Shutdown::new().expect("pipe"),
+            broker_stop: Wakeup::new().expect("pipe"),
             broker: None,
             workers: Vec::new(),
             failures: 0,
@@ -149,13 +149,13 @@ impl Supervisor {
     }
 
     /// Supervises until `stop`; returns `Err` if workers keep failing to start.
-    pub fn serve(&mut self, stop: &Shutdown, control: &Receiver<Control>, wake: &Shutdown) -> Result<()> {
-        let children = Shutdown::new()?.on_signals(&[signal_hook::consts::SIGCHLD])?;
+    pub fn serve(&mut self, stop: &Wakeup, control: &Receiver<Control>, wake: &Wakeup) -> Result<()> {
+        let children = Wakeup::new()?.on_signals(&[signal_hook::consts::SIGCHLD])?;
         loop {
             let timeout =
                 self.respawn_at.map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
             let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
-            crate::shutdown::poll(&mut items, timeout)?;
+            crate::wakeup::poll(&mut items, timeout)?;
             if items[0].is_readable() {
                 return Ok(());
             }
@@ -251,7 +251,7 @@ impl Supervisor {
     /// Replaces each worker: start a new one, wait until it is registered,
     /// then let an old one finish its job and leave. A new worker that cannot
     /// start aborts the reload; the old workers keep serving.
-    fn reload(&mut self, stop: &Shutdown) -> Result<()> {
+    fn reload(&mut self, stop: &Wakeup) -> Result<()> {
         let old = self.pids();
         tracing::info!("reload: replacing {} workers one at a time", old.len());
         for pid in old {

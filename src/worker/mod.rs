@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
 use crate::protocol::{Command, CommandFrame, HeaderIter, Registration, Status};
-use crate::shutdown::Shutdown;
+use crate::wakeup::Wakeup;
 
 /// Exit status of a worker whose handler stayed stuck past the hard limit.
 pub const EXIT_STUCK: i32 = 4;
@@ -182,7 +182,7 @@ fn jitter(max: Duration) -> Duration {
 
 /// Serves jobs with `plugin` until `shutdown` (or max age); returns `Err`
 /// when the broker is lost and `exit_on_broker_loss` is set, or on socket failure.
-pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Shutdown) -> Result<()> {
+pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -> Result<()> {
     stackdump::install().map_err(Error::io("installing the stack dump handler"))?;
     let host = hostname();
     let id = identity(&host);
@@ -234,7 +234,7 @@ struct JobLoop<'a> {
 }
 
 impl JobLoop<'_> {
-    fn run(&self, shutdown: &Shutdown) -> Result<()> {
+    fn run(&self, shutdown: &Wakeup) -> Result<()> {
         let interval = self.options.heartbeat_interval;
         let broker_timeout = interval * self.options.liveness;
         let mut next_heartbeat = Instant::now() + interval;
@@ -293,7 +293,7 @@ impl JobLoop<'_> {
             // While lost and unconnected, a new connection (POLLOUT) wakes us to register.
             let events = if lost && !connected { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
             let mut items = [socket.as_poll_item(events), shutdown.poll_item()];
-            crate::shutdown::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
+            crate::wakeup::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
             if items[0].is_writable() {
                 next_ready = Instant::now();
             }
@@ -406,7 +406,7 @@ impl JobLoop<'_> {
                 break;
             }
             let mut items = [socket.as_poll_item(zmq::POLLIN)];
-            crate::shutdown::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
+            crate::wakeup::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
             while self.next_message(&socket, frames)? {
                 (socket, _) = self.handle(socket, frames)?;
             }

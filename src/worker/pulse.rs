@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::{send, stackdump, Link, WorkerOptions, EXIT_STUCK};
 use crate::protocol::{Command, CommandFrame, Status};
-use crate::shutdown::Shutdown;
+use crate::wakeup::Wakeup;
 
-pub(super) fn run(link: &Link, shutdown: &Shutdown, options: &WorkerOptions) {
+pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
     let interval = options.heartbeat_interval;
     let mut items = [shutdown.poll_item()];
     let mut last_beat = Instant::now();
@@ -31,7 +31,7 @@ pub(super) fn run(link: &Link, shutdown: &Shutdown, options: &WorkerOptions) {
         if stopping {
             std::thread::sleep(wait.min(Duration::from_millis(20)));
         } else {
-            stopping = crate::shutdown::poll(&mut items, wait.as_millis() as i64 + 1).map(|n| n > 0).unwrap_or(true);
+            stopping = crate::wakeup::poll(&mut items, wait.as_millis() as i64 + 1).map(|n| n > 0).unwrap_or(true);
         }
         let stop = stopping;
         // Jobs can still run while the job thread leaves (one that crossed the

@@ -279,18 +279,20 @@ fn a_worker_reported_dead_is_dropped_at_once_and_its_job_retried() {
     assert_eq!(b.workers(t0).len(), 1);
 }
 
+/// A broker with prefetch on (2 ms budget) and room for 100 queued jobs.
+fn prefetching_broker() -> (Instant, BrokerState<Vec<u8>>, Out) {
+    let t0 = Instant::now();
+    let config = Config { max_queue: 100, prefetch_budget: Duration::from_millis(2), ..config() };
+    (t0, BrokerState::new(config, 1, t0), Out::new())
+}
+
 fn answer(job_id: u64) -> Answer<Vec<u8>> {
     Answer { job_id, status: Status::Ok, still_busy: false, body: vec![] }
 }
 
 #[test]
 fn fast_workers_get_jobs_ahead_slow_ones_one_at_a_time() {
-    let t0 = Instant::now();
-    let mut config = config();
-    config.max_queue = 100;
-    config.prefetch_budget = Duration::from_millis(2);
-    let mut b = BrokerState::new(config, 1, t0);
-    let mut out = Out::new();
+    let (t0, mut b, mut out) = prefetching_broker();
     b.worker_ready(t0, b"fast", reg("echo", 11), &mut out);
     // Unknown speed: one job at a time.
     for id in 1..=3 {
@@ -300,12 +302,11 @@ fn fast_workers_get_jobs_ahead_slow_ones_one_at_a_time() {
     // Answers 100 µs apart: capacity 1 + 2000/100 = 21, so the rest go ahead.
     let mut t = t0;
     for _ in 0..5 {
-        let held: Vec<u64> = jobs(&out).iter().map(|j| j.1).collect();
+        let oldest = jobs(&out)[0].1;
         out.clear();
         t += Duration::from_micros(100);
-        b.worker_result(t, b"fast", answer(held[0]), &mut out);
+        b.worker_result(t, b"fast", answer(oldest), &mut out);
         b.submit(t, "", job(100, t, 10_000, 0), &mut out);
-        let _ = held;
         if jobs(&out).len() > 1 {
             break;
         }
@@ -313,8 +314,7 @@ fn fast_workers_get_jobs_ahead_slow_ones_one_at_a_time() {
     assert!(b.workers(t)[0].in_flight > 1, "a fast worker holds jobs ahead");
 
     // A slow worker (2 s per job) never holds more than one.
-    let mut b = BrokerState::new(b.config.clone(), 1, t0);
-    out.clear();
+    let (t0, mut b, mut out) = prefetching_broker();
     b.worker_ready(t0, b"slow", reg("echo", 12), &mut out);
     b.submit(t0, "", job(1, t0, 60_000, 0), &mut out);
     let first = jobs(&out)[0].1;
@@ -329,12 +329,7 @@ fn fast_workers_get_jobs_ahead_slow_ones_one_at_a_time() {
 
 #[test]
 fn idle_workers_come_before_prefetch_and_returned_jobs_go_first() {
-    let t0 = Instant::now();
-    let mut config = config();
-    config.max_queue = 100;
-    config.prefetch_budget = Duration::from_millis(2);
-    let mut b = BrokerState::new(config, 1, t0);
-    let mut out = Out::new();
+    let (t0, mut b, mut out) = prefetching_broker();
     b.worker_ready(t0, b"a", reg("echo", 11), &mut out);
     // Make "a" fast: one quick answer.
     b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);

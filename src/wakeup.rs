@@ -1,5 +1,6 @@
-//! A stop request that poll loops can wait on next to their ZeroMQ sockets:
-//! a self-pipe written by signal handlers (SIGTERM, SIGINT) or by `trigger`.
+//! Wake-ups that poll loops can wait on next to their ZeroMQ sockets: a
+//! self-pipe written by signal handlers (SIGTERM and SIGINT for a stop,
+//! SIGCHLD, SIGHUP, ...) or by `trigger` from another thread.
 
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -8,18 +9,18 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-/// Clonable handle; every clone sees the same stop request.
+/// Clonable handle; every clone sees the same wake-ups.
 #[derive(Clone, Debug)]
-pub struct Shutdown {
+pub struct Wakeup {
     inner: Arc<(UnixStream, UnixStream)>,
 }
 
-impl Shutdown {
+impl Wakeup {
     pub fn new() -> Result<Self> {
         let (read, write) = UnixStream::pair().map_err(Error::io("creating the shutdown pipe"))?;
         read.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
         write.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
-        Ok(Shutdown { inner: Arc::new((read, write)) })
+        Ok(Wakeup { inner: Arc::new((read, write)) })
     }
 
     /// Also trigger on these signals (the handler only writes to the pipe).
@@ -73,7 +74,7 @@ impl Shutdown {
 }
 
 /// `zmq::poll` that treats a signal's interruption (EINTR) as "nothing ready":
-/// the signal handlers here only write to a [`Shutdown`] pipe, which the next
+/// the signal handlers here only write to a [`Wakeup`] pipe, which the next
 /// poll sees.
 pub fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32> {
     match zmq::poll(items, timeout_ms) {
@@ -89,7 +90,7 @@ mod tests {
 
     #[test]
     fn trigger_is_seen_by_clones_and_clear_resets() {
-        let a = Shutdown::new().unwrap();
+        let a = Wakeup::new().unwrap();
         let b = a.clone();
         assert!(!b.requested());
         a.trigger();
