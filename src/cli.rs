@@ -50,6 +50,11 @@ pub struct WorkerLifecycleArgs {
     /// do not all leave at once.
     #[arg(long, default_value_t = 0.0)]
     pub max_age_delta: f64,
+    /// When jobs queue at the broker, a worker may hold a finished result up
+    /// to this many milliseconds to send it with the next ones (fewer
+    /// wake-ups per job under load; 0: send each at once).
+    #[arg(long, default_value_t = crate::worker::DEFAULT_COALESCE.as_secs_f64() * 1000.0)]
+    pub coalesce_ms: f64,
 }
 
 impl WorkerLifecycleArgs {
@@ -66,6 +71,8 @@ impl WorkerLifecycleArgs {
         };
         options.max_age = secs(self.max_age, "--max-age")?;
         options.max_age_delta = secs(self.max_age_delta, "--max-age-delta")?.unwrap_or_default();
+        options.coalesce = Duration::try_from_secs_f64(self.coalesce_ms / 1000.0)
+            .map_err(|_| Error::Config("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
         Ok(())
     }
 }

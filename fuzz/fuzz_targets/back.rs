@@ -30,8 +30,9 @@ fuzz_target!(|data: &[u8]| {
         match op % 8 {
             0..=3 => match parse_back(&split::frames(chunk)) {
                 Back::Ready(reg) => state.worker_ready(now, identity, reg, &mut out),
-                Back::Result { job_id, status, still_busy } => {
-                    state.worker_result(now, identity, Answer { job_id, status, still_busy, body: chunk.to_vec() }, &mut out)
+                Back::Result { job_id, status, tail } => {
+                    let (still_busy, run_us) = (tail.still_busy, tail.run_us);
+                    state.worker_result(now, identity, Answer { job_id, status, still_busy, run_us, body: chunk.to_vec() }, &mut out)
                 }
                 Back::Return { job_id, headers } => {
                     state.worker_return(now, identity, job_id, headers.to_vec(), chunk.to_vec(), &mut out)

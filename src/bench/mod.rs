@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub frontend: Option<String>,
     pub floor: bool,
     pub pin: Option<usize>,
+    /// Extra flags for the cluster's workers.
+    pub worker_args: Vec<String>,
 }
 
 /// CPU time per job, in microseconds.
@@ -93,6 +95,7 @@ impl BenchCluster {
         workers: usize,
         pin: Option<usize>,
         extra_broker: &[&str],
+        extra_worker: &[&str],
     ) -> Result<Self> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -110,6 +113,7 @@ impl BenchCluster {
         if let Some(p) = params {
             wargs.extend(["--params", p]);
         }
+        wargs.extend_from_slice(extra_worker);
         let worker_exe = find_executable("powerhose-worker")?;
         let workers = (0..workers).map(|_| procs::spawn(&worker_exe, &wargs, pin, &[])).collect::<Result<Vec<_>>>()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -170,7 +174,17 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         Some(_) => None,
         None => {
             progress(&format!("starting a broker and {} workers", options.workers));
-            Some(BenchCluster::start(&options.plugin, options.params.as_deref(), options.workers, options.pin, &[])?)
+            {
+                let extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
+                Some(BenchCluster::start(
+                    &options.plugin,
+                    options.params.as_deref(),
+                    options.workers,
+                    options.pin,
+                    &[],
+                    &extra,
+                )?)
+            }
         }
     };
     let frontend =

@@ -60,7 +60,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     progress("floor, unpinned");
     let floor_unpinned = floor::measure(&exe, &dir, &small.data, 1000, duration, None)?;
     {
-        let cluster = BenchCluster::start(&echo, None, 2, None, &[])?;
+        let cluster = BenchCluster::start(&echo, None, 2, None, &[], &[])?;
         let client = Client::connect(&cluster.frontend)?;
         progress("sequential latency, unpinned");
         let (_, lat, _) = drive(&client, &small, Mode::Callers(1), Limit::Time(duration))?;
@@ -96,10 +96,10 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         let job = JobRequest::new(vec![7u8; 100]).header("op", "sign").header("rounds", rounds.to_string());
         progress(&format!("CPU-bound {name} ({rounds} signatures per job), in-process"));
         let ideal = super::measure::in_process(&plugin, &job, 2, Limit::Time(duration))?;
-        let cluster = BenchCluster::start(&crypto, None, 2, None, &[])?;
+        let cluster = BenchCluster::start(&crypto, None, 2, None, &[], &[])?;
         progress(&format!("CPU-bound {name}, through powerhose"));
         let (rate, _, _) =
-            drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(64), Limit::Time(duration))?;
+            drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(1000), Limit::Time(duration))?;
         let ratio = rate.jobs_per_s / ideal.jobs_per_s;
         targets.push(target(
             &format!("CPU-bound {name} jobs/s"),
@@ -114,7 +114,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     // Memory.
     progress("memory");
     {
-        let cluster = BenchCluster::start(&echo, None, 0, None, &["--no-worker-grace-ms", "600000"])?;
+        let cluster = BenchCluster::start(&echo, None, 0, None, &["--no-worker-grace-ms", "600000"], &[])?;
         let client = Client::connect(&cluster.frontend)?;
         client.ping(Duration::from_secs(5))?;
         let idle = procs::rss(cluster.broker.pid());
@@ -143,7 +143,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             queued <= allowed,
         ));
         filler.join().map_err(|_| Error::Config("filler thread panicked".into()))??;
-        let one = BenchCluster::start(&echo, None, 1, None, &[])?;
+        let one = BenchCluster::start(&echo, None, 1, None, &[], &[])?;
         std::thread::sleep(Duration::from_millis(200)); // let the worker settle idle
         let worker = procs::rss(one.workers[0].pid());
         targets.push(target("echo worker RSS, idle", mib(worker), 8.0, "MiB", "≤ 8 MiB", worker <= 8 << 20));
@@ -154,7 +154,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     procs::pin_self(0)?;
     let floor_pinned = floor::measure(&exe, &dir, &small.data, 1000, duration, Some(0))?;
     {
-        let cluster = BenchCluster::start(&echo, None, 2, Some(0), &[])?;
+        let cluster = BenchCluster::start(&echo, None, 2, Some(0), &[], &[])?;
         let (_, lat, _) = drive(&Client::connect(&cluster.frontend)?, &small, Mode::Callers(1), Limit::Time(duration))?;
         let floor = floor_pinned.proxy.p50_us;
         targets.push(target(

@@ -50,6 +50,10 @@ struct Args {
     /// Pin this process, the broker, the workers and the floor helpers to one CPU.
     #[arg(long)]
     pin: Option<usize>,
+    /// The workers' --coalesce-ms (how long a result may wait under backlog to
+    /// be sent with others) [default: the worker's]
+    #[arg(long)]
+    coalesce_ms: Option<f64>,
     /// Run every project target (echo and crypto_job, floors, memory) and say PASS or MISS.
     #[arg(long)]
     suite: bool,
@@ -98,6 +102,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         frontend: args.frontend.clone(),
         floor: args.floor,
         pin: args.pin,
+        worker_args: args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).unwrap_or_default(),
     };
     let report = bench::run(&options, progress)?;
     if args.json {

@@ -8,7 +8,7 @@ use super::state::{Answer, Body, BrokerState, ClientRoute, Job, Output};
 use super::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::parse::{parse_back, parse_front, Back, Front};
-use crate::protocol::{encode_headers, legacy, Command, CommandFrame, Status};
+use crate::protocol::{encode_headers, job_arg, legacy, Command, CommandFrame, Status};
 use crate::status::BrokerStatus;
 
 type Msg = zmq::Message;
@@ -231,9 +231,10 @@ impl<'a> Io<'a> {
                 tracing::info!(pid = reg.pid, service = %reg.service, host = %reg.host, "worker registered");
                 state.worker_ready(now, &identity, reg, out);
             }
-            Back::Result { job_id, status, still_busy } => {
+            Back::Result { job_id, status, tail } => {
+                let (still_busy, run_us) = (tail.still_busy, tail.run_us);
                 let body = body.unwrap_or_else(Msg::new);
-                state.worker_result(now, &identity, Answer { job_id, status, still_busy, body }, out);
+                state.worker_result(now, &identity, Answer { job_id, status, still_busy, run_us, body }, out);
             }
             Back::Return { job_id, headers } => {
                 let headers = Msg::from(headers);
@@ -259,12 +260,13 @@ impl<'a> Io<'a> {
         for output in out.drain(..) {
             let result = match output {
                 Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
-                Output::Job { worker, job_id, timeout_ms, headers, data } => {
+                Output::Job { worker, job_id, timeout_ms, backlog, headers, data } => {
                     let Some(identity) = state.worker_identity(worker) else {
                         tracing::error!(job_id, "a job for a freed worker slot was dropped (a bug)");
                         continue;
                     };
-                    CommandFrame::new(Command::Job, job_id, timeout_ms, &headers).encode_into(&mut self.buf);
+                    CommandFrame::new(Command::Job, job_id, job_arg(timeout_ms, backlog), &headers)
+                        .encode_into(&mut self.buf);
                     send_parts(self.back, [identity.into(), (&self.buf[..]).into(), data])
                 }
                 Output::Heartbeat { worker } => {
@@ -352,6 +354,7 @@ mod tests {
             host: "h".into(),
             plugin: "echo".into(),
             plugin_version: "1".into(),
+            coalesce_us: 0,
         };
         let ready = CommandFrame::new(Command::Ready, 0, 0, &reg.encode()).encode();
         io.frames.extend([msg(b"worker-1"), msg(&ready)]);

@@ -87,6 +87,7 @@ impl ClusterOptions {
             ("--hard-timeout", secs(w.hard_timeout)),
             ("--max-age", secs(w.max_age)),
             ("--max-age-delta", secs(Some(w.max_age_delta))),
+            ("--coalesce-ms", (w.coalesce.as_secs_f64() * 1000.0).to_string()),
             ("--max-message-bytes", self.max_message_bytes.to_string()),
         ] {
             args.push(flag.into());

@@ -28,6 +28,13 @@
 //! | `RETURN` 0x15   | W→B      | job id | 0          | headers           | data                |
 //! | `JOB` 0x21      | B→W      | job id | timeout ms | headers           | data                |
 //!
+//! `JOB` arg: bits 0–30 are the ms left to the client's deadline, bit 31
+//! ([`JOB_BACKLOG`]) says more jobs wait at the broker, so the worker may hold
+//! this job's `RESULT` a little (see [`ResultTail`]). `RESULT` tail: byte 0
+//! flags (bit 0: timed out, handler still running), then optionally the
+//! handler's run time, u32 LE µs. `READY`'s registration may carry
+//! `coalesce_us`, how long the worker may hold results under backlog.
+//!
 //! `REQUEST` tail: `u16 LE service length, service (UTF-8), headers`. Headers
 //! (in `REQUEST`, `JOB` and `RETURN` tails): zero or more `u16 LE name length,
 //! name, u32 LE value length, value`, names and values UTF-8. Headers ride in
@@ -210,6 +217,49 @@ pub fn decode_request_tail(tail: &[u8]) -> Result<(&str, &[u8])> {
     Ok((service, &tail[2 + len..]))
 }
 
+/// Bit 31 of a `JOB`'s arg: other jobs are waiting at the broker.
+pub const JOB_BACKLOG: u32 = 1 << 31;
+
+/// A `JOB`'s arg from the time left (capped at 2^31 - 1 ms, about 24 days) and the backlog flag.
+pub fn job_arg(timeout_ms: u32, backlog: bool) -> u32 {
+    timeout_ms.min(JOB_BACKLOG - 1) | if backlog { JOB_BACKLOG } else { 0 }
+}
+
+/// Splits a `JOB`'s arg into the ms left and the backlog flag.
+pub fn split_job_arg(arg: u32) -> (u32, bool) {
+    (arg & !JOB_BACKLOG, arg & JOB_BACKLOG != 0)
+}
+
+/// The tail of a `RESULT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ResultTail {
+    /// The job timed out but its handler still runs: the worker stays busy.
+    pub still_busy: bool,
+    /// How long the handler ran, in µs (absent from workers that do not say).
+    pub run_us: Option<u32>,
+}
+
+impl ResultTail {
+    pub fn encode(self) -> ([u8; 5], usize) {
+        let mut bytes = [u8::from(self.still_busy), 0, 0, 0, 0];
+        match self.run_us {
+            Some(us) => {
+                bytes[1..].copy_from_slice(&us.to_le_bytes());
+                (bytes, 5)
+            }
+            None => (bytes, 1),
+        }
+    }
+
+    /// Total: bytes it does not understand are ignored.
+    pub fn decode(tail: &[u8]) -> Self {
+        ResultTail {
+            still_busy: tail.first().is_some_and(|f| f & 1 != 0),
+            run_us: tail.get(1..5).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        }
+    }
+}
+
 /// What a worker says about itself in `READY`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Registration {
@@ -219,6 +269,14 @@ pub struct Registration {
     pub host: String,
     pub plugin: String,
     pub plugin_version: String,
+    /// Under backlog the worker may hold a finished result this long (µs),
+    /// to send several together; the broker gives it that much more work ahead.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coalesce_us: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Registration {
@@ -288,6 +346,30 @@ mod tests {
     }
 
     #[test]
+    fn job_args_and_result_tails_round_trip() {
+        for (ms, backlog) in [(0, false), (1, true), (5000, false), (JOB_BACKLOG - 1, true)] {
+            assert_eq!(split_job_arg(job_arg(ms, backlog)), (ms, backlog));
+        }
+        assert_eq!(split_job_arg(job_arg(u32::MAX, false)), (JOB_BACKLOG - 1, false));
+        for tail in [
+            ResultTail::default(),
+            ResultTail { still_busy: true, run_us: None },
+            ResultTail { still_busy: false, run_us: Some(123_456) },
+        ] {
+            let (bytes, n) = tail.encode();
+            assert_eq!(ResultTail::decode(&bytes[..n]), tail);
+        }
+        assert_eq!(ResultTail::decode(b""), ResultTail::default());
+        assert_eq!(ResultTail::decode(&[1, 2]), ResultTail { still_busy: true, run_us: None });
+    }
+
+    #[test]
+    fn registration_without_coalesce_decodes() {
+        let json = br#"{"service":"s","pid":1,"host":"h","plugin":"p","plugin_version":"1"}"#;
+        assert_eq!(Registration::decode(json).unwrap().coalesce_us, 0);
+    }
+
+    #[test]
     fn request_tails_round_trip() {
         let headers = encode_headers([("op", "sign")]);
         for service in ["", "crypto_job", "sérvice"] {
@@ -307,6 +389,7 @@ mod tests {
             host: "h".into(),
             plugin: "echo".into(),
             plugin_version: "0.1.0".into(),
+            coalesce_us: 5000,
         };
         assert_eq!(Registration::decode(&r.encode()).unwrap(), r);
         assert!(Registration::decode(b"{").is_err());

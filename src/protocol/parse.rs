@@ -3,7 +3,7 @@
 //! input gives an answer, never a panic; property tests and the fuzzer check it.
 
 use super::legacy::{self, LegacyRequest};
-use super::{decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, Status};
+use super::{decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, ResultTail, Status};
 
 /// A message on the front (client) socket.
 #[derive(Debug, PartialEq)]
@@ -110,7 +110,7 @@ pub enum Back<'a> {
     Result {
         job_id: u64,
         status: Status,
-        still_busy: bool,
+        tail: ResultTail,
     },
     /// A job handed back; its data is the second frame.
     Return {
@@ -138,7 +138,7 @@ pub fn parse_back<'a>(frames: &[&'a [u8]]) -> Back<'a> {
             job_id: cmd.id,
             // An unknown status from a worker is a failed job.
             status: Status::from_u32(cmd.arg).unwrap_or(Status::HandlerError),
-            still_busy: cmd.tail.first().is_some_and(|f| f & 1 != 0),
+            tail: ResultTail::decode(cmd.tail),
         },
         (Command::Return, 2) => Back::Return { job_id: cmd.id, headers: cmd.tail },
         (Command::Heartbeat, 1) => Back::Heartbeat,
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(parse_back(&[&frame(Command::Heartbeat, 0, 0, b"")]), Back::Heartbeat);
         assert_eq!(
             parse_back(&[&frame(Command::Result, 5, 0, &[1]), b"body"]),
-            Back::Result { job_id: 5, status: Status::Ok, still_busy: true }
+            Back::Result { job_id: 5, status: Status::Ok, tail: ResultTail { still_busy: true, run_us: None } }
         );
         assert!(matches!(
             parse_back(&[&frame(Command::Result, 5, 999, b"")]),

@@ -7,20 +7,26 @@
 //! is not a dead worker), to unregister at once on a stop request, and to
 //! answer `TIMEOUT` for a handler that outlives `--timeout`.
 
+mod coalesce;
 mod pulse;
 pub mod stackdump;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
-use crate::protocol::{Command, CommandFrame, HeaderIter, Registration, Status};
+use crate::protocol::{split_job_arg, Command, CommandFrame, HeaderIter, Registration, Status};
 use crate::wakeup::Wakeup;
+use coalesce::{may_hold, send_result, Finished, Held, Timer};
 
 /// Exit status of a worker whose handler stayed stuck past the hard limit.
 pub const EXIT_STUCK: i32 = 4;
+
+/// How long a result may be held under backlog by default (see [`WorkerOptions::coalesce`]).
+pub const DEFAULT_COALESCE: Duration = Duration::from_millis(5);
 
 /// How a worker connects and behaves.
 #[derive(Clone, Debug)]
@@ -43,6 +49,9 @@ pub struct WorkerOptions {
     /// Results larger than this are answered with an error instead (the
     /// broker would drop them); match the broker's `--max-message-bytes`.
     pub max_message_bytes: usize,
+    /// Under backlog (the broker says more jobs wait), a finished result may
+    /// wait this long to be sent with the next ones; zero sends each at once.
+    pub coalesce: Duration,
 }
 
 impl WorkerOptions {
@@ -58,6 +67,7 @@ impl WorkerOptions {
             max_age: None,
             max_age_delta: Duration::ZERO,
             max_message_bytes: crate::broker::MAX_MESSAGE_BYTES as usize,
+            coalesce: DEFAULT_COALESCE,
         }
     }
 }
@@ -89,6 +99,11 @@ struct Link {
     /// Messages the pulse thread read while a job ran, for the job thread:
     /// jobs given ahead (prefetch) wait here.
     stash: Mutex<std::collections::VecDeque<Vec<zmq::Message>>>,
+    /// Finished results held back under backlog; locked only by the holder
+    /// of `socket`, so whoever sends them owns the socket.
+    held: Mutex<Held>,
+    /// Wakes the pulse thread when held results fall due during a job.
+    timer: Timer,
     last_heard: Mutex<Instant>,
     job_thread: libc::pthread_t,
 }
@@ -100,6 +115,19 @@ impl Link {
 
     fn heard(&self) {
         *Link::lock(&self.last_heard) = Instant::now();
+    }
+
+    /// Sends the held results, if any; call with the socket locked.
+    fn flush_held(&self, socket: &zmq::Socket) -> Result<()> {
+        let mut held = Link::lock(&self.held);
+        if held.is_empty() {
+            return Ok(());
+        }
+        self.timer.set(Duration::ZERO);
+        if !held.flush(socket)? {
+            tracing::warn!("no broker connected: held answers are lost (their clients' deadlines end them)");
+        }
+        Ok(())
     }
 
     /// Sends DISCONNECT once.
@@ -192,6 +220,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         host,
         plugin: plugin.name.clone(),
         plugin_version: plugin.version.clone(),
+        coalesce_us: options.coalesce.as_micros() as u64,
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
@@ -204,6 +233,8 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         acked: AtomicBool::new(false),
         finished: AtomicBool::new(false),
         stash: Mutex::new(std::collections::VecDeque::new()),
+        held: Mutex::new(Held::default()),
+        timer: Timer::new().map_err(Error::io("creating the coalescing timer"))?,
         last_heard: Mutex::new(Instant::now()),
         job_thread: stackdump::current_thread(),
     });
@@ -218,7 +249,9 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
             .map_err(Error::io("starting the pulse thread"))?
     };
     let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
-    let result = JobLoop { plugin: &plugin, options, ready: &ready, link: &link, retire_at }.run(shutdown);
+    let result =
+        JobLoop { plugin: &plugin, options, ready: &ready, link: &link, retire_at, expected_us: Cell::new(0.0) }
+            .run(shutdown);
     link.finished.store(true, Ordering::Release);
     shutdown.trigger();
     let _ = pulse.join();
@@ -231,6 +264,9 @@ struct JobLoop<'a> {
     ready: &'a [u8],
     link: &'a Link,
     retire_at: Option<Instant>,
+    /// Moving average of the handler's run time, to judge whether a held
+    /// result can wait for the next job.
+    expected_us: Cell<f64>,
 }
 
 impl JobLoop<'_> {
@@ -309,6 +345,8 @@ impl JobLoop<'_> {
                     next_heartbeat = Instant::now() + interval;
                 }
             }
+            // Nothing at hand: nothing may stay held while we wait.
+            self.link.flush_held(&socket)?;
         }
     }
 
@@ -333,7 +371,8 @@ impl JobLoop<'_> {
         };
         match cmd.command {
             Command::Job if frames.len() == 2 => {
-                return Ok((self.run_job(socket, cmd.id, cmd.tail, &frames[1])?, true));
+                let backlog = split_job_arg(cmd.arg).1;
+                return Ok((self.run_job(socket, cmd.id, backlog, cmd.tail, &frames[1])?, true));
             }
             Command::Job => {
                 // Answer rather than ignore: the broker counts us busy until a RESULT.
@@ -355,7 +394,15 @@ impl JobLoop<'_> {
     /// Runs a job with the socket released (the pulse thread uses it
     /// meanwhile), then answers, unless the pulse thread already answered
     /// `TIMEOUT`: then the worker registers again to say it is free.
-    fn run_job<'s>(&'s self, mut socket: Guard<'s>, job_id: u64, headers: &[u8], data: &[u8]) -> Result<Guard<'s>> {
+    fn run_job<'s>(
+        &'s self,
+        mut socket: Guard<'s>,
+        job_id: u64,
+        backlog: bool,
+        headers: &[u8],
+        data: &[u8],
+    ) -> Result<Guard<'s>> {
+        let started = Instant::now();
         let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
         let (status, body) = match decoded {
             Err(e) => (Status::BadRequest, e.to_string().into_bytes().into()),
@@ -387,7 +434,30 @@ impl JobLoop<'_> {
             }
             return Ok(socket);
         }
-        if !send(&socket, CommandFrame::new(Command::Result, job_id, status as u32, b""), Some(body))? {
+        let now = Instant::now();
+        let run_us = now.saturating_duration_since(started).as_micros().min(u32::MAX as u128) as u32;
+        let expected = match self.expected_us.get() {
+            avg if avg > 0.0 => avg * 0.8 + f64::from(run_us) * 0.2,
+            _ => f64::from(run_us),
+        };
+        self.expected_us.set(expected);
+        let done = Finished { job_id, status, run_us, body };
+        let mut held = Link::lock(&self.link.held);
+        let at_hand =
+            || !Link::lock(&self.link.stash).is_empty() || socket.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+        let expected = Duration::from_micros(expected as u64);
+        let coalesce = self.options.coalesce;
+        // Cheap tests first: the socket is asked only under backlog.
+        if backlog && !coalesce.is_zero() && may_hold(coalesce, backlog, at_hand(), held.len(), held.age(now), expected)
+        {
+            if held.push(now, done) {
+                self.link.timer.set(coalesce);
+            }
+            return Ok(socket);
+        }
+        drop(held);
+        self.link.flush_held(&socket)?;
+        if !send_result(&socket, job_id, status, Some(run_us), done.body)? {
             tracing::warn!(job_id, "no broker connected: the answer is lost (its client's deadline ends it)");
         }
         Ok(socket)
@@ -396,6 +466,7 @@ impl JobLoop<'_> {
     /// Unregisters, serves any job that crossed the DISCONNECT on the wire,
     /// and returns once the broker acknowledges (or stays silent too long).
     fn leave<'s>(&'s self, mut socket: Guard<'s>, frames: &mut Vec<zmq::Message>, why: &str) -> Result<()> {
+        self.link.flush_held(&socket)?;
         self.link.unregister(&socket)?;
         tracing::info!("{why}: unregistered, leaving");
         let deadline = Instant::now() + self.options.heartbeat_interval * self.options.liveness;

@@ -2,18 +2,19 @@
 //! socket otherwise) it heartbeats the broker, unregisters on a stop request,
 //! answers `TIMEOUT` for a handler that outlives `--timeout` with a stack dump
 //! in the log, and ends the process if the handler is still stuck at the hard
-//! limit, so a supervisor can replace it.
+//! limit, so a supervisor can replace it. It also sends results held for
+//! coalescing once they fall due while a job runs.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{send, stackdump, Link, WorkerOptions, EXIT_STUCK};
-use crate::protocol::{Command, CommandFrame, Status};
+use crate::protocol::{Command, CommandFrame, ResultTail, Status};
 use crate::wakeup::Wakeup;
 
 pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
     let interval = options.heartbeat_interval;
-    let mut items = [shutdown.poll_item()];
+    let mut items = [shutdown.poll_item(), link.timer.poll_item()];
     let mut last_beat = Instant::now();
     let mut stopping = false;
     loop {
@@ -27,11 +28,19 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
                 wait = wait.min((r.started + limit).saturating_duration_since(Instant::now()));
             }
         }
+        // Held results due while the job thread was between jobs (the timer fired then).
+        if let Some(due) = Link::lock(&link.held).due(options.coalesce) {
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
         // Once a stop is seen the pipe stays readable: sleep instead of polling it.
         if stopping {
             std::thread::sleep(wait.min(Duration::from_millis(20)));
         } else {
-            stopping = crate::wakeup::poll(&mut items, wait.as_millis() as i64 + 1).map(|n| n > 0).unwrap_or(true);
+            let woke = crate::wakeup::poll(&mut items, wait.as_millis() as i64 + 1);
+            stopping = woke.is_err() || items[0].is_readable();
+            if items[1].is_readable() {
+                link.timer.clear();
+            }
         }
         let stop = stopping;
         // Jobs can still run while the job thread leaves (one that crossed the
@@ -47,6 +56,9 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
         // Read again now: the job thread changes `running` only while it holds
         // the socket, so this copy is the job actually in progress.
         let Some(running) = Link::lock(&link.running).clone() else { continue };
+        if Link::lock(&link.held).due(options.coalesce).is_some_and(|due| due <= Instant::now()) {
+            let _ = link.flush_held(&socket);
+        }
         if stop && !link.unregistered.load(Ordering::Acquire) {
             let _ = link.unregister(&socket);
             tracing::info!("stop requested: unregistered, finishing the current job");
@@ -83,6 +95,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
                 job_id = running.job_id,
                 "handler still running after {hard:?}: exiting so the worker is replaced"
             );
+            let _ = link.flush_held(&socket);
             let _ = link.unregister(&socket);
             std::process::exit(EXIT_STUCK);
         }
@@ -96,11 +109,13 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
 /// Answers the job `TIMEOUT` (the worker stays busy: tail flag 1) and logs
 /// where the handler is stuck.
 fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: Duration) {
+    let _ = link.flush_held(socket);
     if let Some(r) = Link::lock(&link.running).as_mut().filter(|r| r.job_id == running.job_id) {
         r.timed_out = true;
     }
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
-    let frame = CommandFrame::new(Command::Result, running.job_id, Status::Timeout as u32, &[1]);
+    let (tail, n) = ResultTail { still_busy: true, run_us: None }.encode();
+    let frame = CommandFrame::new(Command::Result, running.job_id, Status::Timeout as u32, &tail[..n]);
     let _ = send(socket, frame, Some(message.into_bytes().into()));
     // Jobs given ahead would wait behind the stuck handler: hand them back.
     let stashed: Vec<_> = Link::lock(&link.stash).drain(..).collect();

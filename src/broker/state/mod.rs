@@ -105,6 +105,8 @@ pub enum Output<M> {
         worker: usize,
         job_id: u64,
         timeout_ms: u32,
+        /// More jobs wait for this service: the worker may hold the answer briefly.
+        backlog: bool,
         headers: M,
         data: M,
     },
@@ -124,6 +126,8 @@ pub struct Answer<M> {
     pub status: Status,
     /// The worker timed the job out but its handler still runs.
     pub still_busy: bool,
+    /// The handler's run time, when the worker reports it.
+    pub run_us: Option<u32>,
     pub body: M,
 }
 
@@ -185,10 +189,15 @@ struct Worker<M> {
 }
 
 impl<M> Worker<M> {
-    /// How many jobs it may hold: see the module documentation.
+    /// How many jobs it may hold: see the module documentation. A worker
+    /// that holds finished results under backlog gets that much more ahead,
+    /// or it would run dry while its answers wait.
     fn capacity(&self, budget: Duration) -> usize {
         match self.job_us {
-            Some(us) if !budget.is_zero() => (1 + (budget.as_micros() as f64 / us.max(1.0)) as usize).min(MAX_PREFETCH),
+            Some(us) if !budget.is_zero() => {
+                let ahead = budget.as_micros() as f64 + self.info.coalesce_us as f64;
+                (1 + (ahead / us.max(1.0)) as usize).min(MAX_PREFETCH)
+            }
             _ => 1,
         }
     }
@@ -321,18 +330,22 @@ impl<M: Payload> BrokerState<M> {
             }
             let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
             let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+            let more_waiting = !self.services[i].queue.is_empty();
             let job_id = self.next_job_id;
             self.next_job_id += 1;
             let timeout_ms = (job.deadline - now).as_millis().clamp(1, u32::MAX as u128) as u32;
             let retry = (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
             let worker = self.workers[slot].as_mut().expect("dispatch to a live worker");
+            // Deep in line (jobs wait here, or two already wait ahead of it at the
+            // worker), its answer may be held for coalescing: see worker::coalesce.
+            let backlog = more_waiting || worker.jobs.len() >= 2;
             if worker.jobs.is_empty() {
                 worker.current_since = now;
             }
             worker.state = WorkerState::Busy;
             let inflight = InFlight { job_id, route: job.route, retry, deadline: job.deadline, received: job.received };
             worker.jobs.push_back(inflight);
-            out.push(Output::Job { worker: slot, job_id, timeout_ms, headers: job.headers, data: job.data });
+            out.push(Output::Job { worker: slot, job_id, timeout_ms, backlog, headers: job.headers, data: job.data });
         }
     }
 

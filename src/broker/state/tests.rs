@@ -5,7 +5,14 @@ use super::*;
 type Out = Vec<Output<Vec<u8>>>;
 
 fn reg(service: &str, pid: u32) -> Registration {
-    Registration { service: service.into(), pid, host: "h".into(), plugin: service.into(), plugin_version: "1".into() }
+    Registration {
+        service: service.into(),
+        pid,
+        host: "h".into(),
+        plugin: service.into(),
+        plugin_version: "1".into(),
+        coalesce_us: 0,
+    }
 }
 
 fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> Job<Vec<u8>> {
@@ -82,7 +89,7 @@ fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
     b.worker_result(
         t0,
         b"w2",
-        Answer { job_id: sent[1].1, status: Status::Ok, still_busy: false, body: b"r2".to_vec() },
+        Answer { job_id: sent[1].1, status: Status::Ok, still_busy: false, run_us: None, body: b"r2".to_vec() },
         &mut out,
     );
     assert!(matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2));
@@ -119,7 +126,12 @@ fn expired_queued_jobs_are_answered_and_never_dispatched() {
     b.tick(t1, &mut out);
     assert_eq!(replies(&out), [(2, Status::Timeout)]);
     out.clear();
-    b.worker_result(t1, b"w1", Answer { job_id: first, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    b.worker_result(
+        t1,
+        b"w1",
+        Answer { job_id: first, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
+        &mut out,
+    );
     assert!(jobs(&out).is_empty(), "the expired job must not run");
     assert_eq!(b.counters.timeouts, 1);
 }
@@ -156,7 +168,12 @@ fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
     b.worker_disconnect(t0, b"w1", &mut out);
     assert!(!out.iter().any(|o| matches!(o, Output::Disconnect { .. })), "no ack while it holds a job");
     out.clear();
-    b.worker_result(t0, b"w1", Answer { job_id: first, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    b.worker_result(
+        t0,
+        b"w1",
+        Answer { job_id: first, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
+        &mut out,
+    );
     assert_eq!(replies(&out), [(1, Status::Ok)]);
     assert!(jobs(&out).is_empty());
     assert!(matches!(out.last(), Some(Output::Disconnect { identity }) if identity == b"w1"), "ack after the job");
@@ -193,13 +210,18 @@ fn services_route_separately_and_unknown_ones_fail_at_once() {
 #[test]
 fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
     let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
-    b.worker_result(t0, b"w1", Answer { job_id: 99, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    b.worker_result(
+        t0,
+        b"w1",
+        Answer { job_id: 99, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
+        &mut out,
+    );
     assert!(out.is_empty());
     assert_eq!(b.counters.bad_requests, 1);
     b.worker_result(
         t0,
         b"stranger",
-        Answer { job_id: 1, status: Status::Ok, still_busy: false, body: vec![] },
+        Answer { job_id: 1, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
         &mut out,
     );
     assert!(matches!(&out[0], Output::Disconnect { .. }));
@@ -225,7 +247,7 @@ fn a_timed_out_worker_that_still_runs_its_handler_gets_no_new_job_until_ready() 
     b.worker_result(
         t0,
         b"w1",
-        Answer { job_id: first, status: Status::Timeout, still_busy: true, body: b"stuck".to_vec() },
+        Answer { job_id: first, status: Status::Timeout, still_busy: true, run_us: None, body: b"stuck".to_vec() },
         &mut out,
     );
     assert_eq!(replies(&out), [(1, Status::Timeout)]);
@@ -254,7 +276,12 @@ fn draining_answers_queued_and_new_jobs_and_abandon_answers_held_ones() {
     assert_eq!(replies(&out), [(2, Status::NoWorker), (3, Status::NoWorker)]);
     out.clear();
     // The job in the worker still completes normally...
-    b.worker_result(t0, b"w1", Answer { job_id: first, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    b.worker_result(
+        t0,
+        b"w1",
+        Answer { job_id: first, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
+        &mut out,
+    );
     assert_eq!(replies(&out), [(1, Status::Ok)]);
     // ...and one still held when the broker exits is answered too.
     out.clear();
@@ -287,7 +314,7 @@ fn prefetching_broker() -> (Instant, BrokerState<Vec<u8>>, Out) {
 }
 
 fn answer(job_id: u64) -> Answer<Vec<u8>> {
-    Answer { job_id, status: Status::Ok, still_busy: false, body: vec![] }
+    Answer { job_id, status: Status::Ok, still_busy: false, run_us: None, body: vec![] }
 }
 
 #[test]
@@ -372,9 +399,52 @@ fn retried_jobs_of_a_dead_worker_never_go_to_another_dead_one() {
     let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     b.submit(t0, "", job(1, t0, 10_000, 3), &mut out);
     let t1 = t0 + Duration::from_millis(50);
-    b.worker_result(t1, b"w2", Answer { job_id: 999, status: Status::Ok, still_busy: false, body: vec![] }, &mut out);
+    b.worker_result(
+        t1,
+        b"w2",
+        Answer { job_id: 999, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
+        &mut out,
+    );
     out.clear();
     b.tick(t0 + Duration::from_millis(400), &mut out);
     assert!(out.iter().all(|o| !matches!(o, Output::Job { .. })), "no job to a dead worker: {out:?}");
     assert_eq!(b.workers(t0).len(), 0);
+}
+
+/// (job id, backlog flag) of every Job output.
+fn backlog_flags(out: &Out) -> Vec<(u64, bool)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Job { job_id, backlog, .. } => Some((*job_id, *backlog)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_deep_in_line_are_flagged_backlog_and_reported_run_times_size_the_prefetch() {
+    let (t0, mut b, mut out) = prefetching_broker();
+    let coalescing = Registration { coalesce_us: 3000, ..reg("echo", 11) };
+    b.worker_ready(t0, b"w", coalescing, &mut out);
+    b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
+    assert_eq!(backlog_flags(&out), [(1, false)], "a lone job is answered at once");
+    // The answer says the handler ran 1 ms, although it arrives 10 ms later
+    // (held): capacity is 1 + (2 ms budget + 3 ms coalescing) / 1 ms = 6.
+    let t1 = t0 + Duration::from_millis(10);
+    out.clear();
+    let first = Answer { run_us: Some(1000), ..answer(1) };
+    b.worker_result(t1, b"w", first, &mut out);
+    for id in 2..=9 {
+        b.submit(t1, "", job(id, t1, 10_000, 0), &mut out);
+    }
+    let flags = backlog_flags(&out);
+    assert_eq!(flags.len(), 6, "capacity 6: {flags:?}");
+    // Two jobs ahead at the worker, or jobs still queued here: backlog.
+    let expected: Vec<bool> = (0..6).map(|i| i >= 2).collect();
+    assert_eq!(flags.iter().map(|f| f.1).collect::<Vec<_>>(), expected);
+    // With three jobs still queued here, the next one dispatched is flagged
+    // even when it is first in line at a worker.
+    out.clear();
+    b.worker_ready(t1, b"v", reg("echo", 12), &mut out);
+    assert!(backlog_flags(&out)[0].1, "jobs still wait at the broker");
 }

@@ -82,7 +82,7 @@ impl<M: Payload> BrokerState<M> {
 
     /// `RESULT`: the worker's answer to one of the jobs it holds.
     pub fn worker_result(&mut self, now: Instant, identity: &[u8], answer: Answer<M>, out: &mut Vec<Output<M>>) {
-        let Answer { job_id, status, still_busy, body } = answer;
+        let Answer { job_id, status, still_busy, run_us, body } = answer;
         let Some(slot) = self.refresh(now, identity) else {
             return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
@@ -94,8 +94,11 @@ impl<M: Payload> BrokerState<M> {
         };
         let inflight = worker.jobs.remove(position).expect("position is valid");
         worker.jobs_done += 1;
-        // Time per job as seen from here: since its start or the previous answer.
-        let sample = now.saturating_duration_since(worker.current_since).as_micros() as f64;
+        // The handler's own time when the worker reports it (answers held
+        // and sent together arrive at once); else the time seen from here,
+        // since the job's start or the previous answer.
+        let seen = now.saturating_duration_since(worker.current_since).as_micros() as f64;
+        let sample = run_us.map_or(seen, f64::from);
         worker.job_us = Some(worker.job_us.map_or(sample, |avg| avg * (1.0 - EWMA) + sample * EWMA));
         worker.current_since = now;
         let (pid, service, state, idle) = (worker.info.pid, worker.service, worker.state, worker.jobs.is_empty());

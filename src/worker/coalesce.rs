@@ -1,0 +1,178 @@
+//! Result coalescing: under backlog a worker holds finished results briefly
+//! and sends several together, so one wake-up of the broker (and of the
+//! client behind it) serves several jobs.
+//!
+//! Every message costs each process on its way a few thread wake-ups in
+//! libzmq, and on a small VM a wake-up costs more than a short job's
+//! messaging. A result is held only when the broker said more jobs wait
+//! (`JOB_BACKLOG`) and the worker has another job at hand: the client's jobs
+//! are queuing anyway, and the held results never wait longer than the
+//! coalescing time. A job that runs over what the worker expects cannot
+//! stretch that: a timer wakes the pulse thread, which sends them.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{Command, CommandFrame, ResultTail, Status};
+
+/// At most this many results wait at once (the broker never gives more ahead).
+pub const MAX_HELD: usize = crate::broker::state::MAX_PREFETCH;
+
+/// A finished job whose result is not sent yet.
+pub struct Finished {
+    pub job_id: u64,
+    pub status: Status,
+    pub run_us: u32,
+    pub body: zmq::Message,
+}
+
+/// Results held back, oldest first.
+#[derive(Default)]
+pub struct Held {
+    results: Vec<Finished>,
+    /// When the oldest was held.
+    since: Option<Instant>,
+}
+
+impl Held {
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// How long the oldest has waited.
+    pub fn age(&self, now: Instant) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// When the held results must be sent at the latest.
+    pub fn due(&self, coalesce: Duration) -> Option<Instant> {
+        self.since.map(|t| t + coalesce)
+    }
+
+    /// Holds `finished`; true when it is the first (the timer must be armed).
+    pub fn push(&mut self, now: Instant, finished: Finished) -> bool {
+        self.results.push(finished);
+        self.since.get_or_insert(now);
+        self.results.len() == 1
+    }
+
+    /// Sends every held result, oldest first; false if a send found no broker
+    /// (the rest are dropped too: their clients' deadlines end them).
+    pub fn flush(&mut self, socket: &zmq::Socket) -> crate::error::Result<bool> {
+        self.since = None;
+        let mut all = true;
+        for f in self.results.drain(..) {
+            all &= send_result(socket, f.job_id, f.status, Some(f.run_us), f.body)?;
+        }
+        Ok(all)
+    }
+}
+
+/// Sends one `RESULT` without blocking; false when no broker is connected.
+pub fn send_result(
+    socket: &zmq::Socket,
+    job_id: u64,
+    status: Status,
+    run_us: Option<u32>,
+    body: zmq::Message,
+) -> crate::error::Result<bool> {
+    let (tail, n) = ResultTail { still_busy: false, run_us }.encode();
+    super::send(socket, CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]), Some(body))
+}
+
+/// Whether a just-finished result may wait for the next job's: only under
+/// backlog, with another job at hand, room left, and the next job (as long as
+/// jobs have taken lately) ending before the oldest held result is due.
+pub fn may_hold(
+    coalesce: Duration,
+    backlog: bool,
+    job_at_hand: bool,
+    held: usize,
+    held_for: Duration,
+    expected: Duration,
+) -> bool {
+    !coalesce.is_zero() && backlog && job_at_hand && held < MAX_HELD && held_for + expected < coalesce
+}
+
+/// A one-shot monotonic timer (timerfd) the pulse thread polls: arming and
+/// disarming cost a syscall but wake nobody; only a timer that fires does.
+pub struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    pub fn new() -> std::io::Result<Timer> {
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Fires once after `after` (zero disarms).
+    pub fn set(&self, after: Duration) {
+        let value = libc::timespec { tv_sec: after.as_secs() as libc::time_t, tv_nsec: after.subsec_nanos() as _ };
+        let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
+        // SAFETY: valid descriptor and itimerspec; the old value is not wanted.
+        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Consumes a firing so the descriptor stops being readable.
+    pub fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a local buffer; EAGAIN is fine.
+        unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+
+    pub fn poll_item(&self) -> zmq::PollItem<'static> {
+        zmq::PollItem::from_fd(self.fd.as_raw_fd(), zmq::POLLIN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn holds_only_under_backlog_with_a_job_at_hand_and_time_left() {
+        assert!(may_hold(5 * MS, true, true, 0, Duration::ZERO, MS));
+        assert!(!may_hold(Duration::ZERO, true, true, 0, Duration::ZERO, MS), "coalescing off");
+        assert!(!may_hold(5 * MS, false, true, 0, Duration::ZERO, MS), "no backlog: answer at once");
+        assert!(!may_hold(5 * MS, true, false, 0, Duration::ZERO, MS), "nothing else to do: send");
+        assert!(!may_hold(5 * MS, true, true, MAX_HELD, Duration::ZERO, MS), "full");
+        assert!(may_hold(5 * MS, true, true, 3, 3 * MS, MS));
+        assert!(!may_hold(5 * MS, true, true, 4, 4 * MS, MS), "the next job would end past the due time");
+        assert!(!may_hold(5 * MS, true, true, 0, Duration::ZERO, 6 * MS), "jobs longer than the coalescing time");
+    }
+
+    #[test]
+    fn held_results_are_due_from_the_oldest() {
+        let mut held = Held::default();
+        let t0 = Instant::now();
+        let f = |id| Finished { job_id: id, status: Status::Ok, run_us: 1, body: zmq::Message::new() };
+        assert!(held.push(t0, f(1)));
+        assert!(!held.push(t0 + MS, f(2)));
+        assert_eq!(held.due(5 * MS), Some(t0 + 5 * MS));
+    }
+
+    #[test]
+    fn the_timer_fires_once_and_can_be_disarmed() {
+        let timer = Timer::new().unwrap();
+        let mut items = [timer.poll_item()];
+        timer.set(MS);
+        assert_eq!(zmq::poll(&mut items, 1000).unwrap(), 1);
+        timer.clear();
+        assert_eq!(zmq::poll(&mut items, 0).unwrap(), 0, "cleared");
+        timer.set(MS);
+        timer.set(Duration::ZERO);
+        assert_eq!(zmq::poll(&mut items, 20).unwrap(), 0, "disarmed");
+    }
+}
