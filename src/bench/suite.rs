@@ -151,6 +151,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
 
     // Pinned to one CPU last (the pin is inherited by everything started after).
     progress("floor and sequential latency, pinned to CPU 0");
+    let machine = procs::machine();
     procs::pin_self(0)?;
     let floor_pinned = floor::measure(&exe, &dir, &small.data, 1000, duration, Some(0))?;
     {
@@ -167,13 +168,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         ));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(SuiteReport {
-        machine: procs::machine(),
-        seconds: t0.elapsed().as_secs_f64(),
-        targets,
-        floor_unpinned,
-        floor_pinned,
-    })
+    Ok(SuiteReport { machine, seconds: t0.elapsed().as_secs_f64(), targets, floor_unpinned, floor_pinned })
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -443,8 +443,20 @@ impl JobLoop<'_> {
         self.expected_us.set(expected);
         let done = Finished { job_id, status, run_us, body };
         let mut held = Link::lock(&self.link.held);
-        let at_hand =
-            || !Link::lock(&self.link.stash).is_empty() || socket.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+        // A message read here waits in the stash, first in line: reading it
+        // costs less than asking libzmq whether one is there (a syscall).
+        let at_hand = || {
+            let mut stash = Link::lock(&self.link.stash);
+            if !stash.is_empty() {
+                return true;
+            }
+            let mut next = Vec::with_capacity(2);
+            let got = recv_frames(&socket, &mut next).unwrap_or(false);
+            if got {
+                stash.push_back(next);
+            }
+            got
+        };
         let expected = Duration::from_micros(expected as u64);
         let coalesce = self.options.coalesce;
         // Cheap tests first: the socket is asked only under backlog.
