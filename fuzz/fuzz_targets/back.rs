@@ -44,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
             4 => {
                 // A well-formed registration, so the other events have workers to act on.
                 let service = ["a", "b"][(chunk.first().copied().unwrap_or(0) % 2) as usize].to_string();
-                let reg = Registration { service, pid: op as u32, host: "h".into(), plugin: "p".into(), plugin_version: "1".into() };
+                let coalesce_us = u64::from(chunk.get(1).copied().unwrap_or(0)) * 100;
+                let reg = Registration { service, pid: op as u32, host: "h".into(), plugin: "p".into(), plugin_version: "1".into(), coalesce_us };
                 state.worker_ready(now, identity, reg, &mut out);
             }
             5 => {
