@@ -4,10 +4,10 @@
 //!
 //! Every message costs each process on its way a few thread wake-ups in
 //! libzmq, and on a small VM a wake-up costs more than a short job's
-//! messaging. A result is held only when the broker said more jobs wait
-//! (`JOB_BACKLOG`) and the worker has another job at hand: the client's jobs
-//! are queuing anyway, and the held results never wait longer than the
-//! coalescing time. A job that runs over what the worker expects cannot
+//! messaging. A result is held only when the broker said other jobs waited
+//! there as this one left (`JOB_BACKLOG`) and the worker has another job at
+//! hand: clients' jobs are queuing anyway, and the held results never wait
+//! longer than the coalescing time. A job that runs over what the worker expects cannot
 //! stretch that: a timer wakes the pulse thread, which sends them.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -330,15 +330,14 @@ impl<M: Payload> BrokerState<M> {
             }
             let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
             let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
-            let more_waiting = !self.services[i].queue.is_empty();
+            // Jobs still wait here (the pool is beyond what its workers may
+            // hold): its answer may be held for coalescing, see worker::coalesce.
+            let backlog = !self.services[i].queue.is_empty();
             let job_id = self.next_job_id;
             self.next_job_id += 1;
             let timeout_ms = (job.deadline - now).as_millis().clamp(1, u32::MAX as u128) as u32;
             let retry = (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
             let worker = self.workers[slot].as_mut().expect("dispatch to a live worker");
-            // Deep in line (jobs wait here, or two already wait ahead of it at the
-            // worker), its answer may be held for coalescing: see worker::coalesce.
-            let backlog = more_waiting || worker.jobs.len() >= 2;
             if worker.jobs.is_empty() {
                 worker.current_since = now;
             }

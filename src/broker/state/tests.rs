@@ -422,7 +422,7 @@ fn backlog_flags(out: &Out) -> Vec<(u64, bool)> {
 }
 
 #[test]
-fn jobs_deep_in_line_are_flagged_backlog_and_reported_run_times_size_the_prefetch() {
+fn jobs_dispatched_while_others_wait_are_flagged_and_reported_run_times_size_the_prefetch() {
     let (t0, mut b, mut out) = prefetching_broker();
     let coalescing = Registration { coalesce_us: 3000, ..reg("echo", 11) };
     b.worker_ready(t0, b"w", coalescing, &mut out);
@@ -439,12 +439,11 @@ fn jobs_deep_in_line_are_flagged_backlog_and_reported_run_times_size_the_prefetc
     }
     let flags = backlog_flags(&out);
     assert_eq!(flags.len(), 6, "capacity 6: {flags:?}");
-    // Two jobs ahead at the worker, or jobs still queued here: backlog.
-    let expected: Vec<bool> = (0..6).map(|i| i >= 2).collect();
-    assert_eq!(flags.iter().map(|f| f.1).collect::<Vec<_>>(), expected);
-    // With three jobs still queued here, the next one dispatched is flagged
-    // even when it is first in line at a worker.
+    assert!(flags.iter().all(|f| !f.1), "nothing waited at the broker when they left: {flags:?}");
+    // Jobs 8 and 9 wait here; when the worker answers, the first sent on is
+    // flagged (job 9 still waits), the last is not.
     out.clear();
-    b.worker_ready(t1, b"v", reg("echo", 12), &mut out);
-    assert!(backlog_flags(&out)[0].1, "jobs still wait at the broker");
+    b.worker_result(t1, b"w", Answer { run_us: Some(1000), ..answer(flags[0].0) }, &mut out);
+    b.worker_result(t1, b"w", Answer { run_us: Some(1000), ..answer(flags[1].0) }, &mut out);
+    assert_eq!(backlog_flags(&out).iter().map(|f| f.1).collect::<Vec<_>>(), [true, false]);
 }
