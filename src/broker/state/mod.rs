@@ -18,6 +18,8 @@ use crate::protocol::{Registration, Status};
 use crate::status::{Counters, Histogram};
 
 #[cfg(test)]
+mod prefetch_tests;
+#[cfg(test)]
 mod tests;
 mod timers;
 mod workers;

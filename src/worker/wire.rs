@@ -1,0 +1,95 @@
+//! The worker's socket and its non-blocking sends and receives, and the
+//! small helpers around them (identity, host name, jitter).
+
+use std::time::Duration;
+
+use super::WorkerOptions;
+use crate::error::{Error, Result};
+use crate::protocol::CommandFrame;
+
+/// A unique identity across hosts: host name, pid and random bits.
+pub(super) fn identity(host: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // SAFETY: getrandom into a local buffer; on failure the time-based fallback is used.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = if n == 4 {
+        u32::from_le_bytes(bytes)
+    } else {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    };
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// One socket for the worker's life: ZeroMQ reconnects it by itself. In
+/// `immediate` mode messages queue only on a live connection, so nothing
+/// piles up (or blocks) while the broker is away, and POLLOUT says whether a
+/// broker is connected.
+pub(super) fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &str) -> Result<zmq::Socket> {
+    let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the worker socket"))?;
+    socket.set_identity(identity.as_bytes()).map_err(Error::zmq("setting the worker identity"))?;
+    socket.set_linger(0).map_err(Error::zmq("linger"))?;
+    socket.set_immediate(true).map_err(Error::zmq("immediate"))?;
+    socket.connect(&options.backend).map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
+    Ok(socket)
+}
+
+/// Sends without ever blocking; `Ok(false)` when no broker is connected (the
+/// message is dropped: the broker that would have read it is gone).
+pub(super) fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<bool> {
+    let more = if body.is_some() { zmq::SNDMORE } else { 0 };
+    match socket.send(frame.message(), more | zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => return Ok(false),
+        Err(e) => return Err(Error::zmq("sending to the broker")(e)),
+    }
+    if let Some(body) = body {
+        // The first part went out, so the rest of the message does too.
+        socket.send(body, zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
+    }
+    Ok(true)
+}
+
+/// Sends a prepared frame (READY) without blocking; `Ok(false)` when not connected.
+pub(super) fn send_raw(socket: &zmq::Socket, bytes: &[u8]) -> Result<bool> {
+    match socket.send(bytes, zmq::DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) => Ok(false),
+        Err(e) => Err(Error::zmq("sending to the broker")(e)),
+    }
+}
+
+/// A random duration in `0..=max` (spreads the retirement of workers).
+pub(super) fn jitter(max: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom into a local buffer.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    max.mul_f64(u64::from_le_bytes(bytes) as f64 / u64::MAX as f64)
+}
+
+/// Reads one multipart message without blocking; `false` when none is waiting.
+pub(super) fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
+    frames.clear();
+    loop {
+        let mut msg = zmq::Message::new();
+        match socket.recv(&mut msg, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(false),
+            Err(e) => return Err(Error::zmq("receiving from the broker")(e)),
+        }
+        let more = msg.get_more();
+        frames.push(msg);
+        if !more {
+            return Ok(true);
+        }
+    }
+}
