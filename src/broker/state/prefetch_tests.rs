@@ -1,7 +1,7 @@
 //! Unit tests of giving busy workers jobs ahead (prefetch) and of the
 //! backlog flag that lets workers coalesce their answers.
 
-use super::tests::{config, job, jobs, reg, Out};
+use super::tests::{answer, config, job, jobs, reg, Out};
 use super::*;
 
 /// A broker with prefetch on (2 ms budget) and room for 100 queued jobs.
@@ -9,10 +9,6 @@ fn prefetching_broker() -> (Instant, BrokerState<Vec<u8>>, Out) {
     let t0 = Instant::now();
     let config = Config { max_queue: 100, prefetch_budget: Duration::from_millis(2), ..config() };
     (t0, BrokerState::new(config, 1, t0), Out::new())
-}
-
-fn answer(job_id: u64) -> Answer<Vec<u8>> {
-    Answer { job_id, status: Status::Ok, still_busy: false, run_us: None, body: vec![] }
 }
 
 #[test]

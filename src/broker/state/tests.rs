@@ -63,6 +63,11 @@ pub(super) fn jobs(out: &Out) -> Vec<(usize, u64, Vec<u8>)> {
         .collect()
 }
 
+/// A worker's plain `OK` answer to `job_id`.
+pub(super) fn answer(job_id: u64) -> Answer<Vec<u8>> {
+    Answer { job_id, status: Status::Ok, still_busy: false, run_us: None, body: vec![] }
+}
+
 /// (req id, status) of every Reply output.
 fn replies(out: &Out) -> Vec<(u64, Status)> {
     out.iter()
@@ -126,12 +131,7 @@ fn expired_queued_jobs_are_answered_and_never_dispatched() {
     b.tick(t1, &mut out);
     assert_eq!(replies(&out), [(2, Status::Timeout)]);
     out.clear();
-    b.worker_result(
-        t1,
-        b"w1",
-        Answer { job_id: first, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
-        &mut out,
-    );
+    b.worker_result(t1, b"w1", answer(first), &mut out);
     assert!(jobs(&out).is_empty(), "the expired job must not run");
     assert_eq!(b.counters.timeouts, 1);
 }
@@ -168,12 +168,7 @@ fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
     b.worker_disconnect(t0, b"w1", &mut out);
     assert!(!out.iter().any(|o| matches!(o, Output::Disconnect { .. })), "no ack while it holds a job");
     out.clear();
-    b.worker_result(
-        t0,
-        b"w1",
-        Answer { job_id: first, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
-        &mut out,
-    );
+    b.worker_result(t0, b"w1", answer(first), &mut out);
     assert_eq!(replies(&out), [(1, Status::Ok)]);
     assert!(jobs(&out).is_empty());
     assert!(matches!(out.last(), Some(Output::Disconnect { identity }) if identity == b"w1"), "ack after the job");
@@ -210,20 +205,10 @@ fn services_route_separately_and_unknown_ones_fail_at_once() {
 #[test]
 fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
     let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
-    b.worker_result(
-        t0,
-        b"w1",
-        Answer { job_id: 99, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
-        &mut out,
-    );
+    b.worker_result(t0, b"w1", answer(99), &mut out);
     assert!(out.is_empty());
     assert_eq!(b.counters.bad_requests, 1);
-    b.worker_result(
-        t0,
-        b"stranger",
-        Answer { job_id: 1, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
-        &mut out,
-    );
+    b.worker_result(t0, b"stranger", answer(1), &mut out);
     assert!(matches!(&out[0], Output::Disconnect { .. }));
 }
 
@@ -276,12 +261,7 @@ fn draining_answers_queued_and_new_jobs_and_abandon_answers_held_ones() {
     assert_eq!(replies(&out), [(2, Status::NoWorker), (3, Status::NoWorker)]);
     out.clear();
     // The job in the worker still completes normally...
-    b.worker_result(
-        t0,
-        b"w1",
-        Answer { job_id: first, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
-        &mut out,
-    );
+    b.worker_result(t0, b"w1", answer(first), &mut out);
     assert_eq!(replies(&out), [(1, Status::Ok)]);
     // ...and one still held when the broker exits is answered too.
     out.clear();
@@ -329,12 +309,7 @@ fn retried_jobs_of_a_dead_worker_never_go_to_another_dead_one() {
     let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
     b.submit(t0, "", job(1, t0, 10_000, 3), &mut out);
     let t1 = t0 + Duration::from_millis(50);
-    b.worker_result(
-        t1,
-        b"w2",
-        Answer { job_id: 999, status: Status::Ok, still_busy: false, run_us: None, body: vec![] },
-        &mut out,
-    );
+    b.worker_result(t1, b"w2", answer(999), &mut out);
     out.clear();
     b.tick(t0 + Duration::from_millis(400), &mut out);
     assert!(out.iter().all(|o| !matches!(o, Output::Job { .. })), "no job to a dead worker: {out:?}");
