@@ -87,17 +87,18 @@ pub fn send_result(
 }
 
 /// Whether a just-finished result may wait for the next job's: only under
-/// backlog, with another job at hand, room left, and the next job (as long as
-/// jobs have taken lately) ending before the oldest held result is due.
+/// backlog, with room left, the next job (as long as jobs have taken lately)
+/// ending before the oldest held result is due, and another job at hand
+/// (asked last: it reads the socket).
 pub fn may_hold(
     coalesce: Duration,
     backlog: bool,
-    job_at_hand: bool,
     held: usize,
     held_for: Duration,
     expected: Duration,
+    job_at_hand: impl FnOnce() -> bool,
 ) -> bool {
-    !coalesce.is_zero() && backlog && job_at_hand && held < MAX_HELD && held_for + expected < coalesce
+    !coalesce.is_zero() && backlog && held < MAX_HELD && held_for + expected < coalesce && job_at_hand()
 }
 
 /// A one-shot monotonic timer (timerfd) the pulse thread polls: arming and
@@ -145,14 +146,15 @@ mod tests {
 
     #[test]
     fn holds_only_under_backlog_with_a_job_at_hand_and_time_left() {
-        assert!(may_hold(5 * MS, true, true, 0, Duration::ZERO, MS));
-        assert!(!may_hold(Duration::ZERO, true, true, 0, Duration::ZERO, MS), "coalescing off");
-        assert!(!may_hold(5 * MS, false, true, 0, Duration::ZERO, MS), "no backlog: answer at once");
-        assert!(!may_hold(5 * MS, true, false, 0, Duration::ZERO, MS), "nothing else to do: send");
-        assert!(!may_hold(5 * MS, true, true, MAX_HELD, Duration::ZERO, MS), "full");
-        assert!(may_hold(5 * MS, true, true, 3, 3 * MS, MS));
-        assert!(!may_hold(5 * MS, true, true, 4, 4 * MS, MS), "the next job would end past the due time");
-        assert!(!may_hold(5 * MS, true, true, 0, Duration::ZERO, 6 * MS), "jobs longer than the coalescing time");
+        assert!(may_hold(5 * MS, true, 0, Duration::ZERO, MS, || true));
+        assert!(!may_hold(Duration::ZERO, true, 0, Duration::ZERO, MS, || true), "coalescing off");
+        assert!(!may_hold(5 * MS, false, 0, Duration::ZERO, MS, || true), "no backlog: answer at once");
+        assert!(!may_hold(5 * MS, true, 0, Duration::ZERO, MS, || false), "nothing else to do: send");
+        assert!(!may_hold(5 * MS, true, MAX_HELD, Duration::ZERO, MS, || true), "full");
+        assert!(may_hold(5 * MS, true, 3, 3 * MS, MS, || true));
+        assert!(!may_hold(5 * MS, true, 4, 4 * MS, MS, || true), "the next job would end past the due time");
+        assert!(!may_hold(5 * MS, true, 0, Duration::ZERO, 6 * MS, || true), "jobs longer than the coalescing time");
+        assert!(!may_hold(5 * MS, false, 0, Duration::ZERO, MS, || panic!("the socket is read only when needed")));
     }
 
     #[test]

@@ -215,9 +215,7 @@ impl JobLoop<'_> {
         };
         let expected = Duration::from_micros(expected as u64);
         let coalesce = self.options.coalesce;
-        // Cheap tests first: the socket is asked only under backlog.
-        if backlog && !coalesce.is_zero() && may_hold(coalesce, backlog, at_hand(), held.len(), held.age(now), expected)
-        {
+        if may_hold(coalesce, backlog, held.len(), held.age(now), expected, at_hand) {
             if held.push(now, done) {
                 self.link.timer.set(coalesce);
             }
