@@ -13,7 +13,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Command, CommandFrame, ResultTail, Status};
+use super::wire::send_result;
+use crate::protocol::{ResultTail, Status};
 
 /// At most this many results wait at once: a quarter of the most the broker
 /// gives ahead, so a worker that holds answers still has work while the
@@ -68,22 +69,16 @@ impl Held {
         self.since = None;
         let mut all = true;
         for f in self.results.drain(..) {
-            all &= send_result(socket, f.job_id, f.status, Some(f.run_us), f.body)?;
+            all &= send_result(
+                socket,
+                f.job_id,
+                f.status,
+                ResultTail { still_busy: false, run_us: Some(f.run_us) },
+                f.body,
+            )?;
         }
         Ok(all)
     }
-}
-
-/// Sends one `RESULT` without blocking; false when no broker is connected.
-pub fn send_result(
-    socket: &zmq::Socket,
-    job_id: u64,
-    status: Status,
-    run_us: Option<u32>,
-    body: zmq::Message,
-) -> crate::error::Result<bool> {
-    let (tail, n) = ResultTail { still_busy: false, run_us }.encode();
-    super::send(socket, CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]), Some(body))
 }
 
 /// Whether a just-finished result may wait for the next job's: only under

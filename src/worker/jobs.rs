@@ -6,12 +6,12 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::coalesce::{may_hold, send_result, Finished};
-use super::wire::{recv_frames, send, send_raw};
+use super::coalesce::{may_hold, Finished};
+use super::wire::{recv_frames, send, send_raw, send_result};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
-use crate::protocol::{split_job_arg, Command, CommandFrame, HeaderIter, Status};
+use crate::protocol::{split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status};
 use crate::wakeup::Wakeup;
 
 pub(super) struct JobLoop<'a> {
@@ -223,7 +223,7 @@ impl JobLoop<'_> {
         }
         drop(held);
         self.link.flush_held(&socket)?;
-        if !send_result(&socket, job_id, status, Some(run_us), done.body)? {
+        if !send_result(&socket, job_id, status, ResultTail { still_busy: false, run_us: Some(run_us) }, done.body)? {
             tracing::warn!(job_id, "no broker connected: the answer is lost (its client's deadline ends it)");
         }
         Ok(socket)

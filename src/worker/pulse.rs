@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::wire::send_result;
 use super::{send, stackdump, Link, WorkerOptions, EXIT_STUCK};
 use crate::protocol::{Command, CommandFrame, ResultTail, Status};
 use crate::wakeup::Wakeup;
@@ -114,9 +115,8 @@ fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: 
         r.timed_out = true;
     }
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
-    let (tail, n) = ResultTail { still_busy: true, run_us: None }.encode();
-    let frame = CommandFrame::new(Command::Result, running.job_id, Status::Timeout as u32, &tail[..n]);
-    let _ = send(socket, frame, Some(message.into_bytes().into()));
+    let tail = ResultTail { still_busy: true, run_us: None };
+    let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into());
     // Jobs given ahead would wait behind the stuck handler: hand them back.
     let stashed: Vec<_> = Link::lock(&link.stash).drain(..).collect();
     let (jobs, others): (Vec<_>, Vec<_>) = stashed

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::WorkerOptions;
 use crate::error::{Error, Result};
-use crate::protocol::CommandFrame;
+use crate::protocol::{Command, CommandFrame, ResultTail, Status};
 
 /// A unique identity across hosts: host name, pid and random bits.
 pub(super) fn identity(host: &str) -> String {
@@ -57,6 +57,18 @@ pub(super) fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<z
         socket.send(body, zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
     }
     Ok(true)
+}
+
+/// Sends one `RESULT` without blocking; false when no broker is connected.
+pub(super) fn send_result(
+    socket: &zmq::Socket,
+    job_id: u64,
+    status: Status,
+    tail: ResultTail,
+    body: zmq::Message,
+) -> Result<bool> {
+    let (tail, n) = tail.encode();
+    send(socket, CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]), Some(body))
 }
 
 /// Sends a prepared frame (READY) without blocking; `Ok(false)` when not connected.
