@@ -30,6 +30,11 @@ pub struct BrokerArgs {
     /// workers answer an error for a larger result).
     #[arg(long, default_value_t = crate::broker::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: i64,
+    /// Run the broker (and under `powerhose`, the workers' I/O threads) on
+    /// this CPU, leaving the job threads every CPU: fewer cross-CPU wake-ups
+    /// on small machines [default: no pinning]
+    #[arg(long)]
+    pub io_cpu: Option<usize>,
 }
 
 /// Job time limits and worker age, shared by `powerhose` and `powerhose-worker`

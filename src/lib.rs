@@ -5,6 +5,7 @@
 //! [plugin] (a `cdylib` with a stable ABI) and sends the answer back to the
 //! [client]. [`cluster`] runs a broker and its workers as one supervised unit.
 
+pub mod affinity;
 pub mod bench;
 pub mod broker;
 pub mod cli;

@@ -46,6 +46,9 @@ pub struct BenchOptions {
     pub pin: Option<usize>,
     /// Extra flags for the cluster's workers.
     pub worker_args: Vec<String>,
+    /// `--io-cpu` for the cluster's broker and workers; the client (this
+    /// process's driving thread and its I/O thread) runs there too.
+    pub io_cpu: Option<usize>,
 }
 
 /// CPU time per job, in microseconds.
@@ -65,6 +68,8 @@ pub struct Report {
     pub workers: usize,
     pub mode: String,
     pub pinned_cpu: Option<usize>,
+    /// Broker, workers' I/O threads and client on this CPU (`--io-cpu`).
+    pub io_cpu: Option<usize>,
     pub in_process_1_thread: Rate,
     pub in_process_n_threads: Rate,
     pub cluster: Rate,
@@ -163,6 +168,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         workers: options.workers,
         mode: format!("{:?}", options.mode),
         pinned_cpu: options.pin,
+        io_cpu: options.io_cpu,
         ..Default::default()
     };
     progress("in-process, 1 thread");
@@ -174,21 +180,24 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         Some(_) => None,
         None => {
             progress(&format!("starting a broker and {} workers", options.workers));
-            {
-                let extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
-                Some(BenchCluster::start(
-                    &options.plugin,
-                    options.params.as_deref(),
-                    options.workers,
-                    options.pin,
-                    &[],
-                    &extra,
-                )?)
-            }
+            let io_cpu = options.io_cpu.map(|c| c.to_string());
+            let io_args: Vec<&str> = io_cpu.as_deref().map(|c| vec!["--io-cpu", c]).unwrap_or_default();
+            let mut extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
+            extra.extend(&io_args);
+            Some(BenchCluster::start(
+                &options.plugin,
+                options.params.as_deref(),
+                options.workers,
+                options.pin,
+                &io_args,
+                &extra,
+            )?)
         }
     };
     let frontend =
         options.frontend.clone().or_else(|| cluster.as_ref().map(|c| c.frontend.clone())).expect("one of them");
+    // After the cluster started (its processes must not inherit the pin).
+    let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
     let client = Client::connect(&frontend)?;
     progress(&format!("through the broker, {:?}", options.mode));
     let before = (procs::own_cpu_time(), cluster.as_ref().map(BenchCluster::cpu));
@@ -202,6 +211,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
             workers_us: per(workers1.saturating_sub(workers0)),
         });
     }
+    drop((client, pin));
     report.verdict_ratio = rate.jobs_per_s / report.in_process_n_threads.jobs_per_s.max(1e-9);
     report.cluster = rate;
     report.latency = latency;
@@ -235,7 +245,11 @@ pub fn format_report(r: &Report) -> String {
     s += &format!(
         "machine: {}{}\n",
         r.machine,
-        r.pinned_cpu.map(|c| format!(", pinned to CPU {c}")).unwrap_or_else(|| ", unpinned".into())
+        match (r.pinned_cpu, r.io_cpu) {
+            (Some(c), _) => format!(", pinned to CPU {c}"),
+            (None, Some(c)) => format!(", broker, workers' I/O threads and client on CPU {c} (--io-cpu)"),
+            (None, None) => ", unpinned".into(),
+        }
     );
     s += &format!("plugin {}, payload {} B, {} workers, {}\n\n", r.plugin, r.payload_bytes, r.workers, r.mode);
     s += &format!("in-process, 1 thread     {:>12.0} jobs/s\n", r.in_process_1_thread.jobs_per_s);

@@ -54,6 +54,10 @@ struct Args {
     /// be sent with others) [default: the worker's]
     #[arg(long)]
     coalesce_ms: Option<f64>,
+    /// The cluster's --io-cpu: its broker, its workers' I/O threads and this
+    /// program's client run on this CPU, the job threads on every CPU.
+    #[arg(long, conflicts_with = "pin")]
+    io_cpu: Option<usize>,
     /// Run every project target (echo and crypto_job, floors, memory) and say PASS or MISS.
     #[arg(long)]
     suite: bool,
@@ -103,6 +107,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         floor: args.floor,
         pin: args.pin,
         worker_args: args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).unwrap_or_default(),
+        io_cpu: args.io_cpu,
     };
     let report = bench::run(&options, progress)?;
     if args.json {

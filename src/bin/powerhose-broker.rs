@@ -73,6 +73,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     let mut options = broker::BrokerOptions::new(frontend, backend);
     options.config = args.broker.config();
     options.max_message_bytes = args.broker.max_message_bytes;
+    options.io_cpu = args.broker.io_cpu;
     options.legacy_timeout = Duration::from_millis(args.legacy_timeout_ms);
     broker::run_broker(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(0)

@@ -37,6 +37,10 @@ struct Args {
     /// Larger results are answered with an error (match the broker's setting).
     #[arg(long, default_value_t = powerhose::broker::MAX_MESSAGE_BYTES)]
     max_message_bytes: i64,
+    /// Run this worker's I/O threads (libzmq's and the heartbeat thread) on
+    /// this CPU; the job thread keeps every CPU [default: no pinning]
+    #[arg(long)]
+    io_cpu: Option<usize>,
     #[command(flatten)]
     lifecycle: cli::WorkerLifecycleArgs,
     /// Verbose logs, and full plugin load reports.
@@ -57,6 +61,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.exit_on_broker_loss = args.exit_on_broker_loss;
     args.lifecycle.apply(&mut options)?;
     options.max_message_bytes = args.max_message_bytes.max(0) as usize;
+    options.io_cpu = args.io_cpu;
     worker::serve(loaded, &options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }

@@ -52,6 +52,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.broker = args.broker.config();
     args.lifecycle.apply(&mut options.worker)?;
     options.max_message_bytes = args.broker.max_message_bytes;
+    options.worker.io_cpu = args.broker.io_cpu;
     options.debug = args.debug;
     cluster::run_cluster(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())

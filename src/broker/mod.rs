@@ -27,6 +27,8 @@ pub struct BrokerOptions {
     /// Larger messages are dropped by ZeroMQ before they are read (and the
     /// sender disconnected).
     pub max_message_bytes: i64,
+    /// Run the broker (its loop and libzmq's I/O thread) on this CPU.
+    pub io_cpu: Option<usize>,
 }
 
 /// The default maximum message size: 64 MiB.
@@ -63,6 +65,7 @@ impl BrokerOptions {
             legacy_timeout: Duration::from_millis(7500),
             control: None,
             max_message_bytes: MAX_MESSAGE_BYTES,
+            io_cpu: None,
         }
     }
 }
@@ -108,18 +111,24 @@ impl Broker {
         for endpoint in [&options.frontend, &options.backend] {
             locks.extend(EndpointLock::acquire(endpoint)?);
         }
+        // libzmq's I/O thread starts with the first socket and inherits this pin.
+        let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
         let ctx = zmq::Context::new();
         let front = router(&ctx, &options.frontend, "front", options.max_message_bytes)?;
         let back = router(&ctx, &options.backend, "back", options.max_message_bytes)?;
         for lock in &mut locks {
             lock.bound();
         }
+        drop(pin);
         Ok(Broker { options, _ctx: ctx, front, back, _locks: locks })
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
     /// answered. `inbox` carries a supervisor's [`Notice`]s.
     pub fn run(self, shutdown: &Wakeup, inbox: Option<&Inbox>) -> Result<()> {
+        if let Some(cpu) = self.options.io_cpu {
+            crate::affinity::pin_thread(cpu)?;
+        }
         let host = crate::worker::hostname();
         let pid = std::process::id();
         let mut io = Io::new(&self.front, &self.back, &self.options);

@@ -99,6 +99,9 @@ impl ClusterOptions {
         if let Some(service) = &w.service {
             args.extend(["--service".into(), service.into()]);
         }
+        if let Some(cpu) = w.io_cpu {
+            args.extend(["--io-cpu".into(), cpu.to_string().into()]);
+        }
         if self.debug {
             args.push("--debug".into());
         }
@@ -230,6 +233,7 @@ impl Cluster {
         broker_options.config = options.broker.clone();
         broker_options.control = Some(control.clone());
         broker_options.max_message_bytes = options.max_message_bytes;
+        broker_options.io_cpu = options.worker.io_cpu;
         let broker = Broker::bind(broker_options)?;
 
         let (notices, notices_rx) = mpsc::channel();

@@ -57,6 +57,9 @@ pub struct WorkerOptions {
     /// Under backlog (the broker says more jobs wait), a finished result may
     /// wait this long to be sent with the next ones; zero sends each at once.
     pub coalesce: Duration,
+    /// Run libzmq's I/O thread and the pulse thread on this CPU (the job
+    /// thread keeps the CPUs it had): see [`crate::affinity`].
+    pub io_cpu: Option<usize>,
 }
 
 impl WorkerOptions {
@@ -73,6 +76,7 @@ impl WorkerOptions {
             max_age_delta: Duration::ZERO,
             max_message_bytes: crate::broker::MAX_MESSAGE_BYTES as usize,
             coalesce: DEFAULT_COALESCE,
+            io_cpu: None,
         }
     }
 }
@@ -160,6 +164,9 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
+    // libzmq starts its I/O thread with the first socket: it and the pulse
+    // thread inherit this pin; the job thread (this one) gets its CPUs back.
+    let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
     let ctx = zmq::Context::new();
     let link = Arc::new(Link {
         socket: Mutex::new(connect(&ctx, options, &id)?),
@@ -184,6 +191,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
             .spawn(move || pulse::run(&link, &shutdown, &options))
             .map_err(Error::io("starting the pulse thread"))?
     };
+    drop(pin);
     let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
     let result =
         JobLoop { plugin: &plugin, options, ready: &ready, link: &link, retire_at, expected_us: Cell::new(0.0) }
