@@ -30,9 +30,10 @@ fuzz_target!(|data: &[u8]| {
         match op % 8 {
             0..=3 => match parse_back(&split::frames(chunk)) {
                 Back::Ready(reg) => state.worker_ready(now, identity, reg, &mut out),
-                Back::Result { job_id, status, tail } => {
-                    let (still_busy, run_us) = (tail.still_busy, tail.run_us);
-                    state.worker_result(now, identity, Answer { job_id, status, still_busy, run_us, body: chunk.to_vec() }, &mut out)
+                Back::Result { job_id, status, tail, inline } => {
+                    let (still_busy, run_us, inline) = (tail.still_busy, tail.run_us, inline.is_some());
+                    let answer = Answer { job_id, status, still_busy, run_us, body: chunk.to_vec(), inline };
+                    state.worker_result(now, identity, answer, &mut out)
                 }
                 Back::Return { job_id, headers } => {
                     state.worker_return(now, identity, job_id, headers.to_vec(), chunk.to_vec(), &mut out)
@@ -45,7 +46,8 @@ fuzz_target!(|data: &[u8]| {
                 // A well-formed registration, so the other events have workers to act on.
                 let service = ["a", "b"][(chunk.first().copied().unwrap_or(0) % 2) as usize].to_string();
                 let coalesce_us = u64::from(chunk.get(1).copied().unwrap_or(0)) * 100;
-                let reg = Registration { service, pid: op as u32, host: "h".into(), plugin: "p".into(), plugin_version: "1".into(), coalesce_us };
+                let inline = chunk.get(2).is_some_and(|b| b & 1 == 1);
+                let reg = Registration { service, pid: op as u32, host: "h".into(), plugin: "p".into(), plugin_version: "1".into(), coalesce_us, inline };
                 state.worker_ready(now, identity, reg, &mut out);
             }
             5 => {
@@ -53,7 +55,8 @@ fuzz_target!(|data: &[u8]| {
                 let retries = u32::from(chunk.first().copied().unwrap_or(0) % 3);
                 let route = ClientRoute { identity: vec![1], req_id: req, legacy: false };
                 let deadline = now + Duration::from_millis(u64::from(chunk.get(1).copied().unwrap_or(50)) * 10);
-                let job = Job { route, headers: vec![], data: chunk.to_vec(), deadline, retries, received: now };
+                let inline = chunk.get(2).is_some_and(|b| b & 1 == 1);
+                let job = Job { route, headers: vec![], data: chunk.to_vec(), deadline, retries, received: now, inline };
                 let service = ["", "a", "b", "zz"][(op as usize / 8) % 4];
                 state.submit(now, service, job, &mut out);
             }

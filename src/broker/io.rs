@@ -8,7 +8,9 @@ use super::state::{Answer, Body, BrokerState, ClientRoute, Job, Output};
 use super::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::parse::{parse_back, parse_front, Back, Front};
-use crate::protocol::{encode_headers, job_arg, legacy, Command, CommandFrame, Status};
+use crate::protocol::{
+    decode_request_tail, encode_headers, job_arg, legacy, patch, Command, CommandFrame, Status, COMMAND_LEN,
+};
 use crate::status::BrokerStatus;
 
 type Msg = zmq::Message;
@@ -110,7 +112,34 @@ impl<'a> Io<'a> {
         } else {
             parse_front(&views[..count])
         };
-        self.settle_front(now, identity, parsed, data, state, out);
+        if let Front::Request { req_id, timeout_ms, service, retries, inline: Some(_), .. } = parsed {
+            // The REQUEST frame itself becomes the JOB: copy the service name
+            // out of it (on the stack when short) so the frame can move on.
+            let mut stack = [0u8; 64];
+            let long;
+            let service = match stack.get_mut(..service.len()) {
+                Some(name) => {
+                    name.copy_from_slice(service.as_bytes());
+                    std::str::from_utf8(name).expect("copied from a str")
+                }
+                None => {
+                    long = service.to_string();
+                    long.as_str()
+                }
+            };
+            let job = Job {
+                route: ClientRoute { identity, req_id, legacy: false },
+                headers: Msg::new(),
+                data: frames.pop().expect("the REQUEST frame"),
+                deadline: now + Duration::from_millis(timeout_ms as u64),
+                retries,
+                received: now,
+                inline: true,
+            };
+            state.submit(now, service, job, out);
+        } else {
+            self.settle_front(now, identity, parsed, data, state, out);
+        }
         frames.clear();
         self.frames = frames;
         self.flush(state, out);
@@ -138,6 +167,7 @@ impl<'a> Io<'a> {
                     deadline: now + self.options.legacy_timeout,
                     retries,
                     received: now,
+                    inline: false,
                 };
                 let service = service.to_string();
                 state.submit(now, &service, job, out);
@@ -182,7 +212,7 @@ impl<'a> Io<'a> {
                 }
                 self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, status, text);
             }
-            Front::Request { req_id, timeout_ms, service, headers, retries } => {
+            Front::Request { req_id, timeout_ms, service, headers, retries, .. } => {
                 // Headers are small; they travel on in the JOB's command frame.
                 let headers = if headers.is_empty() { Msg::new() } else { Msg::from(headers) };
                 let data = data.expect("a request has its data frame");
@@ -194,6 +224,7 @@ impl<'a> Io<'a> {
                     deadline: now + Duration::from_millis(timeout_ms as u64),
                     retries,
                     received: now,
+                    inline: false,
                 };
                 state.submit(now, service, job, out);
             }
@@ -231,10 +262,12 @@ impl<'a> Io<'a> {
                 tracing::info!(pid = reg.pid, service = %reg.service, host = %reg.host, "worker registered");
                 state.worker_ready(now, &identity, reg, out);
             }
-            Back::Result { job_id, status, tail } => {
-                let (still_busy, run_us) = (tail.still_busy, tail.run_us);
-                let body = body.unwrap_or_else(Msg::new);
-                state.worker_result(now, &identity, Answer { job_id, status, still_busy, run_us, body }, out);
+            Back::Result { job_id, status, tail, inline } => {
+                let (still_busy, run_us, inline) = (tail.still_busy, tail.run_us, inline.is_some());
+                // An inline RESULT frame is its own body: it becomes the REPLY.
+                let body = if inline { frames.pop() } else { body }.unwrap_or_else(Msg::new);
+                let answer = Answer { job_id, status, still_busy, run_us, body, inline };
+                state.worker_result(now, &identity, answer, out);
             }
             Back::Return { job_id, headers } => {
                 let headers = Msg::from(headers);
@@ -260,14 +293,27 @@ impl<'a> Io<'a> {
         for output in out.drain(..) {
             let result = match output {
                 Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
-                Output::Job { worker, job_id, timeout_ms, backlog, headers, data } => {
+                Output::Job { worker, job_id, timeout_ms, backlog, headers, mut data, inline } => {
                     let Some(identity) = state.worker_identity(worker) else {
                         tracing::error!(job_id, "a job for a freed worker slot was dropped (a bug)");
                         continue;
                     };
-                    CommandFrame::new(Command::Job, job_id, job_arg(timeout_ms, backlog), &headers)
-                        .encode_into(&mut self.buf);
-                    send_parts(self.back, [identity.into(), (&self.buf[..]).into(), data])
+                    let arg = job_arg(timeout_ms, backlog);
+                    if inline && state.worker_reads_inline(worker) {
+                        patch(&mut data, Command::Job, job_id, arg);
+                        send_parts(self.back, [identity.into(), data])
+                    } else if inline {
+                        // A worker that reads only two-frame JOBs: unpack the request.
+                        let Ok((headers, bytes)) = unpack_request(&data) else {
+                            tracing::error!(job_id, "an inline request no longer parses (a bug)");
+                            continue;
+                        };
+                        CommandFrame::new(Command::Job, job_id, arg, headers).encode_into(&mut self.buf);
+                        send_parts(self.back, [identity.into(), (&self.buf[..]).into(), bytes.into()])
+                    } else {
+                        CommandFrame::new(Command::Job, job_id, arg, &headers).encode_into(&mut self.buf);
+                        send_parts(self.back, [identity.into(), (&self.buf[..]).into(), data])
+                    }
                 }
                 Output::Heartbeat { worker } => {
                     let Some(identity) = state.worker_identity(worker) else { continue };
@@ -295,6 +341,7 @@ impl<'a> Io<'a> {
         if route.legacy {
             let bytes: &[u8] = match &body {
                 Body::Payload(m) => m,
+                Body::Frame(f) => inline_body(f),
                 Body::Text(t) => t.as_bytes(),
             };
             // A PING's pong is the bare pid; everything else is PID:OK/ERROR:...
@@ -304,13 +351,37 @@ impl<'a> Io<'a> {
             };
             return send_parts(self.front, [route.identity, Msg::new(), reply.into()]);
         }
-        CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid.to_le_bytes()).encode_into(&mut self.buf);
+        let pid = pid.to_le_bytes();
+        let reply = CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid);
         let body = match body {
             Body::Payload(m) => m,
             Body::Text(t) => t.as_bytes().into(),
+            // The RESULT frame becomes the REPLY: the pid goes over the first
+            // 4 bytes of its tail (flags and run time, of no use to clients).
+            Body::Frame(mut frame) => {
+                if CommandFrame::decode(&frame).is_ok_and(|f| f.tail.len() >= 4) {
+                    frame[COMMAND_LEN..COMMAND_LEN + 4].copy_from_slice(&pid);
+                    patch(&mut frame, Command::Reply, route.req_id, status as u32);
+                    return send_parts(self.front, [route.identity, frame]);
+                }
+                return send_parts(self.front, [route.identity, reply.with_data(inline_body(&frame)).message()]);
+            }
         };
+        reply.encode_into(&mut self.buf);
         send_parts(self.front, [route.identity, (&self.buf[..]).into(), body])
     }
+}
+
+/// The data at the end of an inline frame (empty if it has none).
+fn inline_body(frame: &[u8]) -> &[u8] {
+    CommandFrame::decode(frame).ok().and_then(|f| f.data).unwrap_or_default()
+}
+
+/// The headers and data of an inline `REQUEST` frame.
+fn unpack_request(frame: &[u8]) -> Result<(&[u8], &[u8])> {
+    let f = CommandFrame::decode(frame)?;
+    let (_, headers) = decode_request_tail(f.tail)?;
+    Ok((headers, f.data.unwrap_or_default()))
 }
 
 fn send_parts<const N: usize>(socket: &zmq::Socket, parts: [Msg; N]) -> Result<(), zmq::Error> {
@@ -322,60 +393,5 @@ fn send_parts<const N: usize>(socket: &zmq::Socket, parts: [Msg; N]) -> Result<(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{encode_request_tail, Registration};
-    use crate::test_alloc::allocations;
-
-    fn msg(bytes: &[u8]) -> Msg {
-        Msg::from(bytes)
-    }
-
-    /// The broker's whole per-job path (front message in, JOB out, RESULT in,
-    /// REPLY out) makes no allocation of its own once warmed up: only
-    /// libzmq's message buffers (malloc, not counted here) are used.
-    #[test]
-    fn the_hot_path_does_not_allocate_per_job() {
-        let ctx = zmq::Context::new();
-        let (front, back) = (ctx.socket(zmq::ROUTER).unwrap(), ctx.socket(zmq::ROUTER).unwrap());
-        for s in [&front, &back] {
-            s.set_router_mandatory(true).unwrap();
-        }
-        front.bind("inproc://alloc-front").unwrap();
-        back.bind("inproc://alloc-back").unwrap();
-        let options = BrokerOptions::new("inproc://alloc-front", "inproc://alloc-back");
-        let mut io = Io::new(&front, &back, &options);
-        let now = Instant::now();
-        let mut state = BrokerState::<Msg>::new(options.config.clone(), 1, now);
-        let mut out = Vec::with_capacity(64);
-        let reg = Registration {
-            service: "echo".into(),
-            pid: 2,
-            host: "h".into(),
-            plugin: "echo".into(),
-            plugin_version: "1".into(),
-            coalesce_us: 0,
-        };
-        let ready = CommandFrame::new(Command::Ready, 0, 0, &reg.encode()).encode();
-        io.frames.extend([msg(b"worker-1"), msg(&ready)]);
-        io.on_back(now, &mut state, &mut out);
-        let tail = encode_request_tail("echo", &[]);
-        let mut run = |job_id: u64| {
-            let request = CommandFrame::new(Command::Request, job_id, 60_000, &tail).message();
-            let result = CommandFrame::new(Command::Result, job_id, 0, b"").message();
-            let (client, worker, data, body) = (msg(b"client-1"), msg(b"worker-1"), msg(&[7; 100]), msg(&[8; 100]));
-            let before = allocations();
-            io.frames.extend([client, request, data]);
-            io.on_front(now, &mut state, &mut out);
-            io.frames.extend([worker, result, body]);
-            io.on_back(now, &mut state, &mut out);
-            allocations() - before
-        };
-        for job_id in 1..=1_000 {
-            run(job_id);
-        }
-        let allocated: u64 = (1_001..=11_000).map(&mut run).sum();
-        assert_eq!(allocated, 0, "Rust allocations in 10,000 jobs through the broker");
-        assert_eq!(state.counters.ok, 11_000);
-    }
-}
+#[path = "io_tests.rs"]
+mod tests;

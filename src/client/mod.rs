@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub use job::{JobRequest, TimeoutPolicy};
 
 use crate::error::{Error, Result};
-use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, Control, Status};
+use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, Control, Status, INLINE_MAX};
 use crate::status::BrokerStatus;
 use job::LateCounts;
 use mux::{Mux, Outcome, Reply};
@@ -183,7 +183,11 @@ fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Messa
     let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
     let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let tail = encode_request_tail(&job.service, &headers);
-    vec![CommandFrame::new(Command::Request, id, timeout_ms, &tail).message(), job.data.into()]
+    let frame = CommandFrame::new(Command::Request, id, timeout_ms, &tail);
+    if job.data.len() <= INLINE_MAX {
+        return vec![frame.with_data(&job.data).message()];
+    }
+    vec![frame.message(), job.data.into()]
 }
 
 fn parse_number<T: std::str::FromStr>(body: &[u8], what: &str) -> Result<T> {

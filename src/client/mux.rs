@@ -242,7 +242,7 @@ impl Mux {
                 extra += 1;
             }
             let cmd = match CommandFrame::decode(&head) {
-                Ok(cmd) if cmd.command == Command::Reply && extra <= 1 => cmd,
+                Ok(cmd) if cmd.command == Command::Reply && extra <= usize::from(cmd.data.is_none()) => cmd,
                 _ => {
                     tracing::warn!("malformed reply from the broker ignored");
                     continue;
@@ -252,7 +252,11 @@ impl Mux {
                 tracing::warn!(status = cmd.arg, "reply with an unknown status ignored");
                 continue;
             };
+            // The pid is the tail's first 4 bytes; an inline REPLY may have more.
             let pid = cmd.tail.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+            if let Some(inline) = cmd.data {
+                body = inline.into();
+            }
             return Ok(Some((cmd.id, Reply { status, pid, body })));
         }
     }

@@ -8,7 +8,7 @@
 //! |--------|----------------------------------------------------------------|
 //! | 0..2   | magic `PH`                                                     |
 //! | 2      | protocol version, `1`                                          |
-//! | 3      | command (see [`Command`])                                      |
+//! | 3      | command (see [`Command`]); bit 6 ([`INLINE`]): data inline    |
 //! | 4..12  | `id`, u64 little-endian: request id (client) or job id (worker) |
 //! | 12..16 | `arg`, u32 little-endian: timeout ms or status (per command)   |
 //! | 16..   | tail: per command (service name, worker pid, flags, JSON)      |
@@ -34,6 +34,20 @@
 //! flags (bit 0: timed out, handler still running), then optionally the
 //! handler's run time, u32 LE µs. `READY`'s registration may carry
 //! `coalesce_us`, how long the worker may hold results under backlog.
+//!
+//! Inline data: a `REQUEST`, `JOB`, `RESULT` or `REPLY` with [`INLINE`] set
+//! has no further frame; its data (body) ends the command frame, followed
+//! by its length, u32 LE: `16 fixed bytes | tail | data | u32 LE length`.
+//! Clients inline data up to [`INLINE_MAX`] bytes: one frame per message
+//! instead of two. The broker then forwards the frame itself, patched in
+//! place ([`patch`]): so an inline `JOB`'s tail is the `REQUEST` tail
+//! (service, then headers), and an inline `REPLY`'s tail is the worker's
+//! `RESULT` tail with the worker's pid written over its first 4 bytes
+//! (readers take the pid from those 4 bytes and ignore the rest). The broker
+//! sends inline `JOB`s only to workers whose `READY` says `inline`, and only
+//! for inline requests; such a worker answers inline exactly the inline
+//! `JOB`s; a client must read both forms of `REPLY`. Peers that never set
+//! the bit keep the two-frame form throughout.
 //!
 //! `REQUEST` tail: `u16 LE service length, service (UTF-8), headers`. Headers
 //! (in `REQUEST`, `JOB` and `RETURN` tails): zero or more `u16 LE name length,
@@ -115,46 +129,75 @@ impl Status {
     }
 }
 
-/// A decoded command frame; `tail` borrows from the frame.
+/// Bit 6 of the command byte: the data (or body) is inline, at the end of
+/// the command frame, instead of in a frame of its own.
+pub const INLINE: u8 = 0x40;
+
+/// Data up to this size travels inline: one frame per message instead of
+/// two, and the broker forwards the frame itself (patched in place).
+pub const INLINE_MAX: usize = 2048;
+
+/// A decoded command frame; `tail` and `data` borrow from the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommandFrame<'a> {
     pub command: Command,
     pub id: u64,
     pub arg: u32,
     pub tail: &'a [u8],
+    /// Inline data: the frame ends with the data and its length (u32 LE)
+    /// and has [`INLINE`] set.
+    pub data: Option<&'a [u8]>,
 }
 
 impl<'a> CommandFrame<'a> {
     pub fn new(command: Command, id: u64, arg: u32, tail: &'a [u8]) -> Self {
-        CommandFrame { command, id, arg, tail }
+        CommandFrame { command, id, arg, tail, data: None }
+    }
+
+    /// The same frame carrying `data` inline.
+    pub fn with_data(self, data: &'a [u8]) -> Self {
+        CommandFrame { data: Some(data), ..self }
+    }
+
+    /// The encoded length.
+    pub fn encoded_len(&self) -> usize {
+        COMMAND_LEN + self.tail.len() + self.data.map_or(0, |d| d.len() + 4)
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(MAGIC);
+        out[2] = VERSION;
+        patch(out, self.command, self.id, self.arg);
+        let end = COMMAND_LEN + self.tail.len();
+        out[COMMAND_LEN..end].copy_from_slice(self.tail);
+        match self.data {
+            Some(data) => {
+                out[3] |= INLINE;
+                out[end..end + data.len()].copy_from_slice(data);
+                let n = u32::try_from(data.len()).expect("inline data under 4 GiB");
+                out[end + data.len()..].copy_from_slice(&n.to_le_bytes());
+            }
+            None => out[3] &= !INLINE,
+        }
     }
 
     /// Writes the frame into `buf` (cleared first), so callers can reuse a buffer.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         buf.clear();
-        buf.extend_from_slice(MAGIC);
-        buf.push(VERSION);
-        buf.push(self.command as u8);
-        buf.extend_from_slice(&self.id.to_le_bytes());
-        buf.extend_from_slice(&self.arg.to_le_bytes());
-        buf.extend_from_slice(self.tail);
+        buf.resize(self.encoded_len(), 0);
+        self.write(buf);
     }
 
     /// The frame as a ZeroMQ message, written in place (small frames fit in
     /// the message itself: no allocation).
     pub fn message(&self) -> zmq::Message {
-        let mut msg = zmq::Message::with_size(COMMAND_LEN + self.tail.len());
-        msg[0..2].copy_from_slice(MAGIC);
-        msg[2] = VERSION;
-        msg[3] = self.command as u8;
-        msg[4..12].copy_from_slice(&self.id.to_le_bytes());
-        msg[12..16].copy_from_slice(&self.arg.to_le_bytes());
-        msg[COMMAND_LEN..].copy_from_slice(self.tail);
+        let mut msg = zmq::Message::with_size(self.encoded_len());
+        self.write(&mut msg);
         msg
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(COMMAND_LEN + self.tail.len());
+        let mut buf = Vec::new();
         self.encode_into(&mut buf);
         buf
     }
@@ -169,17 +212,35 @@ impl<'a> CommandFrame<'a> {
         if frame[2] != VERSION {
             return Err(Error::Protocol(format!("protocol version {} (this build speaks {VERSION})", frame[2])));
         }
-        let command = Command::from_byte(frame[3])
+        let command = Command::from_byte(frame[3] & !INLINE)
             .ok_or_else(|| Error::Protocol(format!("unknown command 0x{:02x}", frame[3])))?;
         let id = u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"));
         let arg = u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes"));
-        Ok(CommandFrame { command, id, arg, tail: &frame[COMMAND_LEN..] })
+        let rest = &frame[COMMAND_LEN..];
+        if frame[3] & INLINE == 0 {
+            return Ok(CommandFrame { command, id, arg, tail: rest, data: None });
+        }
+        let bad = || Error::Protocol(format!("inline data length does not fit a {}-byte frame", frame.len()));
+        let at = rest.len().checked_sub(4).ok_or_else(bad)?;
+        let n = u32::from_le_bytes(rest[at..].try_into().expect("4 bytes")) as usize;
+        let start = at.checked_sub(n).ok_or_else(bad)?;
+        Ok(CommandFrame { command, id, arg, tail: &rest[..start], data: Some(&rest[start..at]) })
     }
 
     /// True when a frame looks like a native command frame (magic present).
     pub fn is_native(frame: &[u8]) -> bool {
         frame.len() >= 2 && &frame[0..2] == MAGIC
     }
+}
+
+/// Rewrites the command (keeping the [`INLINE`] bit), id and arg of an
+/// encoded command frame in place: how the broker turns an inline
+/// `REQUEST` into a `JOB`, and an inline `RESULT` into a `REPLY`, without
+/// copying or allocating.
+pub fn patch(frame: &mut [u8], command: Command, id: u64, arg: u32) {
+    frame[3] = command as u8 | (frame[3] & INLINE);
+    frame[4..12].copy_from_slice(&id.to_le_bytes());
+    frame[12..16].copy_from_slice(&arg.to_le_bytes());
 }
 
 /// A request to the supervisor of a `powerhose` cluster (`CONTROL` tail).
@@ -273,6 +334,9 @@ pub struct Registration {
     /// to send several together; the broker gives it that much more work ahead.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub coalesce_us: u64,
+    /// The worker reads inline `JOB`s (and answers them inline).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
 }
 
 fn is_zero(v: &u64) -> bool {

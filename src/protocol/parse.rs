@@ -33,13 +33,14 @@ pub enum Front<'a> {
         req_id: u64,
         request: Result<Control, String>,
     },
-    /// A job; its data is the message's last frame.
+    /// A job; its data is inline, or else the message's last frame.
     Request {
         req_id: u64,
         timeout_ms: u32,
         service: &'a str,
         headers: &'a [u8],
         retries: u32,
+        inline: Option<&'a [u8]>,
     },
     /// A native message with a request id but something wrong: answerable.
     BadNative {
@@ -87,7 +88,7 @@ fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
             req_id,
             request: serde_json::from_slice(cmd.tail).map_err(|e| format!("bad CONTROL request: {e}")),
         },
-        (Command::Request, 1) => {
+        (Command::Request, n) if n == usize::from(cmd.data.is_none()) => {
             let (service, headers) = match decode_request_tail(cmd.tail) {
                 Ok(parts) => parts,
                 Err(e) => return bad(e.to_string()),
@@ -96,7 +97,7 @@ fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
                 Ok(r) => r.and_then(|r| r.parse().ok()).unwrap_or(0),
                 Err(e) => return bad(e.to_string()),
             };
-            Front::Request { req_id, timeout_ms: cmd.arg, service, headers, retries }
+            Front::Request { req_id, timeout_ms: cmd.arg, service, headers, retries, inline: cmd.data }
         }
         (command, n) => bad(format!("unexpected {command:?} with {n} frames after the command frame from a client")),
     }
@@ -106,11 +107,12 @@ fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
 #[derive(Debug, PartialEq)]
 pub enum Back<'a> {
     Ready(Registration),
-    /// An answer; its body is the second frame (empty when missing).
+    /// An answer; its body is inline, or else the second frame (empty when missing).
     Result {
         job_id: u64,
         status: Status,
         tail: ResultTail,
+        inline: Option<&'a [u8]>,
     },
     /// A job handed back; its data is the second frame.
     Return {
@@ -134,11 +136,12 @@ pub fn parse_back<'a>(frames: &[&'a [u8]]) -> Back<'a> {
             Ok(reg) => Back::Ready(reg),
             Err(e) => Back::Bad(e.to_string()),
         },
-        (Command::Result, 1 | 2) => Back::Result {
+        (Command::Result, n) if n == 1 || (n == 2 && cmd.data.is_none()) => Back::Result {
             job_id: cmd.id,
             // An unknown status from a worker is a failed job.
             status: Status::from_u32(cmd.arg).unwrap_or(Status::HandlerError),
             tail: ResultTail::decode(cmd.tail),
+            inline: cmd.data,
         },
         (Command::Return, 2) => Back::Return { job_id: cmd.id, headers: cmd.tail },
         (Command::Heartbeat, 1) => Back::Heartbeat,
@@ -172,9 +175,24 @@ mod tests {
         let req = frame(Command::Request, 9, 100, &encode_request_tail("echo", &headers));
         assert_eq!(
             parse_front(&[&req, b"data"]),
-            Front::Request { req_id: 9, timeout_ms: 100, service: "echo", headers: &headers, retries: 3 }
+            Front::Request { req_id: 9, timeout_ms: 100, service: "echo", headers: &headers, retries: 3, inline: None }
         );
         assert!(matches!(parse_front(&[&req]), Front::BadNative { req_id: 9, .. }));
+        let tail = encode_request_tail("echo", &headers);
+        let inline = CommandFrame::new(Command::Request, 9, 100, &tail).with_data(b"data").encode();
+        assert_eq!(
+            parse_front(&[&inline]),
+            Front::Request {
+                req_id: 9,
+                timeout_ms: 100,
+                service: "echo",
+                headers: &headers,
+                retries: 3,
+                inline: Some(b"data")
+            }
+        );
+        // Inline data and a data frame: which one is meant?
+        assert!(matches!(parse_front(&[&inline, b"data"]), Front::BadNative { req_id: 9, .. }));
         assert!(matches!(
             parse_front(&[&frame(Command::Ping, 4, 0, b""), b"extra"]),
             Front::BadNative { req_id: 4, .. }
@@ -190,8 +208,16 @@ mod tests {
         assert_eq!(parse_back(&[&frame(Command::Heartbeat, 0, 0, b"")]), Back::Heartbeat);
         assert_eq!(
             parse_back(&[&frame(Command::Result, 5, 0, &[1]), b"body"]),
-            Back::Result { job_id: 5, status: Status::Ok, tail: ResultTail { still_busy: true, run_us: None } }
+            Back::Result {
+                job_id: 5,
+                status: Status::Ok,
+                tail: ResultTail { still_busy: true, run_us: None },
+                inline: None
+            }
         );
+        let inline = CommandFrame::new(Command::Result, 5, 0, &[0]).with_data(b"body").encode();
+        assert!(matches!(parse_back(&[&inline]), Back::Result { job_id: 5, inline: Some(b"body"), .. }));
+        assert!(matches!(parse_back(&[&inline, b"body"]), Back::Bad(_)));
         assert!(matches!(
             parse_back(&[&frame(Command::Result, 5, 999, b"")]),
             Back::Result { status: Status::HandlerError, .. }
@@ -203,7 +229,7 @@ mod tests {
     }
 
     fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
-        let native = (0u8..0x30, any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+        let native = (0u8..0x70, any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
             |(c, id, arg, tail)| {
                 let mut f = frame(Command::Ping, id, arg, &tail);
                 f[3] = c;

@@ -99,7 +99,58 @@ fn registration_round_trips() {
         plugin: "echo".into(),
         plugin_version: "0.1.0".into(),
         coalesce_us: 5000,
+        inline: true,
     };
     assert_eq!(Registration::decode(&r.encode()).unwrap(), r);
     assert!(Registration::decode(b"{").is_err());
+}
+
+#[test]
+fn inline_data_round_trips() {
+    let big = vec![7u8; INLINE_MAX];
+    for (cmd, tail, data) in [
+        (Command::Request, &b"\x04\x00echo"[..], &b"hello"[..]),
+        (Command::Job, &b""[..], &b""[..]),
+        (Command::Result, &[1u8, 2, 3, 4, 5][..], &big[..]),
+        (Command::Reply, &9u32.to_le_bytes()[..], &b"x"[..]),
+    ] {
+        let frame = CommandFrame::new(cmd, 3, 4, tail).with_data(data);
+        let bytes = frame.encode();
+        assert_eq!(bytes.len(), COMMAND_LEN + tail.len() + data.len() + 4);
+        assert_eq!(bytes[3], cmd as u8 | INLINE);
+        assert_eq!(&frame.message()[..], &bytes[..]);
+        let back = CommandFrame::decode(&bytes).unwrap();
+        assert_eq!(back, frame);
+        assert_eq!((back.tail, back.data), (tail, Some(data)));
+    }
+}
+
+#[test]
+fn inline_lengths_that_do_not_fit_are_errors() {
+    let mut bytes = CommandFrame::new(Command::Job, 1, 0, b"").with_data(b"abc").encode();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&100u32.to_le_bytes());
+    assert!(CommandFrame::decode(&bytes).unwrap_err().to_string().contains("inline data length"));
+    let mut short = CommandFrame::new(Command::Job, 1, 0, b"").encode();
+    short[3] |= INLINE;
+    assert!(CommandFrame::decode(&short).is_err(), "the flag without room for a length");
+    let mut all = CommandFrame::new(Command::Job, 1, 0, b"ab").with_data(b"").encode();
+    let n = all.len();
+    all[n - 4..].copy_from_slice(&2u32.to_le_bytes());
+    let f = CommandFrame::decode(&all).unwrap();
+    assert_eq!((f.tail, f.data), (&b""[..], Some(&b"ab"[..])), "data may take the whole rest");
+}
+
+#[test]
+fn patching_turns_a_request_into_a_job_in_place() {
+    let tail = encode_request_tail("echo", &encode_headers([("op", "sign")]));
+    let mut bytes = CommandFrame::new(Command::Request, 7, 5000, &tail).with_data(b"payload").encode();
+    patch(&mut bytes, Command::Job, 42, job_arg(4000, true));
+    let job = CommandFrame::decode(&bytes).unwrap();
+    assert_eq!((job.command, job.id, split_job_arg(job.arg)), (Command::Job, 42, (4000, true)));
+    assert_eq!((job.tail, job.data), (&tail[..], Some(&b"payload"[..])));
+    // A two-frame command stays two-frame.
+    let mut plain = CommandFrame::new(Command::Result, 1, 0, b"").encode();
+    patch(&mut plain, Command::Reply, 2, 3);
+    assert_eq!(CommandFrame::decode(&plain).unwrap(), CommandFrame::new(Command::Reply, 2, 3, b""));
 }

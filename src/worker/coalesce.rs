@@ -27,6 +27,8 @@ pub struct Finished {
     pub status: Status,
     pub run_us: u32,
     pub body: zmq::Message,
+    /// The job came inline, so its answer goes inline too.
+    pub inline: bool,
 }
 
 /// Results held back, oldest first.
@@ -75,6 +77,7 @@ impl Held {
                 f.status,
                 ResultTail { still_busy: false, run_us: Some(f.run_us) },
                 f.body,
+                f.inline,
             )?;
         }
         Ok(all)
@@ -156,7 +159,7 @@ mod tests {
     fn held_results_are_due_from_the_oldest() {
         let mut held = Held::default();
         let t0 = Instant::now();
-        let f = |id| Finished { job_id: id, status: Status::Ok, run_us: 1, body: zmq::Message::new() };
+        let f = |id| Finished { job_id: id, status: Status::Ok, run_us: 1, body: zmq::Message::new(), inline: false };
         assert!(held.push(t0, f(1)));
         assert!(!held.push(t0 + MS, f(2)));
         assert_eq!(held.due(5 * MS), Some(t0 + 5 * MS));

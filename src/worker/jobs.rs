@@ -11,7 +11,7 @@ use super::wire::{recv_frames, send, send_raw, send_result};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
-use crate::protocol::{split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status};
+use crate::protocol::{decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status};
 use crate::wakeup::Wakeup;
 
 pub(super) struct JobLoop<'a> {
@@ -126,13 +126,28 @@ impl JobLoop<'_> {
             }
         };
         match cmd.command {
-            Command::Job if frames.len() == 2 => {
+            Command::Job if frames.len() == 2 && cmd.data.is_none() => {
                 let backlog = split_job_arg(cmd.arg).1;
-                return Ok((self.run_job(socket, cmd.id, backlog, cmd.tail, &frames[1])?, true));
+                return Ok((self.run_job(socket, cmd.id, backlog, cmd.tail, &frames[1], false)?, true));
+            }
+            // Inline: the tail is the client's REQUEST tail (service, headers).
+            Command::Job if frames.len() == 1 && cmd.data.is_some() => {
+                let backlog = split_job_arg(cmd.arg).1;
+                let (data, headers) = (cmd.data.unwrap_or_default(), decode_request_tail(cmd.tail).map(|t| t.1));
+                let Ok(headers) = headers else {
+                    let result = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
+                    send(&socket, result, Some("JOB with a malformed inline tail".into()))?;
+                    return Ok((socket, false));
+                };
+                return Ok((self.run_job(socket, cmd.id, backlog, headers, data, true)?, true));
             }
             Command::Job => {
                 // Answer rather than ignore: the broker counts us busy until a RESULT.
-                let msg = format!("JOB with {} frames after the command frame, expected 1", frames.len() - 1);
+                let msg = format!(
+                    "JOB with {} frames after the command frame and {} inline data, expected one or the other",
+                    frames.len() - 1,
+                    if cmd.data.is_some() { "with" } else { "no" }
+                );
                 tracing::warn!("{msg}");
                 let result = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
                 send(&socket, result, Some(msg.into_bytes().into()))?;
@@ -157,6 +172,7 @@ impl JobLoop<'_> {
         backlog: bool,
         headers: &[u8],
         data: &[u8],
+        inline: bool,
     ) -> Result<Guard<'s>> {
         let started = Instant::now();
         let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
@@ -197,7 +213,7 @@ impl JobLoop<'_> {
             _ => f64::from(run_us),
         };
         self.expected_us.set(expected);
-        let done = Finished { job_id, status, run_us, body };
+        let done = Finished { job_id, status, run_us, body, inline };
         let mut held = Link::lock(&self.link.held);
         // A message read here waits in the stash, first in line: reading it
         // costs less than asking libzmq whether one is there (a syscall).
@@ -223,7 +239,8 @@ impl JobLoop<'_> {
         }
         drop(held);
         self.link.flush_held(&socket)?;
-        if !send_result(&socket, job_id, status, ResultTail { still_busy: false, run_us: Some(run_us) }, done.body)? {
+        let tail = ResultTail { still_busy: false, run_us: Some(run_us) };
+        if !send_result(&socket, job_id, status, tail, done.body, inline)? {
             tracing::warn!(job_id, "no broker connected: the answer is lost (its client's deadline ends it)");
         }
         Ok(socket)

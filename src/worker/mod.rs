@@ -161,6 +161,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         plugin: plugin.name.clone(),
         plugin_version: plugin.version.clone(),
         coalesce_us: options.coalesce.as_micros() as u64,
+        inline: true,
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::send_result;
 use super::{send, stackdump, Link, WorkerOptions, EXIT_STUCK};
-use crate::protocol::{Command, CommandFrame, ResultTail, Status};
+use crate::protocol::{decode_request_tail, Command, CommandFrame, ResultTail, Status};
 use crate::wakeup::Wakeup;
 
 pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
@@ -116,7 +116,7 @@ fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: 
     }
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
     let tail = ResultTail { still_busy: true, run_us: None };
-    let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into());
+    let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into(), false);
     // Jobs given ahead would wait behind the stuck handler: hand them back.
     let stashed: Vec<_> = Link::lock(&link.stash).drain(..).collect();
     let (jobs, others): (Vec<_>, Vec<_>) = stashed
@@ -152,12 +152,19 @@ fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
     }
 }
 
-/// `RETURN`s a job (command frame with headers, data) the worker will not run.
+/// `RETURN`s a job the worker will not run: always headers in the command
+/// frame and data in a frame of its own, whichever form the `JOB` had.
 fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
-    let mut frames = frames.into_iter();
-    let (Some(head), Some(data)) = (frames.next(), frames.next()) else { return };
-    let Ok(cmd) = CommandFrame::decode(&head) else { return };
-    let frame = CommandFrame::new(Command::Return, cmd.id, 0, cmd.tail).encode();
+    let Some(Ok(cmd)) = frames.first().map(|head| CommandFrame::decode(head)) else { return };
+    let (headers, data): (&[u8], zmq::Message) = match (cmd.data, frames.get(1)) {
+        (Some(inline), None) => match decode_request_tail(cmd.tail) {
+            Ok((_, headers)) => (headers, inline.into()),
+            Err(_) => return,
+        },
+        (None, Some(data)) => (cmd.tail, (&data[..]).into()),
+        _ => return,
+    };
+    let frame = CommandFrame::new(Command::Return, cmd.id, 0, headers).encode();
     let _ = socket.send(frame, zmq::SNDMORE | zmq::DONTWAIT).and_then(|_| socket.send(data, zmq::DONTWAIT));
     tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
 }

@@ -90,6 +90,9 @@ pub struct ClientRoute<M> {
 #[derive(Debug)]
 pub enum Body<M> {
     Payload(M),
+    /// The worker's whole inline `RESULT` frame: the body is at its end, and
+    /// the frame itself becomes the `REPLY` (patched in place).
+    Frame(M),
     Text(Cow<'static, str>),
 }
 
@@ -111,6 +114,8 @@ pub enum Output<M> {
         backlog: bool,
         headers: M,
         data: M,
+        /// `data` is the client's whole inline `REQUEST` frame (see [`Job::inline`]).
+        inline: bool,
     },
     Heartbeat {
         worker: usize,
@@ -131,6 +136,8 @@ pub struct Answer<M> {
     /// The handler's run time, when the worker reports it.
     pub run_us: Option<u32>,
     pub body: M,
+    /// `body` is the worker's whole inline `RESULT` frame.
+    pub inline: bool,
 }
 
 /// A job as the broker holds it.
@@ -144,6 +151,9 @@ pub struct Job<M> {
     pub retries: u32,
     /// When the broker received it (for the latency histogram).
     pub received: Instant,
+    /// `data` is the client's whole inline `REQUEST` frame (data at its
+    /// end, `headers` empty): it goes to the worker as the `JOB`, patched.
+    pub inline: bool,
 }
 
 struct Queued<M> {
@@ -158,7 +168,7 @@ struct InFlight<M> {
     job_id: u64,
     route: ClientRoute<M>,
     /// Kept only when the job may be retried.
-    retry: Option<(M, M, u32)>,
+    retry: Option<(M, M, u32, bool)>,
     deadline: Instant,
     received: Instant,
 }
@@ -255,6 +265,11 @@ impl<M: Payload> BrokerState<M> {
         self.workers.get(slot)?.as_ref().map(|w| w.identity.as_slice())
     }
 
+    /// Whether the worker in `slot` said it reads inline `JOB`s.
+    pub fn worker_reads_inline(&self, slot: usize) -> bool {
+        self.workers.get(slot).and_then(Option::as_ref).is_some_and(|w| w.info.inline)
+    }
+
     fn reply(
         &mut self,
         out: &mut Vec<Output<M>>,
@@ -338,7 +353,8 @@ impl<M: Payload> BrokerState<M> {
             let job_id = self.next_job_id;
             self.next_job_id += 1;
             let timeout_ms = (job.deadline - now).as_millis().clamp(1, u32::MAX as u128) as u32;
-            let retry = (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries));
+            let retry =
+                (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries, job.inline));
             let worker = self.workers[slot].as_mut().expect("dispatch to a live worker");
             if worker.jobs.is_empty() {
                 worker.current_since = now;
@@ -346,7 +362,8 @@ impl<M: Payload> BrokerState<M> {
             worker.state = WorkerState::Busy;
             let inflight = InFlight { job_id, route: job.route, retry, deadline: job.deadline, received: job.received };
             worker.jobs.push_back(inflight);
-            out.push(Output::Job { worker: slot, job_id, timeout_ms, backlog, headers: job.headers, data: job.data });
+            let (headers, data, inline) = (job.headers, job.data, job.inline);
+            out.push(Output::Job { worker: slot, job_id, timeout_ms, backlog, headers, data, inline });
         }
     }
 

@@ -12,6 +12,7 @@ pub(super) fn reg(service: &str, pid: u32) -> Registration {
         plugin: service.into(),
         plugin_version: "1".into(),
         coalesce_us: 0,
+        inline: false,
     }
 }
 
@@ -23,6 +24,7 @@ pub(super) fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> J
         deadline: now + Duration::from_millis(timeout_ms),
         retries,
         received: now,
+        inline: false,
     }
 }
 
@@ -65,7 +67,7 @@ pub(super) fn jobs(out: &Out) -> Vec<(usize, u64, Vec<u8>)> {
 
 /// A worker's plain `OK` answer to `job_id`.
 pub(super) fn answer(job_id: u64) -> Answer<Vec<u8>> {
-    Answer { job_id, status: Status::Ok, still_busy: false, run_us: None, body: vec![] }
+    Answer { job_id, status: Status::Ok, still_busy: false, run_us: None, body: vec![], inline: false }
 }
 
 /// (req id, status) of every Reply output.
@@ -94,7 +96,14 @@ fn jobs_go_to_the_oldest_idle_worker_and_wait_when_all_are_busy() {
     b.worker_result(
         t0,
         b"w2",
-        Answer { job_id: sent[1].1, status: Status::Ok, still_busy: false, run_us: None, body: b"r2".to_vec() },
+        Answer {
+            job_id: sent[1].1,
+            status: Status::Ok,
+            still_busy: false,
+            run_us: None,
+            body: b"r2".to_vec(),
+            inline: false,
+        },
         &mut out,
     );
     assert!(matches!(&out[0], Output::Reply { route, pid: 12, status: Status::Ok, .. } if route.req_id == 2));
@@ -232,7 +241,14 @@ fn a_timed_out_worker_that_still_runs_its_handler_gets_no_new_job_until_ready() 
     b.worker_result(
         t0,
         b"w1",
-        Answer { job_id: first, status: Status::Timeout, still_busy: true, run_us: None, body: b"stuck".to_vec() },
+        Answer {
+            job_id: first,
+            status: Status::Timeout,
+            still_busy: true,
+            run_us: None,
+            body: b"stuck".to_vec(),
+            inline: false,
+        },
         &mut out,
     );
     assert_eq!(replies(&out), [(1, Status::Timeout)]);
@@ -314,4 +330,31 @@ fn retried_jobs_of_a_dead_worker_never_go_to_another_dead_one() {
     b.tick(t0 + Duration::from_millis(400), &mut out);
     assert!(out.iter().all(|o| !matches!(o, Output::Job { .. })), "no job to a dead worker: {out:?}");
     assert_eq!(b.workers(t0).len(), 0);
+}
+
+#[test]
+fn an_inline_job_stays_inline_through_a_retry_and_its_inline_answer_is_a_frame() {
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11), (b"w2", 12)]);
+    // (job id, worker slot, inline) of the job sent.
+    let sent = |out: &Out| {
+        out.iter().find_map(|o| match o {
+            Output::Job { job_id, worker, inline, .. } => Some((*job_id, *worker, *inline)),
+            _ => None,
+        })
+    };
+    b.submit(t0, "", Job { inline: true, ..job(1, t0, 1000, 1) }, &mut out);
+    assert!(matches!(sent(&out), Some((_, _, true))));
+    out.clear();
+    b.worker_died(t0, 11, "h", &mut out);
+    let Some((job_id, worker, true)) = sent(&out) else { panic!("retried inline: {out:?}") };
+    assert_eq!(b.worker_identity_ok(worker), b"w2");
+    out.clear();
+    b.worker_result(t0, b"w2", Answer { inline: true, ..answer(job_id) }, &mut out);
+    assert!(matches!(&out[..], [Output::Reply { body: Body::Frame(_), .. }, ..]), "{out:?}");
+    out.clear();
+    b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
+    let Some((job_id, _, false)) = sent(&out) else { panic!("a plain job: {out:?}") };
+    out.clear();
+    b.worker_result(t0, b"w2", answer(job_id), &mut out);
+    assert!(matches!(&out[..], [Output::Reply { body: Body::Payload(_), .. }, ..]), "{out:?}");
 }

@@ -82,7 +82,7 @@ impl<M: Payload> BrokerState<M> {
 
     /// `RESULT`: the worker's answer to one of the jobs it holds.
     pub fn worker_result(&mut self, now: Instant, identity: &[u8], answer: Answer<M>, out: &mut Vec<Output<M>>) {
-        let Answer { job_id, status, still_busy, run_us, body } = answer;
+        let Answer { job_id, status, still_busy, run_us, body, inline } = answer;
         let Some(slot) = self.refresh(now, identity) else {
             return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
@@ -108,7 +108,8 @@ impl<M: Payload> BrokerState<M> {
             _ => self.counters.errors += 1,
         }
         self.latency.record(now.saturating_duration_since(inflight.received).as_micros() as u64);
-        out.push(Output::Reply { route: inflight.route, status, pid, body: super::Body::Payload(body) });
+        let body = if inline { super::Body::Frame(body) } else { super::Body::Payload(body) };
+        out.push(Output::Reply { route: inflight.route, status, pid, body });
         if state == WorkerState::Leaving {
             if idle {
                 self.forget(slot);
@@ -147,7 +148,7 @@ impl<M: Payload> BrokerState<M> {
         };
         let inflight = worker.jobs.remove(position).expect("position is valid");
         let (service, idle, state) = (worker.service, worker.jobs.is_empty(), worker.state);
-        let retries = inflight.retry.map_or(0, |(_, _, r)| r);
+        let retries = inflight.retry.map_or(0, |(_, _, r, _)| r);
         let job = Job {
             route: inflight.route,
             headers,
@@ -155,6 +156,7 @@ impl<M: Payload> BrokerState<M> {
             deadline: inflight.deadline,
             retries,
             received: inflight.received,
+            inline: false,
         };
         self.services[service].queue.push_front(Queued { job, since: now, service: None });
         if idle && state == WorkerState::Leaving {
@@ -221,7 +223,7 @@ impl<M: Payload> BrokerState<M> {
         // Reversed, so that pushing each to the front keeps their order.
         for inflight in held.into_iter().rev() {
             match inflight.retry {
-                Some((headers, data, retries)) if inflight.deadline > now => {
+                Some((headers, data, retries, inline)) if inflight.deadline > now => {
                     self.counters.retried += 1;
                     let job = Job {
                         route: inflight.route,
@@ -230,6 +232,7 @@ impl<M: Payload> BrokerState<M> {
                         deadline: inflight.deadline,
                         retries: retries - 1,
                         received: inflight.received,
+                        inline,
                     };
                     self.services[service].queue.push_front(Queued { job, since: now, service: None });
                 }
