@@ -37,6 +37,14 @@ impl Budget {
             None => self.left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0,
         }
     }
+
+    /// `take` with the time already read.
+    pub fn take_at(&self, now: Instant) -> bool {
+        match self.end {
+            Some(end) => now < end,
+            None => self.left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0,
+        }
+    }
 }
 
 /// Latency percentiles, in microseconds.
@@ -152,9 +160,11 @@ pub fn pipelined(client: &Client, job: &JobRequest, window: usize, limit: Limit)
     // Send times by job index; at most `window` jobs are in flight.
     let sent = RefCell::new(vec![start; window * 2 + 1]);
     let slots = window * 2 + 1;
+    // One clock read per job for both the time limit and its send time.
     let jobs = (0..).map_while(|i: usize| {
-        budget.take().then(|| {
-            sent.borrow_mut()[i % slots] = Instant::now();
+        let now = Instant::now();
+        budget.take_at(now).then(|| {
+            sent.borrow_mut()[i % slots] = now;
             job.clone()
         })
     });

@@ -111,19 +111,19 @@ impl Client {
     /// The broker's process id (answered by the broker itself, whatever the workers do).
     pub fn ping(&self, timeout: Duration) -> Result<u32> {
         let reply = self.control(Command::Ping, b"", timeout)?;
-        parse_number(&reply.body, "PING answered without a pid")
+        parse_number(reply.body(), "PING answered without a pid")
     }
 
     /// How many workers serve `service` (all services when empty).
     pub fn workers(&self, service: &str, timeout: Duration) -> Result<usize> {
         let reply = self.control(Command::Service, service.as_bytes(), timeout)?;
-        parse_number(&reply.body, "SERVICE answered without a count")
+        parse_number(reply.body(), "SERVICE answered without a count")
     }
 
     /// The broker's status: services, workers, counters, latency.
     pub fn status(&self, timeout: Duration) -> Result<BrokerStatus> {
         let reply = self.control(Command::Status, b"", timeout)?;
-        serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol(format!("STATUS answer is not valid: {e}")))
+        serde_json::from_slice(reply.body()).map_err(|e| Error::Protocol(format!("STATUS answer is not valid: {e}")))
     }
 
     /// Asks the cluster's supervisor to replace every worker, one at a time.
@@ -141,7 +141,7 @@ impl Client {
         let reply = self.control(Command::Control, &json, timeout)?;
         match reply.status {
             Status::Ok => Ok(()),
-            _ => Err(Error::BadRequest(String::from_utf8_lossy(&reply.body).into_owned())),
+            _ => Err(Error::BadRequest(String::from_utf8_lossy(reply.body()).into_owned())),
         }
     }
 
@@ -161,9 +161,9 @@ impl Client {
             Outcome::Timeout => return Err(Error::Timeout(timeout)),
             Outcome::Unreachable => return Err(self.unreachable(timeout)),
         };
-        let text = || String::from_utf8_lossy(&reply.body).into_owned();
+        let text = || String::from_utf8_lossy(reply.body()).into_owned();
         match reply.status {
-            Status::Ok => Ok(reply.body.to_vec()),
+            Status::Ok => Ok(reply.body().to_vec()),
             Status::HandlerError => Err(Error::Handler { pid: reply.pid, message: text() }),
             Status::Timeout => Err(Error::JobTimedOut { pid: reply.pid, message: text() }),
             Status::NoWorker => Err(Error::NoWorker(text())),

@@ -18,11 +18,19 @@ use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, Status};
 use crate::wakeup::Wakeup;
 
-/// A reply as it came from the broker.
+/// A reply as it came from the broker: its body is `frame[body]` (the body
+/// frame, or the end of an inline REPLY frame: kept there, not copied).
 pub(crate) struct Reply {
     pub status: Status,
     pub pid: u32,
-    pub body: zmq::Message,
+    frame: zmq::Message,
+    body: std::ops::Range<usize>,
+}
+
+impl Reply {
+    pub fn body(&self) -> &[u8] {
+        &self.frame[self.body.clone()]
+    }
 }
 
 /// How one request ended.
@@ -254,10 +262,12 @@ impl Mux {
             };
             // The pid is the tail's first 4 bytes; an inline REPLY may have more.
             let pid = cmd.tail.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-            if let Some(inline) = cmd.data {
-                body = inline.into();
-            }
-            return Ok(Some((cmd.id, Reply { status, pid, body })));
+            let (id, end) = (cmd.id, head.len());
+            let reply = match cmd.data.map(|d| d.len()) {
+                Some(n) => Reply { status, pid, frame: head, body: end - 4 - n..end - 4 },
+                None => Reply { status, pid, body: 0..body.len(), frame: body },
+            };
+            return Ok(Some((id, reply)));
         }
     }
 
@@ -318,6 +328,8 @@ impl Mux {
         loop {
             self.flush(socket)?;
             let connected = self.connected.load(Ordering::Acquire);
+            // One clock read per burst of sends: deadlines differ by µs at most.
+            let deadline = Instant::now() + timeout;
             while !exhausted && in_flight.len() < window && connected {
                 let id = self.next_id();
                 let Some(frames) = next(id) else {
@@ -329,7 +341,7 @@ impl Mux {
                     let flags = if i < last { zmq::SNDMORE } else { 0 };
                     socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
                 }
-                in_flight.insert(id, Instant::now() + timeout);
+                in_flight.insert(id, deadline);
                 order.push_back(id);
             }
             let now = Instant::now();

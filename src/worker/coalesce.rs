@@ -13,7 +13,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::wire::send_result;
+use super::wire::{send_frame, send_result};
 use crate::protocol::{ResultTail, Status};
 
 /// At most this many results wait at once: a quarter of the most the broker
@@ -26,9 +26,21 @@ pub struct Finished {
     pub job_id: u64,
     pub status: Status,
     pub run_us: u32,
+    /// The body, or when `inline` the whole `RESULT` frame, ready to send.
     pub body: zmq::Message,
     /// The job came inline, so its answer goes inline too.
     pub inline: bool,
+}
+
+impl Finished {
+    /// Sends it without blocking; false when no broker is connected.
+    pub fn send(self, socket: &zmq::Socket) -> crate::error::Result<bool> {
+        if self.inline {
+            return send_frame(socket, self.body);
+        }
+        let tail = ResultTail { still_busy: false, run_us: Some(self.run_us) };
+        send_result(socket, self.job_id, self.status, tail, self.body)
+    }
 }
 
 /// Results held back, oldest first.
@@ -71,14 +83,7 @@ impl Held {
         self.since = None;
         let mut all = true;
         for f in self.results.drain(..) {
-            all &= send_result(
-                socket,
-                f.job_id,
-                f.status,
-                ResultTail { still_busy: false, run_us: Some(f.run_us) },
-                f.body,
-                f.inline,
-            )?;
+            all &= f.send(socket)?;
         }
         Ok(all)
     }

@@ -7,11 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::coalesce::{may_hold, Finished};
-use super::wire::{recv_frames, send, send_raw, send_result};
+use super::wire::{recv_frames, send, send_raw};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
-use crate::protocol::{decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status};
+use crate::protocol::{
+    decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status, INLINE_MAX,
+};
 use crate::wakeup::Wakeup;
 
 pub(super) struct JobLoop<'a> {
@@ -23,6 +25,21 @@ pub(super) struct JobLoop<'a> {
     /// Moving average of the handler's run time, to judge whether a held
     /// result can wait for the next job.
     pub(super) expected_us: Cell<f64>,
+}
+
+/// A handler's answer, or an error text, before it becomes a message.
+enum Body {
+    Plugin(abi_stable::std_types::RVec<u8>),
+    Text(String),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Plugin(out) => out,
+            Body::Text(text) => text.as_bytes(),
+        }
+    }
 }
 
 impl JobLoop<'_> {
@@ -177,7 +194,7 @@ impl JobLoop<'_> {
         let started = Instant::now();
         let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
         let (status, body) = match decoded {
-            Err(e) => (Status::BadRequest, e.to_string().into_bytes().into()),
+            Err(e) => (Status::BadRequest, Body::Text(e.to_string())),
             Ok(headers) => {
                 let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
                 let running = Running { job_id, started: Instant::now(), headers: summary, timed_out: false };
@@ -190,10 +207,10 @@ impl JobLoop<'_> {
                     Ok(out) if out.len() > limit => {
                         let msg =
                             format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());
-                        (Status::HandlerError, msg.into_bytes().into())
+                        (Status::HandlerError, Body::Text(msg))
                     }
-                    Ok(out) => (Status::Ok, zmq::Message::from(&out[..])),
-                    Err(msg) => (Status::HandlerError, msg.into_bytes().into()),
+                    Ok(out) => (Status::Ok, Body::Plugin(out)),
+                    Err(msg) => (Status::HandlerError, Body::Text(msg)),
                 }
             }
         };
@@ -213,6 +230,15 @@ impl JobLoop<'_> {
             _ => f64::from(run_us),
         };
         self.expected_us.set(expected);
+        // An inline answer is built once, straight from the handler's output.
+        let bytes = body.bytes();
+        let inline = inline && bytes.len() <= INLINE_MAX;
+        let body = if inline {
+            let (tail, n) = ResultTail { still_busy: false, run_us: Some(run_us) }.encode();
+            CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]).with_data(bytes).message()
+        } else {
+            zmq::Message::from(bytes)
+        };
         let done = Finished { job_id, status, run_us, body, inline };
         let mut held = Link::lock(&self.link.held);
         // A message read here waits in the stash, first in line: reading it
@@ -239,8 +265,7 @@ impl JobLoop<'_> {
         }
         drop(held);
         self.link.flush_held(&socket)?;
-        let tail = ResultTail { still_busy: false, run_us: Some(run_us) };
-        if !send_result(&socket, job_id, status, tail, done.body, inline)? {
+        if !done.send(&socket)? {
             tracing::warn!(job_id, "no broker connected: the answer is lost (its client's deadline ends it)");
         }
         Ok(socket)

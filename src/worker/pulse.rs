@@ -116,7 +116,7 @@ fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: 
     }
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
     let tail = ResultTail { still_busy: true, run_us: None };
-    let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into(), false);
+    let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into());
     // Jobs given ahead would wait behind the stuck handler: hand them back.
     let stashed: Vec<_> = Link::lock(&link.stash).drain(..).collect();
     let (jobs, others): (Vec<_>, Vec<_>) = stashed

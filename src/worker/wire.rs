@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::WorkerOptions;
 use crate::error::{Error, Result};
-use crate::protocol::{Command, CommandFrame, ResultTail, Status, INLINE_MAX};
+use crate::protocol::{Command, CommandFrame, ResultTail, Status};
 
 /// A unique identity across hosts: host name, pid and random bits.
 pub(super) fn identity(host: &str) -> String {
@@ -59,22 +59,25 @@ pub(super) fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<z
     Ok(true)
 }
 
-/// Sends one `RESULT` without blocking; false when no broker is connected.
-/// `inline`: the job came inline, so its answer goes inline too (when small).
+/// Sends one two-frame `RESULT` without blocking; false when no broker is connected.
 pub(super) fn send_result(
     socket: &zmq::Socket,
     job_id: u64,
     status: Status,
     tail: ResultTail,
     body: zmq::Message,
-    inline: bool,
 ) -> Result<bool> {
     let (tail, n) = tail.encode();
-    let frame = CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]);
-    if inline && body.len() <= INLINE_MAX {
-        return send(socket, frame.with_data(&body), None);
+    send(socket, CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]), Some(body))
+}
+
+/// Sends a prepared one-frame message (an inline `RESULT`) without blocking.
+pub(super) fn send_frame(socket: &zmq::Socket, frame: zmq::Message) -> Result<bool> {
+    match socket.send(frame, zmq::DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) => Ok(false),
+        Err(e) => Err(Error::zmq("sending to the broker")(e)),
     }
-    send(socket, frame, Some(body))
 }
 
 /// Sends a prepared frame (READY) without blocking; `Ok(false)` when not connected.
