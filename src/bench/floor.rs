@@ -114,13 +114,32 @@ pub fn measure(
     let (proxy, _) = latency_loop(duration, || round_trip(&s, payload))?;
     drop(_repc);
 
+    drop(_proxy);
+    let pipelined_msgs_per_s = pipelined(exe, dir, payload, window, duration, pin)?;
+    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s })
+}
+
+/// Pipelined DEALER traffic through a `zmq::proxy` hop to two echo
+/// processes, `window` messages in flight: messages per second.
+pub fn pipelined(
+    exe: &Path,
+    dir: &Path,
+    payload: &[u8],
+    window: usize,
+    duration: Duration,
+    pin: Option<usize>,
+) -> Result<f64> {
+    let ep = |name: &str| format!("ipc://{}/{name}.ipc", dir.display());
+    let ctx = zmq::Context::new();
+    let _proxy = helper_proc(exe, &["proxy", &ep("pipe-front"), &ep("pipe-back")], pin)?;
     let _echo: Vec<Guarded> =
-        (0..2).map(|_| helper_proc(exe, &["echo", &ep("floor-back")], pin)).collect::<Result<_>>()?;
+        (0..2).map(|_| helper_proc(exe, &["echo", &ep("pipe-back")], pin)).collect::<Result<_>>()?;
     let d = ctx.socket(zmq::DEALER).map_err(Error::zmq("socket"))?;
     d.set_sndhwm(0).map_err(Error::zmq("hwm"))?;
     d.set_rcvhwm(0).map_err(Error::zmq("hwm"))?;
     d.set_rcvtimeo(10_000).map_err(Error::zmq("rcvtimeo"))?;
-    d.connect(&ep("floor-front")).map_err(Error::zmq("connect"))?;
+    d.set_linger(0).map_err(Error::zmq("linger"))?;
+    d.connect(&ep("pipe-front")).map_err(Error::zmq("connect"))?;
     // Warm up (and wait for both echo processes to connect).
     for _ in 0..1000 {
         d.send(payload, 0).map_err(Error::zmq("send"))?;
@@ -135,9 +154,9 @@ pub fn measure(
         received += 1;
         d.send(payload, 0).map_err(Error::zmq("send"))?;
     }
-    let pipelined_msgs_per_s = received as f64 / start.elapsed().as_secs_f64();
+    let rate = received as f64 / start.elapsed().as_secs_f64();
     for _ in 0..window {
         let _ = d.recv_msg(0);
     }
-    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s })
+    Ok(rate)
 }

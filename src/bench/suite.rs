@@ -33,15 +33,54 @@ fn target(name: &str, ours: f64, reference: f64, unit: &str, rule: &str, pass: b
     Target { name: name.into(), ours, reference, unit: unit.into(), rule: rule.into(), pass }
 }
 
+/// Throughput targets are measured this many times, each time right after
+/// their reference: single runs on a small VM swing by ±15%.
+const ROUNDS: usize = 3;
+
+/// The medians of (ours, reference) rounds and of their ratios.
+struct Medians {
+    ours: f64,
+    reference: f64,
+    ratio: f64,
+    ratios: Vec<f64>,
+}
+
+impl Medians {
+    fn of(rounds: &[(f64, f64)]) -> Medians {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let ratios: Vec<f64> = rounds.iter().map(|(o, r)| o / r.max(1e-9)).collect();
+        Medians {
+            ours: median(rounds.iter().map(|r| r.0).collect()),
+            reference: median(rounds.iter().map(|r| r.1).collect()),
+            ratio: median(ratios.clone()),
+            ratios,
+        }
+    }
+
+    /// "median 95.1%: 94.0 / 95.1 / 96.2%" for the report.
+    fn spread(&self) -> String {
+        let each: Vec<String> = self.ratios.iter().map(|r| format!("{:.1}", r * 100.0)).collect();
+        format!("median {:.1}%: {}%", self.ratio * 100.0, each.join(" / "))
+    }
+}
+
 /// Rounds of crypto_job's `sign` that take about `goal` on one thread.
 fn calibrate(plugin: &LoadedPlugin, goal: Duration) -> Result<u32> {
     let job = JobRequest::new(vec![7u8; 100]).header("op", "sign");
     let headers: Vec<(&str, &str)> = job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let start = Instant::now();
-    for _ in 0..300 {
-        plugin.handle(headers.iter().copied(), &job.data).map_err(Error::Config)?;
+    // The fastest of several short batches: one disturbed batch (a process
+    // still exiting, a noisy neighbour) would otherwise halve the job size.
+    let mut one = Duration::MAX;
+    for _ in 0..10 {
+        let start = Instant::now();
+        for _ in 0..100 {
+            plugin.handle(headers.iter().copied(), &job.data).map_err(Error::Config)?;
+        }
+        one = one.min(start.elapsed() / 100);
     }
-    let one = start.elapsed() / 300;
     Ok((goal.as_secs_f64() / one.as_secs_f64()).round().max(1.0) as u32)
 }
 
@@ -73,17 +112,28 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             "≤ 1.3 × proxy-hop floor",
             lat.p50_us <= 1.3 * floor,
         ));
-        progress("pipelined throughput, 1,000 in flight");
-        let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
-        let floor = floor_unpinned.pipelined_msgs_per_s;
-        let ok = rate.jobs_per_s >= 0.5 * floor && rate.jobs_per_s >= 100_000.0 && errors == 0;
+        // Rounds of (floor, ours) back to back; the median ratio decides.
+        let mut rounds = Vec::new();
+        for round in 0..ROUNDS {
+            progress(&format!("pipelined throughput, 1,000 in flight, round {}", round + 1));
+            let floor = match round {
+                0 => floor_unpinned.pipelined_msgs_per_s,
+                _ => floor::pipelined(&exe, &dir, &small.data, 1000, duration, None)?,
+            };
+            let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
+            if errors > 0 {
+                return Err(Error::Config(format!("{errors} pipelined echo jobs failed")));
+            }
+            rounds.push((rate.jobs_per_s, floor));
+        }
+        let m = Medians::of(&rounds);
         targets.push(target(
             "pipelined jobs/s",
-            rate.jobs_per_s,
-            floor,
+            m.ours,
+            m.reference,
             "jobs/s",
-            "≥ 50% of pipelined floor and ≥ 100,000",
-            ok,
+            &format!("≥ 50% of pipelined floor and ≥ 100,000 [{}]", m.spread()),
+            m.ratio >= 0.5 && m.ours >= 100_000.0,
         ));
     }
 
@@ -94,26 +144,30 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     {
         let rounds = calibrate(&plugin, goal)?;
         let job = JobRequest::new(vec![7u8; 100]).header("op", "sign").header("rounds", rounds.to_string());
-        progress(&format!("CPU-bound {name} ({rounds} signatures per job), in-process"));
-        let ideal = super::measure::in_process(&plugin, &job, 2, Limit::Time(duration))?;
-        // With --io-cpu 0 (the target's configuration), then without, for comparison.
+        // With --io-cpu 0 (the target's configuration), and without for
+        // comparison; rounds of (in-process, cluster) back to back.
         for io_cpu in [Some(0), None] {
             let io_args: &[&str] = if io_cpu.is_some() { &["--io-cpu", "0"] } else { &[] };
-            let cluster = BenchCluster::start(&crypto, None, 2, None, io_args, io_args)?;
             let how = if io_cpu.is_some() { "--io-cpu 0" } else { "no --io-cpu" };
-            progress(&format!("CPU-bound {name}, through powerhose, {how}"));
-            let pin = crate::affinity::PinGuard::new(io_cpu)?;
-            let (rate, _, _) =
-                drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(1000), Limit::Time(duration))?;
-            drop(pin);
-            let ratio = rate.jobs_per_s / ideal.jobs_per_s;
+            let cluster = BenchCluster::start(&crypto, None, 2, None, io_args, io_args)?;
+            let mut samples = Vec::new();
+            for round in 0..ROUNDS {
+                progress(&format!("CPU-bound {name} ({rounds} signatures per job), {how}, round {}", round + 1));
+                let ideal = super::measure::in_process(&plugin, &job, 2, Limit::Time(duration))?;
+                let pin = crate::affinity::PinGuard::new(io_cpu)?;
+                let (rate, _, _) =
+                    drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(1000), Limit::Time(duration))?;
+                drop(pin);
+                samples.push((rate.jobs_per_s, ideal.jobs_per_s));
+            }
+            let m = Medians::of(&samples);
             targets.push(target(
                 &format!("CPU-bound {name} jobs/s, {how}"),
-                rate.jobs_per_s,
-                ideal.jobs_per_s,
+                m.ours,
+                m.reference,
                 "jobs/s",
-                &format!("≥ {:.0}% of in-process 2 threads", share * 100.0),
-                ratio >= share,
+                &format!("≥ {:.0}% of in-process 2 threads [{}]", share * 100.0, m.spread()),
+                m.ratio >= share,
             ));
         }
     }
@@ -204,4 +258,16 @@ pub fn format_suite(r: &SuiteReport) -> String {
         );
     }
     s + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Medians;
+
+    #[test]
+    fn medians_take_the_middle_ratio_not_the_ratio_of_middles() {
+        let m = Medians::of(&[(1.0, 2.0), (3.0, 4.0), (2.0, 2.0)]);
+        assert_eq!((m.ours, m.reference, m.ratio), (2.0, 2.0, 0.75));
+        assert_eq!(m.spread(), "median 75.0%: 50.0 / 75.0 / 100.0%");
+    }
 }
