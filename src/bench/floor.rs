@@ -80,60 +80,62 @@ fn round_trip(s: &zmq::Socket, payload: &[u8]) -> Result<()> {
     s.recv_msg(0).map(|_| ()).map_err(Error::zmq("floor round trip (helper not answering)"))
 }
 
-fn helper_proc(exe: &Path, args: &[&str], pin: Option<usize>) -> Result<Guarded> {
-    let mut all = vec!["--helper"];
-    all.extend_from_slice(args);
-    spawn(exe, &all, pin, &[])
+/// Where and how the floors run: the helper executable, a directory for
+/// the endpoints, the payload, messages in flight when pipelined, how long
+/// each measurement lasts and an optional CPU for every helper.
+pub struct Setup<'a> {
+    pub exe: &'a Path,
+    pub dir: &'a Path,
+    pub payload: &'a [u8],
+    pub window: usize,
+    pub duration: Duration,
+    pub pin: Option<usize>,
 }
 
-/// Measures the three floors with endpoints in `dir`, each for `duration`.
-pub fn measure(
-    exe: &Path,
-    dir: &Path,
-    payload: &[u8],
-    window: usize,
-    duration: Duration,
-    pin: Option<usize>,
-) -> Result<Floor> {
-    let ep = |name: &str| format!("ipc://{}/{name}.ipc", dir.display());
+impl Setup<'_> {
+    fn endpoint(&self, name: &str) -> String {
+        format!("ipc://{}/{name}.ipc", self.dir.display())
+    }
+
+    fn helper(&self, args: &[&str]) -> Result<Guarded> {
+        let mut all = vec!["--helper"];
+        all.extend_from_slice(args);
+        spawn(self.exe, &all, self.pin, &[])
+    }
+}
+
+/// Measures the three floors.
+pub fn measure(setup: &Setup<'_>) -> Result<Floor> {
+    let (ep, payload, duration) = (|name: &str| setup.endpoint(name), setup.payload, setup.duration);
     let ctx = zmq::Context::new();
 
-    let _rep = helper_proc(exe, &["rep", &ep("floor-rep")], pin)?;
+    let _rep = setup.helper(&["rep", &ep("floor-rep")])?;
     let s = req(&ctx, &ep("floor-rep"))?;
     for _ in 0..200 {
         round_trip(&s, payload)?;
     }
     let (reqrep, _) = latency_loop(duration, || round_trip(&s, payload))?;
 
-    let _proxy = helper_proc(exe, &["proxy", &ep("floor-front"), &ep("floor-back")], pin)?;
-    let _repc = helper_proc(exe, &["repc", &ep("floor-back")], pin)?;
+    let proxy_helpers =
+        [setup.helper(&["proxy", &ep("floor-front"), &ep("floor-back")])?, setup.helper(&["repc", &ep("floor-back")])?];
     let s = req(&ctx, &ep("floor-front"))?;
     for _ in 0..200 {
         round_trip(&s, payload)?;
     }
     let (proxy, _) = latency_loop(duration, || round_trip(&s, payload))?;
-    drop(_repc);
+    drop(proxy_helpers);
 
-    drop(_proxy);
-    let pipelined_msgs_per_s = pipelined(exe, dir, payload, window, duration, pin)?;
-    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s })
+    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s: pipelined(setup)? })
 }
 
 /// Pipelined DEALER traffic through a `zmq::proxy` hop to two echo
 /// processes, `window` messages in flight: messages per second.
-pub fn pipelined(
-    exe: &Path,
-    dir: &Path,
-    payload: &[u8],
-    window: usize,
-    duration: Duration,
-    pin: Option<usize>,
-) -> Result<f64> {
-    let ep = |name: &str| format!("ipc://{}/{name}.ipc", dir.display());
+pub fn pipelined(setup: &Setup<'_>) -> Result<f64> {
+    let (ep, payload, duration, window) =
+        (|name: &str| setup.endpoint(name), setup.payload, setup.duration, setup.window);
     let ctx = zmq::Context::new();
-    let _proxy = helper_proc(exe, &["proxy", &ep("pipe-front"), &ep("pipe-back")], pin)?;
-    let _echo: Vec<Guarded> =
-        (0..2).map(|_| helper_proc(exe, &["echo", &ep("pipe-back")], pin)).collect::<Result<_>>()?;
+    let _proxy = setup.helper(&["proxy", &ep("pipe-front"), &ep("pipe-back")])?;
+    let _echo: Vec<Guarded> = (0..2).map(|_| setup.helper(&["echo", &ep("pipe-back")])).collect::<Result<_>>()?;
     let d = ctx.socket(zmq::DEALER).map_err(Error::zmq("socket"))?;
     d.set_sndhwm(0).map_err(Error::zmq("hwm"))?;
     d.set_rcvhwm(0).map_err(Error::zmq("hwm"))?;

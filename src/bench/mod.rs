@@ -228,7 +228,14 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
         // The floor runs as long as our measurement took, for like-for-like noise.
         let duration = Duration::from_secs_f64(report.cluster.secs.clamp(0.5, 10.0));
-        let f = floor::measure(&exe, &dir, &options.job.data, window, duration, options.pin);
+        let f = floor::measure(&floor::Setup {
+            exe: &exe,
+            dir: &dir,
+            payload: &options.job.data,
+            window,
+            duration,
+            pin: options.pin,
+        });
         let _ = std::fs::remove_dir_all(&dir);
         let f = f?;
         report.latency_ratio_to_proxy_floor = Some(report.latency.p50_us / f.proxy.p50_us.max(1.0));

@@ -93,11 +93,12 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     let dir = crate::endpoint::runtime_dir()?.join(format!("suite-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(Error::io("creating the suite directory"))?;
     let small = JobRequest::new(vec![b'x'; 100]);
+    let floor_setup = |pin| floor::Setup { exe: &exe, dir: &dir, payload: &small.data, window: 1000, duration, pin };
     let mut targets = Vec::new();
 
     // Sequential latency and pipelined throughput (echo, 100 B, 2 workers), unpinned.
     progress("floor, unpinned");
-    let floor_unpinned = floor::measure(&exe, &dir, &small.data, 1000, duration, None)?;
+    let floor_unpinned = floor::measure(&floor_setup(None))?;
     {
         let cluster = BenchCluster::start(&echo, None, 2, None, &[], &[])?;
         let client = Client::connect(&cluster.frontend)?;
@@ -118,7 +119,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             progress(&format!("pipelined throughput, 1,000 in flight, round {}", round + 1));
             let floor = match round {
                 0 => floor_unpinned.pipelined_msgs_per_s,
-                _ => floor::pipelined(&exe, &dir, &small.data, 1000, duration, None)?,
+                _ => floor::pipelined(&floor_setup(None))?,
             };
             let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
             if errors > 0 {
@@ -214,7 +215,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     progress("floor and sequential latency, pinned to CPU 0");
     let machine = procs::machine();
     procs::pin_self(0)?;
-    let floor_pinned = floor::measure(&exe, &dir, &small.data, 1000, duration, Some(0))?;
+    let floor_pinned = floor::measure(&floor_setup(Some(0)))?;
     {
         let cluster = BenchCluster::start(&echo, None, 2, Some(0), &[], &[])?;
         let (_, lat, _) = drive(&Client::connect(&cluster.frontend)?, &small, Mode::Callers(1), Limit::Time(duration))?;

@@ -13,7 +13,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::wire::{send_frame, send_result};
+use super::wire::{send_raw, send_result};
 use crate::protocol::{ResultTail, Status};
 
 /// At most this many results wait at once: a quarter of the most the broker
@@ -36,7 +36,7 @@ impl Finished {
     /// Sends it without blocking; false when no broker is connected.
     pub fn send(self, socket: &zmq::Socket) -> crate::error::Result<bool> {
         if self.inline {
-            return send_frame(socket, self.body);
+            return send_raw(socket, self.body);
         }
         let tail = ResultTail { still_busy: false, run_us: Some(self.run_us) };
         send_result(socket, self.job_id, self.status, tail, self.body)

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::coalesce::{may_hold, Finished};
-use super::wire::{recv_frames, send, send_raw};
+use super::wire::{recv_frames, send, send_raw, send_result};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
@@ -143,31 +143,37 @@ impl JobLoop<'_> {
             }
         };
         match cmd.command {
-            Command::Job if frames.len() == 2 && cmd.data.is_none() => {
-                let backlog = split_job_arg(cmd.arg).1;
-                return Ok((self.run_job(socket, cmd.id, backlog, cmd.tail, &frames[1], false)?, true));
-            }
-            // Inline: the tail is the client's REQUEST tail (service, headers).
-            Command::Job if frames.len() == 1 && cmd.data.is_some() => {
-                let backlog = split_job_arg(cmd.arg).1;
-                let (data, headers) = (cmd.data.unwrap_or_default(), decode_request_tail(cmd.tail).map(|t| t.1));
-                let Ok(headers) = headers else {
-                    let result = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
-                    send(&socket, result, Some("JOB with a malformed inline tail".into()))?;
-                    return Ok((socket, false));
-                };
-                return Ok((self.run_job(socket, cmd.id, backlog, headers, data, true)?, true));
-            }
             Command::Job => {
-                // Answer rather than ignore: the broker counts us busy until a RESULT.
-                let msg = format!(
-                    "JOB with {} frames after the command frame and {} inline data, expected one or the other",
-                    frames.len() - 1,
-                    if cmd.data.is_some() { "with" } else { "no" }
-                );
-                tracing::warn!("{msg}");
-                let result = CommandFrame::new(Command::Result, cmd.id, Status::BadRequest as u32, b"");
-                send(&socket, result, Some(msg.into_bytes().into()))?;
+                // Two-frame: headers in the tail, then the data frame. Inline:
+                // the tail is the client's REQUEST tail (service, headers).
+                let job = match (cmd.data, frames.len()) {
+                    (None, 2) => Ok((cmd.tail, &frames[1][..], false)),
+                    (Some(data), 1) => decode_request_tail(cmd.tail)
+                        .map(|(_, headers)| (headers, data, true))
+                        .map_err(|_| "JOB with a malformed inline tail".to_string()),
+                    (data, n) => Err(format!(
+                        "JOB with {} frames after the command frame and {} inline data, expected one or the other",
+                        n - 1,
+                        if data.is_some() { "with" } else { "no" }
+                    )),
+                };
+                match job {
+                    Ok((headers, data, inline)) => {
+                        let backlog = split_job_arg(cmd.arg).1;
+                        return Ok((self.run_job(socket, cmd.id, backlog, headers, data, inline)?, true));
+                    }
+                    Err(msg) => {
+                        // Answer rather than ignore: the broker counts us busy until a RESULT.
+                        tracing::warn!("{msg}");
+                        send_result(
+                            &socket,
+                            cmd.id,
+                            Status::BadRequest,
+                            ResultTail::default(),
+                            msg.into_bytes().into(),
+                        )?;
+                    }
+                }
             }
             Command::Heartbeat => {}
             Command::Disconnect if self.link.unregistered.load(Ordering::Acquire) => {
@@ -197,7 +203,7 @@ impl JobLoop<'_> {
             Err(e) => (Status::BadRequest, Body::Text(e.to_string())),
             Ok(headers) => {
                 let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
-                let running = Running { job_id, started: Instant::now(), headers: summary, timed_out: false };
+                let running = Running { job_id, started, headers: summary, timed_out: false };
                 *Link::lock(&self.link.running) = Some(running);
                 drop(socket);
                 let outcome = self.plugin.handle_raw(headers.iter().copied(), data);

@@ -155,13 +155,15 @@ fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
 /// `RETURN`s a job the worker will not run: always headers in the command
 /// frame and data in a frame of its own, whichever form the `JOB` had.
 fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
-    let Some(Ok(cmd)) = frames.first().map(|head| CommandFrame::decode(head)) else { return };
-    let (headers, data): (&[u8], zmq::Message) = match (cmd.data, frames.get(1)) {
+    let mut frames = frames.into_iter();
+    let Some(head) = frames.next() else { return };
+    let Ok(cmd) = CommandFrame::decode(&head) else { return };
+    let (headers, data): (&[u8], zmq::Message) = match (cmd.data, frames.next()) {
         (Some(inline), None) => match decode_request_tail(cmd.tail) {
             Ok((_, headers)) => (headers, inline.into()),
             Err(_) => return,
         },
-        (None, Some(data)) => (cmd.tail, (&data[..]).into()),
+        (None, Some(data)) => (cmd.tail, data),
         _ => return,
     };
     let frame = CommandFrame::new(Command::Return, cmd.id, 0, headers).encode();

@@ -71,18 +71,10 @@ pub(super) fn send_result(
     send(socket, CommandFrame::new(Command::Result, job_id, status as u32, &tail[..n]), Some(body))
 }
 
-/// Sends a prepared one-frame message (an inline `RESULT`) without blocking.
-pub(super) fn send_frame(socket: &zmq::Socket, frame: zmq::Message) -> Result<bool> {
+/// Sends a prepared one-frame message (READY, an inline `RESULT`) without
+/// blocking; `Ok(false)` when not connected.
+pub(super) fn send_raw(socket: &zmq::Socket, frame: impl zmq::Sendable) -> Result<bool> {
     match socket.send(frame, zmq::DONTWAIT) {
-        Ok(()) => Ok(true),
-        Err(zmq::Error::EAGAIN) => Ok(false),
-        Err(e) => Err(Error::zmq("sending to the broker")(e)),
-    }
-}
-
-/// Sends a prepared frame (READY) without blocking; `Ok(false)` when not connected.
-pub(super) fn send_raw(socket: &zmq::Socket, bytes: &[u8]) -> Result<bool> {
-    match socket.send(bytes, zmq::DONTWAIT) {
         Ok(()) => Ok(true),
         Err(zmq::Error::EAGAIN) => Ok(false),
         Err(e) => Err(Error::zmq("sending to the broker")(e)),
