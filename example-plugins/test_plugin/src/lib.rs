@@ -85,6 +85,9 @@ impl Plugin for Misbehave {
 #[inline(never)]
 pub fn nap(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
+    // Work after the call: an optimised build would otherwise make it a tail
+    // call, and this frame would leave the stack.
+    std::hint::black_box(ms);
 }
 
 export_plugin!(Misbehave);
