@@ -140,8 +140,12 @@ impl Broker {
             let next = state.next_deadline(now);
             let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
+            // Saturated, requests can only queue: read them when the loop
+            // wakes anyway (the timeout is then at most QUEUE_CHECK).
+            let saturated = state.saturated();
+            let front_events = if saturated { zmq::PollEvents::empty() } else { zmq::POLLIN };
             let mut items = [
-                self.front.as_poll_item(zmq::POLLIN),
+                self.front.as_poll_item(front_events),
                 self.back.as_poll_item(zmq::POLLIN),
                 shutdown.poll_item(),
                 inbox_item,
@@ -169,7 +173,7 @@ impl Broker {
             if items[1].is_readable() {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
             }
-            if items[0].is_readable() {
+            if items[0].is_readable() || saturated {
                 io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?;
             }
             // `next` from before the poll: what arrived since is seen by the

@@ -358,3 +358,23 @@ fn an_inline_job_stays_inline_through_a_retry_and_its_inline_answer_is_a_frame()
     b.worker_result(t0, b"w2", answer(job_id), &mut out);
     assert!(matches!(&out[..], [Output::Reply { body: Body::Payload(_), .. }, ..]), "{out:?}");
 }
+
+#[test]
+fn saturated_only_while_every_service_has_jobs_waiting() {
+    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
+    assert!(!b.saturated(), "an idle worker takes a new request at once");
+    b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
+    assert!(!b.saturated(), "busy, but nothing waits: a request could still be refused or queued");
+    b.submit(t0, "", job(2, t0, 10_000, 0), &mut out);
+    assert!(b.saturated());
+    // The loop must still wake for the queue check while it reads the front late.
+    assert!(b.next_deadline(t0) <= t0 + QUEUE_CHECK);
+    // A second service with an idle worker: its requests must be read at once.
+    b.worker_ready(t0, b"w2", reg("other", 12), &mut out);
+    assert!(!b.saturated());
+    b.submit(t0, "other", job(3, t0, 10_000, 0), &mut out);
+    b.submit(t0, "other", job(4, t0, 10_000, 0), &mut out);
+    assert!(b.saturated());
+    b.worker_result(t0, b"w1", answer(1), &mut out);
+    assert!(!b.saturated(), "the waiting job went to w1");
+}

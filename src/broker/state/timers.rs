@@ -119,6 +119,15 @@ impl<M: Payload> BrokerState<M> {
         })
     }
 
+    /// Every service has jobs waiting, so no worker may take another and a
+    /// new request could only join a queue. The I/O loop then reads the
+    /// front only when it wakes anyway (a worker's message, or the queue
+    /// check at most [`QUEUE_CHECK`] away): under load that saves the broker
+    /// a wake-up per request.
+    pub fn saturated(&self) -> bool {
+        !self.services.is_empty() && self.services.iter().all(|s| !s.queue.is_empty())
+    }
+
     /// Jobs in limbo: waiting for a worker of a service nobody serves yet.
     pub fn waiting_for_workers(&self) -> usize {
         self.limbo.len()
