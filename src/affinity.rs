@@ -1,6 +1,6 @@
-//! CPU affinity for `--io-cpu`: the broker, the workers' I/O threads (libzmq's
-//! and the pulse thread) and a co-located client on one CPU, the job threads
-//! on every CPU.
+//! Where and how I/O threads run: CPU affinity for `--io-cpu` (the broker,
+//! the workers' I/O threads and a co-located client on one CPU, the job
+//! threads on every CPU), and `SCHED_BATCH` for a worker's I/O threads.
 //!
 //! Why: on a small machine every hand-off between I/O threads that sit on
 //! different CPUs costs an inter-processor wake-up (expensive on VMs) and
@@ -12,6 +12,17 @@
 //! thread while a ZeroMQ context makes its first socket (which starts the I/O
 //! thread) places that I/O thread; [`PinGuard`] then gives the caller its
 //! own affinity back.
+//!
+//! Threads inherit the scheduling policy too: [`BatchGuard`] starts a
+//! worker's I/O threads under `SCHED_BATCH`, which the kernel never lets
+//! preempt a running job thread on wake-up. Under load their messages then
+//! wait for the end of the job thread's time slice (a few ms at most) and
+//! leave in batches, instead of each costing a preemption and a wake-up
+//! down the line. On the 2-vCPU test VM (two crypto_job workers, 1,000 jobs
+//! in flight) ~1 ms jobs went from 93–94% to 96–97% of the in-process
+//! throughput, and the broker's and client's CPU per job fell by half. An
+//! idle CPU still runs such a thread at once, so a quiet machine's latency
+//! is unchanged.
 
 use crate::error::{Error, Result};
 
@@ -79,6 +90,49 @@ impl Drop for PinGuard {
     }
 }
 
+/// Runs the calling thread under `SCHED_BATCH` until dropped, then under its
+/// policy of before; threads started meanwhile keep `SCHED_BATCH`. Does
+/// nothing when off, or when the thread does not run under the default
+/// policy (the operator chose another, e.g. with `chrt`).
+pub struct BatchGuard {
+    active: bool,
+}
+
+fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: on Linux pid 0 is the calling thread; param is a valid struct.
+    match unsafe { libc::sched_setscheduler(0, policy, &param) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// The calling thread's scheduling policy.
+fn policy() -> libc::c_int {
+    // SAFETY: no pointers; pid 0 is the calling thread.
+    unsafe { libc::sched_getscheduler(0) }
+}
+
+impl BatchGuard {
+    pub fn new(on: bool) -> Result<BatchGuard> {
+        if !on || policy() != libc::SCHED_OTHER {
+            return Ok(BatchGuard { active: false });
+        }
+        set_policy(libc::SCHED_BATCH).map_err(Error::io("setting SCHED_BATCH for the I/O threads"))?;
+        Ok(BatchGuard { active: true })
+    }
+}
+
+impl Drop for BatchGuard {
+    fn drop(&mut self) {
+        if self.active {
+            if let Err(e) = set_policy(libc::SCHED_OTHER) {
+                tracing::warn!("could not restore the scheduling policy: {e}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +154,23 @@ mod tests {
             assert!(child.join().unwrap(), "a thread started under the guard inherits the pin");
             assert_eq!(allowed(&current().unwrap()), before);
             assert!(PinGuard::new(None).is_ok());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_batch_guard_covers_threads_started_inside_and_restores_the_caller() {
+        std::thread::spawn(|| {
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            let guard = BatchGuard::new(true).unwrap();
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            let child = std::thread::spawn(policy);
+            drop(guard);
+            assert_eq!(child.join().unwrap(), libc::SCHED_BATCH, "a thread started under the guard inherits it");
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            drop(BatchGuard::new(false).unwrap());
+            assert_eq!(policy(), libc::SCHED_OTHER);
         })
         .join()
         .unwrap();

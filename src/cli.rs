@@ -60,6 +60,12 @@ pub struct WorkerLifecycleArgs {
     /// wake-ups per job under load; 0: send each at once).
     #[arg(long, default_value_t = crate::worker::DEFAULT_COALESCE.as_secs_f64() * 1000.0)]
     pub coalesce_ms: f64,
+    /// Let a worker's I/O threads preempt its job thread on every wake-up
+    /// (the kernel's default). Without it they run under SCHED_BATCH: on a
+    /// busy machine a message waits up to a time slice and messages leave
+    /// in batches, which gives CPU-bound jobs several % more throughput.
+    #[arg(long)]
+    pub preemptive_io: bool,
 }
 
 impl WorkerLifecycleArgs {
@@ -78,6 +84,7 @@ impl WorkerLifecycleArgs {
         options.max_age_delta = secs(self.max_age_delta, "--max-age-delta")?.unwrap_or_default();
         options.coalesce = Duration::try_from_secs_f64(self.coalesce_ms / 1000.0)
             .map_err(|_| Error::Config("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
+        options.preemptive_io = self.preemptive_io;
         Ok(())
     }
 }

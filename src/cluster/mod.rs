@@ -102,6 +102,9 @@ impl ClusterOptions {
         if let Some(cpu) = w.io_cpu {
             args.extend(["--io-cpu".into(), cpu.to_string().into()]);
         }
+        if w.preemptive_io {
+            args.push("--preemptive-io".into());
+        }
         if self.debug {
             args.push("--debug".into());
         }

@@ -60,6 +60,10 @@ pub struct WorkerOptions {
     /// Run libzmq's I/O thread and the pulse thread on this CPU (the job
     /// thread keeps the CPUs it had): see [`crate::affinity`].
     pub io_cpu: Option<usize>,
+    /// Let libzmq's I/O thread and the pulse thread preempt the job thread
+    /// on wake-up (the kernel's default); otherwise they run under
+    /// `SCHED_BATCH`: see [`crate::affinity`].
+    pub preemptive_io: bool,
 }
 
 impl WorkerOptions {
@@ -77,8 +81,20 @@ impl WorkerOptions {
             max_message_bytes: crate::broker::MAX_MESSAGE_BYTES as usize,
             coalesce: DEFAULT_COALESCE,
             io_cpu: None,
+            preemptive_io: false,
         }
     }
+}
+
+/// How long a `SCHED_BATCH` I/O thread may wait for a busy CPU: about a
+/// time slice plus a scheduler tick (4 ms at 250 Hz), once for the answer
+/// going out and once for the next job coming in.
+const BATCH_IO_DELAY: Duration = Duration::from_millis(8);
+
+/// How long this worker's answers may wait before they leave, which the
+/// broker covers with jobs given ahead (registered as `coalesce_us`).
+fn answer_delay(options: &WorkerOptions) -> Duration {
+    options.coalesce + if options.preemptive_io { Duration::ZERO } else { BATCH_IO_DELAY }
 }
 
 type Guard<'s> = MutexGuard<'s, zmq::Socket>;
@@ -160,14 +176,16 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         host,
         plugin: plugin.name.clone(),
         plugin_version: plugin.version.clone(),
-        coalesce_us: options.coalesce.as_micros() as u64,
+        coalesce_us: answer_delay(options).as_micros() as u64,
         inline: true,
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
     // libzmq starts its I/O thread with the first socket: it and the pulse
-    // thread inherit this pin; the job thread (this one) gets its CPUs back.
+    // thread inherit this pin and policy; the job thread (this one) gets its
+    // own back.
     let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
+    let batch = crate::affinity::BatchGuard::new(!options.preemptive_io)?;
     let ctx = zmq::Context::new();
     let link = Arc::new(Link {
         socket: Mutex::new(connect(&ctx, options, &id)?),
@@ -192,7 +210,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
             .spawn(move || pulse::run(&link, &shutdown, &options))
             .map_err(Error::io("starting the pulse thread"))?
     };
-    drop(pin);
+    drop((batch, pin));
     let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
     let result =
         JobLoop { plugin: &plugin, options, ready: &ready, link: &link, retire_at, expected_us: Cell::new(0.0) }

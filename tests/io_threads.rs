@@ -1,6 +1,8 @@
-//! `--io-cpu`: the broker and the workers' I/O threads sit on one CPU while
-//! job threads keep every CPU, read back from /proc of the real processes;
-//! and a CPU that cannot be used is a one-line error.
+//! Where and how I/O threads run, read back from /proc of the real
+//! processes: with `--io-cpu` the broker and the workers' I/O threads sit on
+//! one CPU while job threads keep every CPU (a CPU that cannot be used is a
+//! one-line error); a worker's I/O threads run under SCHED_BATCH unless
+//! `--preemptive-io`, its job thread never.
 
 mod common;
 
@@ -23,6 +25,36 @@ fn thread_cpus(pid: u32) -> Vec<(u32, String)> {
         }
     }
     out
+}
+
+/// The scheduling policy of every thread of `pid`: (tid, policy), from
+/// field 41 of /proc/<pid>/task/<tid>/stat.
+fn thread_policies(pid: u32) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap();
+        let tid: u32 = task.file_name().to_str().unwrap().parse().unwrap();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The command name may hold spaces: fields count from after its ')'.
+        if let Some((_, rest)) = stat.rsplit_once(") ") {
+            out.push((tid, rest.split_whitespace().nth(41 - 3).unwrap().parse().unwrap()));
+        }
+    }
+    out
+}
+
+const SCHED_OTHER: i32 = 0;
+const SCHED_BATCH: i32 = 3;
+
+/// The job thread (the main one) runs under the default policy, the other
+/// threads under `io_policy`.
+fn assert_worker_policies(pid: u32, io_policy: i32) {
+    let threads = thread_policies(pid);
+    assert!(threads.len() >= 3, "a worker has a job thread, libzmq's threads and pulse: {threads:?}");
+    for (tid, policy) in &threads {
+        let want = if *tid == pid { SCHED_OTHER } else { io_policy };
+        assert_eq!(*policy, want, "worker thread {tid}: {threads:?}");
+    }
 }
 
 fn own_cpus() -> String {
@@ -55,18 +87,36 @@ fn broker_and_worker_io_threads_run_on_the_io_cpu_and_jobs_flow() {
     assert!(broker_threads.len() >= 2, "{broker_threads:?}");
     assert!(broker_threads.iter().all(|(_, cpus)| cpus == "0"), "every broker thread on CPU 0: {broker_threads:?}");
     assert_worker_split(worker.pid());
+    assert_worker_policies(worker.pid(), SCHED_BATCH);
+    assert!(thread_policies(broker.pid()).iter().all(|(_, p)| *p == SCHED_OTHER), "the broker is never batched");
 }
 
 #[test]
-fn a_cluster_passes_io_cpu_to_its_workers() {
+fn preemptive_io_leaves_a_workers_io_threads_under_the_default_policy() {
     let dir = TestDir::new();
-    let _cluster = start_cluster(&dir, "echo", 2, &["--io-cpu", "0"]);
+    let _broker = start_broker(&dir, &[]);
+    let batched = start_worker(&dir, "echo", &[], "batched");
+    let preemptive = start_worker(&dir, "echo", &["--preemptive-io"], "preemptive");
+    let client = dir.client();
+    for i in 0..20 {
+        let data = format!("job {i}");
+        assert_eq!(client.execute(JobRequest::new(data.clone()), T).unwrap(), data.as_bytes());
+    }
+    assert_worker_policies(batched.pid(), SCHED_BATCH);
+    assert_worker_policies(preemptive.pid(), SCHED_OTHER);
+}
+
+#[test]
+fn a_cluster_passes_io_cpu_and_preemptive_io_to_its_workers() {
+    let dir = TestDir::new();
+    let _cluster = start_cluster(&dir, "echo", 2, &["--io-cpu", "0", "--preemptive-io"]);
     let client = dir.client();
     assert_eq!(client.execute(JobRequest::new("hi"), T).unwrap(), b"hi");
     let status = client.status(T).unwrap();
     assert_eq!(status.workers.len(), 2);
     for w in &status.workers {
         assert_worker_split(w.pid);
+        assert_worker_policies(w.pid, SCHED_OTHER);
     }
 }
 
