@@ -195,3 +195,35 @@ fn status_reports_counters_of_a_known_run() {
     assert_eq!(code, 0);
     assert!(table.contains("test_plugin") && table.contains("jobs: ok 5, errors 2"), "{table}");
 }
+
+#[test]
+fn a_saturated_broker_still_answers_pings_status_and_bad_requests_at_once() {
+    let dir = TestDir::new();
+    // No jobs given ahead: the worker holds one, the others queue.
+    let _broker = start_broker(&dir, &["--prefetch-budget-ms", "0"]);
+    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    let client = std::sync::Arc::new(dir.client());
+    client.execute(JobRequest::new("").header("action", "pid"), T).unwrap();
+    // One job runs for 3 s and one waits: the broker reads its front late
+    // while saturated, but never later than its queue check.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                client.execute(JobRequest::new("").header("action", "sleep").header("ms", "3000"), T)
+            })
+        })
+        .collect();
+    wait_until("a job queued", T, || client.status(T).unwrap().services[0].queued == 1);
+    for _ in 0..5 {
+        let t = Instant::now();
+        client.ping(T).unwrap();
+        assert_eq!(client.status(T).unwrap().services[0].queued, 1, "still saturated");
+        let refused = client.execute(JobRequest::new("x").service("nope"), T);
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(t.elapsed() < Duration::from_secs(1), "answered after {:?} while saturated", t.elapsed());
+    }
+    for s in sleepers {
+        s.join().unwrap().unwrap();
+    }
+}
