@@ -114,12 +114,17 @@ fn policy() -> libc::c_int {
 }
 
 impl BatchGuard {
-    pub fn new(on: bool) -> Result<BatchGuard> {
+    /// A refusal (a seccomp filter, say) costs only throughput: it is logged
+    /// and the threads run under the default policy.
+    pub fn new(on: bool) -> BatchGuard {
         if !on || policy() != libc::SCHED_OTHER {
-            return Ok(BatchGuard { active: false });
+            return BatchGuard { active: false };
         }
-        set_policy(libc::SCHED_BATCH).map_err(Error::io("setting SCHED_BATCH for the I/O threads"))?;
-        Ok(BatchGuard { active: true })
+        if let Err(e) = set_policy(libc::SCHED_BATCH) {
+            tracing::warn!("I/O threads stay under the default scheduling policy (SCHED_BATCH refused: {e})");
+            return BatchGuard { active: false };
+        }
+        BatchGuard { active: true }
     }
 }
 
@@ -163,13 +168,13 @@ mod tests {
     fn a_batch_guard_covers_threads_started_inside_and_restores_the_caller() {
         std::thread::spawn(|| {
             assert_eq!(policy(), libc::SCHED_OTHER);
-            let guard = BatchGuard::new(true).unwrap();
+            let guard = BatchGuard::new(true);
             assert_eq!(policy(), libc::SCHED_BATCH);
             let child = std::thread::spawn(policy);
             drop(guard);
             assert_eq!(child.join().unwrap(), libc::SCHED_BATCH, "a thread started under the guard inherits it");
             assert_eq!(policy(), libc::SCHED_OTHER);
-            drop(BatchGuard::new(false).unwrap());
+            drop(BatchGuard::new(false));
             assert_eq!(policy(), libc::SCHED_OTHER);
         })
         .join()

@@ -185,7 +185,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
     // thread inherit this pin and policy; the job thread (this one) gets its
     // own back.
     let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
-    let batch = crate::affinity::BatchGuard::new(!options.preemptive_io)?;
+    let batch = crate::affinity::BatchGuard::new(!options.preemptive_io);
     let ctx = zmq::Context::new();
     let link = Arc::new(Link {
         socket: Mutex::new(connect(&ctx, options, &id)?),
