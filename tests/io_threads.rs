@@ -13,34 +13,37 @@ use powerhose::JobRequest;
 
 const T: Duration = Duration::from_secs(20);
 
-/// `Cpus_allowed_list` of every thread of `pid`: (tid, list).
-fn thread_cpus(pid: u32) -> Vec<(u32, String)> {
+/// `parse` of /proc/<pid>/task/<tid>/`file`, for every thread of `pid`
+/// that has one: (tid, value).
+fn per_thread<T>(pid: u32, file: &str, parse: impl Fn(&str) -> Option<T>) -> Vec<(u32, T)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap();
         let tid: u32 = task.file_name().to_str().unwrap().parse().unwrap();
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        if let Some(line) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
-            out.push((tid, line["Cpus_allowed_list:".len()..].trim().to_string()));
+        // A thread that ended meanwhile has no file: skipped.
+        let text = std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        if let Some(value) = parse(&text) {
+            out.push((tid, value));
         }
     }
     out
 }
 
-/// The scheduling policy of every thread of `pid`: (tid, policy), from
-/// field 41 of /proc/<pid>/task/<tid>/stat.
+/// `Cpus_allowed_list` of every thread of `pid`: (tid, list).
+fn thread_cpus(pid: u32) -> Vec<(u32, String)> {
+    per_thread(pid, "status", |status| {
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|list| list.trim().to_string())
+    })
+}
+
+/// The scheduling policy of every thread of `pid`: (tid, policy), field 41
+/// of its `stat`.
 fn thread_policies(pid: u32) -> Vec<(u32, i32)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap();
-        let tid: u32 = task.file_name().to_str().unwrap().parse().unwrap();
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+    per_thread(pid, "stat", |stat| {
         // The command name may hold spaces: fields count from after its ')'.
-        if let Some((_, rest)) = stat.rsplit_once(") ") {
-            out.push((tid, rest.split_whitespace().nth(41 - 3).unwrap().parse().unwrap()));
-        }
-    }
-    out
+        let (_, rest) = stat.rsplit_once(") ")?;
+        Some(rest.split_whitespace().nth(41 - 3).unwrap().parse().unwrap())
+    })
 }
 
 const SCHED_OTHER: i32 = 0;
