@@ -62,8 +62,9 @@ impl<'a> Io<'a> {
         }
     }
 
-    /// Reads up to [`BATCH`] messages from `socket` without blocking.
-    pub fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<()> {
+    /// Reads up to [`BATCH`] messages from `socket` without blocking; true
+    /// when it stopped at that bound (more may wait).
+    pub fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<bool> {
         for _ in 0..BATCH {
             self.frames.clear();
             self.truncated = false;
@@ -71,7 +72,7 @@ impl<'a> Io<'a> {
                 let mut msg = Msg::new();
                 match socket.recv(&mut msg, zmq::DONTWAIT) {
                     Ok(()) => {}
-                    Err(zmq::Error::EAGAIN) => return Ok(()),
+                    Err(zmq::Error::EAGAIN) => return Ok(false),
                     Err(e) => return Err(Error::zmq("receiving")(e)),
                 }
                 let more = msg.get_more();
@@ -88,7 +89,7 @@ impl<'a> Io<'a> {
             }
             handle(self, Instant::now());
         }
-        Ok(())
+        Ok(true)
     }
 
     fn reply_text(&self, out: &mut Vec<Output<Msg>>, route: ClientRoute<Msg>, status: Status, text: String) {

@@ -135,14 +135,17 @@ impl Broker {
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
         tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
+        let mut front_backlog = false;
         loop {
             let now = Instant::now();
             let next = state.next_deadline(now);
             let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
-            // wakes anyway (the timeout is then at most QUEUE_CHECK).
-            let saturated = state.saturated();
+            // wakes anyway (the timeout is then at most QUEUE_CHECK), unless
+            // the last read stopped at its bound: a flood must still reach
+            // the queue limit and its prompt `Busy` answers.
+            let saturated = state.saturated() && !front_backlog;
             let front_events = if saturated { zmq::PollEvents::empty() } else { zmq::POLLIN };
             let mut items = [
                 self.front.as_poll_item(front_events),
@@ -173,9 +176,11 @@ impl Broker {
             if items[1].is_readable() {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
             }
-            if items[0].is_readable() || saturated {
-                io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?;
-            }
+            front_backlog = if items[0].is_readable() || saturated {
+                io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?
+            } else {
+                false
+            };
             // `next` from before the poll: what arrived since is seen by the
             // next iteration's fresh deadline.
             let now = Instant::now();
