@@ -251,3 +251,27 @@ fn a_pipelined_stream_keeps_a_window_in_flight_and_reports_every_job() {
     assert!(seen.iter().all(|s| *s));
     assert!(other.join().unwrap());
 }
+
+#[test]
+fn a_pipeline_is_not_held_back_by_a_slow_call_on_the_same_client() {
+    let dir = TestDir::new();
+    let _cluster = start_cluster(&dir, "test_plugin", 2, &[]);
+    let client = Arc::new(dir.client());
+    let started = dir.path().join("started");
+    // This call leads the shared socket while its job sleeps on one worker.
+    let (c, job) = (client.clone(), sleeper(5000, &started));
+    let slow = std::thread::spawn(move || c.execute(job, T));
+    started_pid(&started);
+    let mut answered = 0;
+    client
+        .pipeline((0..200).map(|i| format!("job {i}")), 50, T, |i, r| {
+            assert_eq!(r.unwrap(), format!("job {i}").into_bytes());
+            answered += 1;
+        })
+        .unwrap();
+    assert_eq!(answered, 200);
+    assert!(!slow.is_finished(), "the pipeline waited for the slow call to end");
+    // The slow call's reply reaches it through the pipeline's socket or its own.
+    assert_eq!(slow.join().unwrap().unwrap(), b"slept");
+    assert_eq!(client.execute("after", T).unwrap(), b"after");
+}

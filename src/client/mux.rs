@@ -6,17 +6,23 @@
 //! A caller that finds the socket taken queues its frames in the outbox, wakes
 //! the leader through a pipe and parks; the leader sends queued frames, stores
 //! each reply in its request's slot and unparks the owner. A leader that is
-//! done passes the socket on by unparking a caller still waiting.
+//! done passes the socket on by unparking a caller still waiting. A pipeline
+//! (which keeps the socket for its whole stream) that finds it taken asks the
+//! leader to yield it: the leader then waits for its replies as a follower,
+//! so a slow call never holds a pipeline back.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, Status};
 use crate::wakeup::Wakeup;
+
+#[path = "mux_stream.rs"]
+mod stream;
 
 /// A reply as it came from the broker: its body is `frame[body]` (the body
 /// frame, or the end of an inline REPLY frame: kept there, not copied).
@@ -61,6 +67,9 @@ pub(crate) struct Mux {
     wake: Wakeup,
     connected: AtomicBool,
     next_id: AtomicU64,
+    /// Pipelines waiting for the socket: a leader yields it to them, and
+    /// callers leave it to them.
+    pipelines_waiting: AtomicUsize,
     _ctx: zmq::Context,
 }
 
@@ -80,6 +89,7 @@ impl Mux {
             wake: Wakeup::new()?,
             connected: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            pipelines_waiting: AtomicUsize::new(0),
             _ctx: ctx,
         })
     }
@@ -107,14 +117,23 @@ impl Mux {
         let result = loop {
             // A panic in another caller's code (pipeline callbacks) must not
             // lock everyone out: a poisoned socket is still a usable socket.
-            let acquired = match self.socket.try_lock() {
-                Ok(guard) => Some(guard),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
+            // The socket goes to waiting pipelines first.
+            let acquired = if self.pipelines_waiting.load(Ordering::Acquire) > 0 {
+                None
+            } else {
+                match self.socket.try_lock() {
+                    Ok(guard) => Some(guard),
+                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                }
             };
             if let Some(socket) = acquired {
                 led = true;
-                break self.lead(&socket, &ids, deadline);
+                match self.lead(&socket, &ids, deadline) {
+                    // Yielded to a pipeline, which delivers our replies.
+                    Ok(true) => woke = true,
+                    done => break done.map(drop),
+                }
             }
             if !woke {
                 self.wake.trigger();
@@ -164,18 +183,22 @@ impl Mux {
     }
 
     /// The leader's loop: send queued requests, deliver replies, until all of
-    /// `mine` are answered or the deadline passes.
-    fn lead(&self, socket: &zmq::Socket, mine: &[u64], deadline: Instant) -> Result<()> {
+    /// `mine` are answered or the deadline passes (false), or a pipeline
+    /// wants the socket (true: `mine` may still wait for replies).
+    fn lead(&self, socket: &zmq::Socket, mine: &[u64], deadline: Instant) -> Result<bool> {
         let me = thread::current().id();
         let mut remaining = mine.len() - self.answered(mine);
         loop {
             let queued = self.flush(socket)?;
             if remaining == 0 {
-                return Ok(());
+                return Ok(false);
+            }
+            if self.pipelines_waiting.load(Ordering::Acquire) > 0 {
+                return Ok(true);
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(());
+                return Ok(false);
             }
             let events = if queued { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
             let mut items = [socket.as_poll_item(events), self.wake.poll_item()];
@@ -292,95 +315,5 @@ impl Mux {
             own += usize::from(self.deliver(id, reply, me));
         }
         Ok(own)
-    }
-
-    /// Keeps up to `window` requests from `next` in flight on the socket,
-    /// reporting each outcome to `done` as it comes; each request gets
-    /// `timeout`. Holds the socket throughout, serving other callers too.
-    pub(crate) fn pipeline(
-        &self,
-        mut next: impl FnMut(u64) -> Option<Vec<zmq::Message>>,
-        window: usize,
-        timeout: Duration,
-        mut done: impl FnMut(u64, Outcome),
-    ) -> Result<()> {
-        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.stream(&socket, &mut next, window, timeout, &mut done);
-        // On every path, errors included: callers parked meanwhile take over.
-        drop(socket);
-        self.hand_over();
-        result
-    }
-
-    fn stream(
-        &self,
-        socket: &zmq::Socket,
-        next: &mut impl FnMut(u64) -> Option<Vec<zmq::Message>>,
-        window: usize,
-        timeout: Duration,
-        done: &mut impl FnMut(u64, Outcome),
-    ) -> Result<()> {
-        let me = thread::current().id();
-        // Sent ids in order; all share one timeout, so deadlines are ordered too.
-        let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(window);
-        let mut order: VecDeque<u64> = VecDeque::with_capacity(window);
-        let mut exhausted = false;
-        loop {
-            self.flush(socket)?;
-            let connected = self.connected.load(Ordering::Acquire);
-            // One clock read per burst of sends: deadlines differ by µs at most.
-            let deadline = Instant::now() + timeout;
-            while !exhausted && in_flight.len() < window && connected {
-                let id = self.next_id();
-                let Some(frames) = next(id) else {
-                    exhausted = true;
-                    break;
-                };
-                let last = frames.len() - 1;
-                for (i, frame) in frames.into_iter().enumerate() {
-                    let flags = if i < last { zmq::SNDMORE } else { 0 };
-                    socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
-                }
-                in_flight.insert(id, deadline);
-                order.push_back(id);
-            }
-            let now = Instant::now();
-            while let Some(&id) = order.front() {
-                match in_flight.get(&id) {
-                    None => {
-                        order.pop_front();
-                    }
-                    Some(&deadline) if deadline <= now => {
-                        order.pop_front();
-                        in_flight.remove(&id);
-                        done(id, Outcome::Timeout);
-                    }
-                    Some(_) => break,
-                }
-            }
-            if exhausted && in_flight.is_empty() {
-                return Ok(());
-            }
-            let wait = match (order.front().and_then(|id| in_flight.get(id)), connected) {
-                (Some(deadline), _) => deadline.saturating_duration_since(now).as_millis() as i64 + 1,
-                (None, true) => -1,
-                // Not connected and nothing in flight: look again shortly.
-                (None, false) => 10,
-            };
-            let mut items = [socket.as_poll_item(zmq::POLLIN), self.wake.poll_item()];
-            crate::wakeup::poll(&mut items, wait)?;
-            if items[1].is_readable() {
-                self.wake.clear();
-            }
-            if items[0].is_readable() {
-                while let Some((id, reply)) = self.recv_reply(socket)? {
-                    if in_flight.remove(&id).is_some() {
-                        done(id, Outcome::Reply(reply));
-                    } else {
-                        self.deliver(id, reply, me);
-                    }
-                }
-            }
-        }
     }
 }
