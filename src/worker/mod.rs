@@ -30,8 +30,13 @@ use wire::{connect, identity, jitter, send};
 /// Exit status of a worker whose handler stayed stuck past the hard limit.
 pub const EXIT_STUCK: i32 = 4;
 
-/// How long a result may be held under backlog by default (see [`WorkerOptions::coalesce`]).
-pub const DEFAULT_COALESCE: Duration = Duration::from_millis(5);
+/// How long a result may be held under backlog by default (see
+/// [`WorkerOptions::coalesce`]). About the time 16 answers (the most held)
+/// of ~1 ms jobs take: measured side by side on the 2-vCPU VM (2 workers,
+/// 1,000 in flight), ~1 ms jobs gave 98–99% of the in-process throughput
+/// against 94–97% with 5 ms, and half the broker and client CPU per job.
+/// Shorter jobs fill a batch sooner and are not affected.
+pub const DEFAULT_COALESCE: Duration = Duration::from_millis(15);
 
 /// How a worker connects and behaves.
 #[derive(Clone, Debug)]
