@@ -26,15 +26,25 @@ fn started_pid(file: &std::path::Path) -> u32 {
     std::fs::read_to_string(file).unwrap().parse().unwrap()
 }
 
+type Call = std::thread::JoinHandle<Result<Vec<u8>, Error>>;
+
+/// Two test_plugin workers, a shared client, and a call on another thread
+/// whose job sleeps `ms` on one worker (running when this returns):
+/// (cluster, client, the call, its worker's pid).
+fn cluster_with_a_slow_call(dir: &TestDir, ms: u64) -> (Proc, Arc<Client>, Call, u32) {
+    let cluster = start_cluster(dir, "test_plugin", 2, &[]);
+    let client = Arc::new(dir.client());
+    let started = dir.path().join("started");
+    let (c, job) = (client.clone(), sleeper(ms, &started));
+    let slow = std::thread::spawn(move || c.execute(job, T));
+    let pid = started_pid(&started);
+    (cluster, client, slow, pid)
+}
+
 #[test]
 fn a_job_goes_to_the_idle_worker_not_behind_a_busy_one() {
     let dir = TestDir::new();
-    let _cluster = start_cluster(&dir, "test_plugin", 2, &[]);
-    let client = Arc::new(dir.client());
-    let started = dir.path().join("started");
-    let (c, job) = (client.clone(), sleeper(2000, &started));
-    let slow = std::thread::spawn(move || c.execute(job, T));
-    let busy_pid = started_pid(&started);
+    let (_cluster, client, slow, busy_pid) = cluster_with_a_slow_call(&dir, 2000);
     for _ in 0..5 {
         let t = Instant::now();
         let pid = client.execute(JobRequest::new("").header("action", "pid"), T).unwrap();
@@ -255,13 +265,8 @@ fn a_pipelined_stream_keeps_a_window_in_flight_and_reports_every_job() {
 #[test]
 fn a_pipeline_is_not_held_back_by_a_slow_call_on_the_same_client() {
     let dir = TestDir::new();
-    let _cluster = start_cluster(&dir, "test_plugin", 2, &[]);
-    let client = Arc::new(dir.client());
-    let started = dir.path().join("started");
-    // This call leads the shared socket while its job sleeps on one worker.
-    let (c, job) = (client.clone(), sleeper(5000, &started));
-    let slow = std::thread::spawn(move || c.execute(job, T));
-    started_pid(&started);
+    // The slow call leads the shared socket while its job sleeps.
+    let (_cluster, client, slow, _) = cluster_with_a_slow_call(&dir, 5000);
     let mut answered = 0;
     client
         .pipeline((0..200).map(|i| format!("job {i}")), 50, T, |i, r| {
