@@ -29,8 +29,8 @@ fn answer_times(client: &powerhose::Client, jobs: Vec<JobRequest>) -> Vec<u128> 
     at.into_iter().map(|t| t.expect("every job answered")).collect()
 }
 
-/// One worker whose jobs take 100 ms and may hold answers `coalesce_ms`; the
-/// broker gives it 1 + (2 + coalesce + 8) / 100 jobs at a time (8 ms: the
+/// One worker whose jobs take 50 ms and may hold answers `coalesce_ms`; the
+/// broker gives it 1 + (2 + coalesce + 8) / 50 jobs at a time (8 ms: the
 /// worker's SCHED_BATCH I/O allowance).
 fn one_worker(dir: &TestDir, coalesce_ms: &str) -> (Proc, Proc, powerhose::Client) {
     let broker = start_broker(dir, &[]);
@@ -38,30 +38,53 @@ fn one_worker(dir: &TestDir, coalesce_ms: &str) -> (Proc, Proc, powerhose::Clien
     let client = dir.client();
     // The broker and the worker learn how long the jobs take.
     for _ in 0..2 {
-        client.execute(nap(100), T).unwrap();
+        client.execute(nap(50), T).unwrap();
     }
     (broker, worker, client)
+}
+
+/// Eight short jobs, a 3-s one, then three short ones. The worker holds six
+/// jobs at a time (1 + 260 / 50 with 250 ms of coalescing): jobs 0-5 go to
+/// it at once, while no job waits; jobs 6-10 leave the broker as answers
+/// come back, while later ones still wait (backlog).
+fn jobs() -> Vec<JobRequest> {
+    let mut jobs: Vec<JobRequest> = (0..8).map(|_| nap(50)).collect();
+    jobs.push(nap(3000));
+    jobs.extend((0..3).map(|_| nap(50)));
+    jobs
 }
 
 #[test]
 fn a_held_answer_leaves_when_due_even_while_a_long_job_runs() {
     let dir = TestDir::new();
-    let (_broker, _worker, client) = one_worker(&dir, "150");
-    // The worker holds two jobs at a time (1 + 160 / 100); the other three
-    // wait at the broker. Jobs 2 and 3 are sent on while others still wait
-    // (backlog), so job 2's answer (done at ~300 ms) is held for job 3,
-    // which runs 3 s: the timer sends it at ~450 ms.
-    let times = answer_times(&client, vec![nap(100), nap(100), nap(100), nap(3000), nap(100)]);
-    assert!(times[0] < 180 && times[1] < 280, "no backlog when they left: {times:?}");
-    assert!(times[2] >= 420, "job 2's answer was held: {times:?}");
-    assert!(times[2] < 1500, "the held answer left when due, not after the long job: {times:?}");
-    assert!(times[3] >= 3300 && times[4] >= 3400, "{times:?}");
+    // 250 ms: room for four 50-ms answers and more, so they may be held.
+    let (_broker, _worker, client) = one_worker(&dir, "250");
+    // Jobs 0-5 are answered at once (~50 ms apart). The answers of jobs 6
+    // and 7 (done at ~350 and ~400 ms) are held for the next ones; job 8
+    // runs 3 s, so the timer sends them when the oldest is due, at ~600 ms.
+    let times = answer_times(&client, jobs());
+    assert!(times[0] < 120 && times[5] < 420, "no backlog when they left: {times:?}");
+    assert!(times[6..8].iter().all(|&t| t >= 580), "jobs 6 and 7's answers were held: {times:?}");
+    assert!(times[6..8].iter().all(|&t| t < 1500), "held answers left when due, not after the long job: {times:?}");
+    assert!(times[8] >= 3400, "{times:?}");
 }
 
 #[test]
 fn with_coalescing_off_every_answer_leaves_at_once() {
     let dir = TestDir::new();
     let (_broker, _worker, client) = one_worker(&dir, "0");
-    let times = answer_times(&client, vec![nap(100), nap(100), nap(100), nap(3000), nap(100)]);
-    assert!(times[2] < 400, "{times:?}");
+    let times = answer_times(&client, jobs());
+    assert!(times[6] < 500 && times[7] < 550, "{times:?}");
+}
+
+#[test]
+fn answers_of_jobs_too_long_to_share_a_send_are_never_held() {
+    let dir = TestDir::new();
+    // 190 ms holds fewer than four 50-ms answers: not worth the wait. The
+    // worker holds four or five jobs (1 + 200 / a little over 50), so job 4
+    // or 5 is the first sent under backlog: held, job 4 (done at ~250 ms)
+    // would leave at ~400 ms, or job 5 (done at ~300 ms) at ~490 ms.
+    let (_broker, _worker, client) = one_worker(&dir, "190");
+    let times = answer_times(&client, jobs());
+    assert!(times[4] < 350 && times[5] < 420, "{times:?}");
 }
