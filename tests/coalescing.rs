@@ -54,15 +54,21 @@ fn jobs() -> Vec<JobRequest> {
     jobs
 }
 
+/// When each of [`jobs`] was answered by one worker that may hold answers
+/// `coalesce_ms`.
+fn times_with(coalesce_ms: &str) -> Vec<u128> {
+    let dir = TestDir::new();
+    let (_broker, _worker, client) = one_worker(&dir, coalesce_ms);
+    answer_times(&client, jobs())
+}
+
 #[test]
 fn a_held_answer_leaves_when_due_even_while_a_long_job_runs() {
-    let dir = TestDir::new();
     // 250 ms: room for four 50-ms answers and more, so they may be held.
-    let (_broker, _worker, client) = one_worker(&dir, "250");
     // Jobs 0-5 are answered at once (~50 ms apart). The answers of jobs 6
     // and 7 (done at ~350 and ~400 ms) are held for the next ones; job 8
     // runs 3 s, so the timer sends them when the oldest is due, at ~600 ms.
-    let times = answer_times(&client, jobs());
+    let times = times_with("250");
     assert!(times[0] < 120 && times[5] < 420, "no backlog when they left: {times:?}");
     assert!(times[6..8].iter().all(|&t| t >= 580), "jobs 6 and 7's answers were held: {times:?}");
     assert!(times[6..8].iter().all(|&t| t < 1500), "held answers left when due, not after the long job: {times:?}");
@@ -71,20 +77,16 @@ fn a_held_answer_leaves_when_due_even_while_a_long_job_runs() {
 
 #[test]
 fn with_coalescing_off_every_answer_leaves_at_once() {
-    let dir = TestDir::new();
-    let (_broker, _worker, client) = one_worker(&dir, "0");
-    let times = answer_times(&client, jobs());
+    let times = times_with("0");
     assert!(times[6] < 500 && times[7] < 550, "{times:?}");
 }
 
 #[test]
 fn answers_of_jobs_too_long_to_share_a_send_are_never_held() {
-    let dir = TestDir::new();
     // 190 ms holds fewer than four 50-ms answers: not worth the wait. The
     // worker holds four or five jobs (1 + 200 / a little over 50), so job 4
     // or 5 is the first sent under backlog: held, job 4 (done at ~250 ms)
     // would leave at ~400 ms, or job 5 (done at ~300 ms) at ~490 ms.
-    let (_broker, _worker, client) = one_worker(&dir, "190");
-    let times = answer_times(&client, jobs());
+    let times = times_with("190");
     assert!(times[4] < 350 && times[5] < 420, "{times:?}");
 }
