@@ -126,6 +126,11 @@ impl BatchGuard {
         }
         BatchGuard { active: true }
     }
+
+    /// Whether threads started now run under `SCHED_BATCH`.
+    pub fn active(&self) -> bool {
+        self.active
+    }
 }
 
 impl Drop for BatchGuard {

@@ -145,8 +145,8 @@ impl Broker {
             // wakes anyway (the timeout is then at most QUEUE_CHECK), unless
             // the last read stopped at its bound: a flood must still reach
             // the queue limit and its prompt `Busy` answers.
-            let saturated = state.saturated() && !front_backlog;
-            let front_events = if saturated { zmq::PollEvents::empty() } else { zmq::POLLIN };
+            let front_paused = state.saturated() && !front_backlog;
+            let front_events = if front_paused { zmq::PollEvents::empty() } else { zmq::POLLIN };
             let mut items = [
                 self.front.as_poll_item(front_events),
                 self.back.as_poll_item(zmq::POLLIN),
@@ -176,7 +176,7 @@ impl Broker {
             if items[1].is_readable() {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
             }
-            front_backlog = if items[0].is_readable() || saturated {
+            front_backlog = if items[0].is_readable() || front_paused {
                 io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?
             } else {
                 false

@@ -98,8 +98,8 @@ const BATCH_IO_DELAY: Duration = Duration::from_millis(8);
 
 /// How long this worker's answers may wait before they leave, which the
 /// broker covers with jobs given ahead (registered as `coalesce_us`).
-fn answer_delay(options: &WorkerOptions) -> Duration {
-    options.coalesce + if options.preemptive_io { Duration::ZERO } else { BATCH_IO_DELAY }
+fn answer_delay(options: &WorkerOptions, batched_io: bool) -> Duration {
+    options.coalesce + if batched_io { BATCH_IO_DELAY } else { Duration::ZERO }
 }
 
 type Guard<'s> = MutexGuard<'s, zmq::Socket>;
@@ -175,22 +175,23 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
     stackdump::install().map_err(Error::io("installing the stack dump handler"))?;
     let host = hostname();
     let id = identity(&host);
+    // libzmq starts its I/O thread with the first socket: it and the pulse
+    // thread inherit this pin and policy; the job thread (this one) gets its
+    // own back.
+    let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
+    let batch = crate::affinity::BatchGuard::new(!options.preemptive_io);
     let registration = Registration {
         service: options.service.clone().unwrap_or_else(|| plugin.name.clone()),
         pid: std::process::id(),
         host,
         plugin: plugin.name.clone(),
         plugin_version: plugin.version.clone(),
-        coalesce_us: answer_delay(options).as_micros() as u64,
+        // The I/O allowance only when the batch policy really took.
+        coalesce_us: answer_delay(options, batch.active()).as_micros() as u64,
         inline: true,
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
-    // libzmq starts its I/O thread with the first socket: it and the pulse
-    // thread inherit this pin and policy; the job thread (this one) gets its
-    // own back.
-    let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
-    let batch = crate::affinity::BatchGuard::new(!options.preemptive_io);
     let ctx = zmq::Context::new();
     let link = Arc::new(Link {
         socket: Mutex::new(connect(&ctx, options, &id)?),
