@@ -18,6 +18,7 @@ pub mod health;
 pub mod plugin;
 pub mod protocol;
 pub mod status;
+pub mod sys;
 pub mod wakeup;
 pub mod worker;
 

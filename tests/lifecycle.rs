@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,47 +12,6 @@ use common::*;
 use powerhose::{Error, JobRequest};
 
 const T: Duration = Duration::from_secs(10);
-
-fn registered_pids(dir: &TestDir) -> Vec<u32> {
-    let mut pids: Vec<u32> = dir.client().status(T).unwrap().workers.iter().map(|w| w.pid).collect();
-    pids.sort_unstable();
-    pids
-}
-
-/// Runs `threads` client threads in a loop until the returned stop flag is
-/// set; the handle yields (jobs done, failures as text).
-fn load(
-    dir: &TestDir,
-    threads: usize,
-    job: fn() -> JobRequest,
-) -> (Arc<AtomicBool>, std::thread::JoinHandle<(usize, Vec<String>)>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = Arc::new(dir.client());
-    let (done, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (stop, client, done, failures) = (stop.clone(), client.clone(), done.clone(), failures.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match client.execute(job(), T) {
-                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            failures.lock().unwrap().push(e.to_string());
-                            0
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    let joiner = std::thread::spawn(move || {
-        for h in handles {
-            h.join().unwrap();
-        }
-        (done.load(Ordering::Relaxed), failures.lock().unwrap().clone())
-    });
-    (stop, joiner)
-}
 
 #[test]
 fn a_killed_worker_is_replaced_within_a_second_and_its_job_is_not_left_waiting() {

@@ -106,6 +106,9 @@ fn main() {
         std::process::exit(check(&args));
     }
     cli::init_tracing(args.debug);
+    if let Err(e) = powerhose::sys::route_process_signals() {
+        std::process::exit(cli::report("powerhose-broker", &e, args.debug));
+    }
     match run(&args) {
         Ok(code) => std::process::exit(code),
         Err(e) => std::process::exit(cli::report("powerhose-broker", e.as_ref(), args.debug)),

@@ -61,6 +61,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
 fn main() {
     let args = Args::parse();
     cli::init_tracing(args.debug);
+    // Before any other thread: signals must not interrupt ZeroMQ calls.
+    if let Err(e) = powerhose::sys::route_process_signals() {
+        std::process::exit(cli::report("powerhose", &e, args.debug));
+    }
     if let Err(e) = run(&args) {
         std::process::exit(cli::report("powerhose", e.as_ref(), args.debug));
     }

@@ -70,7 +70,7 @@ impl<'a> Io<'a> {
             self.truncated = false;
             loop {
                 let mut msg = Msg::new();
-                match socket.recv(&mut msg, zmq::DONTWAIT) {
+                match crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT) {
                     Ok(()) => {}
                     Err(zmq::Error::EAGAIN) => return Ok(false),
                     Err(e) => return Err(Error::zmq("receiving")(e)),

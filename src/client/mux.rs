@@ -228,7 +228,7 @@ impl Mux {
             let more = if frames.len() > 1 { zmq::SNDMORE } else { 0 };
             // The first frame (a small command frame) goes by copy, so on
             // failure the request is still whole in the outbox.
-            match socket.send(&frames[0][..], more | zmq::DONTWAIT) {
+            match crate::sys::zmq_send_copy(socket, &frames[0][..], more | zmq::DONTWAIT) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) => {
                     self.connected.store(false, Ordering::Release);
@@ -238,10 +238,12 @@ impl Mux {
             }
             let (_, frames) = pending.outbox.pop_front().expect("front exists");
             let last = frames.len() - 1;
-            // The first part went out, so the rest of the message does too.
-            for (i, frame) in frames.into_iter().enumerate().skip(1) {
+            // The first part went out, so the rest of the message does too;
+            // by copy, since an application's thread may take signals.
+            for (i, frame) in frames.iter().enumerate().skip(1) {
                 let flags = if i < last { zmq::SNDMORE } else { 0 };
-                socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
+                crate::sys::zmq_send_copy(socket, frame, flags | zmq::DONTWAIT)
+                    .map_err(Error::zmq("sending to the broker"))?;
             }
             if let Some(slot) = pending.slots.get_mut(&id) {
                 slot.sent = true;
@@ -255,7 +257,7 @@ impl Mux {
     fn recv_reply(&self, socket: &zmq::Socket) -> Result<Option<(u64, Reply)>> {
         loop {
             let mut head = zmq::Message::new();
-            match socket.recv(&mut head, zmq::DONTWAIT) {
+            match crate::sys::zmq_recv(socket, &mut head, zmq::DONTWAIT) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(Error::zmq("receiving from the broker")(e)),
@@ -265,7 +267,7 @@ impl Mux {
             let mut extra = 0;
             while more {
                 let mut frame = zmq::Message::new();
-                socket.recv(&mut frame, 0).map_err(Error::zmq("receiving from the broker"))?;
+                crate::sys::zmq_recv(socket, &mut frame, 0).map_err(Error::zmq("receiving from the broker"))?;
                 more = frame.get_more();
                 if extra == 0 {
                     body = frame;

@@ -58,9 +58,11 @@ impl Mux {
                     break;
                 };
                 let last = frames.len() - 1;
-                for (i, frame) in frames.into_iter().enumerate() {
+                // By copy: a signal may interrupt a send on an application's thread.
+                for (i, frame) in frames.iter().enumerate() {
                     let flags = if i < last { zmq::SNDMORE } else { 0 };
-                    socket.send(frame, flags | zmq::DONTWAIT).map_err(Error::zmq("sending to the broker"))?;
+                    crate::sys::zmq_send_copy(socket, frame, flags | zmq::DONTWAIT)
+                        .map_err(Error::zmq("sending to the broker"))?;
                 }
                 in_flight.insert(id, deadline);
                 order.push_back(id);

@@ -252,7 +252,10 @@ impl Cluster {
         sup.broker = Some(
             std::thread::Builder::new()
                 .name("broker".into())
-                .spawn(move || broker.run(&stop, Some(&inbox)))
+                .spawn(move || {
+                    crate::sys::block_process_signals();
+                    broker.run(&stop, Some(&inbox))
+                })
                 .map_err(Error::io("starting the broker thread"))?,
         );
 
@@ -263,6 +266,7 @@ impl Cluster {
             std::thread::Builder::new()
                 .name("supervisor".into())
                 .spawn(move || {
+                    crate::sys::block_process_signals();
                     // Workers are forked from this thread: PDEATHSIG follows it.
                     if let Err(e) = sup.start_workers() {
                         let _ = sup.shutdown();

@@ -303,6 +303,9 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(5));
         }
         self.workers.remove(i);
+        // Normally it unregistered first and this changes nothing; if it
+        // died holding a job, the broker must not wait for its heartbeats.
+        self.notify(Notice::WorkerDied(pid));
     }
 
     fn notify(&self, notice: Notice) {

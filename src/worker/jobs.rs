@@ -263,6 +263,9 @@ impl JobLoop<'_> {
         };
         let expected = Duration::from_micros(expected as u64);
         let coalesce = self.options.coalesce;
+        // A worker that is leaving sends every answer at once: its last
+        // loop waits for the broker's acknowledgement, not for held answers.
+        let backlog = backlog && !self.link.unregistered.load(Ordering::Acquire);
         if may_hold(coalesce, backlog, held.len(), held.age(now), expected, at_hand) {
             if held.push(now, done) {
                 self.link.timer.set(coalesce);

@@ -213,7 +213,10 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         let (link, shutdown, options) = (link.clone(), shutdown.clone(), options.clone());
         std::thread::Builder::new()
             .name("pulse".into())
-            .spawn(move || pulse::run(&link, &shutdown, &options))
+            .spawn(move || {
+                crate::sys::block_process_signals();
+                pulse::run(&link, &shutdown, &options)
+            })
             .map_err(Error::io("starting the pulse thread"))?
     };
     drop((batch, pin));

@@ -141,7 +141,7 @@ fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
     let mut frames = Vec::new();
     loop {
         let mut msg = zmq::Message::new();
-        if socket.recv(&mut msg, zmq::DONTWAIT).is_err() {
+        if crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT).is_err() {
             return (!frames.is_empty()).then_some(frames);
         }
         let more = msg.get_more();

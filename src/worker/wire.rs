@@ -47,10 +47,14 @@ pub(super) fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &st
 /// message is dropped: the broker that would have read it is gone).
 pub(super) fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<bool> {
     let more = if body.is_some() { zmq::SNDMORE } else { 0 };
-    match socket.send(frame.message(), more | zmq::DONTWAIT) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Ok(false),
-        Err(e) => return Err(Error::zmq("sending to the broker")(e)),
+    loop {
+        // Built again when a signal interrupts the send (see crate::sys).
+        match socket.send(frame.message(), more | zmq::DONTWAIT) {
+            Ok(()) => break,
+            Err(zmq::Error::EINTR) => continue,
+            Err(zmq::Error::EAGAIN) => return Ok(false),
+            Err(e) => return Err(Error::zmq("sending to the broker")(e)),
+        }
     }
     if let Some(body) = body {
         // The first part went out, so the rest of the message does too.
@@ -94,7 +98,7 @@ pub(super) fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) 
     frames.clear();
     loop {
         let mut msg = zmq::Message::new();
-        match socket.recv(&mut msg, zmq::DONTWAIT) {
+        match crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT) {
             Ok(()) => {}
             Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(false),
             Err(e) => return Err(Error::zmq("receiving from the broker")(e)),

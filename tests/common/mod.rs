@@ -9,7 +9,10 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use powerhose::Client;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use powerhose::{Client, JobRequest};
 
 pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");
 pub const BROKER: &str = env!("CARGO_BIN_EXE_powerhose-broker");
@@ -245,4 +248,55 @@ pub fn echo_version(version: &str) -> PathBuf {
     let source = std::fs::read_to_string(format!("{ws}/example-plugins/echo/src/lib.rs")).unwrap();
     let source = source.replace("export_plugin!(Echo);", "export_plugin!(Echo, name = \"echo\");");
     build_fixture(&crate_name, &[("plugin/Cargo.toml", manifest), ("plugin/src/lib.rs", source)], "plugin", &crate_name)
+}
+
+/// Pids of the workers registered with the test's broker, sorted.
+pub fn registered_pids(dir: &TestDir) -> Vec<u32> {
+    let mut pids: Vec<u32> =
+        dir.client().status(Duration::from_secs(10)).unwrap().workers.iter().map(|w| w.pid).collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Runs `threads` client threads in a loop until the returned stop flag is
+/// set; the handle yields (jobs done, failures as text).
+pub fn load(
+    dir: &TestDir,
+    threads: usize,
+    job: fn() -> JobRequest,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<(usize, Vec<String>)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = Arc::new(dir.client());
+    let (done, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, client, done, failures) = (stop.clone(), client.clone(), done.clone(), failures.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.execute(job(), Duration::from_secs(10)) {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.lock().unwrap().push(e.to_string());
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let joiner = std::thread::spawn(move || {
+        for h in handles {
+            h.join().unwrap();
+        }
+        (done.load(Ordering::Relaxed), failures.lock().unwrap().clone())
+    });
+    (stop, joiner)
+}
+
+
+/// One busy loop per CPU, as separate processes (killed when dropped): a
+/// machine with no idle CPU, where every process waits its turn.
+pub fn cpu_hog(dir: &TestDir) -> Vec<Proc> {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (0..cpus).map(|i| Proc::spawn("sh", &["-c", "while :; do :; done"], dir, &format!("hog{i}"))).collect()
 }

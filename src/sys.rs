@@ -1,0 +1,145 @@
+//! The operating system, checked: every libc call goes through [`syscall!`],
+//! which turns `-1` into the `errno` as an [`std::io::Error`]; and which
+//! threads receive the process's signals.
+//!
+//! Why signals matter here: a signal handled by a thread while it is inside
+//! a ZeroMQ call makes that call fail with `EINTR`, and a failed send has
+//! already consumed its message. Threads that move messages therefore block
+//! the asynchronous signals the programs handle ([`block_process_signals`]),
+//! and the binaries leave them to one thread that does nothing else
+//! ([`route_process_signals`]); the handlers only write to a
+//! [`crate::wakeup::Wakeup`] pipe, which the busy threads poll.
+
+/// Calls `libc::$fn(args)`, which must be inside an `unsafe` block at the
+/// call site (with its `SAFETY:` note); `-1` becomes `Err(errno)`, anything
+/// else `Ok(value)`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// The signals a powerhose program handles or that a shell sends it: they
+/// are delivered to whichever thread does not block them.
+const PROCESS_SIGNALS: [libc::c_int; 10] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGCHLD,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGWINCH,
+];
+
+fn process_signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set; sigaddset only fails for an
+    // invalid signal number, and these are libc's constants.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in PROCESS_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+fn thread_mask(how: libc::c_int) -> std::io::Result<()> {
+    let set = process_signal_set();
+    // SAFETY: changes only the calling thread's mask; `set` is initialised.
+    match unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Blocks the process signals in the calling thread (and in the threads it
+/// starts from now on): they go to another thread, never interrupting this
+/// one's ZeroMQ calls. For threads powerhose starts itself; an application's
+/// thread that calls into the library keeps its mask.
+pub fn block_process_signals() {
+    if let Err(e) = thread_mask(libc::SIG_BLOCK) {
+        tracing::warn!("could not block signals in this thread: {e}");
+    }
+}
+
+/// For a program's `main`, before any other thread starts: every thread
+/// blocks the process signals except one started here, which only waits
+/// for them (their handlers run there). Child processes start with an
+/// empty mask (the standard library resets it).
+pub fn route_process_signals() -> std::io::Result<()> {
+    thread_mask(libc::SIG_BLOCK)?;
+    std::thread::Builder::new().name("signals".into()).spawn(|| {
+        if let Err(e) = thread_mask(libc::SIG_UNBLOCK) {
+            tracing::error!("the signal thread could not unblock signals: {e}");
+            return;
+        }
+        loop {
+            // SAFETY: pause only waits; a handled signal ends it with EINTR.
+            unsafe { libc::pause() };
+        }
+    })?;
+    Ok(())
+}
+
+/// `socket.recv`, again when a signal interrupts it (the message is not
+/// consumed then).
+pub(crate) fn zmq_recv(socket: &zmq::Socket, msg: &mut zmq::Message, flags: i32) -> Result<(), zmq::Error> {
+    loop {
+        match socket.recv(msg, flags) {
+            Err(zmq::Error::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Sends a copy of `bytes`, again when a signal interrupts the send (which
+/// consumes the message it fails on: only a copy can be sent again).
+pub(crate) fn zmq_send_copy(socket: &zmq::Socket, bytes: &[u8], flags: i32) -> Result<(), zmq::Error> {
+    loop {
+        match socket.send(bytes, flags) {
+            Err(zmq::Error::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_turns_minus_one_into_errno() {
+        // SAFETY: kill with signal 0 only checks; pid -2^31+1 names no process group.
+        let err = unsafe { syscall!(kill(i32::MIN + 1, 0)) }.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
+        // SAFETY: getpid cannot fail.
+        assert_eq!(unsafe { syscall!(getpid()) }.unwrap() as u32, std::process::id());
+    }
+
+    #[test]
+    fn blocked_signals_stay_pending_in_this_thread() {
+        std::thread::spawn(|| {
+            block_process_signals();
+            let mut current: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: reads the calling thread's mask into a local set.
+            assert_eq!(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current) }, 0);
+            for sig in PROCESS_SIGNALS {
+                // SAFETY: `current` was filled in above.
+                assert_eq!(unsafe { libc::sigismember(&current, sig) }, 1, "signal {sig}");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,64 @@
+//! Worker renewal on a machine with no idle CPU: rolling reloads and max-age
+//! replacement under client load while a busy loop runs on every CPU, and
+//! not one failed request. (A retiring worker interrupted by its SIGTERM in
+//! the middle of a ZeroMQ call used to exit holding jobs, answered
+//! `WorkerLost` after the heartbeats ran out.)
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use powerhose::JobRequest;
+
+const T: Duration = Duration::from_secs(20);
+const ROUNDS: usize = 5;
+
+#[test]
+fn rolling_reloads_under_a_cpu_hog_fail_no_request() {
+    let dir = TestDir::new();
+    let _hog = cpu_hog(&dir);
+    let cluster = start_cluster(&dir, "echo", 2, &[]);
+    let (stop, handle) = load(&dir, 8, || JobRequest::new("payload"));
+    let client = dir.client();
+    for round in 0..ROUNDS {
+        let before = registered_pids(&dir);
+        client.reload(T).unwrap();
+        wait_until(&format!("reload {round} to replace both workers"), Duration::from_secs(60), || {
+            let now = registered_pids(&dir);
+            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (done, failures) = handle.join().unwrap();
+    let log = cluster.stderr();
+    assert!(failures.is_empty(), "{} failed: {:?}\n{log}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(done > 100, "{done} jobs under load");
+    eprintln!("{ROUNDS} reloads under a CPU hog: {done} jobs, 0 failures");
+}
+
+#[test]
+fn max_age_renewal_under_a_cpu_hog_fails_no_request() {
+    let dir = TestDir::new();
+    let _hog = cpu_hog(&dir);
+    let cluster = start_cluster(&dir, "test_plugin", 2, &["--max-age", "1", "--max-age-delta", "0.5"]);
+    let served = Arc::new(Mutex::new(HashSet::new()));
+    let job = || JobRequest::new("").header("action", "pid");
+    let (stop, handle) = load(&dir, 8, job);
+    let client = dir.client();
+    // Until enough renewals happened: each worker lives 1-1.5 s.
+    wait_until("five workers replaced by age", Duration::from_secs(60), || {
+        let pid = client.execute(job(), T).unwrap();
+        let mut served = served.lock().unwrap();
+        served.insert(pid);
+        served.len() >= 2 + ROUNDS
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (done, failures) = handle.join().unwrap();
+    let log = cluster.stderr();
+    assert!(failures.is_empty(), "{} failed: {:?}\n{log}", failures.len(), &failures[..failures.len().min(5)]);
+    eprintln!("max age under a CPU hog: {done} jobs, {} workers served, 0 failures", served.lock().unwrap().len());
+}
