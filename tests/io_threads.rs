@@ -20,6 +20,10 @@ fn per_thread<T>(pid: u32, file: &str, parse: impl Fn(&str) -> Option<T>) -> Vec
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap();
         let tid: u32 = task.file_name().to_str().unwrap().parse().unwrap();
+        // The thread that only takes signals (see powerhose::sys) is idle for good.
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|n| n.trim() == "signals") {
+            continue;
+        }
         // A thread that ended meanwhile has no file: skipped.
         let text = std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
         if let Some(value) = parse(&text) {

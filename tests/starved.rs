@@ -62,3 +62,34 @@ fn max_age_renewal_under_a_cpu_hog_fails_no_request() {
     assert!(failures.is_empty(), "{} failed: {:?}\n{log}", failures.len(), &failures[..failures.len().min(5)]);
     eprintln!("max age under a CPU hog: {done} jobs, {} workers served, 0 failures", served.lock().unwrap().len());
 }
+
+/// Threads of `pid` that do not block SIGTERM, by name.
+fn threads_taking_sigterm(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("").trim().to_string();
+        let blocked = u64::from_str_radix(&field("SigBlk:"), 16).unwrap_or(0);
+        if blocked & (1 << (libc::SIGTERM - 1)) == 0 {
+            names.push(field("Name:"));
+        }
+    }
+    names
+}
+
+/// A signal handled by a thread inside a ZeroMQ call makes the call fail
+/// (EINTR), and a send that fails has lost its message: in every powerhose
+/// process only the thread named "signals" may take SIGTERM.
+#[test]
+fn only_a_signal_thread_takes_the_signals_of_brokers_workers_and_clusters() {
+    let dir = TestDir::new();
+    let broker = start_broker(&dir, &[]);
+    let worker = start_worker(&dir, "echo", &[], "worker");
+    let other = TestDir::new();
+    let cluster = start_cluster(&other, "echo", 1, &[]);
+    let cluster_worker = children(cluster.pid())[0];
+    for (what, pid) in [("broker", broker.pid()), ("worker", worker.pid()), ("powerhose", cluster.pid())] {
+        assert_eq!(threads_taking_sigterm(pid), ["signals"], "{what}");
+    }
+    assert_eq!(threads_taking_sigterm(cluster_worker), ["signals"], "a cluster's worker");
+}

@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => {
                 now += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(1)) * 20);
-                state.tick(now, &mut out);
+                state.tick(now, |_| powerhose::broker::state::Vitality::Gone, &mut out);
             }
             _ => {
                 if chunk.first() == Some(&0xff) {

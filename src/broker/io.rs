@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::state::{Answer, Body, BrokerState, ClientRoute, Job, Output};
+use super::vitals::Peers;
 use super::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::parse::{parse_back, parse_front, Back, Front};
@@ -31,6 +32,9 @@ pub(super) struct Io<'a> {
     pid: u32,
     started: Instant,
     options: &'a BrokerOptions,
+    /// The back socket's monitor: who is connected over ipc.
+    events: Option<&'a zmq::Socket>,
+    peers: Peers,
 }
 
 impl<'a> Io<'a> {
@@ -44,6 +48,21 @@ impl<'a> Io<'a> {
             pid: std::process::id(),
             started: Instant::now(),
             options,
+            events: None,
+            peers: Peers::default(),
+        }
+    }
+
+    /// Reads the back socket's connections from its monitor.
+    pub fn watch(&mut self, events: &'a zmq::Socket) {
+        self.events = Some(events);
+    }
+
+    /// Applies pending monitor events.
+    pub fn read_events(&mut self) {
+        let Some(events) = self.events else { return };
+        while let Some((event, fd)) = super::vitals::read_event(events) {
+            self.peers.on_event(event, fd);
         }
     }
 
@@ -261,7 +280,13 @@ impl<'a> Io<'a> {
         match parsed {
             Back::Ready(reg) => {
                 tracing::info!(pid = reg.pid, service = %reg.service, host = %reg.host, "worker registered");
+                // Its connection's event was sent before its READY: read it.
+                self.read_events();
+                let local = self.peers.connected(reg.pid).then_some(reg.pid);
                 state.worker_ready(now, &identity, reg, out);
+                if let Some(pid) = local {
+                    state.worker_is_local(&identity, pid);
+                }
             }
             Back::Result { job_id, status, tail, inline } => {
                 let (still_busy, run_us, inline) = (tail.still_busy, tail.run_us, inline.is_some());

@@ -3,6 +3,7 @@
 
 mod io;
 pub mod state;
+mod vitals;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use crate::protocol::Control;
 use crate::wakeup::Wakeup;
 use io::Io;
 use state::{BrokerState, Config};
+use vitals::Vitals;
 
 /// Everything a broker needs to start.
 #[derive(Clone, Debug)]
@@ -76,11 +78,13 @@ pub struct Broker {
     _ctx: zmq::Context,
     front: zmq::Socket,
     back: zmq::Socket,
+    /// Connections to the back socket that drop (libzmq's monitor events).
+    back_events: zmq::Socket,
     // Dropped after the sockets: removes the socket files, then unlocks.
     _locks: Vec<EndpointLock>,
 }
 
-fn router(ctx: &zmq::Context, endpoint: &str, role: &str, max_message_bytes: i64) -> Result<zmq::Socket> {
+fn router(ctx: &zmq::Context, max_message_bytes: i64) -> Result<zmq::Socket> {
     let socket = ctx.socket(zmq::ROUTER).map_err(Error::zmq("creating a ROUTER socket"))?;
     socket.set_maxmsgsize(max_message_bytes).map_err(Error::zmq("maxmsgsize"))?;
     // Unknown peers must be errors, not silent drops; the queue bound is ours
@@ -89,6 +93,10 @@ fn router(ctx: &zmq::Context, endpoint: &str, role: &str, max_message_bytes: i64
     socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
     socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
+    Ok(socket)
+}
+
+fn bind(socket: &zmq::Socket, endpoint: &str, role: &str) -> Result<()> {
     socket.bind(endpoint).map_err(|e| match e {
         // tcp refuses a second bind by itself; name the broker if one answers there.
         zmq::Error::EADDRINUSE => {
@@ -99,8 +107,20 @@ fn router(ctx: &zmq::Context, endpoint: &str, role: &str, max_message_bytes: i64
             }
         }
         e => Error::Zmq { context: format!("binding the {role} endpoint {endpoint}"), source: e },
-    })?;
-    Ok(socket)
+    })
+}
+
+/// A socket that reads `socket`'s connections as they open and close: which
+/// processes are connected over ipc (see [`vitals`]).
+fn monitor(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<zmq::Socket> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let endpoint = format!("inproc://powerhose-back-monitor-{}-{n}", std::process::id());
+    let watched = zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    socket.monitor(&endpoint, watched).map_err(Error::zmq("monitoring the back socket"))?;
+    let events = ctx.socket(zmq::PAIR).map_err(Error::zmq("creating the monitor socket"))?;
+    events.connect(&endpoint).map_err(Error::zmq("connecting the monitor socket"))?;
+    Ok(events)
 }
 
 impl Broker {
@@ -114,13 +134,17 @@ impl Broker {
         // libzmq's I/O thread starts with the first socket and inherits this pin.
         let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
         let ctx = zmq::Context::new();
-        let front = router(&ctx, &options.frontend, "front", options.max_message_bytes)?;
-        let back = router(&ctx, &options.backend, "back", options.max_message_bytes)?;
+        let front = router(&ctx, options.max_message_bytes)?;
+        let back = router(&ctx, options.max_message_bytes)?;
+        // Watched before it binds: no worker's connection goes unseen.
+        let back_events = monitor(&ctx, &back)?;
+        bind(&front, &options.frontend, "front")?;
+        bind(&back, &options.backend, "back")?;
         for lock in &mut locks {
             lock.bound();
         }
         drop(pin);
-        Ok(Broker { options, _ctx: ctx, front, back, _locks: locks })
+        Ok(Broker { options, _ctx: ctx, front, back, back_events, _locks: locks })
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
@@ -132,8 +156,10 @@ impl Broker {
         let host = crate::worker::hostname();
         let pid = std::process::id();
         let mut io = Io::new(&self.front, &self.back, &self.options);
+        io.watch(&self.back_events);
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
+        let mut vitals = Vitals::default();
         tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
         let mut front_backlog = false;
         loop {
@@ -152,6 +178,7 @@ impl Broker {
                 self.back.as_poll_item(zmq::POLLIN),
                 shutdown.poll_item(),
                 inbox_item,
+                self.back_events.as_poll_item(zmq::POLLIN),
             ];
             crate::wakeup::poll(&mut items, timeout)?;
             if items[2].is_readable() {
@@ -172,6 +199,9 @@ impl Broker {
                 }
                 io.flush(&state, &mut out);
             }
+            if items[4].is_readable() {
+                io.read_events();
+            }
             // Workers first: their answers free capacity for the waiting jobs.
             if items[1].is_readable() {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
@@ -185,7 +215,7 @@ impl Broker {
             // next iteration's fresh deadline.
             let now = Instant::now();
             if now >= next {
-                state.tick(now, &mut out);
+                state.tick(now, |pid| vitals.probe(pid), &mut out);
                 io.flush(&state, &mut out);
             }
         }

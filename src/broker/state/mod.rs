@@ -7,8 +7,14 @@
 //! the budget behind another's work, and a slow worker gets one job at a time.
 //! The broker remembers every job a worker holds, so a worker that goes silent
 //! or disconnects has its jobs answered (`WorkerLost`) or, when a job allows
-//! retries, re-queued at the front. Time is passed in, so every rule here is
-//! unit-tested without sleeping.
+//! retries, re-queued at the front. A *local* worker (connected over ipc,
+//! its pid vouched for by the kernel) is not judged by heartbeats alone: its
+//! death is certain when its process is gone, and while its process still
+//! runs (starved of CPU on a busy machine, say) its silence is waited out up
+//! to [`LOCAL_SILENCE_LIMIT`] liveness windows; a process that is stopped or
+//! neither runs nor waits to run is hung, and heartbeats decide. Time and
+//! the processes' state are passed in, so every rule here is unit-tested
+//! without sleeping.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -17,6 +23,8 @@ use std::time::{Duration, Instant};
 use crate::protocol::{Registration, Status};
 use crate::status::{Counters, Histogram};
 
+#[cfg(test)]
+mod liveness_tests;
 #[cfg(test)]
 mod prefetch_tests;
 #[cfg(test)]
@@ -49,6 +57,22 @@ pub const MAX_PREFETCH: usize = 64;
 
 /// How late a queued job's timeout may be answered.
 pub const QUEUE_CHECK: Duration = Duration::from_millis(10);
+
+/// A local worker whose process still runs may stay silent this many
+/// liveness windows (30 s with the defaults) before it is dropped anyway:
+/// the backstop for a worker that runs but never talks (a wedged pulse thread).
+pub const LOCAL_SILENCE_LIMIT: u32 = 10;
+
+/// What the process of a local worker is doing, as the I/O side found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vitality {
+    /// No such process (or a zombie): the worker is dead for certain.
+    Gone,
+    /// Stopped, or neither running nor waiting to run since the last look.
+    Hung,
+    /// Running or waiting for a CPU: silent only because it is starved.
+    Running,
+}
 
 /// Tunables of the routing rules.
 #[derive(Clone, Debug)]
@@ -198,6 +222,10 @@ struct Worker<M> {
     job_us: Option<f64>,
     /// When its current job started (dispatch, or the previous job's answer).
     current_since: Instant,
+    /// Its process id as the kernel reported it for a local (ipc) connection.
+    local_pid: Option<u32>,
+    /// Silent past its liveness while its process runs (logged once).
+    starved: bool,
 }
 
 impl<M> Worker<M> {

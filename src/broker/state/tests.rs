@@ -35,7 +35,7 @@ impl BrokerState<Vec<u8>> {
 }
 
 /// A broker (test config) with these echo workers registered at `t0`.
-fn broker(workers: &[(&[u8], u32)]) -> (Instant, BrokerState<Vec<u8>>, Out) {
+pub(super) fn broker(workers: &[(&[u8], u32)]) -> (Instant, BrokerState<Vec<u8>>, Out) {
     let t0 = Instant::now();
     let mut b = BrokerState::new(config(), 1, t0);
     let mut out = Out::new();
@@ -71,7 +71,7 @@ pub(super) fn answer(job_id: u64) -> Answer<Vec<u8>> {
 }
 
 /// (req id, status) of every Reply output.
-fn replies(out: &Out) -> Vec<(u64, Status)> {
+pub(super) fn replies(out: &Out) -> Vec<(u64, Status)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Reply { route, status, .. } => Some((route.req_id, *status)),
@@ -137,7 +137,7 @@ fn expired_queued_jobs_are_answered_and_never_dispatched() {
     out.clear();
     let t1 = t0 + Duration::from_millis(60);
     assert!(b.next_deadline(t0) <= t0 + QUEUE_CHECK);
-    b.tick(t1, &mut out);
+    b.tick(t1, |_| Vitality::Gone, &mut out);
     assert_eq!(replies(&out), [(2, Status::Timeout)]);
     out.clear();
     b.worker_result(t1, b"w1", answer(first), &mut out);
@@ -155,7 +155,7 @@ fn a_silent_worker_is_dropped_and_its_job_answered_or_retried() {
     let t1 = t0 + Duration::from_millis(200);
     b.worker_ready(t1, b"w3", reg("echo", 13), &mut out);
     let t2 = t0 + Duration::from_millis(301);
-    b.tick(t2, &mut out);
+    b.tick(t2, |_| Vitality::Gone, &mut out);
     assert_eq!(replies(&out), [(1, Status::WorkerLost)]);
     let retried = jobs(&out);
     assert_eq!(retried.len(), 1);
@@ -185,9 +185,9 @@ fn a_disconnecting_worker_finishes_its_job_and_gets_no_new_one() {
     assert_eq!((s.name.as_str(), s.workers, s.idle, s.queued), ("echo", 0, 0, 1));
     // With no worker left, the queued job gets NoWorker after the grace period.
     out.clear();
-    b.tick(t0 + Duration::from_millis(499), &mut out);
+    b.tick(t0 + Duration::from_millis(499), |_| Vitality::Gone, &mut out);
     assert!(replies(&out).is_empty());
-    b.tick(t0 + Duration::from_millis(500), &mut out);
+    b.tick(t0 + Duration::from_millis(500), |_| Vitality::Gone, &mut out);
     assert_eq!(replies(&out), [(2, Status::NoWorker)]);
 }
 
@@ -224,10 +224,10 @@ fn answers_for_jobs_a_worker_does_not_hold_are_ignored() {
 #[test]
 fn heartbeats_go_to_every_worker_each_interval() {
     let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
-    b.tick(t0 + Duration::from_millis(50), &mut out);
+    b.tick(t0 + Duration::from_millis(50), |_| Vitality::Gone, &mut out);
     assert!(out.is_empty());
     b.worker_heartbeat(t0 + Duration::from_millis(90), b"w1", &mut out);
-    b.tick(t0 + Duration::from_millis(100), &mut out);
+    b.tick(t0 + Duration::from_millis(100), |_| Vitality::Gone, &mut out);
     assert!(matches!(out[..], [Output::Heartbeat { worker: 0 }]));
 }
 
@@ -310,7 +310,7 @@ fn a_heartbeat_never_names_a_worker_dropped_in_the_same_tick() {
     let t1 = t0 + Duration::from_millis(250);
     b.worker_heartbeat(t1, b"w2", &mut out);
     // At 300 ms: a heartbeat is due and w1 has expired.
-    b.tick(t0 + Duration::from_millis(300), &mut out);
+    b.tick(t0 + Duration::from_millis(300), |_| Vitality::Gone, &mut out);
     for o in &out {
         if let Output::Heartbeat { worker } | Output::Job { worker, .. } = o {
             assert_eq!(b.worker_identity(*worker), Some(&b"w2"[..]));
@@ -327,7 +327,7 @@ fn retried_jobs_of_a_dead_worker_never_go_to_another_dead_one() {
     let t1 = t0 + Duration::from_millis(50);
     b.worker_result(t1, b"w2", answer(999), &mut out);
     out.clear();
-    b.tick(t0 + Duration::from_millis(400), &mut out);
+    b.tick(t0 + Duration::from_millis(400), |_| Vitality::Gone, &mut out);
     assert!(out.iter().all(|o| !matches!(o, Output::Job { .. })), "no job to a dead worker: {out:?}");
     assert_eq!(b.workers(t0).len(), 0);
 }

@@ -4,31 +4,51 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{BrokerState, InFlight, Output, Payload, Queued, Status, WorkerState, QUEUE_CHECK, SHUTTING_DOWN};
+use super::{
+    BrokerState, InFlight, Output, Payload, Queued, Status, Vitality, WorkerState, LOCAL_SILENCE_LIMIT, QUEUE_CHECK,
+    SHUTTING_DOWN,
+};
 use crate::status::{ServiceStatus, WorkerStatus};
 
 impl<M: Payload> BrokerState<M> {
     /// Periodic work: heartbeats, dead workers, expired and orphaned jobs.
-    pub fn tick(&mut self, now: Instant, out: &mut Vec<Output<M>>) {
-        let dead: Vec<Vec<u8>> =
-            self.workers.iter().flatten().filter(|w| w.expiry <= now).map(|w| w.identity.clone()).collect();
+    /// `probe` tells what a local worker's process is doing (see
+    /// [`Vitality`]); it is asked only about silent local workers.
+    pub fn tick(&mut self, now: Instant, mut probe: impl FnMut(u32) -> Vitality, out: &mut Vec<Output<M>>) {
+        let window = self.config.heartbeat_interval * self.config.liveness;
+        let mut dead: Vec<(Vec<u8>, &'static str)> = Vec::new();
+        for w in self.workers.iter_mut().flatten().filter(|w| w.expiry <= now) {
+            let silent = now.saturating_duration_since(w.last_seen);
+            let why = match w.local_pid.map(&mut probe) {
+                Some(Vitality::Gone) => "the worker process died",
+                Some(Vitality::Running) if silent < window * LOCAL_SILENCE_LIMIT => {
+                    if !w.starved {
+                        tracing::warn!(
+                            "worker {} silent for {silent:.1?}, but its process runs (starved of CPU?): keeping its jobs",
+                            w.info.pid
+                        );
+                        w.starved = true;
+                    }
+                    w.expiry = now + self.config.heartbeat_interval;
+                    continue;
+                }
+                _ => "worker stopped answering heartbeats",
+            };
+            tracing::warn!("worker {} ({}) silent for {silent:.1?}: dropped ({why})", w.info.pid, w.info.host);
+            dead.push((w.identity.clone(), why));
+        }
         // Out of rotation first (found by the fuzzer): removing one dead
         // worker re-dispatches its retried jobs, which must not go to another
         // dead worker about to be removed.
-        for identity in &dead {
+        for (identity, _) in &dead {
             let slot = self.by_identity[identity];
             let worker = self.workers[slot].as_mut().expect("indexed worker is live");
             worker.state = WorkerState::Stuck;
             let service = worker.service;
             self.services[service].idle.retain(|&s| s != slot);
         }
-        for identity in dead {
-            tracing::warn!(
-                "worker {} silent for {} heartbeats: dropped",
-                String::from_utf8_lossy(&identity),
-                self.config.liveness
-            );
-            self.remove_worker(now, &identity, "worker stopped answering heartbeats", out);
+        for (identity, why) in dead {
+            self.remove_worker(now, &identity, why, out);
         }
         // After the dead are gone: a heartbeat must not name a freed slot.
         if now >= self.next_heartbeat {

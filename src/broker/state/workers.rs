@@ -15,16 +15,35 @@ impl<M: Payload> BrokerState<M> {
         let slot = *self.by_identity.get(identity)?;
         let expiry = now + self.config.heartbeat_interval * self.config.liveness;
         let worker = self.workers[slot].as_mut().expect("indexed worker is live");
+        if worker.starved {
+            let silent = now.saturating_duration_since(worker.last_seen);
+            tracing::info!("worker {} heard again after {silent:.1?} of silence", worker.info.pid);
+            worker.starved = false;
+        }
         worker.expiry = expiry;
         worker.last_seen = now;
         Some(slot)
     }
 
-    /// `READY`: a worker (re-)registers and is idle.
+    /// `READY`: a worker registers and is idle. Again from the same
+    /// identity (the same process: identities hold the pid and random
+    /// bits), it says it is free again (a stuck handler returned) or that
+    /// it thought us gone: it keeps the jobs it holds, since any still on
+    /// their way reach it and are answered.
     pub fn worker_ready(&mut self, now: Instant, identity: &[u8], info: Registration, out: &mut Vec<Output<M>>) {
-        if self.by_identity.contains_key(identity) {
-            // A worker that registers again has forgotten whatever it held.
-            self.remove_worker(now, identity, "worker restarted while holding the job", out);
+        if let Some(slot) = self.refresh(now, identity) {
+            let worker = self.workers[slot].as_mut().expect("live");
+            worker.info = Registration { service: worker.info.service.clone(), ..info };
+            if worker.state == WorkerState::Leaving {
+                return;
+            }
+            let service = worker.service;
+            worker.state = if worker.jobs.is_empty() { WorkerState::Idle } else { WorkerState::Busy };
+            let idle = &mut self.services[service].idle;
+            if worker.state == WorkerState::Idle && !idle.contains(&slot) {
+                idle.push_back(slot);
+            }
+            return self.dispatch(now, service, out);
         }
         let service = match self.service_index.get(&info.service) {
             Some(&i) => i,
@@ -51,6 +70,8 @@ impl<M: Payload> BrokerState<M> {
             jobs_done: 0,
             job_us: None,
             current_since: now,
+            local_pid: None,
+            starved: false,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -200,6 +221,14 @@ impl<M: Payload> BrokerState<M> {
         let dead = self.workers.iter().flatten().find(|w| w.info.pid == pid && w.info.host == host);
         if let Some(identity) = dead.map(|w| w.identity.clone()) {
             self.remove_worker(now, &identity, "the worker process died", out);
+        }
+    }
+
+    /// The worker behind `identity` is connected over ipc and the kernel
+    /// says its process is `pid`: its death is judged by its process.
+    pub fn worker_is_local(&mut self, identity: &[u8], pid: u32) {
+        if let Some(&slot) = self.by_identity.get(identity) {
+            self.workers[slot].as_mut().expect("indexed worker is live").local_pid = Some(pid);
         }
     }
 
