@@ -5,6 +5,10 @@
 //! the workers (the `powerhose-worker` executable, see [`find_worker_exe`]),
 //! replaces those that die, reloads and scales them on request.
 
+mod policy;
+#[cfg(test)]
+mod policy_tests;
+mod scale;
 mod supervisor;
 
 use std::ffi::OsString;

@@ -1,6 +1,7 @@
 //! The supervisor thread of a cluster: keeps N workers running (respawn with
 //! backoff, giving up on a crash loop), replaces them one at a time on reload,
-//! scales on request, and stops everything in order.
+//! scales on request, and stops everything in order. It does the process
+//! calls; the decisions are [`RestartPolicy`]'s and [`super::scale`]'s.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -16,10 +17,8 @@ use crate::error::{Error, Result};
 use crate::protocol::Control;
 use crate::wakeup::Wakeup;
 
-/// A worker that exits sooner than this after starting failed to start.
-const START_WINDOW: Duration = Duration::from_secs(5);
-/// Start failures in a row before the supervisor gives up.
-const MAX_START_FAILURES: u32 = 5;
+use super::policy::{ExitFacts, RestartPolicy, Verdict};
+use super::scale;
 
 /// How to start one worker process.
 pub(super) struct Spawner {
@@ -76,9 +75,7 @@ pub(super) struct Supervisor {
     pub notices_wake: Wakeup,
     pub broker: Option<JoinHandle<Result<()>>>,
     workers: Vec<Managed>,
-    failures: u32,
-    last_failure: Option<Instant>,
-    respawn_at: Option<Instant>,
+    policy: RestartPolicy,
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -108,9 +105,7 @@ impl Supervisor {
             broker_stop: Wakeup::new().expect("pipe"),
             broker: None,
             workers: Vec::new(),
-            failures: 0,
-            last_failure: None,
-            respawn_at: None,
+            policy: RestartPolicy::new(),
         }
     }
 
@@ -152,8 +147,10 @@ impl Supervisor {
     pub fn serve(&mut self, stop: &Wakeup, control: &Receiver<Control>, wake: &Wakeup) -> Result<()> {
         let children = Wakeup::new()?.on_signals(&[signal_hook::consts::SIGCHLD])?;
         loop {
-            let timeout =
-                self.respawn_at.map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
+            let timeout = self
+                .policy
+                .next_respawn()
+                .map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
             let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
             crate::wakeup::poll(&mut items, timeout)?;
             if items[0].is_readable() {
@@ -175,9 +172,6 @@ impl Supervisor {
     /// Handles workers that exited: expected ones are forgotten, others replaced.
     fn reap(&mut self) -> Result<()> {
         let now = Instant::now();
-        if self.last_failure.is_some_and(|t| now - t > START_WINDOW * 2) {
-            self.failures = 0;
-        }
         let mut i = 0;
         while i < self.workers.len() {
             let Some(status) = self.workers[i].child.try_wait().map_err(Error::io("checking a worker"))? else {
@@ -185,35 +179,36 @@ impl Supervisor {
                 continue;
             };
             let w = self.workers.remove(i);
-            if w.retiring {
-                self.notify(Notice::WorkerDied(w.pid()));
-                continue;
-            }
-            // Asked before the broker hears of the death: was it ever registered?
-            let registered = self.registered().is_ok_and(|pids| pids.contains(&w.pid()));
+            // Asked before the broker hears of the death: was it ever
+            // registered? (A retiring worker's exit is expected: no need.)
+            let was_registered = !w.retiring && self.registered().is_ok_and(|pids| pids.contains(&w.pid()));
             self.notify(Notice::WorkerDied(w.pid()));
             let lived = w.started.elapsed();
-            if status.success() {
-                tracing::info!("worker {} left after {lived:.1?} (max age); replacing it", w.pid());
-                self.failures = 0;
-            } else if !registered && (status.code() == Some(crate::EXIT_PLUGIN) || lived < START_WINDOW) {
-                // It never got to serve: the plugin, its parameters or the
-                // environment is at fault, and retrying at once would spin.
-                self.failures += 1;
-                self.last_failure = Some(now);
-                if self.failures >= MAX_START_FAILURES {
-                    return Err(Error::RespawnGaveUp { attempts: self.failures, last: describe(status) });
+            let exit = ExitFacts {
+                retiring: w.retiring,
+                success: status.success(),
+                plugin_failure: status.code() == Some(crate::EXIT_PLUGIN),
+                lived,
+                was_registered,
+            };
+            match self.policy.on_exit(now, exit) {
+                Verdict::Forget => {}
+                Verdict::ReplaceNow { crashed: false } => {
+                    tracing::info!("worker {} left after {lived:.1?} (max age); replacing it", w.pid());
                 }
-                let backoff = Duration::from_millis(100) * 2u32.pow(self.failures - 1);
-                tracing::warn!(
-                    "worker {} failed after {lived:.1?} ({}); retrying in {backoff:?}",
-                    w.pid(),
-                    describe(status)
-                );
-                self.respawn_at = Some(now + backoff);
-            } else {
-                tracing::warn!("worker {} died ({}); replacing it", w.pid(), describe(status));
-                self.failures = 0;
+                Verdict::ReplaceNow { crashed: true } => {
+                    tracing::warn!("worker {} died ({}); replacing it", w.pid(), describe(status));
+                }
+                Verdict::RetryAt { backoff, .. } => {
+                    tracing::warn!(
+                        "worker {} failed after {lived:.1?} ({}); retrying in {backoff:?}",
+                        w.pid(),
+                        describe(status)
+                    );
+                }
+                Verdict::GiveUp { attempts } => {
+                    return Err(Error::RespawnGaveUp { attempts, last: describe(status) });
+                }
             }
         }
         Ok(())
@@ -221,10 +216,9 @@ impl Supervisor {
 
     /// Starts workers until `target` are running (unless backing off).
     fn top_up(&mut self) -> Result<()> {
-        if self.respawn_at.is_some_and(|at| Instant::now() < at) {
+        if !self.policy.may_spawn(Instant::now()) {
             return Ok(());
         }
-        self.respawn_at = None;
         while self.pids().len() < self.target {
             let worker = self.spawner.spawn()?;
             tracing::info!("started worker {}", worker.pid());
@@ -234,16 +228,11 @@ impl Supervisor {
     }
 
     fn scale(&mut self, workers: Option<usize>, delta: Option<i64>) {
-        let wanted = workers.map_or_else(|| self.target as i64 + delta.unwrap_or(0), |n| n as i64).max(1) as usize;
+        let wanted = scale::wanted(self.target, workers, delta);
         tracing::info!("scaling from {} to {wanted} workers", self.target);
-        let mut extra = self.pids().len().saturating_sub(wanted);
-        // Newest first: the oldest have warm caches.
-        for w in self.workers.iter_mut().rev().filter(|w| !w.retiring) {
-            if extra == 0 {
-                break;
-            }
-            w.retire();
-            extra -= 1;
+        let retiring: Vec<bool> = self.workers.iter().map(|w| w.retiring).collect();
+        for i in scale::to_retire(&retiring, wanted) {
+            self.workers[i].retire();
         }
         self.target = wanted;
     }
