@@ -72,7 +72,7 @@ impl WorkerLifecycleArgs {
     pub fn apply(&self, options: &mut crate::worker::WorkerOptions) -> Result<(), Error> {
         let secs = |v: f64, flag: &str| -> Result<Option<Duration>, Error> {
             let d = Duration::try_from_secs_f64(v)
-                .map_err(|_| Error::Config(format!("{flag} must be a non-negative number of seconds")))?;
+                .map_err(|_| Error::BadFlag(format!("{flag} must be a non-negative number of seconds")))?;
             Ok((!d.is_zero()).then_some(d))
         };
         options.timeout = secs(self.timeout, "--timeout")?;
@@ -83,7 +83,7 @@ impl WorkerLifecycleArgs {
         options.max_age = secs(self.max_age, "--max-age")?;
         options.max_age_delta = secs(self.max_age_delta, "--max-age-delta")?.unwrap_or_default();
         options.coalesce = Duration::try_from_secs_f64(self.coalesce_ms / 1000.0)
-            .map_err(|_| Error::Config("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
+            .map_err(|_| Error::BadFlag("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
         options.preemptive_io = self.preemptive_io;
         Ok(())
     }
@@ -123,20 +123,24 @@ pub fn parse_params(text: &str) -> Result<String, Error> {
     }
     if trimmed.starts_with(['{', '[', '"']) {
         let err = serde_json::from_str::<serde_json::Value>(trimmed).unwrap_err();
-        return Err(Error::Config(format!("--params is not valid JSON: {err}")));
+        return Err(Error::BadFlag(format!("--params is not valid JSON: {err}")));
     }
     let mut map = serde_json::Map::new();
     for pair in trimmed.split('|') {
         let (k, v) = pair
             .split_once(':')
-            .ok_or_else(|| Error::Config(format!("--params: {pair:?} is neither JSON nor key:value")))?;
+            .ok_or_else(|| Error::BadFlag(format!("--params: {pair:?} is neither JSON nor key:value")))?;
         map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
     Ok(serde_json::Value::Object(map).to_string())
 }
 
+/// Exit code for bad flags, the same as clap's for flags it rejects itself.
+pub const EXIT_BAD_FLAG: i32 = 2;
+
 /// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`) and returns
-/// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble, 1 otherwise.
+/// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble,
+/// [`EXIT_BAD_FLAG`] for an unusable flag value, 1 otherwise.
 pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: bool) -> i32 {
     eprintln!("{program}: error: {err}");
     match err.downcast_ref::<Error>() {
@@ -146,6 +150,7 @@ pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: boo
             }
             crate::EXIT_PLUGIN
         }
+        Some(Error::BadFlag(_)) => EXIT_BAD_FLAG,
         Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
         Some(Error::WorkerStart { code: Some(code), .. }) if *code == crate::EXIT_PLUGIN => crate::EXIT_PLUGIN,
         Some(Error::RespawnGaveUp { last, .. }) if last.contains("plugin") => crate::EXIT_PLUGIN,
@@ -165,5 +170,22 @@ mod tests {
         assert_eq!(v, serde_json::json!({"key": "value", "k2": "v:2"}));
         assert!(parse_params("{broken").unwrap_err().to_string().contains("not valid JSON"));
         assert!(parse_params("novalue").is_err());
+    }
+
+    #[test]
+    fn bad_flag_values_exit_2() {
+        let err = parse_params("{bad json").unwrap_err();
+        assert!(matches!(err, Error::BadFlag(_)), "{err:?}");
+        assert_eq!(report("t", &err, false), EXIT_BAD_FLAG);
+        let args = WorkerLifecycleArgs {
+            timeout: -1.0,
+            hard_timeout: None,
+            max_age: 0.0,
+            max_age_delta: 0.0,
+            coalesce_ms: 0.0,
+            preemptive_io: false,
+        };
+        let err = args.apply(&mut crate::worker::WorkerOptions::new("")).unwrap_err();
+        assert!(matches!(err, Error::BadFlag(_)), "{err:?}");
     }
 }

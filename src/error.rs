@@ -17,6 +17,9 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A command-line flag's value is unusable (exit code 2, like clap's own errors).
+    #[error("{0}")]
+    BadFlag(String),
 
     // --- endpoints
     #[error("a broker is already running on {endpoint}{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{broker, cli, endpoint, ghosts, health, wakeup::Wakeup, Client};
+use powerhose::{broker, cli, endpoint, ghosts, health, wakeup::Wakeup, Client, Error};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
@@ -48,8 +48,9 @@ struct Args {
     debug: bool,
 }
 
-fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
+fn seconds(s: f64, flag: &str) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Error::BadFlag(format!("{flag} must be a non-negative number of seconds")))
 }
 
 fn run(args: &Args) -> anyhow::Result<i32> {

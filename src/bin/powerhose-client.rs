@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use powerhose::{cli, endpoint, Client, JobRequest};
+use powerhose::{cli, endpoint, Client, Error, JobRequest};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Send a job or a ping to a powerhose broker")]
@@ -50,7 +50,8 @@ enum Cmd {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
-    let timeout = Duration::try_from_secs_f64(args.timeout)?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .map_err(|_| Error::BadFlag("--timeout must be a non-negative number of seconds".into()))?;
     let client = Client::connect(&frontend)?;
     match &args.command {
         Cmd::Run { data, headers, service, hex } => {
@@ -64,7 +65,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let mut job = JobRequest::new(data).service(service);
             for h in headers {
                 let (name, value) =
-                    h.split_once(':').ok_or_else(|| anyhow::anyhow!("header {h:?} is not NAME:VALUE"))?;
+                    h.split_once(':').ok_or_else(|| Error::BadFlag(format!("header {h:?} is not NAME:VALUE")))?;
                 job = job.header(name, value);
             }
             let result = client.execute(job, timeout)?;
@@ -82,7 +83,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             println!("reload started: workers are replaced one at a time (see powerhose-broker --status)");
         }
         Cmd::Scale { workers } => {
-            let bad = || anyhow::anyhow!("scale takes N, +N or -N, not {workers:?}");
+            let bad = || Error::BadFlag(format!("scale takes N, +N or -N, not {workers:?}"));
             if let Some(rest) = workers.strip_prefix(['+', '-']) {
                 let n: i64 = rest.parse().map_err(|_| bad())?;
                 client.scale(None, Some(if workers.starts_with('-') { -n } else { n }), timeout)?;

@@ -49,8 +49,9 @@ struct Args {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
+    // Flags first: a bad --params is exit 2 whether or not the plugin is found.
     let params = cli::parse_params(args.params.as_deref().unwrap_or(""))?;
+    let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
     let loaded = plugin::LoadedPlugin::load(&path, &params)?;
     tracing::info!("loaded plugin {} {} from {}", loaded.name, loaded.version, path.display());
     let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
