@@ -1,6 +1,7 @@
 //! Helpers shared by the binaries: logging set-up, `--params` parsing and the
 //! one-line error report with its exit code.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::broker::state::Config;
@@ -135,6 +136,35 @@ pub fn parse_params(text: &str) -> Result<String, Error> {
     Ok(serde_json::Value::Object(map).to_string())
 }
 
+/// What `powerhose-client run` writes for a job's `result`: the bytes for
+/// stdout and, instead of them, a warning for stderr. Hex is one line. A
+/// terminal gets text ended by a newline (the shell prompt stays on its own
+/// line) and no binary bytes (they garble it); a pipe or file gets the
+/// result exactly.
+pub fn render_result(result: &[u8], print_hex: bool, stdout_is_terminal: bool) -> (Cow<'_, [u8]>, Option<String>) {
+    if print_hex {
+        let mut text: String = result.iter().map(|b| format!("{b:02x}")).collect();
+        text.push('\n');
+        return (Cow::Owned(text.into_bytes()), None);
+    }
+    if !stdout_is_terminal {
+        return (Cow::Borrowed(result), None);
+    }
+    if std::str::from_utf8(result).is_err() {
+        let n = result.len();
+        return (
+            Cow::Borrowed(&[]),
+            Some(format!("the result is {n} bytes of binary data; use --print-hex or redirect stdout")),
+        );
+    }
+    if result.is_empty() || !result.ends_with(b"\n") {
+        let mut line = result.to_vec();
+        line.push(b'\n');
+        return (Cow::Owned(line), None);
+    }
+    (Cow::Borrowed(result), None)
+}
+
 /// Exit code for bad flags, the same as clap's for flags it rejects itself.
 pub const EXIT_BAD_FLAG: i32 = 2;
 
@@ -170,6 +200,29 @@ mod tests {
         assert_eq!(v, serde_json::json!({"key": "value", "k2": "v:2"}));
         assert!(parse_params("{broken").unwrap_err().to_string().contains("not valid JSON"));
         assert!(parse_params("novalue").is_err());
+    }
+
+    #[test]
+    fn results_are_shown_for_where_stdout_goes() {
+        let shown = |r: &'static [u8], hex, tty| {
+            let (bytes, warning) = render_result(r, hex, tty);
+            (bytes.into_owned(), warning)
+        };
+        // A pipe or a file gets the bytes exactly, binary or not.
+        assert_eq!(shown(b"hi", false, false), (b"hi".to_vec(), None));
+        assert_eq!(shown(b"\xff\x00", false, false), (b"\xff\x00".to_vec(), None));
+        // A terminal gets text as a line, and a warning instead of binary.
+        assert_eq!(shown(b"hi", false, true), (b"hi\n".to_vec(), None));
+        assert_eq!(shown(b"hi\n", false, true), (b"hi\n".to_vec(), None));
+        let (bytes, warning) = shown(b"\xff\x00\x01", false, true);
+        assert!(bytes.is_empty());
+        assert_eq!(
+            warning.as_deref(),
+            Some("the result is 3 bytes of binary data; use --print-hex or redirect stdout")
+        );
+        // Hex is one line wherever it goes.
+        assert_eq!(shown(b"\xff\x00", true, true), (b"ff00\n".to_vec(), None));
+        assert_eq!(shown(b"\xff\x00", true, false), (b"ff00\n".to_vec(), None));
     }
 
     #[test]

@@ -1,10 +1,97 @@
-//! What a newcomer meets first: exit codes that match the README, one-line errors.
+//! What a newcomer meets first: the client's output on a terminal, help texts
+//! that say one thing, exit codes that match the README, one-line errors.
 
 mod common;
 
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+
+/// A file holding `data`, for a client's stdin (`run -`): job data need not be UTF-8.
+fn input(dir: &TestDir, data: &[u8]) -> std::fs::File {
+    let path = dir.path().join("input");
+    std::fs::write(&path, data).unwrap();
+    std::fs::File::open(path).unwrap()
+}
+
+/// Runs `powerhose-client run -` on `data` with a pseudo-terminal as stdout;
+/// returns (exit code, what the terminal showed, stderr).
+fn run_on_a_terminal(dir: &TestDir, data: &[u8], extra: &[&str]) -> (Option<i32>, Vec<u8>, String) {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty fills two fds we then own; no name, termios or size given.
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds are open and ours alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = Command::new(CLIENT);
+    cmd.args(["--frontend", &dir.front(), "run", "-"]).args(extra).stdin(input(dir, data));
+    let mut proc = Proc::spawn_cmd_to(cmd, Stdio::from(slave), dir, "client");
+    // The last slave fd is the child's now (ours went with `cmd`), so reading
+    // the master ends (EIO) once the child exits.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let _ = std::fs::File::from(master).read_to_end(&mut shown);
+        let _ = tx.send(shown);
+    });
+    let status = proc.wait_exit(Duration::from_secs(20)).expect("the client exits");
+    let shown = rx.recv_timeout(Duration::from_secs(10)).expect("the terminal closes");
+    (status.code(), shown, proc.stderr())
+}
+
+#[test]
+fn the_client_ends_text_with_a_newline_and_keeps_binary_off_a_terminal() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let _worker = start_worker(&dir, "echo", &[], "worker");
+
+    let (code, shown, stderr) = run_on_a_terminal(&dir, b"hello", &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // The terminal turns "\n" into "\r\n".
+    assert_eq!(String::from_utf8_lossy(&shown), "hello\r\n");
+    assert_eq!(stderr, "");
+
+    let binary = b"\xff\xfe\x80";
+    let (code, shown, stderr) = run_on_a_terminal(&dir, binary, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(shown.is_empty(), "{shown:?}");
+    assert_eq!(stderr, "powerhose-client: the result is 3 bytes of binary data; use --print-hex or redirect stdout\n");
+
+    // --print-hex, and the old --hex, show it on the terminal.
+    for flag in ["--print-hex", "--hex"] {
+        let (code, shown, stderr) = run_on_a_terminal(&dir, binary, &[flag]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&shown), "fffe80\r\n", "{flag}");
+    }
+
+    // A pipe gets the bytes exactly, as before.
+    let client = || {
+        let mut cmd = Command::new(CLIENT);
+        cmd.args(["--frontend", &dir.front(), "run", "-"]);
+        cmd
+    };
+    let out = client().stdin(input(&dir, binary)).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"\xff\xfe\x80");
+    let out = client().stdin(input(&dir, b"hello")).output().unwrap();
+    assert_eq!(out.stdout, b"hello");
+}
+
+#[test]
+fn client_help_shows_one_default_per_flag_and_what_print_hex_is_about() {
+    let out = Command::new(CLIENT).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let service = help.lines().find(|l| l.contains("--service")).expect("--service in help");
+    assert_eq!(service.matches("[default:").count(), 1, "{service}");
+    let print_hex = help.lines().find(|l| l.contains("--print-hex")).expect("--print-hex in help");
+    assert!(print_hex.contains("result"), "{print_hex}");
+    assert!(!help.contains("--hex "), "the old name stays hidden:\n{help}");
+}
 
 /// Runs a program to its end; returns (exit code, stderr).
 fn exit_and_stderr(program: &str, args: &[&str], dir: &TestDir) -> (Option<i32>, String) {

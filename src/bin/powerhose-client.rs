@@ -1,6 +1,6 @@
 //! `powerhose-client`: sends one job, a ping or a worker-count query to a broker from a shell.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -29,11 +29,12 @@ enum Cmd {
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
         /// The service to run it [default: the broker's only service]
-        #[arg(long, default_value = "")]
-        service: String,
-        /// Print the result as hex.
         #[arg(long)]
-        hex: bool,
+        service: Option<String>,
+        /// Print the result (the output, not the data sent) as hex digits.
+        // `--hex` was the first name; hidden so help shows one, kept for old scripts.
+        #[arg(long, alias = "hex")]
+        print_hex: bool,
     },
     /// Print the broker's pid.
     Ping,
@@ -54,7 +55,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .map_err(|_| Error::BadFlag("--timeout must be a non-negative number of seconds".into()))?;
     let client = Client::connect(&frontend)?;
     match &args.command {
-        Cmd::Run { data, headers, service, hex } => {
+        Cmd::Run { data, headers, service, print_hex } => {
             let data = if data == "-" {
                 let mut buf = Vec::new();
                 std::io::stdin().read_to_end(&mut buf)?;
@@ -62,7 +63,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 data.as_bytes().to_vec()
             };
-            let mut job = JobRequest::new(data).service(service);
+            let mut job = JobRequest::new(data).service(service.as_deref().unwrap_or(""));
             for h in headers {
                 let (name, value) =
                     h.split_once(':').ok_or_else(|| Error::BadFlag(format!("header {h:?} is not NAME:VALUE")))?;
@@ -70,11 +71,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             }
             let result = client.execute(job, timeout)?;
             let mut out = std::io::stdout().lock();
-            if *hex {
-                let text: String = result.iter().map(|b| format!("{b:02x}")).collect();
-                writeln!(out, "{text}")?;
-            } else {
-                out.write_all(&result)?;
+            let (bytes, warning) = cli::render_result(&result, *print_hex, out.is_terminal());
+            out.write_all(&bytes)?;
+            if let Some(warning) = warning {
+                eprintln!("powerhose-client: {warning}");
             }
         }
         Cmd::Ping => println!("{}", client.ping(timeout)?),

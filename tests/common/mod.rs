@@ -84,16 +84,25 @@ impl Proc {
     }
 
     /// Spawns a prepared command (own env or cwd); stdout piped, stderr logged.
-    pub fn spawn_cmd(mut cmd: Command, dir: &TestDir, name: &str) -> Proc {
+    pub fn spawn_cmd(cmd: Command, dir: &TestDir, name: &str) -> Proc {
+        Proc::spawn_cmd_to(cmd, Stdio::piped(), dir, name)
+    }
+
+    /// [`spawn_cmd`](Self::spawn_cmd) with stdout going elsewhere (a terminal);
+    /// [`wait_line`](Self::wait_line) then needs `Stdio::piped()`.
+    pub fn spawn_cmd_to(mut cmd: Command, stdout: Stdio, dir: &TestDir, name: &str) -> Proc {
         let log = dir.path().join(format!("{name}.log"));
         let child = cmd
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        drop(cmd); // closes our copies of the child's stdio
         let mut proc = Proc { child, log, stdout: None };
+        let Some(out) = proc.child.stdout.take() else {
+            return proc;
+        };
         let (tx, rx) = mpsc::channel();
-        let out = proc.child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
