@@ -117,3 +117,20 @@ fn bad_params_are_bad_flags() {
         assert!(stderr.starts_with(&format!("{name}: error: --params is not valid JSON")), "{stderr}");
     }
 }
+
+#[test]
+fn check_without_a_socket_file_fails_at_once_and_creates_nothing() {
+    let dir = TestDir::new();
+    let runtime = dir.path().join("not-yet");
+    let mut cmd = Command::new(BROKER);
+    cmd.args(["--check", "--timeout", "10"]).env("POWERHOSE_RUNTIME_DIR", &runtime);
+    let t = std::time::Instant::now();
+    let mut proc = Proc::spawn_cmd(cmd, &dir, "check");
+    let status = proc.wait_exit(Duration::from_secs(20)).expect("the check exits");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
+    let line = proc.wait_line("CRITICAL", Duration::from_secs(5));
+    let socket = runtime.join("front.ipc");
+    assert_eq!(line, format!("CRITICAL - no broker on ipc://{0}: {0} does not exist", socket.display()));
+    assert!(!runtime.exists(), "the check created {}", runtime.display());
+}
