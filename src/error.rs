@@ -28,8 +28,9 @@ pub enum Error {
     InsecureDir { path: PathBuf, reason: String },
 
     // --- plugins
-    #[error("plugin {name}: not found (looked in {})", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
-    PluginNotFound { name: String, searched: Vec<PathBuf> },
+    /// `advice` ends the line: a near name, where else to look (or nothing).
+    #[error("plugin {name}: not found (looked in {}){advice}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    PluginNotFound { name: String, searched: Vec<PathBuf>, advice: String },
     /// `details` holds abi_stable's full report, shown only with `--debug`.
     #[error("plugin {}: {reason}", path.display())]
     PluginLoad { path: PathBuf, reason: String, details: String },
