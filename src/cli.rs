@@ -172,11 +172,14 @@ pub const EXIT_BAD_FLAG: i32 = 2;
 /// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble,
 /// [`EXIT_BAD_FLAG`] for an unusable flag value, 1 otherwise.
 pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: bool) -> i32 {
-    eprintln!("{program}: error: {err}");
+    let line = err.to_string();
+    // Under --debug the details follow: no need to point at them.
+    let line = if debug { line.replace(crate::plugin::DEBUG_HINT, "") } else { line };
+    eprintln!("{program}: error: {line}");
     match err.downcast_ref::<Error>() {
-        Some(Error::PluginLoad { details, .. }) => {
-            if debug {
-                eprintln!("{details}");
+        Some(Error::PluginLoad { details, .. } | Error::PluginCheck { details, .. }) => {
+            if debug && !details.is_empty() {
+                eprintln!("{}", details.trim_end());
             }
             crate::EXIT_PLUGIN
         }

@@ -37,6 +37,12 @@ pub enum Error {
     #[error("plugin {} ({name} {version}) failed to initialise: {message}", path.display())]
     PluginInit { path: PathBuf, name: String, version: String, message: String },
 
+    /// The plugin check a cluster runs before starting (see
+    /// [`crate::plugin::check_in_child`]): the checker's one line, and its
+    /// other output (shown only with `--debug`).
+    #[error("{message}")]
+    PluginCheck { message: String, details: String },
+
     #[error("worker {pid} {}", if *code == Some(crate::EXIT_PLUGIN) { "could not load its plugin (see its message above)".to_string() } else { format!("exited during start-up ({})", code.map_or("killed by a signal".to_string(), |c| format!("exit code {c}"))) })]
     WorkerStart { pid: u32, code: Option<i32> },
 

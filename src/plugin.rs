@@ -1,7 +1,13 @@
 //! Host side of plugins: finding a plugin file, loading it with abi_stable's
 //! checked loading, and turning each way that can fail into one readable line.
 
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
@@ -11,6 +17,12 @@ use crate::error::{Error, Result};
 
 /// Environment variable naming a directory searched for bare plugin names.
 pub const PLUGIN_DIR_ENV: &str = "POWERHOSE_PLUGIN_DIR";
+
+/// Ends a load error whose details only `--debug` shows (which drops it).
+pub const DEBUG_HINT: &str = " (details with --debug)";
+
+/// The worker flag that loads and initialises the plugin, then exits.
+pub const CHECK_FLAG: &str = "--check-plugin";
 
 /// Resolves `--plugin`: a path (anything with a `/`) is taken as is; a bare
 /// file name is looked up in the current directory, then in `plugin_dir`
@@ -89,6 +101,59 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Runs `exe args --check-plugin` (a worker that stops once its plugin is
+/// loaded and initialised) and turns a failure into its one line. In a child
+/// process, so that a plugin that crashes in init cannot take this process
+/// (a supervisor, or an application embedding a cluster) down with it.
+pub fn check_in_child(exe: &Path, args: &[OsString], timeout: Duration) -> Result<()> {
+    let mut child = Command::new(exe)
+        .args(args)
+        .arg(CHECK_FLAG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io(format!("starting {}", exe.display())))?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // The pipe closes when the checker exits: no polling for its status.
+    let text = match rx.recv_timeout(timeout) {
+        Ok(text) => text,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let message = format!("plugin check: the plugin's init did not finish within {timeout:?}");
+            return Err(Error::PluginCheck { message, details: String::new() });
+        }
+    };
+    let status = child.wait().map_err(Error::io("waiting for the plugin check"))?;
+    if status.success() {
+        return Ok(());
+    }
+    // The checker's own report is `PROGRAM: error: MESSAGE`; ours adds our name.
+    let (message, details) = match text.lines().position(|l| l.contains(": error: ")) {
+        Some(i) => {
+            let line = text.lines().nth(i).unwrap_or_default();
+            let message = line.split_once(": error: ").map_or(line, |(_, m)| m).to_string();
+            let details: Vec<&str> = text.lines().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| l).collect();
+            (message, details.join("\n"))
+        }
+        None => {
+            let how = status.signal().map_or(format!("exit code {:?}", status.code()), |s| format!("signal {s}"));
+            (format!("plugin check: the plugin's init crashed the checker ({how})"), text)
+        }
+    };
+    Err(match status.code() {
+        Some(crate::cli::EXIT_BAD_FLAG) => Error::BadFlag(message),
+        _ => Error::PluginCheck { message, details },
+    })
 }
 
 /// A loaded, initialised plugin. The library stays mapped for the life of the
@@ -180,7 +245,7 @@ fn condense(e: &LibraryError, full: &str) -> String {
         ),
         LibraryError::AbiInstability(_) => format!(
             "was built against an incompatible powerhose-plugin-api ({}); rebuild the plugin against plugin-api {} \
-             (details with --debug)",
+             {DEBUG_HINT}",
             first_mismatch(full),
             env!("CARGO_PKG_VERSION")
         ),

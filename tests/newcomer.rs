@@ -134,3 +134,51 @@ fn check_without_a_socket_file_fails_at_once_and_creates_nothing() {
     assert_eq!(line, format!("CRITICAL - no broker on ipc://{0}: {0} does not exist", socket.display()));
     assert!(!runtime.exists(), "the check created {}", runtime.display());
 }
+
+/// Runs `powerhose --plugin PLUGIN [extra]` to its end; returns (exit code, stderr).
+fn powerhose(dir: &TestDir, plugin: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    let (front, back) = (dir.front(), dir.back());
+    let mut args =
+        vec!["--plugin", plugin.to_str().unwrap(), "--workers", "2", "--frontend", &front, "--backend", &back];
+    args.extend_from_slice(extra);
+    exit_and_stderr(POWERHOSE, &args, dir)
+}
+
+fn assert_one_error_line(stderr: &str, cause: &str) {
+    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
+    assert!(stderr.starts_with("powerhose: error: plugin "), "{stderr}");
+    assert!(stderr.contains(cause), "expected {cause:?} in {stderr}");
+}
+
+#[test]
+fn a_plugin_that_cannot_start_is_one_line_and_exit_3_under_powerhose() {
+    let dir = TestDir::new();
+    let garbage = dir.path().join("libgarbage.so");
+    std::fs::write(&garbage, "not a library\n".repeat(20)).unwrap();
+    let (code, stderr) = powerhose(&dir, &garbage, &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_one_error_line(&stderr, "cannot be loaded as a shared library");
+
+    let test_plugin = plugin("test_plugin");
+    let (code, stderr) = powerhose(&dir, &test_plugin, &["--params", r#"{"fail_init": "no key"}"#]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_one_error_line(&stderr, "failed to initialise: no key");
+    assert!(dir.leftovers().is_empty(), "nothing was bound: {:?}", dir.leftovers());
+}
+
+#[test]
+fn an_abi_mismatch_is_one_line_and_debug_shows_the_details_instead_of_pointing_at_them() {
+    let dir = TestDir::new();
+    let mismatch = incompatible_plugin();
+    let (code, stderr) = powerhose(&dir, &mismatch, &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_one_error_line(&stderr, "was built against an incompatible powerhose-plugin-api");
+    assert!(stderr.contains("(details with --debug)"), "{stderr}");
+
+    let (code, stderr) = powerhose(&dir, &mismatch, &["--debug"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].starts_with("powerhose: error: plugin ") && !errors[0].contains("with --debug"), "{stderr}");
+    assert!(stderr.len() > 1000, "--debug shows abi_stable's report ({} bytes)", stderr.len());
+}

@@ -255,3 +255,37 @@ pub fn echo_version(version: &str) -> PathBuf {
     let source = source.replace("export_plugin!(Echo);", "export_plugin!(Echo, name = \"echo\");");
     build_fixture(&crate_name, &[("plugin/Cargo.toml", manifest), ("plugin/src/lib.rs", source)], "plugin", &crate_name)
 }
+
+/// Builds an echo plugin against a copy of plugin-api whose `RHeader` gained a
+/// field without a version bump: the mistake abi_stable's layout check catches.
+pub fn incompatible_plugin() -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for file in ["lib.rs", "abi.rs", "author.rs"] {
+        let text = std::fs::read_to_string(ws.join("plugin-api/src").join(file)).unwrap();
+        let text = if file == "abi.rs" {
+            let changed =
+                text.replace("    pub value: RStr<'a>,\n}", "    pub value: RStr<'a>,\n    pub flags: u32,\n}");
+            assert_ne!(changed, text, "the RHeader definition moved; update this test");
+            changed
+        } else {
+            text
+        };
+        files.push((format!("plugin-api/src/{file}"), text));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    files.push((
+        "plugin-api/Cargo.toml".into(),
+        format!("[package]\nname = \"powerhose-plugin-api\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\nabi_stable = \"0.11.3\"\nserde_json = \"1\"\n"),
+    ));
+    files.push((
+        "plugin/Cargo.toml".into(),
+        "[package]\nname = \"abi_mismatch\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\npowerhose-plugin-api = { path = \"../plugin-api\" }\n\n[workspace]\n".into(),
+    ));
+    files.push((
+        "plugin/src/lib.rs".into(),
+        std::fs::read_to_string(ws.join("example-plugins/echo/src/lib.rs")).unwrap(),
+    ));
+    let files: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+    build_fixture("abi-mismatch", &files, "plugin", "abi_mismatch")
+}
