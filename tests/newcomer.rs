@@ -182,3 +182,38 @@ fn an_abi_mismatch_is_one_line_and_debug_shows_the_details_instead_of_pointing_a
     assert!(errors[0].starts_with("powerhose: error: plugin ") && !errors[0].contains("with --debug"), "{stderr}");
     assert!(stderr.len() > 1000, "--debug shows abi_stable's report ({} bytes)", stderr.len());
 }
+
+/// The README's "Writing a plugin" crate as `cargo new --lib` makes it today
+/// (edition 2024), outside the workspace, with plugin-api by absolute path.
+#[test]
+fn an_edition_2024_plugin_from_outside_the_repo_builds_and_serves() {
+    let ws = env!("CARGO_MANIFEST_DIR");
+    let manifest = format!(
+        "[package]\nname = \"upper2024\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\npowerhose-plugin-api = {{ path = \"{ws}/plugin-api\" }}\n\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n[workspace]\n"
+    );
+    let source = "use powerhose_plugin_api::{export_plugin, Job, Params, Plugin};\n\
+        pub struct Upper;\n\
+        impl Plugin for Upper {\n\
+            fn init(_params: &Params) -> Result<Self, String> { Ok(Upper) }\n\
+            fn handle(&self, job: &Job<'_>) -> Result<Vec<u8>, String> { Ok(job.data().to_ascii_uppercase()) }\n\
+        }\n\
+        export_plugin!(Upper);\n"
+        .to_string();
+    let files = [("plugin/Cargo.toml", manifest), ("plugin/src/lib.rs", source)];
+    let upper = build_fixture("upper2024", &files, "plugin", "upper2024");
+
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let back = dir.back();
+    let args = ["--plugin", upper.to_str().unwrap(), "--backend", &back];
+    let worker = Proc::spawn(WORKER, &args, &dir, "worker");
+    let client = dir.client();
+    wait_until("the worker to register", Duration::from_secs(30), || {
+        assert!(worker.stderr().lines().all(|l| !l.contains("error")), "{}", worker.stderr());
+        client.workers("upper2024", Duration::from_secs(5)).unwrap() == 1
+    });
+    let result = client.execute(powerhose::JobRequest::new("hello"), Duration::from_secs(10)).unwrap();
+    assert_eq!(result, b"HELLO");
+}
