@@ -1,6 +1,7 @@
 //! Helpers shared by the binaries: logging set-up, `--params` parsing and the
 //! one-line error report with its exit code.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::broker::state::Config;
@@ -72,7 +73,7 @@ impl WorkerLifecycleArgs {
     pub fn apply(&self, options: &mut crate::worker::WorkerOptions) -> Result<(), Error> {
         let secs = |v: f64, flag: &str| -> Result<Option<Duration>, Error> {
             let d = Duration::try_from_secs_f64(v)
-                .map_err(|_| Error::Config(format!("{flag} must be a non-negative number of seconds")))?;
+                .map_err(|_| Error::BadFlag(format!("{flag} must be a non-negative number of seconds")))?;
             Ok((!d.is_zero()).then_some(d))
         };
         options.timeout = secs(self.timeout, "--timeout")?;
@@ -83,7 +84,7 @@ impl WorkerLifecycleArgs {
         options.max_age = secs(self.max_age, "--max-age")?;
         options.max_age_delta = secs(self.max_age_delta, "--max-age-delta")?.unwrap_or_default();
         options.coalesce = Duration::try_from_secs_f64(self.coalesce_ms / 1000.0)
-            .map_err(|_| Error::Config("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
+            .map_err(|_| Error::BadFlag("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
         options.preemptive_io = self.preemptive_io;
         Ok(())
     }
@@ -123,29 +124,66 @@ pub fn parse_params(text: &str) -> Result<String, Error> {
     }
     if trimmed.starts_with(['{', '[', '"']) {
         let err = serde_json::from_str::<serde_json::Value>(trimmed).unwrap_err();
-        return Err(Error::Config(format!("--params is not valid JSON: {err}")));
+        return Err(Error::BadFlag(format!("--params is not valid JSON: {err}")));
     }
     let mut map = serde_json::Map::new();
     for pair in trimmed.split('|') {
         let (k, v) = pair
             .split_once(':')
-            .ok_or_else(|| Error::Config(format!("--params: {pair:?} is neither JSON nor key:value")))?;
+            .ok_or_else(|| Error::BadFlag(format!("--params: {pair:?} is neither JSON nor key:value")))?;
         map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
     Ok(serde_json::Value::Object(map).to_string())
 }
 
+/// What `powerhose-client run` writes for a job's `result`: the bytes for
+/// stdout and, instead of them, a warning for stderr. Hex is one line. A
+/// terminal gets text ended by a newline (the shell prompt stays on its own
+/// line) and no binary bytes (they garble it); a pipe or file gets the
+/// result exactly.
+pub fn render_result(result: &[u8], print_hex: bool, stdout_is_terminal: bool) -> (Cow<'_, [u8]>, Option<String>) {
+    if print_hex {
+        let mut text: String = result.iter().map(|b| format!("{b:02x}")).collect();
+        text.push('\n');
+        return (Cow::Owned(text.into_bytes()), None);
+    }
+    if !stdout_is_terminal {
+        return (Cow::Borrowed(result), None);
+    }
+    if std::str::from_utf8(result).is_err() {
+        let n = result.len();
+        return (
+            Cow::Borrowed(&[]),
+            Some(format!("the result is {n} bytes of binary data; use --print-hex or redirect stdout")),
+        );
+    }
+    if result.is_empty() || !result.ends_with(b"\n") {
+        let mut line = result.to_vec();
+        line.push(b'\n');
+        return (Cow::Owned(line), None);
+    }
+    (Cow::Borrowed(result), None)
+}
+
+/// Exit code for bad flags, the same as clap's for flags it rejects itself.
+pub const EXIT_BAD_FLAG: i32 = 2;
+
 /// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`) and returns
-/// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble, 1 otherwise.
+/// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble,
+/// [`EXIT_BAD_FLAG`] for an unusable flag value, 1 otherwise.
 pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: bool) -> i32 {
-    eprintln!("{program}: error: {err}");
+    let line = err.to_string();
+    // Under --debug the details follow: no need to point at them.
+    let line = if debug { line.replace(crate::plugin::DEBUG_HINT, "") } else { line };
+    eprintln!("{program}: error: {line}");
     match err.downcast_ref::<Error>() {
-        Some(Error::PluginLoad { details, .. }) => {
-            if debug {
-                eprintln!("{details}");
+        Some(Error::PluginLoad { details, .. } | Error::PluginCheck { details, .. }) => {
+            if debug && !details.is_empty() {
+                eprintln!("{}", details.trim_end());
             }
             crate::EXIT_PLUGIN
         }
+        Some(Error::BadFlag(_)) => EXIT_BAD_FLAG,
         Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
         Some(Error::WorkerStart { code: Some(code), .. }) if *code == crate::EXIT_PLUGIN => crate::EXIT_PLUGIN,
         Some(Error::RespawnGaveUp { last, .. }) if last.contains("plugin") => crate::EXIT_PLUGIN,
@@ -165,5 +203,45 @@ mod tests {
         assert_eq!(v, serde_json::json!({"key": "value", "k2": "v:2"}));
         assert!(parse_params("{broken").unwrap_err().to_string().contains("not valid JSON"));
         assert!(parse_params("novalue").is_err());
+    }
+
+    #[test]
+    fn results_are_shown_for_where_stdout_goes() {
+        let shown = |r: &'static [u8], hex, tty| {
+            let (bytes, warning) = render_result(r, hex, tty);
+            (bytes.into_owned(), warning)
+        };
+        // A pipe or a file gets the bytes exactly, binary or not.
+        assert_eq!(shown(b"hi", false, false), (b"hi".to_vec(), None));
+        assert_eq!(shown(b"\xff\x00", false, false), (b"\xff\x00".to_vec(), None));
+        // A terminal gets text as a line, and a warning instead of binary.
+        assert_eq!(shown(b"hi", false, true), (b"hi\n".to_vec(), None));
+        assert_eq!(shown(b"hi\n", false, true), (b"hi\n".to_vec(), None));
+        let (bytes, warning) = shown(b"\xff\x00\x01", false, true);
+        assert!(bytes.is_empty());
+        assert_eq!(
+            warning.as_deref(),
+            Some("the result is 3 bytes of binary data; use --print-hex or redirect stdout")
+        );
+        // Hex is one line wherever it goes.
+        assert_eq!(shown(b"\xff\x00", true, true), (b"ff00\n".to_vec(), None));
+        assert_eq!(shown(b"\xff\x00", true, false), (b"ff00\n".to_vec(), None));
+    }
+
+    #[test]
+    fn bad_flag_values_exit_2() {
+        let err = parse_params("{bad json").unwrap_err();
+        assert!(matches!(err, Error::BadFlag(_)), "{err:?}");
+        assert_eq!(report("t", &err, false), EXIT_BAD_FLAG);
+        let args = WorkerLifecycleArgs {
+            timeout: -1.0,
+            hard_timeout: None,
+            max_age: 0.0,
+            max_age_delta: 0.0,
+            coalesce_ms: 0.0,
+            preemptive_io: false,
+        };
+        let err = args.apply(&mut crate::worker::WorkerOptions::new("")).unwrap_err();
+        assert!(matches!(err, Error::BadFlag(_)), "{err:?}");
     }
 }

@@ -58,6 +58,14 @@ pub fn default_frontend() -> Result<String> {
     Ok(format!("ipc://{}", runtime_dir()?.join("front.ipc").display()))
 }
 
+/// The default front endpoint, computed without creating the runtime
+/// directory: for checks that must leave no trace.
+pub fn default_frontend_path() -> String {
+    // SAFETY: getuid cannot fail.
+    let dir = runtime_dir_path(|name| std::env::var_os(name), unsafe { libc::getuid() });
+    format!("ipc://{}", dir.join("front.ipc").display())
+}
+
 /// The default back (worker) endpoint.
 pub fn default_backend() -> Result<String> {
     Ok(format!("ipc://{}", runtime_dir()?.join("back.ipc").display()))

@@ -17,6 +17,9 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A command-line flag's value is unusable (exit code 2, like clap's own errors).
+    #[error("{0}")]
+    BadFlag(String),
 
     // --- endpoints
     #[error("a broker is already running on {endpoint}{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
@@ -25,13 +28,20 @@ pub enum Error {
     InsecureDir { path: PathBuf, reason: String },
 
     // --- plugins
-    #[error("plugin {name}: not found (looked in {})", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
-    PluginNotFound { name: String, searched: Vec<PathBuf> },
+    /// `advice` ends the line: a near name, where else to look (or nothing).
+    #[error("plugin {name}: not found (looked in {}){advice}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    PluginNotFound { name: String, searched: Vec<PathBuf>, advice: String },
     /// `details` holds abi_stable's full report, shown only with `--debug`.
     #[error("plugin {}: {reason}", path.display())]
     PluginLoad { path: PathBuf, reason: String, details: String },
     #[error("plugin {} ({name} {version}) failed to initialise: {message}", path.display())]
     PluginInit { path: PathBuf, name: String, version: String, message: String },
+
+    /// The plugin check a cluster runs before starting (see
+    /// [`crate::plugin::check_in_child`]): the checker's one line, and its
+    /// other output (shown only with `--debug`).
+    #[error("{message}")]
+    PluginCheck { message: String, details: String },
 
     #[error("worker {pid} {}", if *code == Some(crate::EXIT_PLUGIN) { "could not load its plugin (see its message above)".to_string() } else { format!("exited during start-up ({})", code.map_or("killed by a signal".to_string(), |c| format!("exit code {c}"))) })]
     WorkerStart { pid: u32, code: Option<i32> },

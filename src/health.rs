@@ -36,6 +36,10 @@ pub fn check(frontend: &str, timeout: Duration) -> (Nagios, String) {
     if let Err(reason) = validate_endpoint(frontend) {
         return line(Nagios::Unknown, reason);
     }
+    // A broker always has its socket file: without one, waiting cannot help.
+    if let Some(path) = crate::endpoint::ipc_path(frontend).filter(|p| !p.exists()) {
+        return line(Nagios::Critical, format!("no broker on {frontend}: {} does not exist", path.display()));
+    }
     let client = match Client::connect(frontend) {
         Ok(c) => c,
         Err(e) => return line(Nagios::Unknown, format!("cannot use endpoint {frontend}: {e}")),
@@ -52,12 +56,18 @@ pub fn check(frontend: &str, timeout: Duration) -> (Nagios, String) {
     };
     let workers = status.workers.len();
     let queued: usize = status.services.iter().map(|s| s.queued).sum();
-    let summary = format!("broker pid {} on {frontend} ({workers} workers, {queued} queued)", status.pid);
+    let summary = summary(status.pid, frontend, workers, queued);
     if workers == 0 {
         line(Nagios::Warning, format!("{summary}: no worker registered"))
     } else {
         line(Nagios::Ok, summary)
     }
+}
+
+/// `broker pid 1234 on ENDPOINT (4 workers, 0 queued)`, "1 worker" for one.
+fn summary(pid: u32, frontend: &str, workers: usize, queued: usize) -> String {
+    let noun = if workers == 1 { "worker" } else { "workers" };
+    format!("broker pid {pid} on {frontend} ({workers} {noun}, {queued} queued)")
 }
 
 /// Catches endpoints ZeroMQ would reject or silently never reach.
@@ -143,13 +153,34 @@ mod tests {
     #[test]
     fn an_unreachable_broker_is_critical_within_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let endpoint = format!("ipc://{}/none.ipc", dir.path().display());
+        // A socket file nobody listens on: the check waits for an answer.
+        std::fs::write(dir.path().join("dead.ipc"), b"").unwrap();
+        let endpoint = format!("ipc://{}/dead.ipc", dir.path().display());
         let start = std::time::Instant::now();
         let (state, line) = check(&endpoint, Duration::from_millis(200));
         assert_eq!(state, Nagios::Critical);
         assert!(line.starts_with("CRITICAL - no broker answers on ipc://"), "{line}");
         assert!(start.elapsed() < Duration::from_secs(2));
         assert_eq!(check("nonsense", Duration::from_millis(10)).0, Nagios::Unknown);
+    }
+
+    #[test]
+    fn a_missing_socket_file_is_critical_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("none.ipc");
+        let endpoint = format!("ipc://{}", socket.display());
+        let start = std::time::Instant::now();
+        let (state, line) = check(&endpoint, Duration::from_secs(10));
+        assert_eq!(state, Nagios::Critical);
+        assert_eq!(line, format!("CRITICAL - no broker on {endpoint}: {} does not exist", socket.display()));
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn the_summary_counts_workers_in_words() {
+        assert_eq!(summary(7, "ipc:///x", 1, 1), "broker pid 7 on ipc:///x (1 worker, 1 queued)");
+        assert_eq!(summary(7, "ipc:///x", 0, 0), "broker pid 7 on ipc:///x (0 workers, 0 queued)");
+        assert_eq!(summary(7, "ipc:///x", 4, 0), "broker pid 7 on ipc:///x (4 workers, 0 queued)");
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! Host side of plugins: finding a plugin file, loading it with abi_stable's
 //! checked loading, and turning each way that can fail into one readable line.
 
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
@@ -11,6 +17,12 @@ use crate::error::{Error, Result};
 
 /// Environment variable naming a directory searched for bare plugin names.
 pub const PLUGIN_DIR_ENV: &str = "POWERHOSE_PLUGIN_DIR";
+
+/// Ends a load error whose details only `--debug` shows (which drops it).
+pub const DEBUG_HINT: &str = " (details with --debug)";
+
+/// The worker flag that loads and initialises the plugin, then exits.
+pub const CHECK_FLAG: &str = "--check-plugin";
 
 /// Resolves `--plugin`: a path (anything with a `/`) is taken as is; a bare
 /// file name is looked up in the current directory, then in `plugin_dir`
@@ -22,7 +34,7 @@ pub fn locate(spec: &str, plugin_dir: Option<&Path>) -> Result<PathBuf> {
         return if path.exists() {
             Ok(path)
         } else {
-            Err(Error::PluginNotFound { name: spec.to_string(), searched: vec![path] })
+            Err(Error::PluginNotFound { name: spec.to_string(), searched: vec![path], advice: String::new() })
         };
     }
     let mut dirs: Vec<PathBuf> = vec![PathBuf::from(".")];
@@ -47,7 +59,101 @@ pub fn locate(spec: &str, plugin_dir: Option<&Path>) -> Result<PathBuf> {
             searched.push(candidate);
         }
     }
-    Err(Error::PluginNotFound { name: spec.to_string(), searched })
+    let near = near_name(spec, &dirs).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
+    let advice = format!("{near} (other directories: --plugin-dir or ${PLUGIN_DIR_ENV})");
+    Err(Error::PluginNotFound { name: spec.to_string(), searched, advice })
+}
+
+/// A plugin in `dirs` whose name is a typo away from `spec` (edit distance
+/// at most 2, `lib` and `.so` aside), written the way `spec` was.
+fn near_name(spec: &str, dirs: &[PathBuf]) -> Option<String> {
+    let stem = |name: &str| -> String {
+        let name = name.strip_suffix(".so").unwrap_or(name);
+        name.strip_prefix("lib").unwrap_or(name).to_string()
+    };
+    let wanted = stem(spec);
+    let mut best: Option<(usize, String)> = None;
+    for entry in dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !file.ends_with(".so") {
+            continue;
+        }
+        let distance = edit_distance(&wanted, &stem(&file));
+        if distance <= 2 && !best.as_ref().is_some_and(|(d, _)| *d <= distance) {
+            let shown = if spec.ends_with(".so") { file } else { stem(&file) };
+            best = Some((distance, shown));
+        }
+    }
+    best.map(|(_, name)| name)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Runs `exe args --check-plugin` (a worker that stops once its plugin is
+/// loaded and initialised) and turns a failure into its one line. In a child
+/// process, so that a plugin that crashes in init cannot take this process
+/// (a supervisor, or an application embedding a cluster) down with it.
+pub fn check_in_child(exe: &Path, args: &[OsString], timeout: Duration) -> Result<()> {
+    let mut child = Command::new(exe)
+        .args(args)
+        .arg(CHECK_FLAG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io(format!("starting {}", exe.display())))?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // The pipe closes when the checker exits: no polling for its status.
+    let text = match rx.recv_timeout(timeout) {
+        Ok(text) => text,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let message = format!("plugin check: the plugin's init did not finish within {timeout:?}");
+            return Err(Error::PluginCheck { message, details: String::new() });
+        }
+    };
+    let status = child.wait().map_err(Error::io("waiting for the plugin check"))?;
+    if status.success() {
+        return Ok(());
+    }
+    // The checker's own report is `PROGRAM: error: MESSAGE`; ours adds our name.
+    let (message, details) = match text.lines().position(|l| l.contains(": error: ")) {
+        Some(i) => {
+            let line = text.lines().nth(i).unwrap_or_default();
+            let message = line.split_once(": error: ").map_or(line, |(_, m)| m).to_string();
+            let details: Vec<&str> = text.lines().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| l).collect();
+            (message, details.join("\n"))
+        }
+        None => {
+            let how = status.signal().map_or(format!("exit code {:?}", status.code()), |s| format!("signal {s}"));
+            (format!("plugin check: the plugin's init crashed the checker ({how})"), text)
+        }
+    };
+    Err(match status.code() {
+        Some(crate::cli::EXIT_BAD_FLAG) => Error::BadFlag(message),
+        _ => Error::PluginCheck { message, details },
+    })
 }
 
 /// A loaded, initialised plugin. The library stays mapped for the life of the
@@ -73,7 +179,11 @@ impl LoadedPlugin {
             Error::PluginLoad { path: path.to_path_buf(), reason: condense(&e, &details), details }
         };
         if !path.exists() {
-            return Err(Error::PluginNotFound { name: path.display().to_string(), searched: vec![path.to_path_buf()] });
+            return Err(Error::PluginNotFound {
+                name: path.display().to_string(),
+                searched: vec![path.to_path_buf()],
+                advice: String::new(),
+            });
         }
         // Not `PluginModRef::load_from_file`: it caches the first module per type
         // for the whole process, so a second plugin would come back as the first.
@@ -135,7 +245,7 @@ fn condense(e: &LibraryError, full: &str) -> String {
         ),
         LibraryError::AbiInstability(_) => format!(
             "was built against an incompatible powerhose-plugin-api ({}); rebuild the plugin against plugin-api {} \
-             (details with --debug)",
+             {DEBUG_HINT}",
             first_mismatch(full),
             env!("CARGO_PKG_VERSION")
         ),
@@ -200,6 +310,28 @@ mod tests {
         let err = locate("nothere.so", Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("not found") && err.contains("nothere.so"), "{err}");
         assert!(locate("/no/such/dir/libx.so", None).is_err());
+    }
+
+    #[test]
+    fn a_typo_gets_a_near_name_and_where_else_to_look() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libcrypto_job.so"), b"").unwrap();
+        std::fs::write(dir.path().join("libecho.so"), b"").unwrap();
+        let err = locate("crypto_jb", Some(dir.path())).unwrap_err().to_string();
+        assert!(err.starts_with("plugin crypto_jb: not found (looked in "), "{err}");
+        assert!(
+            err.ends_with("; did you mean crypto_job? (other directories: --plugin-dir or $POWERHOSE_PLUGIN_DIR)"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let err = locate("libcrypt_jobs.so", Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("did you mean libcrypto_job.so?"), "{err}");
+        // Nothing near: only where else to look.
+        let err = locate("imaging", Some(dir.path())).unwrap_err().to_string();
+        assert!(!err.contains("did you mean") && err.contains("--plugin-dir"), "{err}");
+        assert_eq!(edit_distance("crypto_jb", "crypto_job"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{broker, cli, endpoint, ghosts, health, wakeup::Wakeup, Client};
+use powerhose::{broker, cli, endpoint, ghosts, health, wakeup::Wakeup, Client, Error};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
@@ -48,8 +48,9 @@ struct Args {
     debug: bool,
 }
 
-fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
+fn seconds(s: f64, flag: &str) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Error::BadFlag(format!("{flag} must be a non-negative number of seconds")))
 }
 
 fn run(args: &Args) -> anyhow::Result<i32> {
@@ -80,13 +81,13 @@ fn run(args: &Args) -> anyhow::Result<i32> {
 }
 
 /// `--check` answers in Nagios terms whatever goes wrong, bad flags included.
+/// It creates nothing, not even the runtime directory of the default endpoint.
 fn check(args: &Args) -> i32 {
-    let (state, line) =
-        match (args.frontend.clone().map_or_else(endpoint::default_frontend, Ok), seconds(args.timeout, "--timeout")) {
-            (Ok(frontend), Ok(timeout)) => health::check(&frontend, timeout),
-            (Err(e), _) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
-            (_, Err(e)) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
-        };
+    let frontend = args.frontend.clone().unwrap_or_else(endpoint::default_frontend_path);
+    let (state, line) = match seconds(args.timeout, "--timeout") {
+        Ok(timeout) => health::check(&frontend, timeout),
+        Err(e) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
+    };
     println!("{line}");
     state as i32
 }

@@ -1,10 +1,10 @@
 //! `powerhose-client`: sends one job, a ping or a worker-count query to a broker from a shell.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use powerhose::{cli, endpoint, Client, JobRequest};
+use powerhose::{cli, endpoint, Client, Error, JobRequest};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Send a job or a ping to a powerhose broker")]
@@ -29,11 +29,12 @@ enum Cmd {
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
         /// The service to run it [default: the broker's only service]
-        #[arg(long, default_value = "")]
-        service: String,
-        /// Print the result as hex.
         #[arg(long)]
-        hex: bool,
+        service: Option<String>,
+        /// Print the result (the output, not the data sent) as hex digits.
+        // `--hex` was the first name; hidden so help shows one, kept for old scripts.
+        #[arg(long, alias = "hex")]
+        print_hex: bool,
     },
     /// Print the broker's pid.
     Ping,
@@ -50,10 +51,11 @@ enum Cmd {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
-    let timeout = Duration::try_from_secs_f64(args.timeout)?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .map_err(|_| Error::BadFlag("--timeout must be a non-negative number of seconds".into()))?;
     let client = Client::connect(&frontend)?;
     match &args.command {
-        Cmd::Run { data, headers, service, hex } => {
+        Cmd::Run { data, headers, service, print_hex } => {
             let data = if data == "-" {
                 let mut buf = Vec::new();
                 std::io::stdin().read_to_end(&mut buf)?;
@@ -61,19 +63,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 data.as_bytes().to_vec()
             };
-            let mut job = JobRequest::new(data).service(service);
+            let mut job = JobRequest::new(data).service(service.as_deref().unwrap_or(""));
             for h in headers {
                 let (name, value) =
-                    h.split_once(':').ok_or_else(|| anyhow::anyhow!("header {h:?} is not NAME:VALUE"))?;
+                    h.split_once(':').ok_or_else(|| Error::BadFlag(format!("header {h:?} is not NAME:VALUE")))?;
                 job = job.header(name, value);
             }
             let result = client.execute(job, timeout)?;
             let mut out = std::io::stdout().lock();
-            if *hex {
-                let text: String = result.iter().map(|b| format!("{b:02x}")).collect();
-                writeln!(out, "{text}")?;
-            } else {
-                out.write_all(&result)?;
+            let (bytes, warning) = cli::render_result(&result, *print_hex, out.is_terminal());
+            out.write_all(&bytes)?;
+            if let Some(warning) = warning {
+                eprintln!("powerhose-client: {warning}");
             }
         }
         Cmd::Ping => println!("{}", client.ping(timeout)?),
@@ -82,7 +83,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             println!("reload started: workers are replaced one at a time (see powerhose-broker --status)");
         }
         Cmd::Scale { workers } => {
-            let bad = || anyhow::anyhow!("scale takes N, +N or -N, not {workers:?}");
+            let bad = || Error::BadFlag(format!("scale takes N, +N or -N, not {workers:?}"));
             if let Some(rest) = workers.strip_prefix(['+', '-']) {
                 let n: i64 = rest.parse().map_err(|_| bad())?;
                 client.scale(None, Some(if workers.starts_with('-') { -n } else { n }), timeout)?;

@@ -43,15 +43,23 @@ struct Args {
     io_cpu: Option<usize>,
     #[command(flatten)]
     lifecycle: cli::WorkerLifecycleArgs,
+    /// Load and initialise the plugin, then exit: 0 and nothing printed, or
+    /// its one-line error and 3 (what `powerhose` runs before starting).
+    #[arg(long, hide = true)]
+    check_plugin: bool,
     /// Verbose logs, and full plugin load reports.
     #[arg(long)]
     debug: bool,
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
+    // Flags first: a bad --params is exit 2 whether or not the plugin is found.
     let params = cli::parse_params(args.params.as_deref().unwrap_or(""))?;
+    let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
     let loaded = plugin::LoadedPlugin::load(&path, &params)?;
+    if args.check_plugin {
+        return Ok(());
+    }
     tracing::info!("loaded plugin {} {} from {}", loaded.name, loaded.version, path.display());
     let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
     let mut options = worker::WorkerOptions::new(backend);

@@ -223,9 +223,10 @@ impl Cluster {
         ClusterBuilder { options }
     }
 
-    /// Binds the broker, starts the workers and returns once every worker has
-    /// registered. A worker that fails to start (bad plugin, bad params) makes
-    /// this return its error; the worker has printed the reason on stderr.
+    /// Checks the plugin once (in a child process), binds the broker, starts
+    /// the workers and returns once every worker has registered. A plugin
+    /// that cannot be loaded or initialised makes this return its one-line
+    /// error before anything starts.
     pub fn start(options: ClusterOptions) -> Result<Cluster> {
         if options.workers == 0 {
             return Err(Error::Config("a cluster needs at least one worker".into()));
@@ -234,6 +235,7 @@ impl Cluster {
         let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
         let spawner =
             Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
+        crate::plugin::check_in_child(&spawner.exe, &spawner.args, options.start_timeout)?;
         let (tx, rx) = mpsc::channel();
         let control = ControlSink { tx, wake: Wakeup::new()? };
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);

@@ -87,16 +87,25 @@ impl Proc {
     }
 
     /// Spawns a prepared command (own env or cwd); stdout piped, stderr logged.
-    pub fn spawn_cmd(mut cmd: Command, dir: &TestDir, name: &str) -> Proc {
+    pub fn spawn_cmd(cmd: Command, dir: &TestDir, name: &str) -> Proc {
+        Proc::spawn_cmd_to(cmd, Stdio::piped(), dir, name)
+    }
+
+    /// [`spawn_cmd`](Self::spawn_cmd) with stdout going elsewhere (a terminal);
+    /// [`wait_line`](Self::wait_line) then needs `Stdio::piped()`.
+    pub fn spawn_cmd_to(mut cmd: Command, stdout: Stdio, dir: &TestDir, name: &str) -> Proc {
         let log = dir.path().join(format!("{name}.log"));
         let child = cmd
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        drop(cmd); // closes our copies of the child's stdio
         let mut proc = Proc { child, log, stdout: None };
+        let Some(out) = proc.child.stdout.take() else {
+            return proc;
+        };
         let (tx, rx) = mpsc::channel();
-        let out = proc.child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -298,4 +307,38 @@ pub fn load(
 pub fn cpu_hog(dir: &TestDir) -> Vec<Proc> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     (0..cpus).map(|i| Proc::spawn("sh", &["-c", "while :; do :; done"], dir, &format!("hog{i}"))).collect()
+}
+
+/// Builds an echo plugin against a copy of plugin-api whose `RHeader` gained a
+/// field without a version bump: the mistake abi_stable's layout check catches.
+pub fn incompatible_plugin() -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for file in ["lib.rs", "abi.rs", "author.rs"] {
+        let text = std::fs::read_to_string(ws.join("plugin-api/src").join(file)).unwrap();
+        let text = if file == "abi.rs" {
+            let changed =
+                text.replace("    pub value: RStr<'a>,\n}", "    pub value: RStr<'a>,\n    pub flags: u32,\n}");
+            assert_ne!(changed, text, "the RHeader definition moved; update this test");
+            changed
+        } else {
+            text
+        };
+        files.push((format!("plugin-api/src/{file}"), text));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    files.push((
+        "plugin-api/Cargo.toml".into(),
+        format!("[package]\nname = \"powerhose-plugin-api\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\nabi_stable = \"0.11.3\"\nserde_json = \"1\"\n"),
+    ));
+    files.push((
+        "plugin/Cargo.toml".into(),
+        "[package]\nname = \"abi_mismatch\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\npowerhose-plugin-api = { path = \"../plugin-api\" }\n\n[workspace]\n".into(),
+    ));
+    files.push((
+        "plugin/src/lib.rs".into(),
+        std::fs::read_to_string(ws.join("example-plugins/echo/src/lib.rs")).unwrap(),
+    ));
+    let files: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+    build_fixture("abi-mismatch", &files, "plugin", "abi_mismatch")
 }
