@@ -6,30 +6,31 @@ use std::time::Duration;
 
 use crate::broker::state::Config;
 use crate::error::Error;
+use crate::protocol;
 
 /// Routing and liveness flags shared by `powerhose` and `powerhose-broker`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BrokerArgs {
     /// Jobs that may wait per service before new ones are refused as busy.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = protocol::MAX_QUEUE)]
     pub max_queue: usize,
     /// Heartbeat interval between broker and workers, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = protocol::HEARTBEAT_INTERVAL.as_millis() as u64)]
     pub heartbeat_ms: u64,
     /// Missed heartbeats before a worker (or the broker) counts as dead.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = protocol::LIVENESS)]
     pub liveness: u32,
     /// How long a job waits for a worker to appear before "no worker", in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = protocol::NO_WORKER_GRACE.as_millis() as u64)]
     pub no_worker_grace_ms: u64,
     /// Busy workers whose jobs are short get jobs ahead, as long as no job
     /// waits behind more than this much expected work, in milliseconds
     /// (0: one job per worker at a time).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = protocol::PREFETCH_BUDGET.as_secs_f64() * 1000.0)]
     pub prefetch_budget_ms: f64,
     /// Messages larger than this are refused (the sender is disconnected;
     /// workers answer an error for a larger result).
-    #[arg(long, default_value_t = crate::broker::MAX_MESSAGE_BYTES)]
+    #[arg(long, default_value_t = protocol::MAX_MESSAGE_BYTES as i64)]
     pub max_message_bytes: i64,
     /// Run the broker (and under `powerhose`, the workers' I/O threads) on
     /// this CPU, leaving the job threads every CPU: fewer cross-CPU wake-ups
@@ -59,7 +60,7 @@ pub struct WorkerLifecycleArgs {
     /// When jobs queue at the broker, a worker may hold a finished result up
     /// to this many milliseconds to send it with the next ones (fewer
     /// wake-ups per job under load; 0: send each at once).
-    #[arg(long, default_value_t = crate::worker::DEFAULT_COALESCE.as_secs_f64() * 1000.0)]
+    #[arg(long, default_value_t = protocol::DEFAULT_COALESCE.as_secs_f64() * 1000.0)]
     pub coalesce_ms: f64,
     /// Let a worker's I/O threads preempt its job thread on every wake-up
     /// (the kernel's default). Without it they run under SCHED_BATCH: on a

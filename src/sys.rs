@@ -92,6 +92,17 @@ pub fn route_process_signals() -> std::io::Result<()> {
     Ok(())
 }
 
+/// This machine's host name ("localhost" if it has none).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 /// `socket.recv`, again when a signal interrupts it (the message is not
 /// consumed then).
 pub(crate) fn zmq_recv(socket: &zmq::Socket, msg: &mut zmq::Message, flags: i32) -> Result<(), zmq::Error> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{broker, cli, endpoint, ghosts, health, wakeup::Wakeup, Client, Error};
+use powerhose::{broker, cli, endpoint, ghosts, health, protocol, wakeup::Wakeup, Client, Error};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
@@ -16,7 +16,7 @@ struct Args {
     #[arg(long)]
     backend: Option<String>,
     /// Timeout for Powerhose-format jobs (they carry none), in milliseconds.
-    #[arg(long, default_value_t = 7500)]
+    #[arg(long, default_value_t = protocol::LEGACY_TIMEOUT.as_millis() as u64)]
     legacy_timeout_ms: u64,
     #[command(flatten)]
     broker: cli::BrokerArgs,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::{cli, endpoint, plugin, wakeup::Wakeup, worker};
+use powerhose::{cli, endpoint, plugin, protocol, wakeup::Wakeup, worker};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Serve powerhose jobs with a plugin")]
@@ -26,16 +26,16 @@ struct Args {
     #[arg(long)]
     service: Option<String>,
     /// Heartbeat interval, in milliseconds (match the broker's).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = protocol::HEARTBEAT_INTERVAL.as_millis() as u64)]
     heartbeat_ms: u64,
     /// Missed broker heartbeats before the broker counts as lost.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = protocol::LIVENESS)]
     liveness: u32,
     /// Exit when the broker is lost instead of reconnecting.
     #[arg(long)]
     exit_on_broker_loss: bool,
     /// Larger results are answered with an error (match the broker's setting).
-    #[arg(long, default_value_t = powerhose::broker::MAX_MESSAGE_BYTES)]
+    #[arg(long, default_value_t = protocol::MAX_MESSAGE_BYTES as i64)]
     max_message_bytes: i64,
     /// Run this worker's I/O threads (libzmq's and the heartbeat thread) on
     /// this CPU; the job thread keeps every CPU [default: no pinning]

@@ -9,9 +9,7 @@ use super::vitals::Peers;
 use super::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::parse::{parse_back, parse_front, Back, Front};
-use crate::protocol::{
-    decode_request_tail, encode_headers, job_arg, legacy, patch, Command, CommandFrame, Status, COMMAND_LEN,
-};
+use crate::protocol::{encode_headers, inline, job_arg, legacy, Command, CommandFrame, Status};
 use crate::status::BrokerStatus;
 
 type Msg = zmq::Message;
@@ -326,11 +324,11 @@ impl<'a> Io<'a> {
                     };
                     let arg = job_arg(timeout_ms, backlog);
                     if inline && state.worker_reads_inline(worker) {
-                        patch(&mut data, Command::Job, job_id, arg);
+                        inline::request_into_job(&mut data, job_id, arg);
                         send_parts(self.back, [identity.into(), data])
                     } else if inline {
                         // A worker that reads only two-frame JOBs: unpack the request.
-                        let Ok((headers, bytes)) = unpack_request(&data) else {
+                        let Ok((headers, bytes)) = inline::unpack_request(&data) else {
                             tracing::error!(job_id, "an inline request no longer parses (a bug)");
                             continue;
                         };
@@ -367,7 +365,7 @@ impl<'a> Io<'a> {
         if route.legacy {
             let bytes: &[u8] = match &body {
                 Body::Payload(m) => m,
-                Body::Frame(f) => inline_body(f),
+                Body::Frame(f) => inline::inline_data(f),
                 Body::Text(t) => t.as_bytes(),
             };
             // A PING's pong is the bare pid; everything else is PID:OK/ERROR:...
@@ -377,37 +375,25 @@ impl<'a> Io<'a> {
             };
             return send_parts(self.front, [route.identity, Msg::new(), reply.into()]);
         }
-        let pid = pid.to_le_bytes();
-        let reply = CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid);
+        let pid_bytes = pid.to_le_bytes();
+        let reply = CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid_bytes);
         let body = match body {
             Body::Payload(m) => m,
             Body::Text(t) => t.as_bytes().into(),
-            // The RESULT frame becomes the REPLY: the pid goes over the first
-            // 4 bytes of its tail (flags and run time, of no use to clients).
+            // The RESULT frame becomes the REPLY.
             Body::Frame(mut frame) => {
-                if CommandFrame::decode(&frame).is_ok_and(|f| f.tail.len() >= 4) {
-                    frame[COMMAND_LEN..COMMAND_LEN + 4].copy_from_slice(&pid);
-                    patch(&mut frame, Command::Reply, route.req_id, status as u32);
+                if inline::result_into_reply(&mut frame, route.req_id, status, pid) {
                     return send_parts(self.front, [route.identity, frame]);
                 }
-                return send_parts(self.front, [route.identity, reply.with_data(inline_body(&frame)).message()]);
+                return send_parts(
+                    self.front,
+                    [route.identity, reply.with_data(inline::inline_data(&frame)).message()],
+                );
             }
         };
         reply.encode_into(&mut self.buf);
         send_parts(self.front, [route.identity, (&self.buf[..]).into(), body])
     }
-}
-
-/// The data at the end of an inline frame (empty if it has none).
-fn inline_body(frame: &[u8]) -> &[u8] {
-    CommandFrame::decode(frame).ok().and_then(|f| f.data).unwrap_or_default()
-}
-
-/// The headers and data of an inline `REQUEST` frame.
-fn unpack_request(frame: &[u8]) -> Result<(&[u8], &[u8])> {
-    let f = CommandFrame::decode(frame)?;
-    let (_, headers) = decode_request_tail(f.tail)?;
-    Ok((headers, f.data.unwrap_or_default()))
 }
 
 fn send_parts<const N: usize>(socket: &zmq::Socket, parts: [Msg; N]) -> Result<(), zmq::Error> {

@@ -33,9 +33,6 @@ pub struct BrokerOptions {
     pub io_cpu: Option<usize>,
 }
 
-/// The default maximum message size: 64 MiB.
-pub const MAX_MESSAGE_BYTES: i64 = 64 << 20;
-
 /// What the supervisor of an in-process broker tells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -64,9 +61,9 @@ impl BrokerOptions {
             frontend: frontend.into(),
             backend: backend.into(),
             config: Config::default(),
-            legacy_timeout: Duration::from_millis(7500),
+            legacy_timeout: crate::protocol::LEGACY_TIMEOUT,
             control: None,
-            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
             io_cpu: None,
         }
     }
@@ -153,7 +150,7 @@ impl Broker {
         if let Some(cpu) = self.options.io_cpu {
             crate::affinity::pin_thread(cpu)?;
         }
-        let host = crate::worker::hostname();
+        let host = crate::sys::hostname();
         let pid = std::process::id();
         let mut io = Io::new(&self.front, &self.back, &self.options);
         io.watch(&self.back_events);

@@ -74,7 +74,7 @@ impl ClusterOptions {
             worker_exe: None,
             start_timeout: Duration::from_secs(60),
             stop_grace: None,
-            max_message_bytes: crate::broker::MAX_MESSAGE_BYTES,
+            max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
             debug: false,
         })
     }

@@ -60,10 +60,13 @@
 //! [`crate::status::BrokerStatus`].
 
 mod headers;
+pub mod inline;
 pub mod legacy;
 pub mod parse;
+mod timing;
 
 pub use headers::{encode_headers, HeaderIter};
+pub use timing::*;
 
 use crate::error::{Error, Result};
 

@@ -24,19 +24,14 @@ use crate::protocol::{Command, CommandFrame, Registration};
 use crate::wakeup::Wakeup;
 use coalesce::{Held, Timer};
 use jobs::JobLoop;
-pub use wire::hostname;
 use wire::{connect, identity, jitter, send};
 
 /// Exit status of a worker whose handler stayed stuck past the hard limit.
 pub const EXIT_STUCK: i32 = 4;
 
 /// How long a result may be held under backlog by default (see
-/// [`WorkerOptions::coalesce`]). About the time 16 answers (the most held)
-/// of ~1 ms jobs take: measured side by side on the 2-vCPU VM (2 workers,
-/// 1,000 in flight), ~1 ms jobs gave 98–99% of the in-process throughput
-/// against 94–97% with 5 ms, and half the broker and client CPU per job.
-/// Shorter jobs fill a batch sooner and are not affected.
-pub const DEFAULT_COALESCE: Duration = Duration::from_millis(15);
+/// [`WorkerOptions::coalesce`] and the protocol's timing contract).
+pub use crate::protocol::DEFAULT_COALESCE;
 
 /// How a worker connects and behaves.
 #[derive(Clone, Debug)]
@@ -76,14 +71,14 @@ impl WorkerOptions {
         WorkerOptions {
             backend: backend.into(),
             service: None,
-            heartbeat_interval: Duration::from_secs(1),
-            liveness: 3,
+            heartbeat_interval: crate::protocol::HEARTBEAT_INTERVAL,
+            liveness: crate::protocol::LIVENESS,
             exit_on_broker_loss: false,
             timeout: None,
             hard_timeout: None,
             max_age: None,
             max_age_delta: Duration::ZERO,
-            max_message_bytes: crate::broker::MAX_MESSAGE_BYTES as usize,
+            max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES,
             coalesce: DEFAULT_COALESCE,
             io_cpu: None,
             preemptive_io: false,
@@ -173,7 +168,7 @@ impl Link {
 /// when the broker is lost and `exit_on_broker_loss` is set, or on socket failure.
 pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -> Result<()> {
     stackdump::install().map_err(Error::io("installing the stack dump handler"))?;
-    let host = hostname();
+    let host = crate::sys::hostname();
     let id = identity(&host);
     // libzmq starts its I/O thread with the first socket: it and the pulse
     // thread inherit this pin and policy; the job thread (this one) gets its

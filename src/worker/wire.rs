@@ -20,16 +20,6 @@ pub(super) fn identity(host: &str) -> String {
     format!("{host}-{}-{random:08x}", std::process::id())
 }
 
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// One socket for the worker's life: ZeroMQ reconnects it by itself. In
 /// `immediate` mode messages queue only on a live connection, so nothing
 /// piles up (or blocks) while the broker is away, and POLLOUT says whether a

@@ -11,7 +11,7 @@
 //! its pid vouched for by the kernel) is not judged by heartbeats alone: its
 //! death is certain when its process is gone, and while its process still
 //! runs (starved of CPU on a busy machine, say) its silence is waited out up
-//! to [`LOCAL_SILENCE_LIMIT`] liveness windows; a process that is stopped or
+//! to [`protocol::LOCAL_SILENCE_LIMIT`] liveness windows; a process that is stopped or
 //! neither runs nor waits to run is hung, and heartbeats decide. Time and
 //! the processes' state are passed in, so every rule here is unit-tested
 //! without sleeping.
@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Registration, Status};
+use crate::protocol::{self, Registration, Status, LOCAL_SILENCE_LIMIT, MAX_PREFETCH};
 use crate::status::{Counters, Histogram};
 
 #[cfg(test)]
@@ -52,16 +52,8 @@ impl Payload for zmq::Message {
 
 const SHUTTING_DOWN: &str = "the broker is shutting down";
 
-/// The most jobs a worker is ever given ahead.
-pub const MAX_PREFETCH: usize = 64;
-
 /// How late a queued job's timeout may be answered.
 pub const QUEUE_CHECK: Duration = Duration::from_millis(10);
-
-/// A local worker whose process still runs may stay silent this many
-/// liveness windows (30 s with the defaults) before it is dropped anyway:
-/// the backstop for a worker that runs but never talks (a wedged pulse thread).
-pub const LOCAL_SILENCE_LIMIT: u32 = 10;
 
 /// What the process of a local worker is doing, as the I/O side found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,11 +85,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_queue: 10_000,
-            heartbeat_interval: Duration::from_secs(1),
-            liveness: 3,
-            no_worker_grace: Duration::from_secs(2),
-            prefetch_budget: Duration::from_millis(2),
+            max_queue: protocol::MAX_QUEUE,
+            heartbeat_interval: protocol::HEARTBEAT_INTERVAL,
+            liveness: protocol::LIVENESS,
+            no_worker_grace: protocol::NO_WORKER_GRACE,
+            prefetch_budget: protocol::PREFETCH_BUDGET,
         }
     }
 }

@@ -1,0 +1,62 @@
+//! The protocol's timing contract and limits, defined once (as the zguide's
+//! `mdp.h` does for Majordomo): broker, workers, the cluster and every
+//! binary's defaults take their values from here, so both ends of a
+//! connection agree unless an operator changes a flag on purpose.
+
+use std::time::Duration;
+
+/// How often the broker and each worker heartbeat each other.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Heartbeat intervals without a word before a peer counts as lost (a
+/// remote worker, or the broker as a worker sees it).
+pub const LIVENESS: u32 = 3;
+
+/// A local worker (connected over ipc) whose process still runs may stay
+/// silent this many liveness windows (30 s with the defaults) before it is
+/// dropped anyway: the backstop for a worker that runs but never talks.
+pub const LOCAL_SILENCE_LIMIT: u32 = 10;
+
+/// The timeout of a Powerhose 0.7 job, which carries none (that client gave
+/// up after 7.5 s at most).
+pub const LEGACY_TIMEOUT: Duration = Duration::from_millis(7500);
+
+/// How long a job waits for a worker of its service to appear before it is
+/// answered `NO_WORKER`.
+pub const NO_WORKER_GRACE: Duration = Duration::from_secs(2);
+
+/// How much expected work may stand before a job given ahead to a busy
+/// worker (prefetch).
+pub const PREFETCH_BUDGET: Duration = Duration::from_millis(2);
+
+/// The most jobs a worker is ever given ahead.
+pub const MAX_PREFETCH: usize = 64;
+
+/// How long a worker may hold a finished result under backlog, to send it
+/// with the next ones (see the README's figures for how it was chosen).
+pub const DEFAULT_COALESCE: Duration = Duration::from_millis(15);
+
+/// At most this many results wait at once in a worker: a quarter of what
+/// the broker gives ahead, so a worker that holds answers still has work
+/// while the broker refills it.
+pub const MAX_HELD: usize = MAX_PREFETCH / 4;
+
+/// Jobs that may wait per service before new ones are refused `BUSY`.
+pub const MAX_QUEUE: usize = 10_000;
+
+/// Larger messages are refused (the broker drops them; a worker answers an
+/// error instead of a larger result).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_is_consistent() {
+        assert!(MAX_HELD >= 1 && MAX_HELD < MAX_PREFETCH, "a worker holding answers still has work ahead");
+        assert!(DEFAULT_COALESCE < HEARTBEAT_INTERVAL, "held answers never delay a heartbeat's worth");
+        assert!(LEGACY_TIMEOUT > HEARTBEAT_INTERVAL * LIVENESS, "a lost worker is noticed within a legacy job");
+        assert!(u32::try_from(MAX_MESSAGE_BYTES).is_ok(), "inline lengths are u32");
+    }
+}
