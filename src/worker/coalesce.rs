@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
 use crate::protocol::{ResultTail, Status};
+use crate::syscall;
 
 /// At most this many results wait at once: a quarter of the most the broker
 /// gives ahead, so a worker that holds answers still has work while the
@@ -125,10 +126,7 @@ pub struct Timer {
 impl Timer {
     pub fn new() -> std::io::Result<Timer> {
         // SAFETY: plain syscall; the descriptor is owned below.
-        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let fd = unsafe { syscall!(timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)) }?;
         // SAFETY: fd is a fresh descriptor nobody else owns.
         Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
@@ -138,14 +136,25 @@ impl Timer {
         let value = libc::timespec { tv_sec: after.as_secs() as libc::time_t, tv_nsec: after.subsec_nanos() as _ };
         let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
         // SAFETY: valid descriptor and itimerspec; the old value is not wanted.
-        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let set = unsafe { syscall!(timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())) };
+        // Only an invalid value fails, and a Duration is never one (tv_nsec < 10^9, no
+        // negative): nothing for the caller to do, but a failure must not pass unseen.
+        if let Err(e) = set {
+            tracing::warn!("could not set the coalescing timer to {after:?}: {e}");
+        }
     }
 
     /// Consumes a firing so the descriptor stops being readable.
     pub fn clear(&self) {
         let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a local buffer; EAGAIN is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: reads at most 8 bytes into a local buffer.
+        match unsafe { syscall!(read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())) } {
+            // EAGAIN: it had not fired (or was cleared already), nothing to consume.
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                tracing::warn!("could not clear the coalescing timer: {e}")
+            }
+            _ => {}
+        }
     }
 
     pub fn poll_item(&self) -> zmq::PollItem<'static> {

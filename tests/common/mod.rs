@@ -293,7 +293,6 @@ pub fn load(
     (stop, joiner)
 }
 
-
 /// One busy loop per CPU, as separate processes (killed when dropped): a
 /// machine with no idle CPU, where every process waits its turn.
 pub fn cpu_hog(dir: &TestDir) -> Vec<Proc> {
