@@ -56,7 +56,7 @@ pub fn pin_thread(cpu: usize) -> Result<()> {
     let before = current()?;
     let only = cpu_set_of(cpu).filter(|_| cpu_isset(cpu, &before));
     let Some(only) = only else {
-        return Err(Error::Config(format!("--io-cpu {cpu}: not a CPU this process may use ({})", allowed(&before))));
+        return Err(Error::BadCpu { cpu, allowed: allowed(&before) });
     };
     set(&only).map_err(Error::io(format!("pinning to CPU {cpu}")))
 }

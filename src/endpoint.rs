@@ -97,7 +97,7 @@ impl EndpointLock {
         };
         // sun_path holds 107 bytes plus the NUL; ZeroMQ's own error is cryptic.
         if socket_path.as_os_str().len() > 107 {
-            return Err(Error::Config(format!("ipc path longer than 107 bytes: {}", socket_path.display())));
+            return Err(Error::IpcPathTooLong { path: socket_path });
         }
         let mut lock_name = socket_path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");

@@ -50,10 +50,11 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
         .stderr(Stdio::null());
     let cluster = Guarded { child: cmd.spawn().map_err(Error::io("starting powerhose"))? };
     let client = Arc::new(Client::connect(&front)?);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait = Duration::from_secs(60);
+    let deadline = Instant::now() + wait;
     while client.workers("", Duration::from_secs(5)).unwrap_or(0) < 4 {
         if Instant::now() > deadline {
-            return Err(Error::Config("the soak cluster did not start".into()));
+            return Err(Error::WorkersDidNotRegister { waited: wait });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -141,7 +141,7 @@ impl Supervisor {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::Config(format!("workers did not all register within {:?}", self.start_timeout)));
+                return Err(Error::WorkersDidNotRegister { waited: self.start_timeout });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -340,7 +340,7 @@ impl Supervisor {
         self.broker_stop.trigger();
         match self.broker.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Config("the broker thread panicked".into())),
+            Some(Err(_)) => Err(Error::ThreadPanicked { thread: "broker" }),
             None => Ok(()),
         }
     }
