@@ -27,6 +27,9 @@ macro_rules! syscall {
     }};
 }
 
+mod timer;
+pub use timer::Timer;
+
 /// The signals a powerhose program handles or that a shell sends it: they
 /// are delivered to whichever thread does not block them.
 const PROCESS_SIGNALS: [libc::c_int; 10] = [

@@ -8,14 +8,16 @@
 //! there as this one left (`JOB_BACKLOG`) and the worker has another job at
 //! hand: clients' jobs are queuing anyway, and the held results never wait
 //! longer than the coalescing time. A job that runs over what the worker expects cannot
-//! stretch that: a timer wakes the pulse thread, which sends them.
+//! stretch that: a timer ([`crate::sys::Timer`]) wakes the pulse thread,
+//! which sends them.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
 use crate::protocol::{ResultTail, Status};
-use crate::syscall;
+/// The timer that sends held results when they are due; `worker/mod.rs`
+/// still takes it from here.
+pub(crate) use crate::sys::Timer;
 
 /// At most this many results wait at once: a quarter of the most the broker
 /// gives ahead, so a worker that holds answers still has work while the
@@ -117,51 +119,6 @@ pub fn may_hold(
         && job_at_hand()
 }
 
-/// A one-shot monotonic timer (timerfd) the pulse thread polls: arming and
-/// disarming cost a syscall but wake nobody; only a timer that fires does.
-pub struct Timer {
-    fd: OwnedFd,
-}
-
-impl Timer {
-    pub fn new() -> std::io::Result<Timer> {
-        // SAFETY: plain syscall; the descriptor is owned below.
-        let fd = unsafe { syscall!(timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)) }?;
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    /// Fires once after `after` (zero disarms).
-    pub fn set(&self, after: Duration) {
-        let value = libc::timespec { tv_sec: after.as_secs() as libc::time_t, tv_nsec: after.subsec_nanos() as _ };
-        let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
-        // SAFETY: valid descriptor and itimerspec; the old value is not wanted.
-        let set = unsafe { syscall!(timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())) };
-        // Only an invalid value fails, and a Duration is never one (tv_nsec < 10^9, no
-        // negative): nothing for the caller to do, but a failure must not pass unseen.
-        if let Err(e) = set {
-            tracing::warn!("could not set the coalescing timer to {after:?}: {e}");
-        }
-    }
-
-    /// Consumes a firing so the descriptor stops being readable.
-    pub fn clear(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a local buffer.
-        match unsafe { syscall!(read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())) } {
-            // EAGAIN: it had not fired (or was cleared already), nothing to consume.
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                tracing::warn!("could not clear the coalescing timer: {e}")
-            }
-            _ => {}
-        }
-    }
-
-    pub fn poll_item(&self) -> zmq::PollItem<'static> {
-        zmq::PollItem::from_fd(self.fd.as_raw_fd(), zmq::POLLIN)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,18 +151,5 @@ mod tests {
         assert!(held.push(t0, f(1)));
         assert!(!held.push(t0 + MS, f(2)));
         assert_eq!(held.due(5 * MS), Some(t0 + 5 * MS));
-    }
-
-    #[test]
-    fn the_timer_fires_once_and_can_be_disarmed() {
-        let timer = Timer::new().unwrap();
-        let mut items = [timer.poll_item()];
-        timer.set(MS);
-        assert_eq!(zmq::poll(&mut items, 1000).unwrap(), 1);
-        timer.clear();
-        assert_eq!(zmq::poll(&mut items, 0).unwrap(), 0, "cleared");
-        timer.set(MS);
-        timer.set(Duration::ZERO);
-        assert_eq!(zmq::poll(&mut items, 20).unwrap(), 0, "disarmed");
     }
 }
