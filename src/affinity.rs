@@ -4,9 +4,8 @@
 //!
 //! Why: on a small machine every hand-off between I/O threads that sit on
 //! different CPUs costs an inter-processor wake-up (expensive on VMs) and
-//! preempts a job thread there. Measured on the 2-vCPU test VM with two
-//! crypto_job workers (README): ~100 µs jobs went from 71–76% to 79–81% of
-//! the in-process throughput, ~1 ms jobs from 93–94% to 95%.
+//! preempts a job thread there; keeping them on one CPU raises CPU-bound
+//! jobs' throughput (the figures are in README, "Why the defaults").
 //!
 //! Linux threads inherit their creator's affinity, so pinning the calling
 //! thread while a ZeroMQ context makes its first socket (which starts the I/O
@@ -18,11 +17,10 @@
 //! preempt a running job thread on wake-up. Under load their messages then
 //! wait for the end of the job thread's time slice (a few ms at most) and
 //! leave in batches, instead of each costing a preemption and a wake-up
-//! down the line. On the 2-vCPU test VM (two crypto_job workers, 1,000 jobs
-//! in flight) ~1 ms jobs went from 93–94% to 96–97% of the in-process
-//! throughput, and the broker's and client's CPU per job fell by half. An
-//! idle CPU still runs such a thread at once, so a quiet machine's latency
-//! is unchanged.
+//! down the line: CPU-bound jobs gain throughput, and the broker and the
+//! client spend less CPU per job (README, "Why the defaults"). An idle CPU
+//! still runs such a thread at once, so a quiet machine's latency is
+//! unchanged.
 
 use crate::error::{Error, Result};
 use crate::sys::{cpu_isset, cpu_set_of};

@@ -21,7 +21,7 @@ pub(crate) use crate::sys::Timer;
 
 /// At most this many results wait at once: a quarter of the most the broker
 /// gives ahead, so a worker that holds answers still has work while the
-/// broker refills it (measured: 16 beats 32 for ~100 µs jobs, 80% vs 75%).
+/// broker refills it (holding more did worse: README, "Why the defaults").
 pub const MAX_HELD: usize = crate::broker::state::MAX_PREFETCH / 4;
 
 /// A finished job whose result is not sent yet.
@@ -94,8 +94,7 @@ impl Held {
 
 /// A hold pays only when this many answers can share one send: for longer
 /// jobs the wake-ups it saves are a rounding error next to the job, and the
-/// wait is pure latency (8 callers on 2 workers, ~10 ms jobs: p90 44 ms
-/// without holds, 48–51 ms when every answer waited for the next job's).
+/// wait is pure latency (README, "Why the defaults").
 const MIN_SHARED: u32 = 4;
 
 /// Whether a just-finished result may wait for the next job's: only under
