@@ -192,6 +192,7 @@ mod tests {
     fn blocked_signals_stay_pending_in_this_thread() {
         std::thread::spawn(|| {
             block_process_signals();
+            // SAFETY: an all-zero sigset_t is valid (and overwritten below).
             let mut current: libc::sigset_t = unsafe { std::mem::zeroed() };
             // SAFETY: reads the calling thread's mask into a local set.
             assert_eq!(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current) }, 0);
