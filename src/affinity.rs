@@ -4,9 +4,8 @@
 //!
 //! Why: on a small machine every hand-off between I/O threads that sit on
 //! different CPUs costs an inter-processor wake-up (expensive on VMs) and
-//! preempts a job thread there. Measured on the 2-vCPU test VM with two
-//! crypto_job workers (README): ~100 µs jobs went from 71–76% to 79–81% of
-//! the in-process throughput, ~1 ms jobs from 93–94% to 95%.
+//! preempts a job thread there; keeping them on one CPU raises CPU-bound
+//! jobs' throughput (the figures are in README, "Why the defaults").
 //!
 //! Linux threads inherit their creator's affinity, so pinning the calling
 //! thread while a ZeroMQ context makes its first socket (which starts the I/O
@@ -18,50 +17,45 @@
 //! preempt a running job thread on wake-up. Under load their messages then
 //! wait for the end of the job thread's time slice (a few ms at most) and
 //! leave in batches, instead of each costing a preemption and a wake-up
-//! down the line. On the 2-vCPU test VM (two crypto_job workers, 1,000 jobs
-//! in flight) ~1 ms jobs went from 93–94% to 96–97% of the in-process
-//! throughput, and the broker's and client's CPU per job fell by half. An
-//! idle CPU still runs such a thread at once, so a quiet machine's latency
-//! is unchanged.
+//! down the line: CPU-bound jobs gain throughput, and the broker and the
+//! client spend less CPU per job (README, "Why the defaults"). An idle CPU
+//! still runs such a thread at once, so a quiet machine's latency is
+//! unchanged.
 
 use crate::error::{Error, Result};
+use crate::sys::{cpu_isset, cpu_set_of};
+use crate::syscall;
+
+const SET_SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
 
 /// The calling thread's CPU set.
 fn current() -> Result<libc::cpu_set_t> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity(0) reads this thread's set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(Error::io("reading the CPU affinity")(std::io::Error::last_os_error()));
-        }
-        Ok(set)
-    }
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity(0) writes this thread's set into `set`, of SET_SIZE bytes.
+    unsafe { syscall!(sched_getaffinity(0, SET_SIZE, &mut set)) }.map_err(Error::io("reading the CPU affinity"))?;
+    Ok(set)
 }
 
 fn set(set: &libc::cpu_set_t) -> std::io::Result<()> {
-    // SAFETY: sched_setaffinity(0) changes this thread's set only.
-    match unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
+    // SAFETY: sched_setaffinity(0) changes this thread's set only; `set` is SET_SIZE bytes.
+    unsafe { syscall!(sched_setaffinity(0, SET_SIZE, set)) }.map(drop)
 }
 
 /// The CPUs the calling thread may use, for messages.
 fn allowed(of: &libc::cpu_set_t) -> String {
     let cpus: Vec<String> =
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, of) }).map(|c| c.to_string()).collect();
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| cpu_isset(c, of)).map(|c| c.to_string()).collect();
     cpus.join(",")
 }
 
 /// Pins the calling thread to `cpu` for good (threads it starts inherit it).
 pub fn pin_thread(cpu: usize) -> Result<()> {
     let before = current()?;
-    if cpu >= libc::CPU_SETSIZE as usize || !unsafe { libc::CPU_ISSET(cpu, &before) } {
-        return Err(Error::Config(format!("--io-cpu {cpu}: not a CPU this process may use ({})", allowed(&before))));
-    }
-    // SAFETY: a zeroed cpu_set_t is valid; cpu < CPU_SETSIZE was checked.
-    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut only) };
+    let only = cpu_set_of(cpu).filter(|_| cpu_isset(cpu, &before));
+    let Some(only) = only else {
+        return Err(Error::BadCpu { cpu, allowed: allowed(&before) });
+    };
     set(&only).map_err(Error::io(format!("pinning to CPU {cpu}")))
 }
 
@@ -101,24 +95,29 @@ pub struct BatchGuard {
 fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: on Linux pid 0 is the calling thread; param is a valid struct.
-    match unsafe { libc::sched_setscheduler(0, policy, &param) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
+    unsafe { syscall!(sched_setscheduler(0, policy, &param)) }.map(drop)
 }
 
 /// The calling thread's scheduling policy.
-fn policy() -> libc::c_int {
+fn policy() -> std::io::Result<libc::c_int> {
     // SAFETY: no pointers; pid 0 is the calling thread.
-    unsafe { libc::sched_getscheduler(0) }
+    unsafe { syscall!(sched_getscheduler(0)) }
 }
 
 impl BatchGuard {
     /// A refusal (a seccomp filter, say) costs only throughput: it is logged
     /// and the threads run under the default policy.
     pub fn new(on: bool) -> BatchGuard {
-        if !on || policy() != libc::SCHED_OTHER {
+        if !on {
             return BatchGuard { active: false };
+        }
+        match policy() {
+            Ok(libc::SCHED_OTHER) => {}
+            Ok(_) => return BatchGuard { active: false },
+            Err(e) => {
+                tracing::warn!("I/O threads stay under the default scheduling policy (reading the policy failed: {e})");
+                return BatchGuard { active: false };
+            }
         }
         if let Err(e) = set_policy(libc::SCHED_BATCH) {
             tracing::warn!("I/O threads stay under the default scheduling policy (SCHED_BATCH refused: {e})");
@@ -149,7 +148,11 @@ mod tests {
 
     fn only(cpu: usize) -> bool {
         let set = current().unwrap();
-        (0..libc::CPU_SETSIZE as usize).all(|c| unsafe { libc::CPU_ISSET(c, &set) } == (c == cpu))
+        (0..libc::CPU_SETSIZE as usize).all(|c| cpu_isset(c, &set) == (c == cpu))
+    }
+
+    fn policy() -> libc::c_int {
+        super::policy().unwrap()
     }
 
     #[test]

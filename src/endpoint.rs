@@ -9,13 +9,13 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::syscall;
 
 /// The directory for default sockets: `$POWERHOSE_RUNTIME_DIR`, else
 /// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700 and
 /// refused if another user owns it or others can enter it.
 pub fn runtime_dir() -> Result<PathBuf> {
-    // SAFETY: getuid cannot fail.
-    let dir = runtime_dir_path(|name| std::env::var_os(name), unsafe { libc::getuid() });
+    let dir = runtime_dir_path(|name| std::env::var_os(name), crate::sys::uid());
     ensure_private_dir(&dir)?;
     Ok(dir)
 }
@@ -42,8 +42,7 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
     if !meta.is_dir() {
         return Err(insecure("not a directory".into()));
     }
-    // SAFETY: getuid cannot fail.
-    if meta.uid() != unsafe { libc::getuid() } {
+    if meta.uid() != crate::sys::uid() {
         return Err(insecure(format!("owned by uid {}", meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
@@ -106,7 +105,7 @@ impl EndpointLock {
         };
         // sun_path holds 107 bytes plus the NUL; ZeroMQ's own error is cryptic.
         if socket_path.as_os_str().len() > 107 {
-            return Err(Error::Config(format!("ipc path longer than 107 bytes: {}", socket_path.display())));
+            return Err(Error::IpcPathTooLong { path: socket_path });
         }
         let mut lock_name = socket_path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
@@ -121,8 +120,7 @@ impl EndpointLock {
                 .open(&lock_path)
                 .map_err(Error::io(format!("opening lock file {}", lock_path.display())))?;
             // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let err = std::io::Error::last_os_error();
+            if let Err(err) = unsafe { syscall!(flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) } {
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     return Err(Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: holder(&file) });
                 }

@@ -15,11 +15,31 @@ pub enum Error {
     Zmq { context: String, source: zmq::Error },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// For the call sites that still say only this (the broker, the CLI).
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A command-line flag's value is unusable (exit code 2, like clap's own errors).
     #[error("{0}")]
     BadFlag(String),
+
+    // --- setting up
+    #[error("--io-cpu {cpu}: not a CPU this process may use ({allowed})")]
+    BadCpu { cpu: usize, allowed: String },
+    #[error("ipc path longer than 107 bytes: {}", path.display())]
+    IpcPathTooLong { path: PathBuf },
+    #[error("{} is not valid UTF-8", path.display())]
+    PathNotUtf8 { path: PathBuf },
+    #[error("cannot find {name} next to this program or on PATH (looked in {})", paths(searched))]
+    ExecutableNotFound { name: String, searched: Vec<PathBuf> },
+    #[error("a cluster needs at least one worker")]
+    NoWorkers,
+    #[error("workers did not all register within {waited:?}")]
+    WorkersDidNotRegister { waited: Duration },
+    #[error("the {thread} thread panicked")]
+    ThreadPanicked { thread: &'static str },
+    /// It ended before saying whether it started (a panic, most likely).
+    #[error("the {thread} thread died during start-up")]
+    ThreadDiedAtStart { thread: &'static str },
 
     // --- endpoints
     #[error("a broker is already running on {endpoint}{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
@@ -29,7 +49,7 @@ pub enum Error {
 
     // --- plugins
     /// `advice` ends the line: a near name, where else to look (or nothing).
-    #[error("plugin {name}: not found (looked in {}){advice}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("plugin {name}: not found (looked in {}){advice}", paths(searched))]
     PluginNotFound { name: String, searched: Vec<PathBuf>, advice: String },
     /// `details` holds abi_stable's full report, shown only with `--debug`.
     #[error("plugin {}: {reason}", path.display())]
@@ -71,6 +91,22 @@ pub enum Error {
     BadRequest(String),
     #[error("broker unreachable on {endpoint} (no connection within {waited:?})")]
     BrokerUnreachable { endpoint: String, waited: Duration },
+
+    // --- benchmarks
+    /// A handler called in-process (no worker around it) returned an error.
+    #[error("the handler failed: {0}")]
+    InProcessHandler(String),
+    #[error("{failed} {run} jobs failed")]
+    JobsFailed { failed: u64, run: &'static str },
+    #[error("{jobs} jobs did not all reach the broker's queue within {waited:?}")]
+    JobsNotQueued { jobs: usize, waited: Duration },
+    #[error("unknown helper role {0}")]
+    UnknownHelperRole(String),
+}
+
+/// `a, b, c`, for the places a search looked.
+fn paths(searched: &[PathBuf]) -> String {
+    searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 impl Error {

@@ -45,13 +45,16 @@ pub(crate) mod test_alloc {
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             COUNT.with(|c| c.set(c.get() + 1));
+            // SAFETY: our caller's contract for `layout` is System's.
             unsafe { System.alloc(layout) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from System.alloc with `layout` (alloc defers to it).
             unsafe { System.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             COUNT.with(|c| c.set(c.get() + 1));
+            // SAFETY: as for dealloc; `new_size` is our caller's, valid for System.
             unsafe { System.realloc(ptr, layout, new_size) }
         }
     }

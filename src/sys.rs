@@ -1,6 +1,7 @@
 //! The operating system, checked: every libc call goes through [`syscall!`],
-//! which turns `-1` into the `errno` as an [`std::io::Error`]; and which
-//! threads receive the process's signals.
+//! which turns `-1` into the `errno` as an [`std::io::Error`], or through a
+//! wrapper here for the calls that report errors otherwise (or cannot fail);
+//! and which threads receive the process's signals.
 //!
 //! Why signals matter here: a signal handled by a thread while it is inside
 //! a ZeroMQ call makes that call fail with `EINTR`, and a failed send has
@@ -25,6 +26,9 @@ macro_rules! syscall {
         }
     }};
 }
+
+mod timer;
+pub use timer::Timer;
 
 /// The signals a powerhose program handles or that a shell sends it: they
 /// are delivered to whichever thread does not block them.
@@ -54,13 +58,18 @@ fn process_signal_set() -> libc::sigset_t {
     }
 }
 
-fn thread_mask(how: libc::c_int) -> std::io::Result<()> {
-    let set = process_signal_set();
-    // SAFETY: changes only the calling thread's mask; `set` is initialised.
-    match unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) } {
+/// The pthread functions return the error number instead of setting `errno`.
+fn pthread_result(code: libc::c_int) -> std::io::Result<()> {
+    match code {
         0 => Ok(()),
         errno => Err(std::io::Error::from_raw_os_error(errno)),
     }
+}
+
+fn thread_mask(how: libc::c_int) -> std::io::Result<()> {
+    let set = process_signal_set();
+    // SAFETY: changes only the calling thread's mask; `set` is initialised.
+    pthread_result(unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) })
 }
 
 /// Blocks the process signals in the calling thread (and in the threads it
@@ -96,11 +105,64 @@ pub fn route_process_signals() -> std::io::Result<()> {
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+    if let Err(e) = unsafe { syscall!(gethostname(buf.as_mut_ptr().cast(), buf.len())) } {
+        tracing::debug!("gethostname failed ({e}); \"localhost\" stands in");
         return "localhost".into();
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The calling thread's handle, for [`signal_thread`].
+pub fn current_thread() -> libc::pthread_t {
+    // SAFETY: pthread_self takes nothing and cannot fail.
+    unsafe { libc::pthread_self() }
+}
+
+/// Sends `sig` to `thread`, a thread of this process.
+///
+/// # Safety
+///
+/// `thread` must still run (or not be joined yet): the handle of a thread
+/// that is gone may name nothing, which pthread_kill does not detect.
+pub unsafe fn signal_thread(thread: libc::pthread_t, sig: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: the caller vouches for `thread`.
+    pthread_result(unsafe { libc::pthread_kill(thread, sig) })
+}
+
+/// The real user id of this process.
+pub fn uid() -> u32 {
+    // SAFETY: getuid takes nothing and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Fills `buf` from the kernel's random pool.
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: getrandom writes at most buf.len() bytes into `buf`.
+    let n = unsafe { syscall!(getrandom(buf.as_mut_ptr().cast(), buf.len(), 0)) }?;
+    // Only a signal can cut a read short, and only one of over 256 bytes.
+    if n as usize != buf.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "getrandom returned fewer bytes"));
+    }
+    Ok(())
+}
+
+/// A CPU set that holds `cpu` alone; `None` beyond `CPU_SETSIZE`.
+pub fn cpu_set_of(cpu: usize) -> Option<libc::cpu_set_t> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return None;
+    }
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET only sets a bit of `set` (unsafe as a C macro's stand-in); cpu < CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    Some(set)
+}
+
+/// Whether `set` holds `cpu` (never beyond `CPU_SETSIZE`).
+pub fn cpu_isset(cpu: usize, set: &libc::cpu_set_t) -> bool {
+    // SAFETY: CPU_ISSET only reads a bit of `set` (unsafe as a C macro's stand-in); cpu < CPU_SETSIZE.
+    cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu, set) }
 }
 
 /// `socket.recv`, again when a signal interrupts it (the message is not
@@ -142,6 +204,7 @@ mod tests {
     fn blocked_signals_stay_pending_in_this_thread() {
         std::thread::spawn(|| {
             block_process_signals();
+            // SAFETY: an all-zero sigset_t is valid (and overwritten below).
             let mut current: libc::sigset_t = unsafe { std::mem::zeroed() };
             // SAFETY: reads the calling thread's mask into a local set.
             assert_eq!(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current) }, 0);

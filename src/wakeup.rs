@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::syscall;
 
 /// Clonable handle; every clone sees the same wake-ups.
 #[derive(Clone, Debug)]
@@ -47,8 +48,17 @@ impl Wakeup {
     pub fn requested(&self) -> bool {
         let mut buf = [0u8; 1];
         // SAFETY: MSG_PEEK on our own non-blocking socket into a 1-byte buffer.
-        let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        n > 0
+        match unsafe { syscall!(recv(self.fd(), buf.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)) } {
+            Ok(n) => n > 0,
+            // EAGAIN: nothing written since the last clear.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            // Our own socket pair, open as long as `self`: not expected; the
+            // poll on fd() still sees a request.
+            Err(e) => {
+                tracing::warn!("could not peek at the wake-up pipe: {e}");
+                false
+            }
+        }
     }
 
     /// Consumes pending requests; returns how many there were (one per

@@ -77,6 +77,10 @@ macro_rules! export_plugin {
 
             // The symbol name is abi_stable's mangling of "_as.lib_header.root module loader".
             #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+            // SAFETY: from_constructor needs the loader's module to be an erased
+            // `PluginModRef`, the type named here: `__call_root_module_loader`
+            // erases exactly what `__powerhose_root_module` returns (as
+            // abi_stable's own `#[export_root_module]` does).
             pub static __POWERHOSE_LIB_HEADER: __lib::LibHeader = unsafe {
                 __lib::LibHeader::from_constructor::<$crate::PluginModRef>(
                     __powerhose_erased_module,

@@ -63,7 +63,7 @@ pub fn helper(args: &[String]) -> Result<()> {
                 d.send_multipart(frames, 0).map_err(z("send"))?;
             }
         }
-        _ => Err(Error::Config(format!("unknown helper role {args:?}"))),
+        _ => Err(Error::UnknownHelperRole(format!("{args:?}"))),
     }
 }
 

@@ -109,7 +109,7 @@ pub fn in_process(plugin: &LoadedPlugin, job: &JobRequest, threads: usize, limit
                     while budget.take() {
                         plugin
                             .handle(headers.iter().copied(), &job.data)
-                            .map_err(|e| Error::Config(format!("the handler failed: {e}")))?;
+                            .map_err(|e| Error::InProcessHandler(e.to_string()))?;
                         n += 1;
                     }
                     Ok(n)

@@ -113,7 +113,7 @@ impl BenchCluster {
         let broker = procs::spawn(&find_executable("powerhose-broker")?, &args, pin, &[])?;
         let client = Client::connect(&frontend)?;
         client.ping(Duration::from_secs(10))?;
-        let plugin = plugin.to_str().ok_or_else(|| Error::Config("plugin path is not UTF-8".into()))?;
+        let plugin = plugin.to_str().ok_or_else(|| Error::PathNotUtf8 { path: plugin.to_path_buf() })?;
         let mut wargs = vec!["--plugin", plugin, "--backend", &backend];
         if let Some(p) = params {
             wargs.extend(["--params", p]);
@@ -121,10 +121,11 @@ impl BenchCluster {
         wargs.extend_from_slice(extra_worker);
         let worker_exe = find_executable("powerhose-worker")?;
         let workers = (0..workers).map(|_| procs::spawn(&worker_exe, &wargs, pin, &[])).collect::<Result<Vec<_>>>()?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let wait = Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + wait;
         while client.workers("", Duration::from_secs(5))? < workers.len() {
             if std::time::Instant::now() > deadline {
-                return Err(Error::Config("bench workers did not register within 30 s".into()));
+                return Err(Error::WorkersDidNotRegister { waited: wait });
             }
             std::thread::sleep(Duration::from_millis(10));
         }

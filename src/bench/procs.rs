@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::syscall;
 
 /// A child process killed (SIGKILL) when dropped.
 pub struct Guarded {
@@ -29,15 +30,14 @@ impl Drop for Guarded {
 
 /// Pins the calling thread (and so the threads and processes it starts after) to `cpu`.
 pub fn pin_self(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) targets this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(Error::io(format!("pinning to CPU {cpu}"))(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+    pin_to(cpu).map_err(Error::io(format!("pinning to CPU {cpu}")))
+}
+
+/// Pins the calling thread to `cpu`; only async-signal-safe calls, for `pre_exec` too.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    let set = crate::sys::cpu_set_of(cpu).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: sched_setaffinity(0) changes this thread's set; `set` is a whole cpu_set_t.
+    unsafe { syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)) }.map(drop)
 }
 
 /// Starts `exe args`, pinned to `pin` if given, output discarded unless `quiet` is false.
@@ -47,16 +47,13 @@ pub fn spawn(exe: &Path, args: &[&str], pin: Option<usize>, env: &[(&str, &str)]
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: only async-signal-safe calls between fork and exec; a refusal
+    // fails the spawn (a process that could outlive the bench, or runs
+    // unpinned, would spoil its figures).
     unsafe {
         cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if let Some(cpu) = pin {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            }
-            Ok(())
+            syscall!(prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            pin.map_or(Ok(()), pin_to)
         });
     }
     let child = cmd.spawn().map_err(Error::io(format!("starting {}", exe.display())))?;
@@ -88,12 +85,13 @@ pub fn cpu_time(pid: u32) -> Duration {
 /// CPU time of this process (user + system), all threads, those that ended
 /// included (summing the live threads' would go back when one ends).
 pub fn own_cpu_time() -> Duration {
-    // SAFETY: a zeroed rusage is valid and getrusage only writes it.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
+    // SAFETY: an all-zero rusage is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes `usage`.
+    if let Err(e) = unsafe { syscall!(getrusage(libc::RUSAGE_SELF, &mut usage)) } {
+        // Only a bad `who` or pointer fails, neither of which is possible here.
+        tracing::warn!("getrusage failed: {e}");
+    }
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }

@@ -12,6 +12,7 @@ use super::procs::{self, Guarded};
 use crate::client::{Client, JobRequest};
 use crate::cluster::find_executable;
 use crate::error::{Error, Result};
+use crate::syscall;
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SoakReport {
@@ -29,8 +30,10 @@ pub struct SoakReport {
 
 fn random_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
-    // SAFETY: getrandom into a local buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    // Zeros on failure: the soak then picks the first worker, still one to kill.
+    if let Err(e) = crate::sys::random_bytes(&mut b) {
+        tracing::warn!("getrandom failed: {e}");
+    }
     u64::from_le_bytes(b) % n.max(1)
 }
 
@@ -47,10 +50,11 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
         .stderr(Stdio::null());
     let cluster = Guarded { child: cmd.spawn().map_err(Error::io("starting powerhose"))? };
     let client = Arc::new(Client::connect(&front)?);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait = Duration::from_secs(60);
+    let deadline = Instant::now() + wait;
     while client.workers("", Duration::from_secs(5)).unwrap_or(0) < 4 {
         if Instant::now() > deadline {
-            return Err(Error::Config("the soak cluster did not start".into()));
+            return Err(Error::WorkersDidNotRegister { waited: wait });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -96,8 +100,12 @@ pub fn soak(duration: Duration, mut progress: impl FnMut(&str)) -> Result<SoakRe
             let workers = procs::children(cluster.pid());
             if let Some(&victim) = workers.get(random_below(workers.len() as u64) as usize) {
                 // SAFETY: a worker of the cluster this soak started.
-                unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-                report.workers_killed += 1;
+                match unsafe { syscall!(kill(victim as i32, libc::SIGKILL)) } {
+                    Ok(_) => report.workers_killed += 1,
+                    // It exited by itself since `children` listed it.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => tracing::warn!("could not kill worker {victim}: {e}"),
+                }
             }
             next_kill = Instant::now() + Duration::from_millis(1000 + random_below(2000));
         }

@@ -77,7 +77,7 @@ fn calibrate(plugin: &LoadedPlugin, goal: Duration) -> Result<u32> {
     for _ in 0..10 {
         let start = Instant::now();
         for _ in 0..100 {
-            plugin.handle(headers.iter().copied(), &job.data).map_err(Error::Config)?;
+            plugin.handle(headers.iter().copied(), &job.data).map_err(Error::InProcessHandler)?;
         }
         one = one.min(start.elapsed() / 100);
     }
@@ -123,7 +123,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             };
             let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
             if errors > 0 {
-                return Err(Error::Config(format!("{errors} pipelined echo jobs failed")));
+                return Err(Error::JobsFailed { failed: errors, run: "pipelined echo" });
             }
             rounds.push((rate.jobs_per_s, floor));
         }
@@ -187,10 +187,11 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             let client = Client::connect(&frontend)?;
             client.pipeline((0..n).map(|_| JobRequest::new(vec![b'q'; size])), n, Duration::from_secs(4), |_, _| {})
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let wait = Duration::from_secs(10);
+        let deadline = Instant::now() + wait;
         while client.status(Duration::from_secs(5))?.waiting_for_workers < n {
             if Instant::now() > deadline {
-                return Err(Error::Config("the jobs did not all reach the broker's queue".into()));
+                return Err(Error::JobsNotQueued { jobs: n, waited: wait });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -204,7 +205,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             "≤ 16 MiB + 1.5 × payload",
             queued <= allowed,
         ));
-        filler.join().map_err(|_| Error::Config("filler thread panicked".into()))??;
+        filler.join().map_err(|_| Error::ThreadPanicked { thread: "filler" })??;
         let one = BenchCluster::start(&echo, None, 1, None, &[], &[])?;
         std::thread::sleep(Duration::from_millis(200)); // let the worker settle idle
         let worker = procs::rss(one.workers[0].pid());

@@ -138,11 +138,10 @@ pub fn find_executable(name: &str) -> Result<PathBuf> {
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
         searched.push(dir.join(name));
     }
-    searched
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| Error::Config(format!("cannot find {name} next to this program or on PATH")))
+    match searched.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(Error::ExecutableNotFound { name: name.to_string(), searched }),
+    }
 }
 
 /// Builds a cluster for embedding: `Cluster::builder("libcrypto_job.so").workers(4).start()`.
@@ -229,7 +228,7 @@ impl Cluster {
     /// error before anything starts.
     pub fn start(options: ClusterOptions) -> Result<Cluster> {
         if options.workers == 0 {
-            return Err(Error::Config("a cluster needs at least one worker".into()));
+            return Err(Error::NoWorkers);
         }
         let located = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
         let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
@@ -293,7 +292,7 @@ impl Cluster {
                 let _ = thread.join();
                 return Err(e);
             }
-            Err(_) => return Err(Error::Config("the supervisor thread died during start-up".into())),
+            Err(_) => return Err(Error::ThreadDiedAtStart { thread: "supervisor" }),
         }
         Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, thread: Some(thread) })
     }
@@ -344,7 +343,7 @@ impl Cluster {
         self.stop.trigger();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Config("the supervisor thread panicked".into())),
+            Some(Err(_)) => Err(Error::ThreadPanicked { thread: "supervisor" }),
             None => Ok(()),
         }
     }

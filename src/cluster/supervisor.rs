@@ -15,6 +15,7 @@ use crate::broker::Notice;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
+use crate::syscall;
 use crate::wakeup::Wakeup;
 
 use super::policy::{ExitFacts, RestartPolicy, Verdict};
@@ -30,15 +31,13 @@ impl Spawner {
     fn spawn(&self) -> Result<Managed> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args);
-        // SAFETY: prctl is async-signal-safe. Workers must not outlive the
-        // supervisor thread (it is the one that forks them). SIGKILL, not
-        // SIGTERM: the broker died with the supervisor, so a graceful stop
-        // has nobody to finish jobs for, and nothing can keep a worker alive.
+        // SAFETY: prctl is async-signal-safe (and so is reading errno). Workers
+        // must not outlive the supervisor thread (it is the one that forks
+        // them), so a refusal fails the spawn. SIGKILL, not SIGTERM: the broker
+        // died with the supervisor, so a graceful stop has nobody to finish
+        // jobs for, and nothing can keep a worker alive.
         unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+            cmd.pre_exec(|| syscall!(prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL)).map(drop));
         }
         let child = cmd.spawn().map_err(Error::io(format!("starting {}", self.exe.display())))?;
         Ok(Managed { child, started: Instant::now(), retiring: false })
@@ -60,7 +59,12 @@ impl Managed {
     fn retire(&mut self) {
         self.retiring = true;
         // SAFETY: signalling our own child; SIGTERM makes it unregister and finish its job.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        // It cannot be gone (a child that exited stays a zombie until waited
+        // for), so a failure means something else is wrong: its exit, or the
+        // stop's grace period, still ends it.
+        if let Err(e) = unsafe { syscall!(kill(self.pid() as i32, libc::SIGTERM)) } {
+            tracing::warn!("could not ask worker {} to leave: {e}", self.pid());
+        }
     }
 }
 
@@ -132,7 +136,7 @@ impl Supervisor {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::Config(format!("workers did not all register within {:?}", self.start_timeout)));
+                return Err(Error::WorkersDidNotRegister { waited: self.start_timeout });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -325,7 +329,7 @@ impl Supervisor {
         self.broker_stop.trigger();
         match self.broker.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Config("the broker thread panicked".into())),
+            Some(Err(_)) => Err(Error::ThreadPanicked { thread: "broker" }),
             None => Ok(()),
         }
     }

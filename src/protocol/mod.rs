@@ -75,60 +75,74 @@ pub const COMMAND_LEN: usize = 16;
 const MAGIC: &[u8; 2] = b"PH";
 const VERSION: u8 = 1;
 
-/// The native commands; the byte values are part of the wire format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Command {
-    Request = 0x01,
-    Ping = 0x02,
-    Service = 0x03,
-    Status = 0x04,
-    Control = 0x05,
-    Reply = 0x81,
-    Ready = 0x11,
-    Result = 0x12,
-    Heartbeat = 0x13,
-    Disconnect = 0x14,
-    Return = 0x15,
-    Job = 0x21,
+/// Declares a wire enum, its values and its decoding from one variant list,
+/// so a value added to the enum cannot be missing from the decoding (a value
+/// used twice is an unreachable pattern).
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $repr:ident, decoded by $from_vis:vis fn $from:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $value:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr($repr)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant = $value,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            #[cfg(test)]
+            const ALL: &[$name] = &[$($name::$variant),+];
+
+            $from_vis fn $from(v: $repr) -> Option<$name> {
+                match v {
+                    $($value => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl Command {
-    fn from_byte(b: u8) -> Option<Command> {
-        use Command::*;
-        [Request, Ping, Service, Status, Control, Reply, Ready, Result, Heartbeat, Disconnect, Return, Job]
-            .into_iter()
-            .find(|c| *c as u8 == b)
+wire_enum! {
+    /// The native commands; the byte values are part of the wire format.
+    pub enum Command: u8, decoded by fn from_byte {
+        Request = 0x01,
+        Ping = 0x02,
+        Service = 0x03,
+        Status = 0x04,
+        Control = 0x05,
+        Reply = 0x81,
+        Ready = 0x11,
+        Result = 0x12,
+        Heartbeat = 0x13,
+        Disconnect = 0x14,
+        Return = 0x15,
+        Job = 0x21,
     }
 }
 
-/// Outcome codes carried in the `arg` of `REPLY` and `RESULT`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Status {
-    Ok = 0,
-    /// The handler returned an error (or panicked); the body is its message.
-    HandlerError = 1,
-    /// The job's deadline passed before an answer came.
-    Timeout = 2,
-    /// No worker serves the job's service.
-    NoWorker = 3,
-    /// The worker holding the job disappeared.
-    WorkerLost = 4,
-    /// The service's queue is full.
-    Busy = 5,
-    /// The job named a service no worker has ever registered while others exist.
-    UnknownService = 6,
-    /// The request was malformed; the body says why.
-    BadRequest = 7,
-}
-
-impl Status {
-    pub fn from_u32(v: u32) -> Option<Status> {
-        use Status::*;
-        [Ok, HandlerError, Timeout, NoWorker, WorkerLost, Busy, UnknownService, BadRequest]
-            .into_iter()
-            .find(|s| *s as u32 == v)
+wire_enum! {
+    /// Outcome codes carried in the `arg` of `REPLY` and `RESULT`.
+    pub enum Status: u32, decoded by pub fn from_u32 {
+        Ok = 0,
+        /// The handler returned an error (or panicked); the body is its message.
+        HandlerError = 1,
+        /// The job's deadline passed before an answer came.
+        Timeout = 2,
+        /// No worker serves the job's service.
+        NoWorker = 3,
+        /// The worker holding the job disappeared.
+        WorkerLost = 4,
+        /// The service's queue is full.
+        Busy = 5,
+        /// The job named a service no worker has ever registered while others exist.
+        UnknownService = 6,
+        /// The request was malformed; the body says why.
+        BadRequest = 7,
     }
 }
 

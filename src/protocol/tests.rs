@@ -41,6 +41,18 @@ fn statuses_round_trip_and_unknown_is_none() {
 }
 
 #[test]
+fn every_variant_decodes_back_to_itself() {
+    assert_eq!(Command::ALL.len(), 12);
+    for &c in Command::ALL {
+        assert_eq!(Command::from_byte(c as u8), Some(c));
+    }
+    assert_eq!(Status::ALL.len(), 8);
+    for &s in Status::ALL {
+        assert_eq!(Status::from_u32(s as u32), Some(s));
+    }
+}
+
+#[test]
 fn control_requests_round_trip_as_json() {
     for c in [
         Control::Reload,

@@ -48,15 +48,13 @@ pub const MAX_QUEUE: usize = 10_000;
 /// error instead of a larger result).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_contract_is_consistent() {
-        assert!(MAX_HELD >= 1 && MAX_HELD < MAX_PREFETCH, "a worker holding answers still has work ahead");
-        assert!(DEFAULT_COALESCE < HEARTBEAT_INTERVAL, "held answers never delay a heartbeat's worth");
-        assert!(LEGACY_TIMEOUT > HEARTBEAT_INTERVAL * LIVENESS, "a lost worker is noticed within a legacy job");
-        assert!(u32::try_from(MAX_MESSAGE_BYTES).is_ok(), "inline lengths are u32");
-    }
-}
+// The contract holds together, checked when it compiles.
+const _: () = {
+    assert!(MAX_HELD >= 1 && MAX_HELD < MAX_PREFETCH, "a worker holding answers still has work ahead");
+    assert!(DEFAULT_COALESCE.as_millis() < HEARTBEAT_INTERVAL.as_millis(), "held answers never delay a heartbeat");
+    assert!(
+        LEGACY_TIMEOUT.as_millis() > HEARTBEAT_INTERVAL.as_millis() * LIVENESS as u128,
+        "a lost worker is noticed within a legacy job's time"
+    );
+    assert!(MAX_MESSAGE_BYTES <= u32::MAX as usize, "inline lengths are u32");
+};

@@ -8,17 +8,20 @@
 //! there as this one left (`JOB_BACKLOG`) and the worker has another job at
 //! hand: clients' jobs are queuing anyway, and the held results never wait
 //! longer than the coalescing time. A job that runs over what the worker expects cannot
-//! stretch that: a timer wakes the pulse thread, which sends them.
+//! stretch that: a timer ([`crate::sys::Timer`]) wakes the pulse thread,
+//! which sends them.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
 use crate::protocol::{ResultTail, Status};
+/// The timer that sends held results when they are due; `worker/mod.rs`
+/// still takes it from here.
+pub(crate) use crate::sys::Timer;
 
 /// At most this many results wait at once: a quarter of the most the broker
 /// gives ahead, so a worker that holds answers still has work while the
-/// broker refills it (measured: 16 beats 32 for ~100 µs jobs, 80% vs 75%).
+/// broker refills it (holding more did worse: README, "Why the defaults").
 pub use crate::protocol::MAX_HELD;
 
 /// A finished job whose result is not sent yet.
@@ -91,8 +94,7 @@ impl Held {
 
 /// A hold pays only when this many answers can share one send: for longer
 /// jobs the wake-ups it saves are a rounding error next to the job, and the
-/// wait is pure latency (8 callers on 2 workers, ~10 ms jobs: p90 44 ms
-/// without holds, 48–51 ms when every answer waited for the next job's).
+/// wait is pure latency (README, "Why the defaults").
 const MIN_SHARED: u32 = 4;
 
 /// Whether a just-finished result may wait for the next job's: only under
@@ -114,43 +116,6 @@ pub fn may_hold(
         && held < MAX_HELD
         && held_for + expected < coalesce
         && job_at_hand()
-}
-
-/// A one-shot monotonic timer (timerfd) the pulse thread polls: arming and
-/// disarming cost a syscall but wake nobody; only a timer that fires does.
-pub struct Timer {
-    fd: OwnedFd,
-}
-
-impl Timer {
-    pub fn new() -> std::io::Result<Timer> {
-        // SAFETY: plain syscall; the descriptor is owned below.
-        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    /// Fires once after `after` (zero disarms).
-    pub fn set(&self, after: Duration) {
-        let value = libc::timespec { tv_sec: after.as_secs() as libc::time_t, tv_nsec: after.subsec_nanos() as _ };
-        let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
-        // SAFETY: valid descriptor and itimerspec; the old value is not wanted.
-        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-    }
-
-    /// Consumes a firing so the descriptor stops being readable.
-    pub fn clear(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a local buffer; EAGAIN is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    }
-
-    pub fn poll_item(&self) -> zmq::PollItem<'static> {
-        zmq::PollItem::from_fd(self.fd.as_raw_fd(), zmq::POLLIN)
-    }
 }
 
 #[cfg(test)]
@@ -185,18 +150,5 @@ mod tests {
         assert!(held.push(t0, f(1)));
         assert!(!held.push(t0 + MS, f(2)));
         assert_eq!(held.due(5 * MS), Some(t0 + 5 * MS));
-    }
-
-    #[test]
-    fn the_timer_fires_once_and_can_be_disarmed() {
-        let timer = Timer::new().unwrap();
-        let mut items = [timer.poll_item()];
-        timer.set(MS);
-        assert_eq!(zmq::poll(&mut items, 1000).unwrap(), 1);
-        timer.clear();
-        assert_eq!(zmq::poll(&mut items, 0).unwrap(), 0, "cleared");
-        timer.set(MS);
-        timer.set(Duration::ZERO);
-        assert_eq!(zmq::poll(&mut items, 20).unwrap(), 0, "disarmed");
     }
 }

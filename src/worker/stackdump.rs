@@ -8,6 +8,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::syscall;
+
 const MAX_FRAMES: usize = 96;
 const SIGNAL: libc::c_int = libc::SIGUSR2;
 
@@ -33,30 +35,29 @@ extern "C" fn record(_: libc::c_int) {
 
 /// Installs the handler; call once per process.
 pub fn install() -> std::io::Result<()> {
-    // SAFETY: a plain sigaction with a handler that only touches atomics.
+    // SAFETY: a plain sigaction with a handler that only touches atomics; an
+    // all-zero sigaction is valid, and sigemptyset fills the mask in.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = record as *const () as usize;
         action.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(SIGNAL, &action, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        syscall!(sigemptyset(&mut action.sa_mask))?;
+        syscall!(sigaction(SIGNAL, &action, std::ptr::null_mut()))?;
     }
     Ok(())
 }
 
 /// The calling thread's handle, to pass to [`capture`] later.
 pub fn current_thread() -> libc::pthread_t {
-    // SAFETY: pthread_self cannot fail.
-    unsafe { libc::pthread_self() }
+    crate::sys::current_thread()
 }
 
 /// The return addresses of `thread`'s stack, or `None` if it did not answer.
 pub fn capture(thread: libc::pthread_t) -> Option<Vec<usize>> {
     DONE.store(false, Ordering::Release);
     // SAFETY: `thread` is the job thread, which lives as long as the process.
-    if unsafe { libc::pthread_kill(thread, SIGNAL) } != 0 {
+    if let Err(e) = unsafe { crate::sys::signal_thread(thread, SIGNAL) } {
+        tracing::warn!("could not signal the job thread for its stack: {e}");
         return None;
     }
     let deadline = Instant::now() + Duration::from_secs(1);

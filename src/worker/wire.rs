@@ -7,16 +7,24 @@ use super::WorkerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, ResultTail, Status};
 
+/// `N` random bytes; should the kernel refuse, bits of the clock instead
+/// (they only need to differ between workers, not to be secret), the
+/// fastest-changing last so they weigh most when read little-endian.
+fn random_or_clock<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if let Err(e) = crate::sys::random_bytes(&mut bytes) {
+        tracing::debug!("getrandom failed ({e}); the clock stands in");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        for (b, n) in bytes.iter_mut().rev().zip(nanos.to_le_bytes()) {
+            *b = n;
+        }
+    }
+    bytes
+}
+
 /// A unique identity across hosts: host name, pid and random bits.
 pub(super) fn identity(host: &str) -> String {
-    let mut bytes = [0u8; 4];
-    // SAFETY: getrandom into a local buffer; on failure the time-based fallback is used.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let random = if n == 4 {
-        u32::from_le_bytes(bytes)
-    } else {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
-    };
+    let random = u32::from_le_bytes(random_or_clock());
     format!("{host}-{}-{random:08x}", std::process::id())
 }
 
@@ -77,10 +85,7 @@ pub(super) fn send_raw(socket: &zmq::Socket, frame: impl zmq::Sendable) -> Resul
 
 /// A random duration in `0..=max` (spreads the retirement of workers).
 pub(super) fn jitter(max: Duration) -> Duration {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom into a local buffer.
-    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    max.mul_f64(u64::from_le_bytes(bytes) as f64 / u64::MAX as f64)
+    max.mul_f64(u64::from_le_bytes(random_or_clock()) as f64 / u64::MAX as f64)
 }
 
 /// Reads one multipart message without blocking; `false` when none is waiting.

@@ -21,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, Status};
 use crate::wakeup::Wakeup;
 
-#[path = "mux_stream.rs"]
 mod stream;
 
 /// A reply as it came from the broker: its body is `frame[body]` (the body
