@@ -93,3 +93,36 @@ fn only_a_signal_thread_takes_the_signals_of_brokers_workers_and_clusters() {
     }
     assert_eq!(threads_taking_sigterm(cluster_worker), ["signals"], "a cluster's worker");
 }
+
+/// A worker pelted with SIGTERM while it still holds jobs (an impatient
+/// operator, or a service manager and a supervisor both asking it to stop)
+/// finishes every one of them: no signal may cut a ZeroMQ call short.
+#[test]
+fn a_worker_pelted_with_sigterm_finishes_every_job_it_holds() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let _steady = start_worker(&dir, "test_plugin", &[], "steady");
+    let target = start_worker(&dir, "test_plugin", &[], "target");
+    let (stop, handle) = load(&dir, 8, || JobRequest::new("x").header("action", "sleep").header("ms", "1"));
+    // Let both workers get busy, then signal one for as long as it lives (bounded).
+    wait_until("jobs flowing", T, || dir.client().status(T).unwrap().counters.ok > 50);
+    let deadline = std::time::Instant::now() + T;
+    let mut sent = 0;
+    while alive(target.pid()) && std::time::Instant::now() < deadline {
+        // SAFETY: signalling our own child (a zombie until the guard reaps it).
+        unsafe { libc::kill(target.pid() as i32, libc::SIGTERM) };
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_millis(300)); // more load on the steady worker
+    stop.store(true, Ordering::Relaxed);
+    let (done, failures) = handle.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed after {sent} SIGTERMs: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let log = target.stderr();
+    assert!(!log.contains("error"), "{log}");
+    eprintln!("{sent} SIGTERMs to a busy worker: {done} jobs, 0 failures");
+}
