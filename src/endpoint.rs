@@ -60,8 +60,7 @@ pub fn default_frontend() -> Result<String> {
 /// The default front endpoint, computed without creating the runtime
 /// directory: for checks that must leave no trace.
 pub fn default_frontend_path() -> String {
-    // SAFETY: getuid cannot fail.
-    let dir = runtime_dir_path(|name| std::env::var_os(name), unsafe { libc::getuid() });
+    let dir = runtime_dir_path(|name| std::env::var_os(name), crate::sys::uid());
     format!("ipc://{}", dir.join("front.ipc").display())
 }
 

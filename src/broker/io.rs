@@ -14,8 +14,8 @@ use crate::status::BrokerStatus;
 
 type Msg = zmq::Message;
 
-/// Messages handled per socket before the other gets a turn.
-const BATCH: usize = 256;
+/// Messages read from one socket before the other gets a turn.
+const READS_PER_TURN: usize = 256;
 /// The most frames a message may have; more is malformed anyway.
 const MAX_FRAMES: usize = 4;
 
@@ -79,10 +79,10 @@ impl<'a> Io<'a> {
         }
     }
 
-    /// Reads up to [`BATCH`] messages from `socket` without blocking; true
+    /// Reads up to [`READS_PER_TURN`] messages from `socket` without blocking; true
     /// when it stopped at that bound (more may wait).
     pub fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<bool> {
-        for _ in 0..BATCH {
+        for _ in 0..READS_PER_TURN {
             self.frames.clear();
             self.truncated = false;
             loop {

@@ -91,7 +91,7 @@ fn pump(io: &mut Io<'_>, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>
     } else {
         io.drain(socket, |io, now| io.on_back(now, state, out))
     };
-    assert!(!result.unwrap(), "one message, well under the batch bound");
+    assert!(!result.unwrap(), "one message, well under the read bound");
 }
 
 /// An inline request reaches an inline worker as one patched frame (its

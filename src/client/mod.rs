@@ -46,7 +46,7 @@ impl Client {
     }
 
     /// Runs many jobs at once (all in flight together) and returns their
-    /// results in order; `timeout` bounds the whole batch.
+    /// results in order; `timeout` bounds them all together.
     pub fn execute_many<J: Into<JobRequest>>(
         &self,
         jobs: impl IntoIterator<Item = J>,

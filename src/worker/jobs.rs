@@ -28,16 +28,16 @@ pub(super) struct JobLoop<'a> {
 }
 
 /// A handler's answer, or an error text, before it becomes a message.
-enum Body {
+enum HandlerOutput {
     Plugin(abi_stable::std_types::RVec<u8>),
     Text(String),
 }
 
-impl Body {
+impl HandlerOutput {
     fn bytes(&self) -> &[u8] {
         match self {
-            Body::Plugin(out) => out,
-            Body::Text(text) => text.as_bytes(),
+            HandlerOutput::Plugin(out) => out,
+            HandlerOutput::Text(text) => text.as_bytes(),
         }
     }
 }
@@ -200,7 +200,7 @@ impl JobLoop<'_> {
         let started = Instant::now();
         let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
         let (status, body) = match decoded {
-            Err(e) => (Status::BadRequest, Body::Text(e.to_string())),
+            Err(e) => (Status::BadRequest, HandlerOutput::Text(e.to_string())),
             Ok(headers) => {
                 let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
                 let running = Running { job_id, started, headers: summary, timed_out: false };
@@ -213,10 +213,10 @@ impl JobLoop<'_> {
                     Ok(out) if out.len() > limit => {
                         let msg =
                             format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());
-                        (Status::HandlerError, Body::Text(msg))
+                        (Status::HandlerError, HandlerOutput::Text(msg))
                     }
-                    Ok(out) => (Status::Ok, Body::Plugin(out)),
-                    Err(msg) => (Status::HandlerError, Body::Text(msg)),
+                    Ok(out) => (Status::Ok, HandlerOutput::Plugin(out)),
+                    Err(msg) => (Status::HandlerError, HandlerOutput::Text(msg)),
                 }
             }
         };

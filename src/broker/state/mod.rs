@@ -184,9 +184,19 @@ struct InFlight<M> {
     job_id: u64,
     route: ClientRoute<M>,
     /// Kept only when the job may be retried.
-    retry: Option<(M, M, u32, bool)>,
+    retry: Option<Retry<M>>,
     deadline: Instant,
     received: Instant,
+}
+
+/// What it takes to send a job again after its worker is lost: copies of
+/// its parts, and how many more times it may go.
+#[derive(Debug)]
+struct Retry<M> {
+    headers: M,
+    data: M,
+    retries: u32,
+    inline: bool,
 }
 
 #[derive(PartialEq, Eq, Debug, Clone, Copy)]
@@ -233,6 +243,13 @@ impl<M> Worker<M> {
             _ => 1,
         }
     }
+}
+
+/// The worker in `slot`, which the caller knows is live: slots come from
+/// `by_identity`, the idle lists and dispatch, which name live ones only.
+/// (A function of the field, not of `self`, so other fields stay free.)
+fn live<M>(workers: &mut [Option<Worker<M>>], slot: usize) -> &mut Worker<M> {
+    workers[slot].as_mut().expect("slots in use name live workers")
 }
 
 struct Service<M> {
@@ -373,9 +390,13 @@ impl<M: Payload> BrokerState<M> {
             let job_id = self.next_job_id;
             self.next_job_id += 1;
             let timeout_ms = (job.deadline - now).as_millis().clamp(1, u32::MAX as u128) as u32;
-            let retry =
-                (job.retries > 0).then(|| (job.headers.duplicate(), job.data.duplicate(), job.retries, job.inline));
-            let worker = self.workers[slot].as_mut().expect("dispatch to a live worker");
+            let retry = (job.retries > 0).then(|| Retry {
+                headers: job.headers.duplicate(),
+                data: job.data.duplicate(),
+                retries: job.retries,
+                inline: job.inline,
+            });
+            let worker = live(&mut self.workers, slot);
             if worker.jobs.is_empty() {
                 worker.current_since = now;
             }

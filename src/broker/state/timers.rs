@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{
-    BrokerState, InFlight, Output, Payload, Queued, Status, Vitality, WorkerState, LOCAL_SILENCE_LIMIT, QUEUE_CHECK,
-    SHUTTING_DOWN,
+    live, BrokerState, InFlight, Output, Payload, Queued, Status, Vitality, WorkerState, LOCAL_SILENCE_LIMIT,
+    QUEUE_CHECK, SHUTTING_DOWN,
 };
 use crate::status::{ServiceStatus, WorkerStatus};
 
@@ -42,7 +42,7 @@ impl<M: Payload> BrokerState<M> {
         // dead worker about to be removed.
         for (identity, _) in &dead {
             let slot = self.by_identity[identity];
-            let worker = self.workers[slot].as_mut().expect("indexed worker is live");
+            let worker = live(&mut self.workers, slot);
             worker.state = WorkerState::Stuck;
             let service = worker.service;
             self.services[service].idle.retain(|&s| s != slot);

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{Answer, BrokerState, Job, Output, Payload, Queued, Service, Worker, WorkerState};
+use super::{live, Answer, BrokerState, Job, Output, Payload, Queued, Retry, Service, Worker, WorkerState};
 use crate::protocol::{Registration, Status};
 
 /// Weight of the newest sample in a worker's time-per-job average.
@@ -14,7 +14,7 @@ impl<M: Payload> BrokerState<M> {
     fn refresh(&mut self, now: Instant, identity: &[u8]) -> Option<usize> {
         let slot = *self.by_identity.get(identity)?;
         let expiry = now + self.config.heartbeat_interval * self.config.liveness;
-        let worker = self.workers[slot].as_mut().expect("indexed worker is live");
+        let worker = live(&mut self.workers, slot);
         if worker.starved {
             let silent = now.saturating_duration_since(worker.last_seen);
             tracing::info!("worker {} heard again after {silent:.1?} of silence", worker.info.pid);
@@ -32,7 +32,7 @@ impl<M: Payload> BrokerState<M> {
     /// their way reach it and are answered.
     pub fn worker_ready(&mut self, now: Instant, identity: &[u8], info: Registration, out: &mut Vec<Output<M>>) {
         if let Some(slot) = self.refresh(now, identity) {
-            let worker = self.workers[slot].as_mut().expect("live");
+            let worker = live(&mut self.workers, slot);
             worker.info = Registration { service: worker.info.service.clone(), ..info };
             if worker.state == WorkerState::Leaving {
                 return;
@@ -107,7 +107,7 @@ impl<M: Payload> BrokerState<M> {
         let Some(slot) = self.refresh(now, identity) else {
             return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
-        let worker = self.workers[slot].as_mut().expect("live");
+        let worker = live(&mut self.workers, slot);
         let Some(position) = worker.jobs.iter().position(|j| j.job_id == job_id) else {
             self.counters.bad_requests += 1;
             tracing::warn!(job_id, "worker {} answered a job it does not hold; ignored", worker.info.pid);
@@ -138,10 +138,10 @@ impl<M: Payload> BrokerState<M> {
             }
         } else if still_busy {
             // Its handler still runs: nothing new until it registers again.
-            self.workers[slot].as_mut().expect("live").state = WorkerState::Stuck;
+            live(&mut self.workers, slot).state = WorkerState::Stuck;
         } else {
             if idle {
-                self.workers[slot].as_mut().expect("live").state = WorkerState::Idle;
+                live(&mut self.workers, slot).state = WorkerState::Idle;
                 self.services[service].idle.push_back(slot);
             }
             self.dispatch(now, service, out);
@@ -162,14 +162,14 @@ impl<M: Payload> BrokerState<M> {
         let Some(slot) = self.refresh(now, identity) else {
             return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
-        let worker = self.workers[slot].as_mut().expect("live");
+        let worker = live(&mut self.workers, slot);
         let Some(position) = worker.jobs.iter().position(|j| j.job_id == job_id) else {
             self.counters.bad_requests += 1;
             return;
         };
         let inflight = worker.jobs.remove(position).expect("position is valid");
         let (service, idle, state) = (worker.service, worker.jobs.is_empty(), worker.state);
-        let retries = inflight.retry.map_or(0, |(_, _, r, _)| r);
+        let retries = inflight.retry.map_or(0, |r| r.retries);
         let job = Job {
             route: inflight.route,
             headers,
@@ -184,7 +184,7 @@ impl<M: Payload> BrokerState<M> {
             self.forget(slot);
             out.push(Output::Disconnect { identity: identity.to_vec() });
         } else if idle && state == WorkerState::Busy {
-            self.workers[slot].as_mut().expect("live").state = WorkerState::Idle;
+            live(&mut self.workers, slot).state = WorkerState::Idle;
             self.services[service].idle.push_back(slot);
         }
         self.dispatch(now, service, out);
@@ -204,7 +204,7 @@ impl<M: Payload> BrokerState<M> {
         let Some(slot) = self.refresh(now, identity) else {
             return out.push(Output::Disconnect { identity: identity.to_vec() });
         };
-        let worker = self.workers[slot].as_mut().expect("live");
+        let worker = live(&mut self.workers, slot);
         let service = worker.service;
         self.services[service].idle.retain(|&s| s != slot);
         if worker.jobs.is_empty() {
@@ -228,7 +228,7 @@ impl<M: Payload> BrokerState<M> {
     /// says its process is `pid`: its death is judged by its process.
     pub fn worker_is_local(&mut self, identity: &[u8], pid: u32) {
         if let Some(&slot) = self.by_identity.get(identity) {
-            self.workers[slot].as_mut().expect("indexed worker is live").local_pid = Some(pid);
+            live(&mut self.workers, slot).local_pid = Some(pid);
         }
     }
 
@@ -246,13 +246,13 @@ impl<M: Payload> BrokerState<M> {
     /// (first in line) if it allows it, or answered `WorkerLost`.
     pub(super) fn remove_worker(&mut self, now: Instant, identity: &[u8], why: &'static str, out: &mut Vec<Output<M>>) {
         let Some(&slot) = self.by_identity.get(identity) else { return };
-        let held = std::mem::take(&mut self.workers[slot].as_mut().expect("live").jobs);
-        let service = self.workers[slot].as_ref().expect("live").service;
+        let held = std::mem::take(&mut live(&mut self.workers, slot).jobs);
+        let service = live(&mut self.workers, slot).service;
         self.forget(slot);
         // Reversed, so that pushing each to the front keeps their order.
         for inflight in held.into_iter().rev() {
             match inflight.retry {
-                Some((headers, data, retries, inline)) if inflight.deadline > now => {
+                Some(Retry { headers, data, retries, inline }) if inflight.deadline > now => {
                     self.counters.retried += 1;
                     let job = Job {
                         route: inflight.route,
