@@ -15,9 +15,6 @@ pub enum Error {
     Zmq { context: String, source: zmq::Error },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
-    /// For the call sites that still say only this (the broker, the CLI).
-    #[error("invalid configuration: {0}")]
-    Config(String),
     /// A command-line flag's value is unusable (exit code 2, like clap's own errors).
     #[error("{0}")]
     BadFlag(String),
@@ -27,6 +24,8 @@ pub enum Error {
     BadCpu { cpu: usize, allowed: String },
     #[error("ipc path longer than 107 bytes: {}", path.display())]
     IpcPathTooLong { path: PathBuf },
+    #[error("the {role} endpoint {endpoint} is in use by another program")]
+    EndpointInUse { endpoint: String, role: &'static str },
     #[error("{} is not valid UTF-8", path.display())]
     PathNotUtf8 { path: PathBuf },
     #[error("cannot find {name} next to this program or on PATH (looked in {})", paths(searched))]

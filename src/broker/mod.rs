@@ -93,14 +93,14 @@ fn router(ctx: &zmq::Context, max_message_bytes: i64) -> Result<zmq::Socket> {
     Ok(socket)
 }
 
-fn bind(socket: &zmq::Socket, endpoint: &str, role: &str) -> Result<()> {
+fn bind(socket: &zmq::Socket, endpoint: &str, role: &'static str) -> Result<()> {
     socket.bind(endpoint).map_err(|e| match e {
         // tcp refuses a second bind by itself; name the broker if one answers there.
         zmq::Error::EADDRINUSE => {
             let pid = crate::client::Client::connect(endpoint).ok().and_then(|c| c.ping(Duration::from_secs(1)).ok());
             match pid {
                 Some(pid) => Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: Some(pid) },
-                None => Error::Config(format!("the {role} endpoint {endpoint} is in use by another program")),
+                None => Error::EndpointInUse { endpoint: endpoint.to_string(), role },
             }
         }
         e => Error::Zmq { context: format!("binding the {role} endpoint {endpoint}"), source: e },

@@ -14,15 +14,14 @@
 use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
-use crate::protocol::{ResultTail, Status};
 /// The timer that sends held results when they are due; `worker/mod.rs`
 /// still takes it from here.
-pub(crate) use crate::sys::Timer;
 
 /// At most this many results wait at once: a quarter of the most the broker
 /// gives ahead, so a worker that holds answers still has work while the
 /// broker refills it (holding more did worse: README, "Why the defaults").
 pub use crate::protocol::MAX_HELD;
+use crate::protocol::{ResultTail, Status};
 
 /// A finished job whose result is not sent yet.
 pub struct Finished {

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
 use crate::protocol::{Command, CommandFrame, Registration};
+use crate::sys::Timer;
 use crate::wakeup::Wakeup;
-use coalesce::{Held, Timer};
+use coalesce::Held;
 use jobs::JobLoop;
 use wire::{connect, identity, jitter, send};
 

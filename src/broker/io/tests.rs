@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::protocol::{encode_headers, encode_request_tail, split_job_arg, Registration, ResultTail};
+use crate::protocol::{Command, CommandFrame};
 use crate::test_alloc::allocations;
 
 fn msg(bytes: &[u8]) -> Msg {

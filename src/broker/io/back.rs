@@ -1,0 +1,65 @@
+//! Messages from workers (the back socket): registrations, answers,
+//! returned jobs, heartbeats and departures.
+
+use std::time::Instant;
+
+use super::{Io, Msg};
+use crate::broker::state::{Answer, BrokerState, Output};
+use crate::protocol::parse::{parse_back, Back};
+
+impl Io<'_> {
+    pub fn on_back(&mut self, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
+        let mut frames = std::mem::take(&mut self.frames);
+        let identity = frames.remove(0);
+        let body = if frames.len() == 2 { frames.pop() } else { None };
+        let mut views: [&[u8]; 2] = [&[]; 2];
+        let n = frames.len().min(1);
+        if let Some(head) = frames.first() {
+            views[0] = head;
+        }
+        if let Some(b) = &body {
+            views[n] = b;
+        }
+        let count = n + usize::from(body.is_some());
+        let parsed = if self.truncated || frames.len() > 1 {
+            Back::Bad("too many frames".into())
+        } else {
+            parse_back(&views[..count])
+        };
+        match parsed {
+            Back::Ready(reg) => {
+                tracing::info!(pid = reg.pid, service = %reg.service, host = %reg.host, "worker registered");
+                // Its connection's event was sent before its READY: read it.
+                self.read_events();
+                let local = self.peers.connected(reg.pid).then_some(reg.pid);
+                state.worker_ready(now, &identity, reg, out);
+                if let Some(pid) = local {
+                    state.worker_is_local(&identity, pid);
+                }
+            }
+            Back::Result { job_id, status, tail, inline } => {
+                let (still_busy, run_us, inline) = (tail.still_busy, tail.run_us, inline.is_some());
+                // An inline RESULT frame is its own body: it becomes the REPLY.
+                let body = if inline { frames.pop() } else { body }.unwrap_or_else(Msg::new);
+                let answer = Answer { job_id, status, still_busy, run_us, body, inline };
+                state.worker_result(now, &identity, answer, out);
+            }
+            Back::Return { job_id, headers } => {
+                let headers = Msg::from(headers);
+                state.worker_return(now, &identity, job_id, headers, body.expect("RETURN has its data"), out);
+            }
+            Back::Heartbeat => state.worker_heartbeat(now, &identity, out),
+            Back::Disconnect => {
+                tracing::info!("worker {} unregistered", String::from_utf8_lossy(&identity));
+                state.worker_disconnect(now, &identity, out);
+            }
+            Back::Bad(why) => {
+                state.counters.bad_requests += 1;
+                tracing::warn!("bad message from a worker: {why}");
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+        self.flush(state, out);
+    }
+}

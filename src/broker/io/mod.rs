@@ -1,0 +1,123 @@
+//! The broker's I/O: reads messages off the front and back sockets, turns
+//! them into [`state`](super::state) events with the pure parsers of
+//! [`crate::protocol::parse`], and sends what the state machine emits.
+//! Reading is here; what a client's and a worker's messages mean is in
+//! [`front`] and [`back`], and sending in [`send`].
+
+mod back;
+mod front;
+mod send;
+
+use std::time::Instant;
+
+use super::state::{Body, BrokerState, ClientRoute, Output};
+use super::vitals::Peers;
+use super::BrokerOptions;
+use crate::error::{Error, Result};
+use crate::protocol::Status;
+use crate::status::BrokerStatus;
+
+type Msg = zmq::Message;
+
+/// Messages read from one socket before the other gets a turn.
+const READS_PER_TURN: usize = 256;
+/// The most frames a message may have; more is malformed anyway.
+const MAX_FRAMES: usize = 4;
+
+/// The loop's sockets and reusable buffers.
+pub(super) struct Io<'a> {
+    front: &'a zmq::Socket,
+    back: &'a zmq::Socket,
+    frames: Vec<Msg>,
+    /// The message being handled had more than [`MAX_FRAMES`] frames.
+    truncated: bool,
+    buf: Vec<u8>,
+    pid: u32,
+    started: Instant,
+    options: &'a BrokerOptions,
+    /// The back socket's monitor: who is connected over ipc.
+    events: Option<&'a zmq::Socket>,
+    peers: Peers,
+}
+
+impl<'a> Io<'a> {
+    pub fn new(front: &'a zmq::Socket, back: &'a zmq::Socket, options: &'a BrokerOptions) -> Self {
+        Io {
+            front,
+            back,
+            frames: Vec::new(),
+            truncated: false,
+            buf: Vec::new(),
+            pid: std::process::id(),
+            started: Instant::now(),
+            options,
+            events: None,
+            peers: Peers::default(),
+        }
+    }
+
+    /// Reads the back socket's connections from its monitor.
+    pub fn watch(&mut self, events: &'a zmq::Socket) {
+        self.events = Some(events);
+    }
+
+    /// Applies pending monitor events.
+    pub fn read_events(&mut self) {
+        let Some(events) = self.events else { return };
+        while let Some((event, fd)) = super::vitals::read_event(events) {
+            self.peers.on_event(event, fd);
+        }
+    }
+
+    fn status(&self, now: Instant, state: &BrokerState<Msg>) -> BrokerStatus {
+        BrokerStatus {
+            pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            frontend: self.options.frontend.clone(),
+            backend: self.options.backend.clone(),
+            services: state.services().collect(),
+            waiting_for_workers: state.waiting_for_workers(),
+            workers: state.workers(now),
+            counters: state.counters.clone(),
+            latency_ms: state.latency.latency(),
+        }
+    }
+
+    /// Reads up to [`READS_PER_TURN`] messages from `socket` without blocking; true
+    /// when it stopped at that bound (more may wait).
+    pub fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<bool> {
+        for _ in 0..READS_PER_TURN {
+            self.frames.clear();
+            self.truncated = false;
+            loop {
+                let mut msg = Msg::new();
+                match crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT) {
+                    Ok(()) => {}
+                    Err(zmq::Error::EAGAIN) => return Ok(false),
+                    Err(e) => return Err(Error::zmq("receiving")(e)),
+                }
+                let more = msg.get_more();
+                // Past MAX_FRAMES the message is malformed: keep reading it
+                // to its end, but not its frames.
+                if self.frames.len() <= MAX_FRAMES {
+                    self.frames.push(msg);
+                } else {
+                    self.truncated = true;
+                }
+                if !more {
+                    break;
+                }
+            }
+            handle(self, Instant::now());
+        }
+        Ok(true)
+    }
+
+    fn reply_text(&self, out: &mut Vec<Output<Msg>>, route: ClientRoute<Msg>, status: Status, text: String) {
+        out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(text.into()) });
+    }
+}
+
+#[cfg(test)]
+mod tests;
