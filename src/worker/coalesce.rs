@@ -14,14 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
-/// The timer that sends held results when they are due; `worker/mod.rs`
-/// still takes it from here.
-
-/// At most this many results wait at once: a quarter of the most the broker
-/// gives ahead, so a worker that holds answers still has work while the
-/// broker refills it (holding more did worse: README, "Why the defaults").
-pub use crate::protocol::MAX_HELD;
-use crate::protocol::{ResultTail, Status};
+use crate::protocol::{ResultTail, Status, MAX_HELD};
 
 /// A finished job whose result is not sent yet.
 pub struct Finished {
