@@ -166,8 +166,7 @@ pub fn render_result(result: &[u8], print_hex: bool, stdout_is_terminal: bool) -
     (Cow::Borrowed(result), None)
 }
 
-/// Exit code for bad flags, the same as clap's for flags it rejects itself.
-pub const EXIT_BAD_FLAG: i32 = 2;
+pub use crate::EXIT_BAD_FLAG;
 
 /// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`) and returns
 /// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble,

@@ -6,14 +6,18 @@
 //! [client]. [`cluster`] runs a broker and its workers as one supervised unit.
 
 pub mod affinity;
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod broker;
+#[cfg(feature = "tools")]
 pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "tools")]
 pub mod ghosts;
+#[cfg(feature = "tools")]
 pub mod health;
 pub mod plugin;
 pub mod protocol;
@@ -27,6 +31,9 @@ pub use error::{Error, Result};
 
 /// Exit status of a process whose plugin could not be found, loaded or initialised.
 pub const EXIT_PLUGIN: i32 = 3;
+
+/// Exit status of a program given an unusable flag value (as clap's own errors).
+pub const EXIT_BAD_FLAG: i32 = 2;
 
 /// Counts this thread's heap allocations, for tests that prove a path
 /// allocates nothing.

@@ -151,7 +151,7 @@ pub fn check_in_child(exe: &Path, args: &[OsString], timeout: Duration) -> Resul
         }
     };
     Err(match status.code() {
-        Some(crate::cli::EXIT_BAD_FLAG) => Error::BadFlag(message),
+        Some(crate::EXIT_BAD_FLAG) => Error::BadFlag(message),
         _ => Error::PluginCheck { message, details },
     })
 }
