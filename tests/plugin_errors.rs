@@ -92,20 +92,7 @@ fn the_powerhose_command_reports_a_bad_plugin_and_exits_3() {
     let stderr = proc.stderr();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("plugin libnothere.so: not found"), "{stderr}");
-
-    // A plugin that is found but fails in init: checked once, before any worker starts.
-    let p = plugin("test_plugin");
-    let params = r#"{"fail_init":"no"}"#;
-    let mut proc = Proc::spawn(
-        POWERHOSE,
-        &["--plugin", p.to_str().unwrap(), "--workers", "1", "--frontend", &front, "--params", params],
-        &dir,
-        "ph2",
-    );
-    let status = proc.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert_eq!(status.code(), Some(3), "{}", proc.stderr());
-    assert!(proc.stderr().contains("failed to initialise: no"), "{}", proc.stderr());
-    assert!(dir.leftovers().is_empty(), "{:?}", dir.leftovers());
+    // A plugin found but failing in init: tests/newcomer.rs (one line, exit 3, nothing bound).
 }
 
 #[test]
