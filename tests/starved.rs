@@ -126,3 +126,27 @@ fn a_worker_pelted_with_sigterm_finishes_every_job_it_holds() {
     assert!(!log.contains("error"), "{log}");
     eprintln!("{sent} SIGTERMs to a busy worker: {done} jobs, 0 failures");
 }
+
+/// The other side of judging a local worker by its process: one that is
+/// stopped while it holds a job is hung, not starved, and its job is
+/// answered once its heartbeats are missed (here 3 × 200 ms).
+#[test]
+fn a_stopped_local_worker_loses_its_job_after_its_heartbeats() {
+    let dir = TestDir::new();
+    let fast = ["--heartbeat-ms", "200"];
+    let _broker = start_broker(&dir, &fast);
+    let worker = start_worker(&dir, "test_plugin", &fast, "worker");
+    let started = dir.path().join("started");
+    let (client, file) = (dir.client(), started.to_str().unwrap().to_string());
+    let call = std::thread::spawn(move || {
+        let job = JobRequest::new("x").header("action", "sleep").header("ms", "10000").header("file", file);
+        let t = std::time::Instant::now();
+        (client.execute(job, T), t.elapsed())
+    });
+    wait_until("the job to start", T, || started.exists());
+    worker.signal(libc::SIGSTOP);
+    let (result, waited) = call.join().unwrap();
+    worker.signal(libc::SIGCONT);
+    assert!(matches!(result, Err(powerhose::Error::WorkerLost(_))), "{result:?}");
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+}
