@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+pub use crate::EXIT_BAD_FLAG;
+
 use crate::broker::state::Config;
 use crate::error::Error;
 use crate::protocol;
@@ -165,8 +167,6 @@ pub fn render_result(result: &[u8], print_hex: bool, stdout_is_terminal: bool) -
     }
     (Cow::Borrowed(result), None)
 }
-
-pub use crate::EXIT_BAD_FLAG;
 
 /// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`) and returns
 /// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble,
