@@ -29,28 +29,30 @@ fn answer_times(client: &powerhose::Client, jobs: Vec<JobRequest>) -> Vec<u128> 
     at.into_iter().map(|t| t.expect("every job answered")).collect()
 }
 
-/// One worker whose jobs take 50 ms and may hold answers `coalesce_ms`; the
-/// broker gives it 1 + (2 + coalesce + 8) / 50 jobs at a time (8 ms: the
-/// worker's SCHED_BATCH I/O allowance).
+/// One worker whose jobs take 200 ms and may hold answers `coalesce_ms`; the
+/// broker gives it 1 + (2 + coalesce + 8) / 200 jobs at a time (8 ms: the
+/// worker's SCHED_BATCH I/O allowance). Jobs this long leave room for a busy
+/// machine's scheduling delays in every bound below.
 fn one_worker(dir: &TestDir, coalesce_ms: &str) -> (Proc, Proc, powerhose::Client) {
     let broker = start_broker(dir, &[]);
     let worker = start_worker(dir, "test_plugin", &["--coalesce-ms", coalesce_ms], "worker");
     let client = dir.client();
     // The broker and the worker learn how long the jobs take.
     for _ in 0..2 {
-        client.execute(nap(50), T).unwrap();
+        client.execute(nap(200), T).unwrap();
     }
     (broker, worker, client)
 }
 
-/// Eight short jobs, a 3-s one, then three short ones. The worker holds six
-/// jobs at a time (1 + 260 / 50 with 250 ms of coalescing): jobs 0-5 go to
+/// Eight short jobs, a 4-s one, then three short ones. The worker holds six
+/// jobs at a time (1 + 1110 / 200 with 1.1 s of coalescing; still six if a
+/// busy machine stretches a job to 222 ms): jobs 0-5 go to
 /// it at once, while no job waits; jobs 6-10 leave the broker as answers
 /// come back, while later ones still wait (backlog).
 fn jobs() -> Vec<JobRequest> {
-    let mut jobs: Vec<JobRequest> = (0..8).map(|_| nap(50)).collect();
-    jobs.push(nap(3000));
-    jobs.extend((0..3).map(|_| nap(50)));
+    let mut jobs: Vec<JobRequest> = (0..8).map(|_| nap(200)).collect();
+    jobs.push(nap(4000));
+    jobs.extend((0..3).map(|_| nap(200)));
     jobs
 }
 
@@ -64,29 +66,30 @@ fn times_with(coalesce_ms: &str) -> Vec<u128> {
 
 #[test]
 fn a_held_answer_leaves_when_due_even_while_a_long_job_runs() {
-    // 250 ms: room for four 50-ms answers and more, so they may be held.
-    // Jobs 0-5 are answered at once (~50 ms apart). The answers of jobs 6
-    // and 7 (done at ~350 and ~400 ms) are held for the next ones; job 8
-    // runs 3 s, so the timer sends them when the oldest is due, at ~600 ms.
-    let times = times_with("250");
-    assert!(times[0] < 120 && times[5] < 420, "no backlog when they left: {times:?}");
-    assert!(times[6..8].iter().all(|&t| t >= 580), "jobs 6 and 7's answers were held: {times:?}");
-    assert!(times[6..8].iter().all(|&t| t < 1500), "held answers left when due, not after the long job: {times:?}");
-    assert!(times[8] >= 3400, "{times:?}");
+    // 1.1 s: room for four 200-ms answers and more, so they may be held.
+    // Jobs 0-5 are answered at once (~200 ms apart). The answers of jobs 6
+    // and 7 (done at ~1.4 and ~1.6 s) are held for the next ones; job 8
+    // runs 4 s (to ~5.6 s), so the timer sends them when the oldest is
+    // due, at ~2.5 s.
+    let times = times_with("1100");
+    assert!(times[0] < 480 && times[5] < 1680, "no backlog when they left: {times:?}");
+    assert!(times[6..8].iter().all(|&t| t >= 2320), "jobs 6 and 7's answers were held: {times:?}");
+    assert!(times[6..8].iter().all(|&t| t < 4400), "held answers left when due, not after the long job: {times:?}");
+    assert!(times[8] >= 5600, "{times:?}");
 }
 
 #[test]
 fn with_coalescing_off_every_answer_leaves_at_once() {
     let times = times_with("0");
-    assert!(times[6] < 500 && times[7] < 550, "{times:?}");
+    assert!(times[6] < 2000 && times[7] < 2200, "{times:?}");
 }
 
 #[test]
 fn answers_of_jobs_too_long_to_share_a_send_are_never_held() {
-    // 190 ms holds fewer than four 50-ms answers: not worth the wait. The
-    // worker holds four or five jobs (1 + 200 / a little over 50), so job 4
-    // or 5 is the first sent under backlog: held, job 4 (done at ~250 ms)
-    // would leave at ~400 ms, or job 5 (done at ~300 ms) at ~490 ms.
-    let times = times_with("190");
-    assert!(times[4] < 350 && times[5] < 420, "{times:?}");
+    // 760 ms holds fewer than four 200-ms answers: not worth the wait. The
+    // worker holds four or five jobs (1 + 770 / a little over 200), so job 4
+    // or 5 is the first sent under backlog: held, job 4 (done at ~1 s)
+    // would leave at ~1.6 s, or job 5 (done at ~1.2 s) at ~1.96 s.
+    let times = times_with("760");
+    assert!(times[4] < 1400 && times[5] < 1680, "{times:?}");
 }

@@ -164,6 +164,10 @@ struct Service<M> {
     idle: VecDeque<usize>,
     queue: VecDeque<Queued<M>>,
     workers: usize,
+    /// When its last worker left (meaningful while `workers` is 0): a job
+    /// waits for a replacement the whole grace period from then, even if it
+    /// was queued earlier, behind a worker that was stuck and died.
+    workerless_since: Instant,
 }
 
 pub struct BrokerState<M> {

@@ -62,8 +62,15 @@ impl<M: Payload> BrokerState<M> {
         let grace = self.config.no_worker_grace;
         for i in 0..self.services.len() {
             let no_workers = self.services[i].workers == 0;
+            let since = self.services[i].workerless_since;
             let name = self.services[i].name.clone();
-            self.expire(now, out, |s| &mut s.services[i].queue, move |q| no_workers && now >= q.since + grace, &name);
+            self.expire(
+                now,
+                out,
+                |s| &mut s.services[i].queue,
+                move |q| no_workers && now >= q.since.max(since) + grace,
+                &name,
+            );
         }
         self.expire(now, out, |s| &mut s.limbo, |q| now >= q.since + grace, "any service");
     }

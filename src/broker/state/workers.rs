@@ -54,6 +54,7 @@ impl<M: Payload> BrokerState<M> {
                     idle: VecDeque::new(),
                     queue: VecDeque::new(),
                     workers: 0,
+                    workerless_since: now,
                 });
                 self.service_index.insert(name, self.services.len() - 1);
                 self.services.len() - 1
@@ -133,7 +134,7 @@ impl<M: Payload> BrokerState<M> {
         out.push(Output::Reply { route: inflight.route, status, pid, body });
         if state == WorkerState::Leaving {
             if idle {
-                self.forget(slot);
+                self.forget(now, slot);
                 out.push(Output::Disconnect { identity: identity.to_vec() });
             }
         } else if still_busy {
@@ -181,7 +182,7 @@ impl<M: Payload> BrokerState<M> {
         };
         self.services[service].queue.push_front(Queued { job, since: now, service: None });
         if idle && state == WorkerState::Leaving {
-            self.forget(slot);
+            self.forget(now, slot);
             out.push(Output::Disconnect { identity: identity.to_vec() });
         } else if idle && state == WorkerState::Busy {
             live(&mut self.workers, slot).state = WorkerState::Idle;
@@ -208,7 +209,7 @@ impl<M: Payload> BrokerState<M> {
         let service = worker.service;
         self.services[service].idle.retain(|&s| s != slot);
         if worker.jobs.is_empty() {
-            self.forget(slot);
+            self.forget(now, slot);
             out.push(Output::Disconnect { identity: identity.to_vec() });
         } else {
             worker.state = WorkerState::Leaving;
@@ -233,12 +234,15 @@ impl<M: Payload> BrokerState<M> {
     }
 
     /// Drops a worker's bookkeeping (its jobs must already be dealt with).
-    pub(super) fn forget(&mut self, slot: usize) {
+    pub(super) fn forget(&mut self, now: Instant, slot: usize) {
         let worker = self.workers[slot].take().expect("live");
         self.by_identity.remove(&worker.identity);
         let service = &mut self.services[worker.service];
         service.idle.retain(|&s| s != slot);
         service.workers -= 1;
+        if service.workers == 0 {
+            service.workerless_since = now;
+        }
         self.free_slots.push(slot);
     }
 
@@ -248,7 +252,7 @@ impl<M: Payload> BrokerState<M> {
         let Some(&slot) = self.by_identity.get(identity) else { return };
         let held = std::mem::take(&mut live(&mut self.workers, slot).jobs);
         let service = live(&mut self.workers, slot).service;
-        self.forget(slot);
+        self.forget(now, slot);
         // Reversed, so that pushing each to the front keeps their order.
         for inflight in held.into_iter().rev() {
             match inflight.retry {
