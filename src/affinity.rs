@@ -66,6 +66,7 @@ pub struct PinGuard {
 }
 
 impl PinGuard {
+    /// Pins now; [`Error::BadCpu`] if `cpu` is not one this process may use.
     pub fn new(cpu: Option<usize>) -> Result<PinGuard> {
         let Some(cpu) = cpu else { return Ok(PinGuard { saved: None }) };
         let saved = current()?;

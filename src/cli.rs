@@ -73,6 +73,8 @@ pub struct WorkerLifecycleArgs {
 }
 
 impl WorkerLifecycleArgs {
+    /// Sets these flags' values in `options`; a negative or unrepresentable
+    /// number is an [`Error::BadFlag`].
     pub fn apply(&self, options: &mut crate::worker::WorkerOptions) -> Result<(), Error> {
         let secs = |v: f64, flag: &str| -> Result<Option<Duration>, Error> {
             let d = Duration::try_from_secs_f64(v)
@@ -94,6 +96,7 @@ impl WorkerLifecycleArgs {
 }
 
 impl BrokerArgs {
+    /// The broker's routing tunables from these flags.
     pub fn config(&self) -> Config {
         Config {
             max_queue: self.max_queue,

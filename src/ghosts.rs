@@ -20,8 +20,11 @@ use crate::syscall;
 /// A broker process that is not the live one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ghost {
+    /// Its process id.
     pub pid: u32,
+    /// Why it counts as a ghost (it holds the endpoint's lock, or does not answer `PING`).
     pub why: &'static str,
+    /// Its command line, for the operator to recognise it.
     pub cmdline: String,
 }
 
@@ -65,6 +68,7 @@ fn frontend_of(pid: u32) -> Option<String> {
     Some(format!("ipc://{}", runtime_dir_path(var, uid).join("front.ipc").display()))
 }
 
+/// Whether process `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))

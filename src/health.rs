@@ -12,13 +12,18 @@ use crate::status::BrokerStatus;
 /// A Nagios state, with its exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nagios {
+    /// The broker answers and has workers.
     Ok = 0,
+    /// The broker answers but has no worker registered.
     Warning = 1,
+    /// No broker answers on the endpoint, or it answers badly.
     Critical = 2,
+    /// The check itself could not run (an unusable endpoint).
     Unknown = 3,
 }
 
 impl Nagios {
+    /// The state's name as the check line starts with it (`OK`, `WARNING`, ...).
     pub fn label(self) -> &'static str {
         match self {
             Nagios::Ok => "OK",

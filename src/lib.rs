@@ -1,9 +1,11 @@
 //! powerhose: a worker pool that turns CPU-bound work into I/O-bound work.
 //!
-//! An application hands a job to a [broker](broker) over ZeroMQ; the broker
+//! An application hands a job to a [broker] over ZeroMQ; the broker
 //! routes it to an idle [worker] process, which runs it through a job-handler
 //! [plugin] (a `cdylib` with a stable ABI) and sends the answer back to the
 //! [client]. [`cluster`] runs a broker and its workers as one supervised unit.
+
+#![deny(missing_docs)]
 
 pub mod affinity;
 #[cfg(feature = "tools")]

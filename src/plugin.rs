@@ -159,8 +159,11 @@ pub fn check_in_child(exe: &Path, args: &[OsString], timeout: Duration) -> Resul
 /// A loaded, initialised plugin. The library stays mapped for the life of the
 /// process: abi_stable never unloads, so a new plugin version needs a new worker.
 pub struct LoadedPlugin {
+    /// The library file it was loaded from.
     pub path: PathBuf,
+    /// The name it exports (the default service name).
     pub name: String,
+    /// The version it exports.
     pub version: String,
     handler: HandlerBox,
 }

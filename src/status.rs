@@ -6,65 +6,102 @@ use serde::{Deserialize, Serialize};
 /// The broker's state at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BrokerStatus {
+    /// The broker's process id (what `ping` returns).
     pub pid: u32,
+    /// The broker's powerhose version.
     pub version: String,
+    /// Seconds since the broker started.
     pub uptime_s: f64,
+    /// The endpoint clients connect to.
     pub frontend: String,
+    /// The endpoint workers connect to.
     pub backend: String,
+    /// One entry per service a worker has registered for, in order of first registration.
     pub services: Vec<ServiceStatus>,
     /// Jobs waiting for a service's first worker to register.
     #[serde(default)]
     pub waiting_for_workers: usize,
+    /// Every registered worker, including those leaving.
     pub workers: Vec<WorkerStatus>,
+    /// How the jobs it answered ended, since it started.
     pub counters: Counters,
     /// Broker-side latency of answered jobs, from receipt to reply.
     pub latency_ms: Latency,
 }
 
+/// One service: its workers and its queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
+    /// The service's name (its workers' plugin name, unless set otherwise).
     pub name: String,
+    /// Workers registered for it now (zero once all have gone: a service is never forgotten).
     pub workers: usize,
+    /// Of those, how many wait for a job.
     pub idle: usize,
+    /// Jobs waiting in its queue for a worker (at most the broker's `--max-queue`).
     pub queued: usize,
 }
 
+/// One registered worker, as the broker sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
+    /// Its ZeroMQ identity: host name, pid and random bits.
     pub identity: String,
+    /// Its process id on its host, as it registered.
     pub pid: u32,
+    /// The host it runs on, as it registered.
     pub host: String,
+    /// The service it serves.
     pub service: String,
+    /// Its plugin's name.
     pub plugin: String,
+    /// Its plugin's version.
     pub plugin_version: String,
-    /// `idle`, `busy` or `leaving`.
+    /// `idle`, `busy`, `leaving` (finishing its jobs, then gone) or `stuck`
+    /// (a job timed out while its handler still runs).
     pub state: String,
+    /// Jobs it has answered since it registered.
     pub jobs_done: u64,
     /// Jobs it holds now (more than one when it is given jobs ahead).
     #[serde(default)]
     pub in_flight: usize,
+    /// Milliseconds since the broker last heard from it (any message, heartbeats too).
     pub last_seen_ms: u64,
 }
 
 /// Outcome counters since the broker started.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// Jobs a worker answered with success.
     pub ok: u64,
+    /// Jobs a worker answered with an error (the handler failed or panicked).
     pub errors: u64,
+    /// Jobs answered `TIMEOUT`, by a worker or by the broker (expired while queued).
     pub timeouts: u64,
+    /// Jobs answered `WORKER_LOST`: their worker died or went silent and no retry was left.
     pub lost: u64,
+    /// Jobs re-queued after their worker was lost (their `retry` header allowed it).
     pub retried: u64,
+    /// Requests refused because the service's queue was full.
     pub busy: u64,
+    /// Requests answered `NO_WORKER` (no worker came in time, or the broker was shutting down).
     pub no_worker: u64,
+    /// Malformed messages, requests for unknown services, and worker answers to jobs they do not hold.
     pub bad_requests: u64,
 }
 
+/// A latency distribution in milliseconds (about 3% resolution).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
+    /// How many jobs were measured.
     pub count: u64,
+    /// Median, in ms.
     pub p50: f64,
+    /// 90th percentile, in ms.
     pub p90: f64,
+    /// 99th percentile, in ms.
     pub p99: f64,
+    /// The slowest, in ms.
     pub max: f64,
 }
 
@@ -81,6 +118,7 @@ impl Histogram {
     const GROUPS: usize = 32;
     const BUCKETS: usize = Self::SUB * Self::GROUPS;
 
+    /// An empty histogram (one allocation, about 8 KiB).
     pub fn new() -> Self {
         Histogram { counts: Box::new([0; Self::BUCKETS]), total: 0, max: 0 }
     }
@@ -103,6 +141,7 @@ impl Histogram {
         }
     }
 
+    /// Counts one value, in microseconds; never allocates.
     pub fn record(&mut self, us: u64) {
         self.counts[Self::bucket(us)] += 1;
         self.total += 1;
@@ -125,6 +164,7 @@ impl Histogram {
         self.max
     }
 
+    /// The summary `STATUS` reports, converted to milliseconds.
     pub fn latency(&self) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {

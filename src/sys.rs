@@ -1,4 +1,4 @@
-//! The operating system, checked: every libc call goes through [`syscall!`],
+//! The operating system, checked: every libc call goes through `syscall!`,
 //! which turns `-1` into the `errno` as an [`std::io::Error`], or through a
 //! wrapper here for the calls that report errors otherwise (or cannot fail);
 //! and which threads receive the process's signals.

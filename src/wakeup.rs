@@ -17,6 +17,7 @@ pub struct Wakeup {
 }
 
 impl Wakeup {
+    /// A handle that nothing triggers yet.
     pub fn new() -> Result<Self> {
         let (read, write) = UnixStream::pair().map_err(Error::io("creating the shutdown pipe"))?;
         read.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
@@ -39,6 +40,7 @@ impl Wakeup {
         self.on_signals(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
     }
 
+    /// Wakes every poller of this handle (and its clones) until cleared.
     pub fn trigger(&self) {
         // A full pipe already holds a stop request.
         let _ = (&self.inner.1).write(&[1]);

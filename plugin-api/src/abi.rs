@@ -16,7 +16,9 @@ use abi_stable::{
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct RHeader<'a> {
+    /// The header's name as the client sent it (free-form; names may repeat).
     pub name: RStr<'a>,
+    /// The header's value, UTF-8 text.
     pub value: RStr<'a>,
 }
 

@@ -34,6 +34,8 @@
 //! abi_stable checks all of this at load time; the worker turns its (very long)
 //! report into one line and shows the full text only with `--debug`.
 
+#![deny(missing_docs)]
+
 mod abi;
 mod author;
 

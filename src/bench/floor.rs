@@ -84,11 +84,17 @@ fn round_trip(s: &zmq::Socket, payload: &[u8]) -> Result<()> {
 /// the endpoints, the payload, messages in flight when pipelined, how long
 /// each measurement lasts and an optional CPU for every helper.
 pub struct Setup<'a> {
+    /// The executable that serves the helper roles (`powerhose-bench` itself).
     pub exe: &'a Path,
+    /// Where the helpers' ipc endpoints go.
     pub dir: &'a Path,
+    /// The message sent back and forth.
     pub payload: &'a [u8],
+    /// Messages in flight in the pipelined measurement.
     pub window: usize,
+    /// How long each measurement lasts.
     pub duration: Duration,
+    /// Pin every helper process to this CPU.
     pub pin: Option<usize>,
 }
 

@@ -13,7 +13,9 @@ use crate::plugin::LoadedPlugin;
 /// How long a measurement lasts: a time, or a number of jobs.
 #[derive(Clone, Copy, Debug)]
 pub enum Limit {
+    /// Run for this long.
     Time(Duration),
+    /// Run this many jobs (in all, across threads).
     Jobs(u64),
 }
 
@@ -24,6 +26,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget starting now.
     pub fn new(limit: Limit) -> Budget {
         match limit {
             Limit::Time(d) => Budget { end: Some(Instant::now() + d), left: i64::MAX.into() },
@@ -31,6 +34,7 @@ impl Budget {
         }
     }
 
+    /// Whether one more job may run (counts it against a job limit).
     pub fn take(&self) -> bool {
         match self.end {
             Some(end) => Instant::now() < end,
@@ -50,18 +54,26 @@ impl Budget {
 /// Latency percentiles, in microseconds.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Lat {
+    /// How many calls were measured.
     pub count: u64,
+    /// Median, in µs.
     pub p50_us: f64,
+    /// 90th percentile, in µs.
     pub p90_us: f64,
+    /// 99th percentile, in µs.
     pub p99_us: f64,
+    /// The slowest, in µs.
     pub max_us: f64,
 }
 
 /// Jobs per second over a run.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Rate {
+    /// Jobs completed.
     pub jobs: u64,
+    /// The run's wall-clock time, in seconds.
     pub secs: f64,
+    /// `jobs / secs`.
     pub jobs_per_s: f64,
 }
 

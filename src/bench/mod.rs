@@ -34,15 +34,23 @@ pub enum Mode {
 /// One benchmark configuration.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
+    /// The plugin library to measure.
     pub plugin: PathBuf,
+    /// Parameters for its init (JSON, or `key:value|key2:value2`).
     pub params: Option<String>,
+    /// The job sent again and again.
     pub job: JobRequest,
+    /// Workers in the cluster, and threads for the in-process ideal.
     pub workers: usize,
+    /// How jobs go through the cluster.
     pub mode: Mode,
+    /// How long each measurement lasts.
     pub limit: Limit,
     /// Measure against this running broker instead of starting a cluster.
     pub frontend: Option<String>,
+    /// Also measure the raw ZeroMQ floor on the same transport and payload.
     pub floor: bool,
+    /// Pin this process, the broker, the workers and the floor helpers to this CPU.
     pub pin: Option<usize>,
     /// Extra flags for the cluster's workers.
     pub worker_args: Vec<String>,
@@ -54,30 +62,46 @@ pub struct BenchOptions {
 /// CPU time per job, in microseconds.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CpuPerJob {
+    /// This process (all its threads), per job.
     pub client_us: f64,
+    /// The broker process, per job.
     pub broker_us: f64,
+    /// All worker processes together, per job.
     pub workers_us: f64,
 }
 
 /// The figures of one configuration.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// The CPU count and model.
     pub machine: String,
+    /// The plugin's name and version.
     pub plugin: String,
+    /// The job's data size, in bytes.
     pub payload_bytes: usize,
+    /// Workers in the cluster (threads for the in-process ideal).
     pub workers: usize,
+    /// How jobs were sent ([`Mode`], as text).
     pub mode: String,
+    /// The CPU everything was pinned to (`--pin`).
     pub pinned_cpu: Option<usize>,
     /// Broker, workers' I/O threads and client on this CPU (`--io-cpu`).
     pub io_cpu: Option<usize>,
+    /// The handler called in-process on one thread.
     pub in_process_1_thread: Rate,
+    /// The handler called in-process on `workers` threads: the ideal.
     pub in_process_n_threads: Rate,
+    /// Jobs through the broker and workers.
     pub cluster: Rate,
+    /// Client-side latency of the jobs through the cluster.
     pub latency: Lat,
+    /// Jobs through the cluster that failed (not counted in `cluster` or `latency`).
     pub errors: u64,
+    /// CPU time per job through the cluster (only when the bench started the cluster).
     pub cpu_per_job: Option<CpuPerJob>,
     /// Cluster throughput / in-process N-thread throughput.
     pub verdict_ratio: f64,
+    /// The raw ZeroMQ figures, when asked for (`--floor`).
     pub floor: Option<floor::Floor>,
     /// Our p50 / the proxy-hop floor's p50.
     pub latency_ratio_to_proxy_floor: Option<f64>,
@@ -87,13 +111,19 @@ pub struct Report {
 
 /// A broker and workers as separate processes, killed on drop.
 pub struct BenchCluster {
+    /// The `powerhose-broker` process.
     pub broker: Guarded,
+    /// The `powerhose-worker` processes.
     pub workers: Vec<Guarded>,
+    /// The broker's front endpoint.
     pub frontend: String,
+    /// The directory of its ipc endpoints, removed on drop.
     pub dir: PathBuf,
 }
 
 impl BenchCluster {
+    /// Starts the broker, then the workers (extra flags for each), and waits
+    /// up to 30 s for all workers to register; `pin` pins every process.
     pub fn start(
         plugin: &Path,
         params: Option<&str>,

@@ -12,10 +12,12 @@ use crate::syscall;
 
 /// A child process killed (SIGKILL) when dropped.
 pub struct Guarded {
+    /// The process.
     pub child: Child,
 }
 
 impl Guarded {
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

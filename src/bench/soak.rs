@@ -14,17 +14,28 @@ use crate::cluster::find_executable;
 use crate::error::{Error, Result};
 use crate::syscall;
 
+/// What a soak saw: load, failures and memory (a cluster of 4 workers, 4 callers).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SoakReport {
+    /// How long the load ran, in seconds.
     pub seconds: f64,
+    /// Jobs sent.
     pub requests: u64,
+    /// Jobs that succeeded.
     pub ok: u64,
+    /// Failed jobs by [`Error`] variant name (`WorkerLost`, `Timeout`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// Workers killed with SIGKILL (one every 1 to 3 s).
     pub workers_killed: u64,
+    /// The cluster process's resident memory once its workers registered, in KiB.
     pub broker_rss_start_kib: u64,
+    /// The cluster process's resident memory at the end, in KiB.
     pub broker_rss_end_kib: u64,
+    /// Each worker's resident memory at the start, in KiB.
     pub worker_rss_start_kib: Vec<u64>,
+    /// Each worker's resident memory at the end (replacements included), in KiB.
     pub worker_rss_end_kib: Vec<u64>,
+    /// The longest a job took, failures included, in ms.
     pub slowest_ms: f64,
 }
 

@@ -20,12 +20,18 @@ pub struct Target {
     pub pass: bool,
 }
 
+/// Every target's figures, and the floors they were compared with.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SuiteReport {
+    /// The CPU count and model.
     pub machine: String,
+    /// How long the whole suite took, in seconds.
     pub seconds: f64,
+    /// Each target, measured and judged.
     pub targets: Vec<Target>,
+    /// The ZeroMQ floor with no process pinned.
     pub floor_unpinned: floor::Floor,
+    /// The ZeroMQ floor with every process on one CPU.
     pub floor_pinned: floor::Floor,
 }
 

@@ -18,8 +18,11 @@ use vitals::Vitals;
 /// Everything a broker needs to start.
 #[derive(Clone, Debug)]
 pub struct BrokerOptions {
+    /// The endpoint clients connect to (`ipc://...` or `tcp://...`).
     pub frontend: String,
+    /// The endpoint workers connect to.
     pub backend: String,
+    /// The routing rules' tunables: queue bound, heartbeats, prefetch.
     pub config: Config,
     /// Timeout for Powerhose-format jobs, which carry none (Powerhose's client
     /// gave up after 7.5 s at most).
@@ -44,18 +47,23 @@ pub enum Notice {
 
 /// The broker's end of [`Notice`]s: a channel and a wake-up to poll.
 pub struct Inbox {
+    /// The notices, read when `wake` fires.
     pub rx: std::sync::mpsc::Receiver<Notice>,
+    /// Triggered by the sender after each notice, so the broker's poll wakes.
     pub wake: Wakeup,
 }
 
 /// The supervisor's end of `CONTROL` requests: a channel and a wake-up.
 #[derive(Clone, Debug)]
 pub struct ControlSink {
+    /// Where the broker puts each request.
     pub tx: std::sync::mpsc::Sender<Control>,
+    /// Triggered after each request is sent, so the supervisor wakes.
     pub wake: Wakeup,
 }
 
 impl BrokerOptions {
+    /// Options for these two endpoints, everything else at its default.
     pub fn new(frontend: impl Into<String>, backend: impl Into<String>) -> Self {
         BrokerOptions {
             frontend: frontend.into(),

@@ -7,16 +7,21 @@ use std::time::Duration;
 /// One job: data, headers and the service that should run it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobRequest {
+    /// The service to run it; empty means "the only one there is".
     pub service: String,
+    /// Name–value pairs the handler sees in this order (names may repeat).
     pub headers: Vec<(String, String)>,
+    /// The payload, passed to the handler untouched.
     pub data: Vec<u8>,
 }
 
 impl JobRequest {
+    /// A job with this data, no headers, for the only service there is.
     pub fn new(data: impl Into<Vec<u8>>) -> Self {
         JobRequest { data: data.into(), ..Default::default() }
     }
 
+    /// Adds a header (after those already set).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -64,8 +69,11 @@ impl From<&str> for JobRequest {
 /// than `overflows` times in a row; later than `max_overflow` is a timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeoutPolicy {
+    /// The answer is on time within this.
     pub timeout: Duration,
+    /// The longest the client waits; a late answer within it may still be accepted.
     pub max_overflow: Duration,
+    /// Late answers in a row accepted from one worker before the next is a timeout.
     pub overflows: u32,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! One `Client` is `Send + Sync`: threads share it and keep many jobs in
 //! flight over its one DEALER socket (request ids; a REQ socket whose peer
-//! dies is stuck for good). See [`mux`] for how threads share the socket.
+//! dies is stuck for good). See `mux` for how threads share the socket.
 
 mod job;
 mod mux;
@@ -32,6 +32,7 @@ impl Client {
         Ok(Client { endpoint: endpoint.to_string(), mux: Mux::connect(endpoint)?, late: Mutex::default() })
     }
 
+    /// The broker endpoint this client was connected to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

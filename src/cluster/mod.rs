@@ -34,12 +34,17 @@ pub const WORKER_EXE: &str = "powerhose-worker";
 pub struct ClusterOptions {
     /// `--plugin` as given (path or bare name, see [`crate::plugin::locate`]).
     pub plugin: String,
+    /// Another directory to search for a bare plugin name (`--plugin-dir`).
     pub plugin_dir: Option<PathBuf>,
     /// JSON (or `key:value|key2:value2`) handed to the plugin's init.
     pub params: Option<String>,
+    /// How many workers to keep running.
     pub workers: usize,
+    /// The endpoint clients connect to.
     pub frontend: String,
+    /// The endpoint the workers connect to.
     pub backend: String,
+    /// The broker's routing tunables (its heartbeat and liveness also go to the workers).
     pub broker: Config,
     /// Job timeouts and max age of the workers (their backend, heartbeat and
     /// liveness come from this cluster's endpoints and broker settings).
@@ -53,6 +58,7 @@ pub struct ClusterOptions {
     /// How long stopping workers may take to finish their job before SIGKILL
     /// [default: the workers' hard timeout plus 2 s, else 32 s].
     pub stop_grace: Option<Duration>,
+    /// Pass `--debug` to the workers: debug logging and plugin errors in full.
     pub debug: bool,
 }
 
@@ -159,6 +165,7 @@ impl ClusterBuilder {
         self
     }
 
+    /// How many workers to run (default: one per CPU).
     pub fn workers(self, n: usize) -> Self {
         self.with(|o| o.workers = n)
     }
@@ -167,14 +174,17 @@ impl ClusterBuilder {
         let json = json.into();
         self.with(|o| o.params = Some(json))
     }
+    /// Another directory to search for a bare plugin name.
     pub fn plugin_dir(self, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         self.with(|o| o.plugin_dir = Some(dir))
     }
+    /// The worker executable to run, instead of looking for `powerhose-worker`.
     pub fn worker_exe(self, exe: impl Into<PathBuf>) -> Self {
         let exe = exe.into();
         self.with(|o| o.worker_exe = Some(exe))
     }
+    /// Binds these endpoints instead of the cluster's own private ones.
     pub fn endpoints(self, frontend: impl Into<String>, backend: impl Into<String>) -> Self {
         let (f, b) = (frontend.into(), backend.into());
         self.with(|o| {
@@ -193,6 +203,7 @@ impl ClusterBuilder {
     pub fn configure(self, f: impl FnOnce(&mut ClusterOptions)) -> Self {
         self.with(f)
     }
+    /// Starts the cluster ([`Cluster::start`]); an error in building the options surfaces here.
     pub fn start(self) -> Result<Cluster> {
         Cluster::start(self.options?)
     }
@@ -210,6 +221,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A builder for a cluster running `plugin` (a path, or a bare name to search for).
     pub fn builder(plugin: impl Into<String>) -> ClusterBuilder {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let options = ClusterOptions::new(plugin).and_then(|mut o| {
@@ -302,10 +314,12 @@ impl Cluster {
         Client::connect(&self.frontend)
     }
 
+    /// The endpoint clients connect to.
     pub fn frontend(&self) -> &str {
         &self.frontend
     }
 
+    /// The plugin file the workers load, resolved to an absolute path.
     pub fn plugin_path(&self) -> &Path {
         &self.plugin_path
     }

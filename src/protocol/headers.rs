@@ -22,6 +22,7 @@ pub struct HeaderIter<'a> {
 }
 
 impl<'a> HeaderIter<'a> {
+    /// Iterates over the encoded headers in `frame` (a tail's headers part).
     pub fn new(frame: &'a [u8]) -> Self {
         HeaderIter { rest: frame }
     }

@@ -19,8 +19,15 @@ const SEPARATOR: &[u8] = b":::";
 /// A decoded Powerhose request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LegacyRequest<'a> {
+    /// The body `PING`: answered with the broker's pid.
     Ping,
-    Job { headers: Vec<(&'a str, &'a str)>, data: &'a [u8] },
+    /// A job.
+    Job {
+        /// Its headers in order (none for `NONE`).
+        headers: Vec<(&'a str, &'a str)>,
+        /// Its data: everything after the first `:::`.
+        data: &'a [u8],
+    },
 }
 
 /// Parses one request body.
@@ -78,8 +85,11 @@ pub fn encode_reply(pid: u32, ok: bool, body: &[u8]) -> Vec<u8> {
 /// A decoded reply: worker pid, success, result or message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct LegacyReply<'a> {
+    /// The pid of the worker that ran the job (the broker's, for its own errors).
     pub pid: u32,
+    /// `OK` (true) or `ERROR` (false).
     pub ok: bool,
+    /// The result, or the error message.
     pub body: &'a [u8],
 }
 

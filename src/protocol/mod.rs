@@ -97,6 +97,7 @@ macro_rules! wire_enum {
             #[cfg(test)]
             const ALL: &[$name] = &[$($name::$variant),+];
 
+            /// The value's variant; `None` for a value the wire format does not define.
             $from_vis fn $from(v: $repr) -> Option<$name> {
                 match v {
                     $($value => Some($name::$variant),)+
@@ -110,17 +111,29 @@ macro_rules! wire_enum {
 wire_enum! {
     /// The native commands; the byte values are part of the wire format.
     pub enum Command: u8, decoded by fn from_byte {
+        /// Client → broker: run a job (service and headers in the tail, then the data).
         Request = 0x01,
+        /// Client → broker: is the broker there? Answered with its pid.
         Ping = 0x02,
+        /// Client → broker: how many workers serve a service (all, if the tail is empty).
         Service = 0x03,
+        /// Client → broker: the broker's [`crate::status::BrokerStatus`], as JSON.
         Status = 0x04,
+        /// Client → broker: a [`Control`] request for the cluster's supervisor.
         Control = 0x05,
+        /// Broker → client: the answer to any of the above; `arg` is a [`Status`].
         Reply = 0x81,
+        /// Worker → broker: register (a [`Registration`] in the tail), or register again.
         Ready = 0x11,
+        /// Worker → broker: a job's answer; `arg` is a [`Status`], the tail a [`ResultTail`].
         Result = 0x12,
+        /// Either way between broker and worker: still alive.
         Heartbeat = 0x13,
+        /// Either way between broker and worker: leaving (or: register again, from the broker).
         Disconnect = 0x14,
+        /// Worker → broker: a job handed back unrun (its handler is stuck), to go first in line again.
         Return = 0x15,
+        /// Broker → worker: run a job; `arg` is the ms left and the backlog bit (see [`job_arg`]).
         Job = 0x21,
     }
 }
@@ -128,6 +141,7 @@ wire_enum! {
 wire_enum! {
     /// Outcome codes carried in the `arg` of `REPLY` and `RESULT`.
     pub enum Status: u32, decoded by pub fn from_u32 {
+        /// Success; the body is the handler's result.
         Ok = 0,
         /// The handler returned an error (or panicked); the body is its message.
         HandlerError = 1,
@@ -157,9 +171,13 @@ pub const INLINE_MAX: usize = 2048;
 /// A decoded command frame; `tail` and `data` borrow from the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommandFrame<'a> {
+    /// What the message is.
     pub command: Command,
+    /// The client's request id, or the broker's job id (0 when unused).
     pub id: u64,
+    /// A timeout in ms or a [`Status`], depending on the command (0 when unused).
     pub arg: u32,
+    /// The bytes after the fixed 16, up to any inline data; their meaning depends on the command.
     pub tail: &'a [u8],
     /// Inline data: the frame ends with the data and its length (u32 LE)
     /// and has [`INLINE`] set.
@@ -167,6 +185,7 @@ pub struct CommandFrame<'a> {
 }
 
 impl<'a> CommandFrame<'a> {
+    /// A frame without inline data.
     pub fn new(command: Command, id: u64, arg: u32, tail: &'a [u8]) -> Self {
         CommandFrame { command, id, arg, tail, data: None }
     }
@@ -213,12 +232,15 @@ impl<'a> CommandFrame<'a> {
         msg
     }
 
+    /// The frame's bytes, in a new buffer.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         self.encode_into(&mut buf);
         buf
     }
 
+    /// Reads a frame; a short frame, wrong magic or version, unknown command
+    /// or inconsistent inline length is an [`Error::Protocol`].
     pub fn decode(frame: &'a [u8]) -> Result<Self> {
         if frame.len() < COMMAND_LEN {
             return Err(Error::Protocol(format!("command frame of {} bytes, need {COMMAND_LEN}", frame.len())));
@@ -268,8 +290,10 @@ pub enum Control {
     Reload,
     /// Run `workers` workers, or change the count by `delta`.
     Scale {
+        /// The number of workers to run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workers: Option<usize>,
+        /// How many workers to add (positive) or retire (negative).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delta: Option<i64>,
     },
@@ -318,6 +342,7 @@ pub struct ResultTail {
 }
 
 impl ResultTail {
+    /// The tail's bytes and how many of them to send (1, or 5 with a run time).
     pub fn encode(self) -> ([u8; 5], usize) {
         let mut bytes = [u8::from(self.still_busy), 0, 0, 0, 0];
         match self.run_us {
@@ -343,9 +368,13 @@ impl ResultTail {
 pub struct Registration {
     /// The service the worker serves (its plugin's name unless overridden).
     pub service: String,
+    /// The worker's process id on its host.
     pub pid: u32,
+    /// The worker's host name.
     pub host: String,
+    /// The name its plugin exports.
     pub plugin: String,
+    /// The version its plugin exports.
     pub plugin_version: String,
     /// Under backlog the worker may hold a finished result this long (µs),
     /// to send several together; the broker gives it that much more work ahead.
@@ -361,10 +390,12 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Registration {
+    /// The `READY` tail: the registration as JSON.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("registration serialises")
     }
 
+    /// Reads a `READY` tail; JSON that does not fit is an [`Error::Protocol`].
     pub fn decode(tail: &[u8]) -> Result<Self> {
         serde_json::from_slice(tail).map_err(|e| Error::Protocol(format!("bad READY registration: {e}")))
     }

@@ -12,39 +12,61 @@ pub enum Front<'a> {
     LegacyPing,
     /// A Powerhose 0.7 job; its headers are re-encoded for the worker.
     LegacyJob {
+        /// Its `service` header, or empty (the only service there is).
         service: &'a str,
+        /// Its `retry` header: re-sends allowed if its worker is lost (0 if absent or not a number).
         retries: u32,
+        /// All its headers, in order.
         headers: Vec<(&'a str, &'a str)>,
+        /// The job's data.
         data: &'a [u8],
     },
     /// A REQ envelope with a bad body: answerable in the Powerhose format.
     LegacyBad(String),
+    /// `PING`: answer with the broker's pid.
     Ping {
+        /// The client's request id, echoed in the reply.
         req_id: u64,
     },
+    /// `SERVICE`: how many workers serve `name`.
     Service {
+        /// The client's request id, echoed in the reply.
         req_id: u64,
+        /// The service name as sent (empty: all services); not yet checked for UTF-8.
         name: &'a [u8],
     },
+    /// `STATUS`: answer with the broker's status JSON.
     Status {
+        /// The client's request id, echoed in the reply.
         req_id: u64,
     },
+    /// `CONTROL`: a request for the cluster's supervisor.
     Control {
+        /// The client's request id, echoed in the reply.
         req_id: u64,
+        /// The decoded request, or why its JSON is unusable.
         request: Result<Control, String>,
     },
     /// A job; its data is inline, or else the message's last frame.
     Request {
+        /// The client's request id, echoed in the reply.
         req_id: u64,
+        /// The client's timeout, in ms from receipt.
         timeout_ms: u32,
+        /// The service named, or empty (the only service there is).
         service: &'a str,
+        /// The encoded headers, passed to the worker as they are.
         headers: &'a [u8],
+        /// Its `retry` header: re-sends allowed if its worker is lost (0 if absent or not a number).
         retries: u32,
+        /// The data, when it came inline in the command frame.
         inline: Option<&'a [u8]>,
     },
     /// A native message with a request id but something wrong: answerable.
     BadNative {
+        /// The client's request id, echoed in the `BAD_REQUEST` reply.
         req_id: u64,
+        /// What is wrong, for the reply's body.
         why: String,
     },
     /// Nothing to answer to (no request id, no REQ envelope).
@@ -106,21 +128,31 @@ fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
 /// A message on the back (worker) socket.
 #[derive(Debug, PartialEq)]
 pub enum Back<'a> {
+    /// `READY`: a worker registers (again) and can take a job.
     Ready(Registration),
     /// An answer; its body is inline, or else the second frame (empty when missing).
     Result {
+        /// The broker's id of the job answered.
         job_id: u64,
+        /// The outcome (a status a worker may not send reads as `HandlerError`).
         status: Status,
+        /// Whether the handler still runs, and its run time.
         tail: ResultTail,
+        /// The body, when it came inline in the command frame.
         inline: Option<&'a [u8]>,
     },
     /// A job handed back; its data is the second frame.
     Return {
+        /// The broker's id of the job handed back.
         job_id: u64,
+        /// Its encoded headers, as the `JOB` carried them.
         headers: &'a [u8],
     },
+    /// `HEARTBEAT`: the worker is alive.
     Heartbeat,
+    /// `DISCONNECT`: the worker unregisters; it finishes the jobs it holds, then leaves.
     Disconnect,
+    /// Anything else; the text says what was wrong (the broker logs it and counts a bad request).
     Bad(String),
 }
 

@@ -12,6 +12,7 @@ pub struct Timer {
 }
 
 impl Timer {
+    /// A disarmed timer (a monotonic-clock timerfd).
     pub fn new() -> std::io::Result<Timer> {
         // SAFETY: plain syscall; the descriptor is owned below.
         let fd = unsafe { syscall!(timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)) }?;
@@ -45,6 +46,7 @@ impl Timer {
         }
     }
 
+    /// Readable once the timer has fired, until [`clear`](Self::clear).
     pub fn poll_item(&self) -> zmq::PollItem<'static> {
         zmq::PollItem::from_fd(self.fd.as_raw_fd(), zmq::POLLIN)
     }

@@ -3,7 +3,7 @@
 //!
 //! The job runs on the thread that received it, so the hot path has no thread
 //! hand-off. The socket sits in a mutex: while a job runs, the job thread
-//! releases it and the [pulse] thread uses it to keep heartbeating (a long job
+//! releases it and the pulse thread uses it to keep heartbeating (a long job
 //! is not a dead worker), to unregister at once on a stop request, and to
 //! answer `TIMEOUT` for a handler that outlives `--timeout`.
 
@@ -37,9 +37,11 @@ pub use crate::protocol::DEFAULT_COALESCE;
 /// How a worker connects and behaves.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
+    /// The broker's back endpoint to connect to.
     pub backend: String,
     /// Service name to register; the plugin's name when `None`.
     pub service: Option<String>,
+    /// How often it heartbeats the broker and expects the broker's heartbeats: use the broker's interval.
     pub heartbeat_interval: Duration,
     /// Missed broker heartbeats before the broker counts as lost.
     pub liveness: u32,
@@ -51,6 +53,7 @@ pub struct WorkerOptions {
     pub hard_timeout: Option<Duration>,
     /// Leave after this long (plus up to `max_age_delta`), between jobs.
     pub max_age: Option<Duration>,
+    /// Up to this much is added at random to `max_age`, so workers do not all leave at once.
     pub max_age_delta: Duration,
     /// Results larger than this are answered with an error instead (the
     /// broker would drop them); match the broker's `--max-message-bytes`.
@@ -68,6 +71,7 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
+    /// Options for this back endpoint, everything else at its default (no timeouts, no max age).
     pub fn new(backend: impl Into<String>) -> Self {
         WorkerOptions {
             backend: backend.into(),

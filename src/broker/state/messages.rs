@@ -28,47 +28,65 @@ impl Payload for zmq::Message {
 /// Where a reply goes: the client's routing identity and its request id.
 #[derive(Debug)]
 pub struct ClientRoute<M> {
+    /// The client's ROUTER identity frame.
     pub identity: M,
+    /// The client's request id, echoed in the reply (0 for a legacy client).
     pub req_id: u64,
     /// A Powerhose 0.7 (REQ) client, answered in the old format.
     pub legacy: bool,
 }
 
+/// A reply's body, in whichever form the broker holds it.
 #[derive(Debug)]
 pub enum Body<M> {
+    /// The worker's answer as its own frame: sent on as it is.
     Payload(M),
     /// The worker's whole inline `RESULT` frame: the body is at its end, and
     /// the frame itself becomes the `REPLY` (patched in place).
     Frame(M),
+    /// The broker's own message (an error it raised).
     Text(Cow<'static, str>),
 }
 
 /// What the I/O loop must send.
 #[derive(Debug)]
 pub enum Output<M> {
+    /// An answer to a client's job.
     Reply {
+        /// Which client and request.
         route: ClientRoute<M>,
+        /// The outcome.
         status: Status,
+        /// The worker that ran the job, or the broker's own pid for its errors.
         pid: u32,
+        /// The result or the message.
         body: Body<M>,
     },
-    /// A job for the worker in slot `worker` (see [`BrokerState::worker_identity`]).
+    /// A job for the worker in slot `worker` (see [`super::BrokerState::worker_identity`]).
     Job {
+        /// The worker's slot.
         worker: usize,
+        /// The broker's id for the job, which the worker's `RESULT` names.
         job_id: u64,
+        /// Time left to the client's deadline, in ms (at least 1).
         timeout_ms: u32,
         /// More jobs wait for this service: the worker may hold the answer briefly.
         backlog: bool,
+        /// The encoded headers.
         headers: M,
+        /// The job's data (or the whole inline frame, see `inline`).
         data: M,
         /// `data` is the client's whole inline `REQUEST` frame (see [`Job::inline`]).
         inline: bool,
     },
+    /// A heartbeat for a worker.
     Heartbeat {
+        /// The worker's slot.
         worker: usize,
     },
     /// Sent to a peer the broker does not know, so it registers again.
     Disconnect {
+        /// The peer's ROUTER identity.
         identity: Vec<u8>,
     },
 }
@@ -76,12 +94,15 @@ pub enum Output<M> {
 /// A worker's `RESULT`.
 #[derive(Debug)]
 pub struct Answer<M> {
+    /// The broker's id of the job answered.
     pub job_id: u64,
+    /// The outcome the worker reports.
     pub status: Status,
     /// The worker timed the job out but its handler still runs.
     pub still_busy: bool,
     /// The handler's run time, when the worker reports it.
     pub run_us: Option<u32>,
+    /// The result or error message (or the whole inline frame, see `inline`).
     pub body: M,
     /// `body` is the worker's whole inline `RESULT` frame.
     pub inline: bool,
@@ -90,9 +111,13 @@ pub struct Answer<M> {
 /// A job as the broker holds it.
 #[derive(Debug)]
 pub struct Job<M> {
+    /// Where its answer goes.
     pub route: ClientRoute<M>,
+    /// Its encoded headers.
     pub headers: M,
+    /// Its data.
     pub data: M,
+    /// The client's deadline: receipt plus the client's timeout.
     pub deadline: Instant,
     /// How many more times the job may be re-sent after its worker is lost.
     pub retries: u32,

@@ -106,9 +106,12 @@ struct Retry<M> {
     inline: bool,
 }
 
+/// What a registered worker is doing, as `STATUS` shows it.
 #[derive(PartialEq, Eq, Debug, Clone, Copy)]
 pub enum WorkerState {
+    /// Waiting for a job.
     Idle,
+    /// Holding at least one job.
     Busy,
     /// Unregistered: finishing its jobs, then gone.
     Leaving,
@@ -170,6 +173,7 @@ struct Service<M> {
     workerless_since: Instant,
 }
 
+/// Services, their queues and workers, and the jobs each worker holds.
 pub struct BrokerState<M> {
     config: Config,
     pid: u32,
@@ -182,13 +186,16 @@ pub struct BrokerState<M> {
     by_identity: HashMap<Vec<u8>, usize>,
     next_job_id: u64,
     next_heartbeat: Instant,
+    /// Outcome counters, as `STATUS` reports them.
     pub counters: Counters,
+    /// Receipt-to-answer time of jobs workers answered, in µs.
     pub latency: Histogram,
     /// Shutting down: new jobs are refused at once.
     draining: bool,
 }
 
 impl<M: Payload> BrokerState<M> {
+    /// An empty state; `pid` is the broker's, for the replies it makes itself.
     pub fn new(config: Config, pid: u32, now: Instant) -> Self {
         BrokerState {
             next_heartbeat: now + config.heartbeat_interval,
