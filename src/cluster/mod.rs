@@ -5,6 +5,7 @@
 //! the workers (the `powerhose-worker` executable, see [`find_worker_exe`]),
 //! replaces those that die, reloads and scales them on request.
 
+mod builder;
 mod policy;
 #[cfg(test)]
 mod policy_tests;
@@ -24,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::protocol::Control;
 use crate::wakeup::Wakeup;
 use crate::worker::WorkerOptions;
+pub use builder::ClusterBuilder;
 use supervisor::{Spawner, Supervisor};
 
 /// Name of the worker executable looked up by [`find_worker_exe`].
@@ -147,65 +149,6 @@ pub fn find_executable(name: &str) -> Result<PathBuf> {
     match searched.iter().find(|p| p.is_file()) {
         Some(found) => Ok(found.clone()),
         None => Err(Error::ExecutableNotFound { name: name.to_string(), searched }),
-    }
-}
-
-/// Builds a cluster for embedding: `Cluster::builder("libcrypto_job.so").workers(4).start()`.
-/// Its endpoints are unique to it (in the private runtime directory), so
-/// several applications, or several clusters, never collide.
-pub struct ClusterBuilder {
-    options: Result<ClusterOptions>,
-}
-
-impl ClusterBuilder {
-    fn with(mut self, f: impl FnOnce(&mut ClusterOptions)) -> Self {
-        if let Ok(o) = &mut self.options {
-            f(o);
-        }
-        self
-    }
-
-    /// How many workers to run (default: one per CPU).
-    pub fn workers(self, n: usize) -> Self {
-        self.with(|o| o.workers = n)
-    }
-    /// JSON handed to the plugin's init.
-    pub fn params(self, json: impl Into<String>) -> Self {
-        let json = json.into();
-        self.with(|o| o.params = Some(json))
-    }
-    /// Another directory to search for a bare plugin name.
-    pub fn plugin_dir(self, dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        self.with(|o| o.plugin_dir = Some(dir))
-    }
-    /// The worker executable to run, instead of looking for `powerhose-worker`.
-    pub fn worker_exe(self, exe: impl Into<PathBuf>) -> Self {
-        let exe = exe.into();
-        self.with(|o| o.worker_exe = Some(exe))
-    }
-    /// Binds these endpoints instead of the cluster's own private ones.
-    pub fn endpoints(self, frontend: impl Into<String>, backend: impl Into<String>) -> Self {
-        let (f, b) = (frontend.into(), backend.into());
-        self.with(|o| {
-            o.frontend = f;
-            o.backend = b;
-        })
-    }
-    /// Per-job time limit on the workers (`None`: no limit).
-    pub fn job_timeout(self, timeout: Option<Duration>) -> Self {
-        self.with(|o| {
-            o.worker.timeout = timeout;
-            o.worker.hard_timeout = timeout.map(|t| t * 2);
-        })
-    }
-    /// Full control over the options before starting.
-    pub fn configure(self, f: impl FnOnce(&mut ClusterOptions)) -> Self {
-        self.with(f)
-    }
-    /// Starts the cluster ([`Cluster::start`]); an error in building the options surfaces here.
-    pub fn start(self) -> Result<Cluster> {
-        Cluster::start(self.options?)
     }
 }
 
