@@ -21,7 +21,7 @@ fn rss(pid: u32) -> u64 {
 
 fn random_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    powerhose::sys::random_bytes(&mut b).expect("random bytes");
     u64::from_le_bytes(b) % n
 }
 
@@ -46,7 +46,7 @@ fn workers_killed_at_random_every_request_answered_once_and_in_time() {
                 let workers = children(pid);
                 if !workers.is_empty() {
                     let victim = workers[random_below(workers.len() as u64) as usize];
-                    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+                    kill(victim, libc::SIGKILL);
                     kills += 1;
                 }
             }

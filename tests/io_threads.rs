@@ -123,6 +123,8 @@ fn a_worker_started_under_another_policy_keeps_it_on_every_thread() {
         .env("POWERHOSE_RUNTIME_DIR", dir.path());
     // As `chrt --batch 0` would: the operator's choice, which the worker keeps
     // (not SCHED_IDLE: on a busy machine that would starve the test itself).
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe call.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
             let param = libc::sched_param { sched_priority: 0 };

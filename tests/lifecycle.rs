@@ -32,7 +32,7 @@ fn a_killed_worker_is_replaced_within_a_second_and_its_job_is_not_left_waiting()
     let victim: u32 = std::fs::read_to_string(&started).unwrap().parse().unwrap();
     std::fs::remove_file(&started).unwrap();
     let killed = Instant::now();
-    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    kill(victim, libc::SIGKILL);
     wait_until("a replacement worker", T, || {
         let pids = registered_pids(&dir);
         pids.len() == 2 && !pids.contains(&victim)
@@ -62,7 +62,7 @@ fn workers_that_cannot_start_stop_the_respawning_with_one_error() {
     std::fs::rename(&tmp, &breakable).unwrap();
     let t = Instant::now();
     for pid in children(cluster.pid()) {
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, libc::SIGKILL);
     }
     let status = cluster.wait_exit(Duration::from_secs(20)).expect("powerhose gives up");
     assert!(t.elapsed() < Duration::from_secs(10), "gave up after {:?}", t.elapsed());

@@ -68,7 +68,7 @@ fn a_worker_killed_mid_job_is_noticed_and_its_job_answered_or_retried() {
     let call = std::thread::spawn(move || c.execute(job, Duration::from_secs(30)));
     let pid = started_pid(&file);
     let killed_at = Instant::now();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kill(pid, libc::SIGKILL);
     let result = call.join().unwrap();
     let noticed = killed_at.elapsed();
     assert!(matches!(result, Err(Error::WorkerLost(_))), "{result:?}");
@@ -80,7 +80,7 @@ fn a_worker_killed_mid_job_is_noticed_and_its_job_answered_or_retried() {
     let call = std::thread::spawn(move || c.execute(job, Duration::from_secs(30)));
     let pid = started_pid(&file);
     std::fs::remove_file(&file).unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kill(pid, libc::SIGKILL);
     assert_eq!(call.join().unwrap().unwrap(), b"slept");
     let rerun_pid: u32 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
     assert_ne!(rerun_pid, pid, "re-run by another worker");

@@ -109,8 +109,7 @@ fn a_worker_pelted_with_sigterm_finishes_every_job_it_holds() {
     let deadline = std::time::Instant::now() + T;
     let mut sent = 0;
     while alive(target.pid()) && std::time::Instant::now() < deadline {
-        // SAFETY: signalling our own child (a zombie until the guard reaps it).
-        unsafe { libc::kill(target.pid() as i32, libc::SIGTERM) };
+        kill(target.pid(), libc::SIGTERM);
         sent += 1;
     }
     std::thread::sleep(Duration::from_millis(300)); // more load on the steady worker

@@ -149,7 +149,7 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.pid() as i32, sig) };
+        kill(self.pid(), sig);
     }
 
     pub fn stderr(&self) -> String {
@@ -341,4 +341,12 @@ pub fn incompatible_plugin() -> PathBuf {
     ));
     let files: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
     build_fixture("abi-mismatch", &files, "plugin", "abi_mismatch")
+}
+
+/// Sends `sig` to `pid`; a process that is already gone is no error here.
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill only signals; the pids come from processes this test started.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    let err = std::io::Error::last_os_error();
+    assert!(rc == 0 || err.raw_os_error() == Some(libc::ESRCH), "kill({pid}, {sig}): {err}");
 }
