@@ -79,7 +79,7 @@ fn near_name(spec: &str, dirs: &[PathBuf]) -> Option<String> {
             continue;
         }
         let distance = edit_distance(&wanted, &stem(&file));
-        if distance <= 2 && !best.as_ref().is_some_and(|(d, _)| *d <= distance) {
+        if distance <= 2 && best.as_ref().is_none_or(|(d, _)| *d > distance) {
             let shown = if spec.ends_with(".so") { file } else { stem(&file) };
             best = Some((distance, shown));
         }

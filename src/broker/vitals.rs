@@ -90,7 +90,7 @@ impl Vitals {
         let (runnable, scheduled) = threads(pid);
         let before = self.scheduled_ns.insert(pid, scheduled);
         // First look, or time on or waiting for a CPU since the last one.
-        if runnable || before.map_or(true, |b| scheduled > b) {
+        if runnable || before.is_none_or(|b| scheduled > b) {
             Vitality::Running
         } else {
             Vitality::Hung

@@ -46,7 +46,7 @@ fn the_hot_path_does_not_allocate_per_job() {
     let (result_tail, n) = ResultTail { still_busy: false, run_us: Some(5) }.encode();
     let mut run = |job_id: u64| {
         let (client, worker) = (msg(b"client-1"), msg(b"worker-1"));
-        let inline = job_id % 2 == 0;
+        let inline = job_id.is_multiple_of(2);
         let before;
         if inline {
             let request = CommandFrame::new(Command::Request, job_id, 60_000, &tail).with_data(&[7; 100]).message();
