@@ -86,36 +86,34 @@ fn curve_round_trip_over_tcp() {
     assert_round_trip(&server, &client, b"over curve");
 }
 
-#[test]
-fn a_client_with_the_wrong_server_key_gets_nothing_through() {
+/// A CURVE server hears nothing from the peer `stranger` makes, yet was
+/// listening all along: a client with the right key then gets through, and
+/// only its message arrives.
+fn refused(stranger: impl FnOnce(&Context, &str) -> zmq::Socket) {
     let ctx = Context::new();
     let server_keys = CurveKeyPair::new().unwrap();
     let (server, endpoint) = curve_server(&ctx, &server_keys);
-
-    let not_the_server = CurveKeyPair::new().unwrap();
-    let impostor = curve_client(&ctx, &endpoint, &not_the_server.public_key);
-    send_from(&impostor, b"wrong key");
+    send_from(&stranger(&ctx, &endpoint), b"stranger");
     assert_eq!(recv_within(&server, REFUSED_WITHIN), None);
-
-    // The server was listening all along: a client with the right key gets
-    // through, and only its message arrives.
     let client = curve_client(&ctx, &endpoint, &server_keys.public_key);
     assert_round_trip(&server, &client, b"right key");
 }
 
 #[test]
+fn a_client_with_the_wrong_server_key_gets_nothing_through() {
+    refused(|ctx, endpoint| {
+        let not_the_server = CurveKeyPair::new().unwrap();
+        curve_client(ctx, endpoint, &not_the_server.public_key)
+    });
+}
+
+#[test]
 fn a_plaintext_client_gets_nothing_through_to_a_curve_server() {
-    let ctx = Context::new();
-    let server_keys = CurveKeyPair::new().unwrap();
-    let (server, endpoint) = curve_server(&ctx, &server_keys);
-
-    let plain = ctx.socket(SocketType::DEALER).unwrap();
-    plain.set_linger(0).unwrap();
-    assert_eq!(plain.get_mechanism().unwrap(), zmq::Mechanism::ZMQ_NULL);
-    plain.connect(&endpoint).unwrap();
-    send_from(&plain, b"plaintext");
-    assert_eq!(recv_within(&server, REFUSED_WITHIN), None);
-
-    let client = curve_client(&ctx, &endpoint, &server_keys.public_key);
-    assert_round_trip(&server, &client, b"over curve");
+    refused(|ctx, endpoint| {
+        let plain = ctx.socket(SocketType::DEALER).unwrap();
+        plain.set_linger(0).unwrap();
+        assert_eq!(plain.get_mechanism().unwrap(), zmq::Mechanism::ZMQ_NULL);
+        plain.connect(endpoint).unwrap();
+        plain
+    });
 }

@@ -36,6 +36,13 @@ fn max_age_leave() -> ExitFacts {
 
 /// Feeds `n` plugin failures, each when the previous backoff ends; returns
 /// the instant of the last one.
+/// A fresh policy after `n` start failures in a row, and the last one's instant.
+fn after_failures(n: u32) -> (RestartPolicy, Instant) {
+    let mut p = RestartPolicy::new();
+    let last = fail_in_a_row(&mut p, Instant::now(), n);
+    (p, last)
+}
+
 fn fail_in_a_row(p: &mut RestartPolicy, t0: Instant, n: u32) -> Instant {
     let mut now = t0;
     for i in 0..n {
@@ -87,9 +94,7 @@ fn a_plugin_failure_is_a_start_failure_however_long_it_took() {
 
 #[test]
 fn a_worker_that_lived_past_the_start_window_is_replaced_at_once_and_resets_the_count() {
-    let t0 = Instant::now();
-    let mut p = RestartPolicy::new();
-    let last = fail_in_a_row(&mut p, t0, 3);
+    let (mut p, last) = after_failures(3);
     let now = last + ms(400);
     assert_eq!(p.on_exit(now, early_exit(START_WINDOW)), Verdict::ReplaceNow { crashed: true });
     // The count starts again: the next failure waits 0.1 s, not 0.8 s.
@@ -99,9 +104,7 @@ fn a_worker_that_lived_past_the_start_window_is_replaced_at_once_and_resets_the_
 
 #[test]
 fn a_registered_worker_that_dies_early_is_replaced_at_once_and_resets_the_count() {
-    let t0 = Instant::now();
-    let mut p = RestartPolicy::new();
-    let last = fail_in_a_row(&mut p, t0, 4);
+    let (mut p, last) = after_failures(4);
     let now = last + ms(800);
     assert_eq!(p.on_exit(now, crash(ms(50))), Verdict::ReplaceNow { crashed: true });
     // Four more failures are needed to give up again, not one.
@@ -111,9 +114,7 @@ fn a_registered_worker_that_dies_early_is_replaced_at_once_and_resets_the_count(
 
 #[test]
 fn a_max_age_leave_is_replaced_at_once_and_resets_the_count() {
-    let t0 = Instant::now();
-    let mut p = RestartPolicy::new();
-    let last = fail_in_a_row(&mut p, t0, 4);
+    let (mut p, last) = after_failures(4);
     let now = last + ms(800);
     assert!(p.may_spawn(now));
     assert_eq!(p.on_exit(now, max_age_leave()), Verdict::ReplaceNow { crashed: false });
@@ -123,18 +124,14 @@ fn a_max_age_leave_is_replaced_at_once_and_resets_the_count() {
 
 #[test]
 fn a_quiet_period_resets_the_count() {
-    let t0 = Instant::now();
-    let mut p = RestartPolicy::new();
-    let last = fail_in_a_row(&mut p, t0, 4);
+    let (mut p, last) = after_failures(4);
     let quiet = last + START_WINDOW * 2 + ms(1);
     assert_eq!(p.on_exit(quiet, plugin_failure()), Verdict::RetryAt { at: quiet + ms(100), backoff: ms(100) });
 }
 
 #[test]
 fn failures_two_start_windows_apart_are_still_in_a_row() {
-    let t0 = Instant::now();
-    let mut p = RestartPolicy::new();
-    let last = fail_in_a_row(&mut p, t0, 4);
+    let (mut p, last) = after_failures(4);
     assert_eq!(p.on_exit(last + START_WINDOW * 2, plugin_failure()), Verdict::GiveUp { attempts: 5 });
 }
 
@@ -154,9 +151,7 @@ fn the_quiet_window_counts_from_the_last_failure_not_the_first() {
 
 #[test]
 fn a_retiring_workers_exit_is_forgotten() {
-    let t0 = Instant::now();
-    let mut p = RestartPolicy::new();
-    let last = fail_in_a_row(&mut p, t0, 2);
+    let (mut p, last) = after_failures(2);
     let now = last + ms(200);
     for exit in [plugin_failure(), early_exit(ms(1)), crash(ms(1)), max_age_leave()] {
         assert_eq!(p.on_exit(now, ExitFacts { retiring: true, ..exit }), Verdict::Forget);

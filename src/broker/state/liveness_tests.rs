@@ -89,25 +89,27 @@ fn a_worker_registering_again_keeps_the_jobs_it_holds() {
     assert_eq!(b.services().next().unwrap().idle, 1, "idle once, not twice");
 }
 
-#[test]
-fn a_job_queued_behind_a_worker_that_dies_waits_the_whole_grace_for_its_replacement() {
-    // Test config: 500-ms grace. Job 2 waits behind job 1 from t0.
+/// Test config: 500-ms grace. Job 2 waits behind job 1 from t0; the
+/// worker dies at 400 ms (job 1 lost).
+fn a_worker_dies_with_a_job_queued_behind() -> (Instant, BrokerState<Vec<u8>>, Out) {
     let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
     b.submit(t0, "", job(1, t0, 60_000, 0), &mut out);
     b.submit(t0, "", job(2, t0, 60_000, 0), &mut out);
-    // The worker dies at 400 ms (job 1 lost); its replacement is slow to start.
     b.worker_died(t0 + 400 * MS, 11, "h", &mut out);
     out.clear();
+    (t0, b, out)
+}
+
+#[test]
+fn a_job_queued_behind_a_worker_that_dies_waits_the_whole_grace_for_its_replacement() {
+    let (t0, mut b, mut out) = a_worker_dies_with_a_job_queued_behind();
     b.tick(t0 + 600 * MS, |_| Vitality::Gone, &mut out);
     assert!(replies(&out).is_empty(), "the grace counts from when the last worker left, not from the queueing");
+    // Its replacement was slow to start, but in time.
     b.worker_ready(t0 + 800 * MS, b"w2", reg("echo", 12), &mut out);
     assert_eq!(jobs(&out).len(), 1, "the replacement gets job 2");
     // With no replacement at all, the job is answered once the grace is over.
-    let (t0, mut b, mut out) = broker(&[(b"w1", 11)]);
-    b.submit(t0, "", job(1, t0, 60_000, 0), &mut out);
-    b.submit(t0, "", job(2, t0, 60_000, 0), &mut out);
-    b.worker_died(t0 + 400 * MS, 11, "h", &mut out);
-    out.clear();
+    let (t0, mut b, mut out) = a_worker_dies_with_a_job_queued_behind();
     b.tick(t0 + 900 * MS, |_| Vitality::Gone, &mut out);
     assert_eq!(replies(&out), [(2, Status::NoWorker)]);
 }
