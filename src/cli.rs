@@ -39,6 +39,11 @@ pub struct BrokerArgs {
     /// on small machines [default: no pinning]
     #[arg(long)]
     pub io_cpu: Option<usize>,
+    /// Where a job that names no service goes (Powerhose 0.7 clients never
+    /// name one) [default: under `powerhose`, its workers' service; else the
+    /// first service to register, kept for the broker's life]
+    #[arg(long)]
+    pub default_service: Option<String>,
 }
 
 /// Job time limits and worker age, shared by `powerhose` and `powerhose-worker`
@@ -104,6 +109,7 @@ impl BrokerArgs {
             liveness: self.liveness.max(1),
             no_worker_grace: Duration::from_millis(self.no_worker_grace_ms),
             prefetch_budget: Duration::try_from_secs_f64(self.prefetch_budget_ms / 1000.0).unwrap_or_default(),
+            default_service: self.default_service.clone().filter(|s| !s.is_empty()),
         }
     }
 }

@@ -167,7 +167,8 @@ fn two_services_behind_one_broker() {
 
     let t = Instant::now();
     assert!(matches!(client.execute(JobRequest::new("x").service("nope"), T), Err(Error::UnknownService(_))));
-    assert!(matches!(client.execute("which one?", T), Err(Error::BadRequest(m)) if m.contains("name one")));
+    // No service named: the default, here the first to register (echo).
+    assert_eq!(client.execute("which one?", T).unwrap(), b"which one?");
     assert!(t.elapsed() < Duration::from_millis(300));
 
     // Powerhose-format clients pick the service with a header.
@@ -279,4 +280,45 @@ fn a_pipeline_is_not_held_back_by_a_slow_call_on_the_same_client() {
     // The slow call's reply reaches it through the pipeline's socket or its own.
     assert_eq!(slow.join().unwrap().unwrap(), b"slept");
     assert_eq!(client.execute("after", T).unwrap(), b"after");
+}
+
+/// As a stranger did: a fake worker written from PROTOCOL.md registers a new
+/// service and leaves. Jobs that name no service kept going to the broker's
+/// one service until then; they still do (before: "several services are
+/// served; name one" for every such job, until the broker restarted).
+#[test]
+fn a_service_that_comes_and_goes_does_not_reshape_where_unnamed_jobs_go() {
+    use powerhose::protocol::{Command, CommandFrame, Registration};
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let _echo = start_worker(&dir, "echo", &[], "echo");
+    let client = dir.client();
+    assert_eq!(client.execute("before", T).unwrap(), b"before");
+    let ctx = zmq::Context::new();
+    let fake = ctx.socket(zmq::DEALER).unwrap();
+    fake.set_identity(b"stranger").unwrap();
+    fake.connect(&dir.back()).unwrap();
+    let reg = Registration {
+        service: "fake".into(),
+        pid: 1,
+        host: "elsewhere".into(),
+        plugin: "fake".into(),
+        plugin_version: "0".into(),
+        coalesce_us: 0,
+        inline: false,
+    };
+    fake.send(CommandFrame::new(Command::Ready, 0, 0, &reg.encode()).encode(), 0).unwrap();
+    wait_until("the fake service", T, || client.workers("fake", T).unwrap() == 1);
+    fake.send(CommandFrame::new(Command::Disconnect, 0, 0, b"").encode(), 0).unwrap();
+    wait_until("the fake worker to leave", T, || client.workers("fake", T).unwrap() == 0);
+    assert_eq!(client.execute("after", T).unwrap(), b"after");
+    // A broker told its default serves unnamed jobs there, whoever came first.
+    let other = TestDir::new();
+    let _broker = start_broker(&other, &["--default-service", "tools"]);
+    let _echo = start_worker(&other, "echo", &[], "echo");
+    let _tools = start_worker(&other, "echo", &["--service", "tools"], "tools");
+    let c = other.client();
+    assert_eq!(c.execute("x", T).unwrap(), b"x");
+    let served_by_tools = c.status(T).unwrap().workers.iter().any(|w| w.service == "tools" && w.jobs_done == 1);
+    assert!(served_by_tools, "the job went to the default service");
 }

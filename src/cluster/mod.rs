@@ -194,6 +194,11 @@ impl Cluster {
         let control = ControlSink { tx, wake: Wakeup::new()? };
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
         broker_options.config = options.broker.clone();
+        // Unnamed jobs go to this pool's service (else to the first to
+        // register, which is this pool's own workers anyway).
+        if broker_options.config.default_service.is_none() {
+            broker_options.config.default_service = options.worker.service.clone();
+        }
         broker_options.control = Some(control.clone());
         broker_options.max_message_bytes = options.max_message_bytes;
         broker_options.io_cpu = options.worker.io_cpu;

@@ -25,6 +25,11 @@ pub const LEGACY_TIMEOUT: Duration = Duration::from_millis(7500);
 /// answered `NO_WORKER`.
 pub const NO_WORKER_GRACE: Duration = Duration::from_secs(2);
 
+/// A service with no worker and no job waiting is forgotten this long after
+/// its last worker left, so services that come and go (or a stranger's
+/// made-up names) cannot pile up in the broker's memory and `STATUS`.
+pub const SERVICE_FORGET_GRACE: Duration = Duration::from_secs(30);
+
 /// How much expected work may stand before a job given ahead to a busy
 /// worker (prefetch).
 pub const PREFETCH_BUDGET: Duration = Duration::from_millis(2);

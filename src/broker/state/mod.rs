@@ -29,6 +29,8 @@ mod messages;
 #[cfg(test)]
 mod prefetch_tests;
 #[cfg(test)]
+mod service_tests;
+#[cfg(test)]
 mod tests;
 mod timers;
 mod workers;
@@ -65,6 +67,10 @@ pub struct Config {
     /// How much expected work may stand before a job in a busy worker's
     /// prefetch (zero: one job per worker at a time).
     pub prefetch_budget: Duration,
+    /// Where a job that names no service goes (`--default-service`); when
+    /// `None`, the first service that ever registers becomes it, for good:
+    /// a service that comes later never reshapes where such jobs go.
+    pub default_service: Option<String>,
 }
 
 impl Default for Config {
@@ -75,6 +81,7 @@ impl Default for Config {
             liveness: protocol::LIVENESS,
             no_worker_grace: protocol::NO_WORKER_GRACE,
             prefetch_budget: protocol::PREFETCH_BUDGET,
+            default_service: None,
         }
     }
 }
@@ -192,6 +199,8 @@ pub struct BrokerState<M> {
     pub latency: Histogram,
     /// Shutting down: new jobs are refused at once.
     draining: bool,
+    /// Where jobs that name no service go (see [`Config::default_service`]).
+    default_service: Option<String>,
 }
 
 impl<M: Payload> BrokerState<M> {
@@ -199,6 +208,7 @@ impl<M: Payload> BrokerState<M> {
     pub fn new(config: Config, pid: u32, now: Instant) -> Self {
         BrokerState {
             next_heartbeat: now + config.heartbeat_interval,
+            default_service: config.default_service.clone(),
             config,
             pid,
             services: Vec::new(),
@@ -243,7 +253,8 @@ impl<M: Payload> BrokerState<M> {
         out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(msg.into()) });
     }
 
-    /// A client's job. `service` may be empty when the broker serves one service.
+    /// A client's job. An empty `service` means the default service (see
+    /// [`Config::default_service`]).
     pub fn submit(&mut self, now: Instant, service: &str, job: Job<M>, out: &mut Vec<Output<M>>) {
         if self.draining {
             return self.reply(out, job.route, Status::NoWorker, SHUTTING_DOWN);
@@ -251,24 +262,16 @@ impl<M: Payload> BrokerState<M> {
         if job.deadline <= now {
             return self.reply(out, job.route, Status::Timeout, "job expired before it reached the broker");
         }
-        let target = if service.is_empty() {
-            match self.services.len() {
-                0 => None,
-                1 => Some(0),
-                _ => {
-                    let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
-                    let msg = format!("several services are served ({}); name one", names.join(", "));
-                    return self.reply(out, job.route, Status::BadRequest, msg);
-                }
-            }
-        } else {
-            match self.service_index.get(service) {
-                Some(&i) => Some(i),
-                None if self.services.is_empty() => None,
-                None => {
-                    let msg = format!("no worker has ever served {service:?}");
-                    return self.reply(out, job.route, Status::UnknownService, msg);
-                }
+        // No service named: the default one, whatever else registers later.
+        let named = if service.is_empty() { self.default_service.as_deref() } else { Some(service) };
+        let target = match named.map(|name| (name, self.service_index.get(name))) {
+            // No default yet (no worker ever registered): wait for the first.
+            None => None,
+            Some((_, Some(&i))) => Some(i),
+            Some((_, None)) if self.services.is_empty() => None,
+            Some((name, None)) => {
+                let msg = format!("no worker serves {name:?}");
+                return self.reply(out, job.route, Status::UnknownService, msg);
             }
         };
         match target {

@@ -52,6 +52,7 @@ pub(super) fn config() -> Config {
         liveness: 3,
         no_worker_grace: Duration::from_millis(500),
         prefetch_budget: Duration::ZERO,
+        default_service: None,
     }
 }
 
@@ -199,16 +200,21 @@ fn services_route_separately_and_unknown_ones_fail_at_once() {
     b.submit(t0, "", job(2, t0, 1000, 0), &mut out);
     assert!(out.is_empty());
     b.worker_ready(t0, b"e", reg("echo", 11), &mut out);
-    // With echo the only service, the unnamed job goes there; "crypto" is unknown now.
+    // Echo registered first: it is the default, the unnamed job goes there; "crypto" is unknown now.
     assert_eq!(replies(&out), [(1, Status::UnknownService)]);
     assert_eq!(jobs(&out).len(), 1);
     b.worker_ready(t0, b"c", reg("crypto", 12), &mut out);
     out.clear();
     b.submit(t0, "crypto", job(3, t0, 1000, 0), &mut out);
     assert_eq!(b.worker_identity_ok(jobs(&out)[0].0), b"c");
+    // A second service does not reshape where unnamed jobs go: still echo.
     b.submit(t0, "", job(4, t0, 1000, 0), &mut out);
     b.submit(t0, "nope", job(5, t0, 1000, 0), &mut out);
-    assert_eq!(replies(&out), [(4, Status::BadRequest), (5, Status::UnknownService)]);
+    assert_eq!(replies(&out), [(5, Status::UnknownService)]);
+    assert_eq!(
+        b.services().map(|s| (s.name, s.queued)).collect::<Vec<_>>(),
+        [("echo".into(), 1), ("crypto".into(), 0)]
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use super::{
     live, BrokerState, InFlight, Output, Payload, Queued, Status, Vitality, WorkerState, LOCAL_SILENCE_LIMIT,
     QUEUE_CHECK, SHUTTING_DOWN,
 };
+use crate::protocol::SERVICE_FORGET_GRACE;
 use crate::status::{ServiceStatus, WorkerStatus};
 
 impl<M: Payload> BrokerState<M> {
@@ -73,6 +74,29 @@ impl<M: Payload> BrokerState<M> {
             );
         }
         self.expire(now, out, |s| &mut s.limbo, |q| now >= q.since + grace, "any service");
+        self.forget_idle_services(now);
+    }
+
+    /// Drops services that have had no worker and no job for
+    /// [`SERVICE_FORGET_GRACE`]. The last service takes the freed index, so
+    /// its workers are pointed at it (a forgotten one has none).
+    fn forget_idle_services(&mut self, now: Instant) {
+        for i in (0..self.services.len()).rev() {
+            let s = &self.services[i];
+            if s.workers > 0 || !s.queue.is_empty() || now < s.workerless_since + SERVICE_FORGET_GRACE {
+                continue;
+            }
+            let gone = self.services.swap_remove(i);
+            self.service_index.remove(&gone.name);
+            tracing::info!("service {} forgotten: no worker for {SERVICE_FORGET_GRACE:?}", gone.name);
+            if let Some(moved) = self.services.get(i) {
+                let from = self.services.len();
+                self.service_index.insert(moved.name.clone(), i);
+                for w in self.workers.iter_mut().flatten().filter(|w| w.service == from) {
+                    w.service = i;
+                }
+            }
+        }
     }
 
     fn expire(

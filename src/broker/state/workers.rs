@@ -45,6 +45,10 @@ impl<M: Payload> BrokerState<M> {
             }
             return self.dispatch(now, service, out);
         }
+        if self.default_service.is_none() {
+            tracing::info!("default service: {} (the first to register; --default-service names one)", info.service);
+            self.default_service = Some(info.service.clone());
+        }
         let service = match self.service_index.get(&info.service) {
             Some(&i) => i,
             None => {
