@@ -13,9 +13,17 @@ use crate::protocol;
 /// Routing and liveness flags shared by `powerhose` and `powerhose-broker`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BrokerArgs {
-    /// Jobs that may wait per service before new ones are refused as busy.
+    /// Jobs that may wait per service before new ones are refused as busy
+    /// (one client: half of them).
     #[arg(long, default_value_t = protocol::MAX_QUEUE)]
     pub max_queue: usize,
+    /// Bytes (headers and data) that waiting jobs may hold in all before new
+    /// ones are refused as busy (one client: half of them).
+    #[arg(long, default_value_t = protocol::MAX_QUEUE_BYTES)]
+    pub max_queue_bytes: usize,
+    /// The longest timeout a job may ask for, in seconds (longer ones are cut).
+    #[arg(long, default_value_t = protocol::MAX_TIMEOUT.as_secs_f64())]
+    pub max_timeout: f64,
     /// Heartbeat interval between broker and workers, in milliseconds.
     #[arg(long, default_value_t = protocol::HEARTBEAT_INTERVAL.as_millis() as u64)]
     pub heartbeat_ms: u64,
@@ -109,6 +117,8 @@ impl BrokerArgs {
             liveness: self.liveness.max(1),
             no_worker_grace: Duration::from_millis(self.no_worker_grace_ms),
             prefetch_budget: Duration::try_from_secs_f64(self.prefetch_budget_ms / 1000.0).unwrap_or_default(),
+            max_queue_bytes: self.max_queue_bytes,
+            max_timeout: Duration::try_from_secs_f64(self.max_timeout).unwrap_or(protocol::MAX_TIMEOUT),
             default_service: self.default_service.clone().filter(|s| !s.is_empty()),
         }
     }

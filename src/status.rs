@@ -21,6 +21,9 @@ pub struct BrokerStatus {
     /// Jobs waiting for a service's first worker to register.
     #[serde(default)]
     pub waiting_for_workers: usize,
+    /// Bytes (headers and data) that waiting jobs hold, against `--max-queue-bytes`.
+    #[serde(default)]
+    pub queued_bytes: usize,
     /// Every registered worker, including those leaving.
     pub workers: Vec<WorkerStatus>,
     /// How the jobs it answered ended, since it started.

@@ -49,6 +49,15 @@ pub const MAX_HELD: usize = MAX_PREFETCH / 4;
 /// Jobs that may wait per service before new ones are refused `BUSY`.
 pub const MAX_QUEUE: usize = 10_000;
 
+/// Bytes (headers and data) that waiting jobs may hold in all before new
+/// ones are refused `BUSY`: the broker's memory bound, sized for a small
+/// machine. One client may hold half of it (and half of `MAX_QUEUE`).
+pub const MAX_QUEUE_BYTES: usize = 256 << 20;
+
+/// The longest a job may ask to wait: a longer timeout is cut to this, so
+/// a job cannot hold the broker's memory for weeks.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Larger messages are refused (the broker drops them; a worker answers an
 /// error instead of a larger result).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

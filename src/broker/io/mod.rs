@@ -78,6 +78,7 @@ impl<'a> Io<'a> {
             backend: self.options.backend.clone(),
             services: state.services().collect(),
             waiting_for_workers: state.waiting_for_workers(),
+            queued_bytes: state.queued_bytes(),
             workers: state.workers(now),
             counters: state.counters.clone(),
             latency_ms: state.latency.latency(),

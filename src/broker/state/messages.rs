@@ -11,17 +11,25 @@ use crate::protocol::Status;
 pub trait Payload {
     /// A copy, made only for jobs that may be retried.
     fn duplicate(&self) -> Self;
+    /// The bytes (what queued jobs are counted in, and a client's identity).
+    fn bytes(&self) -> &[u8];
 }
 
 impl Payload for Vec<u8> {
     fn duplicate(&self) -> Self {
         self.clone()
     }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
 }
 
 impl Payload for zmq::Message {
     fn duplicate(&self) -> Self {
         zmq::Message::from(&self[..])
+    }
+    fn bytes(&self) -> &[u8] {
+        self
     }
 }
 
@@ -126,4 +134,11 @@ pub struct Job<M> {
     /// `data` is the client's whole inline `REQUEST` frame (data at its
     /// end, `headers` empty): it goes to the worker as the `JOB`, patched.
     pub inline: bool,
+}
+
+impl<M: Payload> Job<M> {
+    /// What the job holds while it waits, in bytes (headers and data).
+    pub fn size(&self) -> usize {
+        self.headers.bytes().len() + self.data.bytes().len()
+    }
 }

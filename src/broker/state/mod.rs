@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use crate::protocol::{self, Registration, Status, LOCAL_SILENCE_LIMIT, MAX_PREFETCH};
 use crate::status::{Counters, Histogram};
 
+mod ledger;
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod liveness_tests;
 mod messages;
@@ -67,6 +70,10 @@ pub struct Config {
     /// How much expected work may stand before a job in a busy worker's
     /// prefetch (zero: one job per worker at a time).
     pub prefetch_budget: Duration,
+    /// Bytes that waiting jobs may hold in all (a client: half of it).
+    pub max_queue_bytes: usize,
+    /// A job's timeout is cut to this.
+    pub max_timeout: Duration,
     /// Where a job that names no service goes (`--default-service`); when
     /// `None`, the first service that ever registers becomes it, for good:
     /// a service that comes later never reshapes where such jobs go.
@@ -81,6 +88,8 @@ impl Default for Config {
             liveness: protocol::LIVENESS,
             no_worker_grace: protocol::NO_WORKER_GRACE,
             prefetch_budget: protocol::PREFETCH_BUDGET,
+            max_queue_bytes: protocol::MAX_QUEUE_BYTES,
+            max_timeout: protocol::MAX_TIMEOUT,
             default_service: None,
         }
     }
@@ -201,6 +210,8 @@ pub struct BrokerState<M> {
     draining: bool,
     /// Where jobs that name no service go (see [`Config::default_service`]).
     default_service: Option<String>,
+    /// What waiting jobs hold, in all and per client.
+    ledger: ledger::Ledger,
 }
 
 impl<M: Payload> BrokerState<M> {
@@ -221,6 +232,7 @@ impl<M: Payload> BrokerState<M> {
             counters: Counters::default(),
             latency: Histogram::new(),
             draining: false,
+            ledger: ledger::Ledger::default(),
         }
     }
 
@@ -255,7 +267,8 @@ impl<M: Payload> BrokerState<M> {
 
     /// A client's job. An empty `service` means the default service (see
     /// [`Config::default_service`]).
-    pub fn submit(&mut self, now: Instant, service: &str, job: Job<M>, out: &mut Vec<Output<M>>) {
+    pub fn submit(&mut self, now: Instant, service: &str, mut job: Job<M>, out: &mut Vec<Output<M>>) {
+        job.deadline = job.deadline.min(job.received + self.config.max_timeout);
         if self.draining {
             return self.reply(out, job.route, Status::NoWorker, SHUTTING_DOWN);
         }
@@ -274,9 +287,22 @@ impl<M: Payload> BrokerState<M> {
                 return self.reply(out, job.route, Status::UnknownService, msg);
             }
         };
+        let (client, size) = (job.route.identity.bytes(), job.size());
+        match self.ledger.admits(client, size, self.config.max_queue_bytes, self.config.max_queue) {
+            Ok(()) => self.ledger.charge(client, size),
+            Err(ledger::Refusal::Full) => {
+                let msg = format!("queue full ({} MiB waiting)", self.ledger.bytes() >> 20);
+                return self.reply(out, job.route, Status::Busy, msg);
+            }
+            Err(ledger::Refusal::ClientShare) => {
+                let msg = "this client holds its share of the queue; others are served first";
+                return self.reply(out, job.route, Status::Busy, msg);
+            }
+        }
         match target {
             None => {
                 if self.limbo.len() >= self.config.max_queue {
+                    self.unqueued(&job);
                     return self.reply(out, job.route, Status::Busy, "queue full");
                 }
                 // Re-resolved when a worker registers.
@@ -284,6 +310,7 @@ impl<M: Payload> BrokerState<M> {
             }
             Some(i) => {
                 if self.services[i].queue.len() >= self.config.max_queue {
+                    self.unqueued(&job);
                     let msg = format!("queue of {} is full ({} jobs)", self.services[i].name, self.config.max_queue);
                     return self.reply(out, job.route, Status::Busy, msg);
                 }
@@ -293,6 +320,23 @@ impl<M: Payload> BrokerState<M> {
         }
     }
 
+    /// A job stops waiting: what it held is no longer the queue's.
+    fn unqueued(&mut self, job: &Job<M>) {
+        self.ledger.credit(job.route.identity.bytes(), job.size());
+    }
+
+    /// A job admitted before waits again (returned, or retried after its
+    /// worker was lost): it is charged, never refused.
+    fn requeued(&mut self, i: usize, now: Instant, job: Job<M>) {
+        self.ledger.charge(job.route.identity.bytes(), job.size());
+        self.services[i].queue.push_front(Queued { job, since: now, service: None });
+    }
+
+    /// Bytes that waiting jobs hold.
+    pub fn queued_bytes(&self) -> usize {
+        self.ledger.bytes()
+    }
+
     /// Sends queued jobs of service `i` to idle workers, then to busy ones
     /// with prefetch capacity (the least loaded first).
     fn dispatch(&mut self, now: Instant, i: usize, out: &mut Vec<Output<M>>) {
@@ -300,11 +344,13 @@ impl<M: Payload> BrokerState<M> {
             let Some(front) = self.services[i].queue.front() else { return };
             if front.job.deadline <= now {
                 let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+                self.unqueued(&job);
                 self.reply(out, job.route, Status::Timeout, "job expired while queued");
                 continue;
             }
             let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
             let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+            self.unqueued(&job);
             // Jobs still wait here (the pool is beyond what its workers may
             // hold): its answer may be held for coalescing, see worker::coalesce.
             let backlog = !self.services[i].queue.is_empty();

@@ -47,11 +47,14 @@ pub(super) fn broker(workers: &[(&[u8], u32)]) -> (Instant, BrokerState<Vec<u8>>
 
 pub(super) fn config() -> Config {
     Config {
-        max_queue: 2,
+        // A client may hold half: 2 jobs.
+        max_queue: 4,
         heartbeat_interval: Duration::from_millis(100),
         liveness: 3,
         no_worker_grace: Duration::from_millis(500),
         prefetch_budget: Duration::ZERO,
+        max_queue_bytes: 1 << 20,
+        max_timeout: Duration::from_secs(3600),
         default_service: None,
     }
 }

@@ -112,8 +112,10 @@ impl<M: Payload> BrokerState<M> {
         }
         for q in std::mem::take(queue(self)) {
             if q.job.deadline <= now {
+                self.unqueued(&q.job);
                 self.reply(out, q.job.route, Status::Timeout, "job expired while queued");
             } else if orphaned(&q) {
+                self.unqueued(&q.job);
                 self.reply(out, q.job.route, Status::NoWorker, format!("no worker for {service}"));
             } else {
                 queue(self).push_back(q);
@@ -132,6 +134,7 @@ impl<M: Payload> BrokerState<M> {
             .chain(std::mem::take(&mut self.limbo))
             .collect();
         for q in queued {
+            self.unqueued(&q.job);
             self.reply(out, q.job.route, Status::NoWorker, SHUTTING_DOWN);
         }
     }

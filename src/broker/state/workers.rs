@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{live, Answer, BrokerState, Job, Output, Payload, Queued, Retry, Service, Worker, WorkerState};
+use super::{live, Answer, BrokerState, Job, Output, Payload, Retry, Service, Worker, WorkerState};
 use crate::protocol::{Registration, Status};
 
 /// Weight of the newest sample in a worker's time-per-job average.
@@ -102,6 +102,7 @@ impl<M: Payload> BrokerState<M> {
         // Jobs in limbo named no service or one nobody served yet; with the
         // services known now, submit them again to get the ordinary answer.
         for queued in std::mem::take(&mut self.limbo) {
+            self.unqueued(&queued.job);
             self.submit(now, queued.service.as_deref().unwrap_or(""), queued.job, out);
         }
     }
@@ -184,7 +185,7 @@ impl<M: Payload> BrokerState<M> {
             received: inflight.received,
             inline: false,
         };
-        self.services[service].queue.push_front(Queued { job, since: now, service: None });
+        self.requeued(service, now, job);
         if idle && state == WorkerState::Leaving {
             self.forget(now, slot);
             out.push(Output::Disconnect { identity: identity.to_vec() });
@@ -271,7 +272,7 @@ impl<M: Payload> BrokerState<M> {
                         received: inflight.received,
                         inline,
                     };
-                    self.services[service].queue.push_front(Queued { job, since: now, service: None });
+                    self.requeued(service, now, job);
                 }
                 _ => self.reply(out, inflight.route, Status::WorkerLost, why),
             }

@@ -1,0 +1,44 @@
+//! The broker's memory bound, with real processes: queued jobs are counted in
+//! bytes, and a client that floods the queue gets `Busy` while another client
+//! is still served (before, 120 × 8 MiB requests took a broker to 958 MiB and
+//! one client could fill the queue for everyone).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use powerhose::{Error, JobRequest};
+
+const T: Duration = Duration::from_secs(20);
+const MIB: usize = 1 << 20;
+
+#[test]
+fn a_flooding_client_is_bounded_in_bytes_and_others_are_still_served() {
+    let dir = TestDir::new();
+    // 16 MiB for all waiting jobs: one client may hold 8 MiB.
+    let broker = start_broker(&dir, &["--max-queue-bytes", &(16 * MIB).to_string()]);
+    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    let started = dir.path().join("started");
+    let file = started.to_str().unwrap().to_string();
+    let blocker = dir.client();
+    // The only worker is busy for a while, so everything else queues.
+    let long = std::thread::spawn(move || {
+        let job = JobRequest::new("x").header("action", "sleep").header("ms", "3000").header("file", file);
+        blocker.execute(job, T)
+    });
+    wait_until("the long job to start", T, || started.exists());
+    let flood = dir.client();
+    let big = || JobRequest::new(vec![b'x'; MIB]).header("action", "pid");
+    let answers = flood.execute_many((0..40).map(|_| big()), Duration::from_secs(15));
+    let busy = answers.iter().filter(|r| matches!(r, Err(Error::Busy(m)) if m.contains("share"))).count();
+    let served = answers.iter().filter(|r| r.is_ok()).count();
+    assert!(busy >= 30, "{busy} of 40 refused as over the client's share ({served} served)");
+    assert!(served >= 7, "the share (8 MiB) was admitted: {served} served");
+    // While the flood waited, another client's job was admitted and served.
+    let other = dir.client();
+    assert_eq!(other.execute(JobRequest::new("polite").header("action", "echo"), T).unwrap(), b"polite");
+    long.join().unwrap().unwrap();
+    let rss_mib = powerhose::bench::procs::rss(broker.pid()) as usize / MIB;
+    assert!(rss_mib < 64, "broker RSS {rss_mib} MiB after a 40 MiB flood");
+}
