@@ -52,6 +52,21 @@ impl Keypair {
     }
 }
 
+/// The public key of `secret`: CURVE keys are X25519 ones, the public key
+/// the secret one times the curve's base point. libsodium computes it, the
+/// library libzmq's CURVE runs on.
+fn public_of(secret: &[u8; 32]) -> [u8; 32] {
+    let mut public = [0u8; 32];
+    // SAFETY: sodium_init may be called any number of times from any thread;
+    // the multiplication reads 32 bytes at `secret` and writes 32 at `public`,
+    // both arrays of that size. Its result is 0 for any scalar: no check.
+    unsafe {
+        libsodium_sys::sodium_init();
+        libsodium_sys::crypto_scalarmult_curve25519_base(public.as_mut_ptr(), secret.as_ptr());
+    }
+    public
+}
+
 /// Z85 text of a key: 32 bytes are a multiple of 4, which is all Z85 needs.
 fn z85(key: &[u8; 32]) -> String {
     zmq::z85_encode(key).expect("32 bytes are a multiple of 4")
@@ -218,7 +233,12 @@ fn read_certificate(path: &Path) -> Result<Found> {
         line,
         reason,
     })?;
-    if keys.secret.is_some() {
+    if let Some((secret, line)) = keys.secret {
+        // A pair that does not match fails every handshake, far from here.
+        if public_of(&secret) != keys.public {
+            let reason = "secret-key is not the secret of this certificate's public-key".to_string();
+            return Err(Error::BadCertificate { path: path.to_path_buf(), line: Some(line), reason });
+        }
         // The mode of the file read, not of whatever the path names now.
         let meta = file.metadata().map_err(Error::io(format!("reading the mode of {}", path.display())))?;
         let mode = meta.permissions().mode() & 0o7777;

@@ -8,7 +8,7 @@ use super::*;
 
 /// A fixed pair, so a round trip can be compared key for key.
 fn pair() -> Keypair {
-    Keypair { public: [7; 32], secret: Some([42; 32]) }
+    Keypair { public: public_of(&[42; 32]), secret: Some([42; 32]) }
 }
 
 /// `text` as `dir/name`, with `mode`.
@@ -40,12 +40,12 @@ fn a_written_pair_reads_back_with_its_modes() {
     assert_eq!(public_path, dir.path().join("server.key"));
     assert_eq!(secret_path, dir.path().join("server.key_secret"));
     assert_eq!(load_certificate(&secret_path).unwrap(), pair());
-    assert_eq!(load_certificate(&public_path).unwrap(), Keypair { public: [7; 32], secret: None });
+    assert_eq!(load_certificate(&public_path).unwrap(), Keypair { public: pair().public, secret: None });
     assert_eq!(mode(&secret_path), 0o600);
     // 0644 less the umask, whatever the test runner's is: never more.
     assert_eq!(mode(&public_path) & !0o644, 0);
     let text = fs::read_to_string(&secret_path).unwrap();
-    assert!(text.contains(&format!("    public-key = \"{}\"\n", z85(&[7; 32]))), "{text}");
+    assert!(text.contains(&format!("    public-key = \"{}\"\n", pair().public_z85())), "{text}");
 }
 
 #[test]
@@ -126,6 +126,11 @@ fn malformed_certificates_are_named_with_their_line() {
             format!("curve\n    public-key = \"{KEY}\"\n    public-key = \"{KEY}\"\n"),
             " line 3: a second public-key (the first is on line 2)",
         ),
+        // Two keys, each valid, that are not one pair.
+        (
+            format!("curve\n    public-key = \"{KEY}\"\n    secret-key = \"{}\"\n", z85(&[42; 32])),
+            " line 3: secret-key is not the secret of this certificate's public-key",
+        ),
         // Five Z85 characters worth more than 2^32 - 1.
         (format!("curve\n    public-key = \"{}#####\"\n", &KEY[..35]), " line 2: public-key: a Z85 group out of range"),
         (format!("metadata\n    public-key = \"{KEY}\"\n"), ": no public-key in a curve section"),
@@ -149,28 +154,26 @@ fn malformed_certificates_are_named_with_their_line() {
 fn czmq_variations_are_read() {
     // Single quotes, bare values, tabs, CRLF, comments after values,
     // metadata and other sections around curve.
+    let (public, secret) = (pair().public_z85(), z85(&[42; 32]));
     let text = format!(
-        "#  header\r\nmetadata\r\n    name = \"x # y\"\r\nother # note\n\tk = v\ncurve\n\tpublic-key = '{KEY}' # ok\n    secret-key = {KEY}\n"
+        "#  header\r\nmetadata\r\n    name = \"x # y\"\r\nother # note\n\tk = v\ncurve\n\tpublic-key = '{public}' # ok\n    secret-key = {secret}\n"
     );
     let dir = tempfile::tempdir().unwrap();
     let path = file(dir.path(), "v.key_secret", &text, 0o600);
-    let keys = load_certificate(&path).unwrap();
-    let expected: [u8; 32] = zmq::z85_decode(KEY).unwrap().try_into().unwrap();
-    assert_eq!(keys, Keypair { public: expected, secret: Some(expected) });
-    assert_eq!(keys.public_z85(), KEY);
+    assert_eq!(load_certificate(&path).unwrap(), pair());
 }
 
 #[test]
 fn a_public_dir_lists_the_key_files_only() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = |n: u8| Keypair { public: [n; 32], secret: Some([n + 100; 32]) };
+    let keys = |n: u8| Keypair { public: public_of(&[n; 32]), secret: Some([n; 32]) };
     write_pair(&keys(2), dir.path(), "b").unwrap();
     write_pair(&keys(1), dir.path(), "a").unwrap();
     file(dir.path(), "notes.txt", "not a certificate", 0o644);
     file(dir.path(), ".hidden.key", "not a certificate", 0o644);
     fs::create_dir(dir.path().join("sub.key")).unwrap();
     let found = load_public_dir(dir.path()).unwrap();
-    assert_eq!(found, vec![(dir.path().join("a.key"), [1; 32]), (dir.path().join("b.key"), [2; 32])]);
+    assert_eq!(found, vec![(dir.path().join("a.key"), keys(1).public), (dir.path().join("b.key"), keys(2).public)]);
     assert!(load_public_dir(&dir.path().join("none")).unwrap_err().to_string().contains("none"));
     // A malformed one fails the lot, naming it.
     let bad = file(dir.path(), "c.key", "curve\n    public-key = \"short\"\n", 0o644);
