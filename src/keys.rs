@@ -119,7 +119,7 @@ fn check_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.contains('/') {
-        "holds a path separator (give the directory with --dir)"
+        "holds a path separator (the directory is given apart)"
     } else if name.contains('\0') {
         "holds a NUL byte"
     } else if name == "." || name == ".." {
