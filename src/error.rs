@@ -121,6 +121,43 @@ pub enum Error {
         reason: String,
     },
 
+    // --- CURVE certificates (crate::keys)
+    /// A certificate name would not make a file in the directory asked for
+    /// (empty, `.`, `..`, or holding a `/` or a NUL).
+    #[error("bad certificate name {name:?}: {reason}")]
+    BadKeyName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A certificate file already exists where a new one would go.
+    #[error("{} already exists; not overwriting it", path.display())]
+    CertificateExists {
+        /// The file that exists.
+        path: PathBuf,
+    },
+    /// A certificate file is not in the czmq/pyzmq format, or holds no
+    /// usable key; `line` (1-based) names the offending line when one is.
+    #[error("certificate {}{}: {reason}", path.display(), line.map(|n| format!(" line {n}")).unwrap_or_default())]
+    BadCertificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// The offending line, when the fault is on one.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate holding a secret key is open to group or others;
+    /// refused, as ssh refuses such a private key.
+    #[error("{} holds a secret key but its mode is {mode:04o} (group or others have access); chmod 600 it", path.display())]
+    SecretKeyExposed {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
     // --- plugins
     /// `advice` ends the line: a near name, where else to look (or nothing).
     #[error("plugin {name}: not found (looked in {}){advice}", paths(searched))]

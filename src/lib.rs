@@ -21,6 +21,7 @@ pub mod error;
 pub mod ghosts;
 #[cfg(feature = "tools")]
 pub mod health;
+pub mod keys;
 pub mod plugin;
 pub mod protocol;
 pub mod status;
