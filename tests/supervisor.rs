@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use powerhose::JobRequest;
+use powerhose::{Error, JobRequest};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -101,4 +101,30 @@ fn bare_plugin_names_are_found_in_cwd_plugin_dir_and_next_to_the_executable() {
     let _c = serve(&["--plugin", "libmine.so", "--plugin-dir", own.to_str().unwrap()], dir.path(), None, "in-flag-dir");
     let _d = serve(&["--plugin", "libecho.so"], dir.path(), None, "next-to-exe");
     let _e = serve(&["--plugin", "echo"], dir.path(), None, "lib-prefix");
+}
+
+/// `scale 24` from anyone could fork without bound: a scale request beyond
+/// `--max-workers` is refused at once, a relative one stops at the cap, and
+/// a start asking for more is a bad flag.
+#[test]
+fn scaling_stops_at_max_workers() {
+    let dir = TestDir::new();
+    let cluster = start_cluster(&dir, "echo", 1, &["--max-workers", "2"]);
+    let client = dir.client();
+    let t = Duration::from_secs(10);
+    match client.scale(Some(24), None, t) {
+        Err(Error::BadRequest(m)) => assert!(m.contains("at most 2 workers (--max-workers)"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    client.scale(None, Some(5), t).unwrap();
+    wait_until("2 workers", t, || client.workers("", t).unwrap() == 2);
+    assert!(cluster.stderr().contains("scaling from 1 to 2 workers"), "+5 stops at 2:\n{}", cluster.stderr());
+
+    let other = TestDir::new();
+    let plugin = plugin("echo");
+    let args = ["--plugin", plugin.to_str().unwrap(), "--workers", "3", "--max-workers", "2"];
+    let mut proc = Proc::spawn(POWERHOSE, &args, &other, "powerhose");
+    let status = proc.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(2), "{}", proc.stderr());
+    assert_eq!(proc.stderr().trim(), "powerhose: error: --workers 3 is over --max-workers 2");
 }

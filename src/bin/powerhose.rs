@@ -21,6 +21,10 @@ struct Args {
     /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
     #[arg(long)]
     params: Option<String>,
+    /// No scale request (powerhose-client scale, SIGTTIN) goes beyond this
+    /// many workers [default: four per CPU]
+    #[arg(long)]
+    max_workers: Option<usize>,
     /// Endpoint for clients [default: ipc://<runtime dir>/front.ipc]
     #[arg(long)]
     frontend: Option<String>,
@@ -46,6 +50,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         options.params = Some(cli::parse_params(params)?);
     }
     options.workers = args.workers.unwrap_or(options.workers);
+    options.max_workers = args.max_workers.unwrap_or(options.max_workers);
     options.frontend = args.frontend.clone().unwrap_or(options.frontend);
     options.backend = args.backend.clone().unwrap_or(options.backend);
     options.worker_exe = args.worker_exe.clone();

@@ -60,6 +60,8 @@ pub struct ControlSink {
     pub tx: std::sync::mpsc::Sender<Control>,
     /// Triggered after each request is sent, so the supervisor wakes.
     pub wake: Wakeup,
+    /// A request to scale to more workers than this is refused at once.
+    pub max_workers: usize,
 }
 
 impl BrokerOptions {

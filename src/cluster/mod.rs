@@ -60,6 +60,9 @@ pub struct ClusterOptions {
     /// How long stopping workers may take to finish their job before SIGKILL
     /// [default: the workers' hard timeout plus 2 s, else 32 s].
     pub stop_grace: Option<Duration>,
+    /// No scale request (command or signal) goes beyond this many workers
+    /// [default: four per CPU].
+    pub max_workers: usize,
     /// Pass `--debug` to the workers: debug logging and plugin errors in full.
     pub debug: bool,
 }
@@ -82,6 +85,7 @@ impl ClusterOptions {
             worker_exe: None,
             start_timeout: Duration::from_secs(60),
             stop_grace: None,
+            max_workers: 4 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
             debug: false,
         })
@@ -185,13 +189,19 @@ impl Cluster {
         if options.workers == 0 {
             return Err(Error::NoWorkers);
         }
+        if options.workers > options.max_workers {
+            return Err(Error::BadFlag(format!(
+                "--workers {} is over --max-workers {}",
+                options.workers, options.max_workers
+            )));
+        }
         let located = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
         let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
         let spawner =
             Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
         crate::plugin::check_in_child(&spawner.exe, &spawner.args, options.start_timeout)?;
         let (tx, rx) = mpsc::channel();
-        let control = ControlSink { tx, wake: Wakeup::new()? };
+        let control = ControlSink { tx, wake: Wakeup::new()?, max_workers: options.max_workers };
         let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
         broker_options.config = options.broker.clone();
         // Unnamed jobs go to this pool's service (else to the first to
@@ -209,6 +219,7 @@ impl Cluster {
         let mut sup =
             Supervisor::new(spawner, Client::connect(&options.frontend)?, options.workers, notices, inbox.wake.clone());
         sup.start_timeout = options.start_timeout;
+        sup.max_workers = options.max_workers;
         sup.stop_grace = options.stop_grace.unwrap_or_else(|| {
             options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30))
                 + Duration::from_secs(2)

@@ -4,9 +4,11 @@
 
 /// Workers wanted after a request: `workers` if given (absolute), else
 /// `target` moved by `delta`; never below one (a cluster with no worker
-/// would queue jobs forever).
-pub(super) fn wanted(target: usize, workers: Option<usize>, delta: Option<i64>) -> usize {
-    workers.map_or_else(|| target as i64 + delta.unwrap_or(0), |n| n as i64).max(1) as usize
+/// would queue jobs forever), never above `max` (`--max-workers`: no
+/// request may fork without bound).
+pub(super) fn wanted(target: usize, workers: Option<usize>, delta: Option<i64>, max: usize) -> usize {
+    let asked = workers.map_or_else(|| target as i64 + delta.unwrap_or(0), |n| n.min(i64::MAX as usize) as i64);
+    asked.clamp(1, max.max(1) as i64) as usize
 }
 
 /// Indexes of the workers to retire so that `wanted` stay, given the
@@ -24,25 +26,27 @@ mod tests {
 
     #[test]
     fn absolute_count_replaces_the_target() {
-        assert_eq!(wanted(4, Some(7), None), 7);
-        assert_eq!(wanted(4, Some(2), None), 2);
+        assert_eq!(wanted(4, Some(7), None, 64), 7);
+        assert_eq!(wanted(4, Some(2), None, 64), 2);
         // An absolute count wins over a delta given with it.
-        assert_eq!(wanted(4, Some(2), Some(5)), 2);
+        assert_eq!(wanted(4, Some(2), Some(5), 64), 2);
     }
 
     #[test]
     fn delta_moves_the_target() {
-        assert_eq!(wanted(4, None, Some(3)), 7);
-        assert_eq!(wanted(4, None, Some(-3)), 1);
-        assert_eq!(wanted(4, None, None), 4);
+        assert_eq!(wanted(4, None, Some(3), 64), 7);
+        assert_eq!(wanted(4, None, Some(-3), 64), 1);
+        assert_eq!(wanted(4, None, None, 64), 4);
     }
 
     #[test]
     fn never_below_one_worker() {
-        assert_eq!(wanted(4, Some(0), None), 1);
-        assert_eq!(wanted(4, None, Some(-4)), 1);
-        assert_eq!(wanted(2, None, Some(-100)), 1);
-        assert_eq!(wanted(1, None, Some(i64::MIN / 2)), 1);
+        assert_eq!(wanted(4, Some(0), None, 64), 1);
+        assert_eq!(wanted(4, None, Some(-4), 64), 1);
+        assert_eq!(wanted(2, None, Some(-100), 64), 1);
+        assert_eq!(wanted(1, None, Some(i64::MIN / 2), 64), 1);
+        assert_eq!(wanted(4, Some(1000), None, 8), 8, "capped at --max-workers");
+        assert_eq!(wanted(4, None, Some(i64::MAX / 2), 8), 8);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub(super) struct Supervisor {
     pub client: Client,
     pub target: usize,
     pub start_timeout: Duration,
+    /// No scale request goes beyond this many workers (`--max-workers`).
+    pub max_workers: usize,
     pub stop_grace: Duration,
     pub broker_stop: Wakeup,
     pub notices: std::sync::mpsc::Sender<Notice>,
@@ -105,6 +107,7 @@ impl Supervisor {
             client,
             target,
             start_timeout: Duration::from_secs(60),
+            max_workers: target,
             stop_grace: Duration::from_secs(10),
             broker_stop: Wakeup::new().expect("pipe"),
             broker: None,
@@ -232,7 +235,7 @@ impl Supervisor {
     }
 
     fn scale(&mut self, workers: Option<usize>, delta: Option<i64>) {
-        let wanted = scale::wanted(self.target, workers, delta);
+        let wanted = scale::wanted(self.target, workers, delta, self.max_workers);
         tracing::info!("scaling from {} to {wanted} workers", self.target);
         let retiring: Vec<bool> = self.workers.iter().map(|w| w.retiring).collect();
         for i in scale::to_retire(&retiring, wanted) {

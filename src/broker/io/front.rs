@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{Io, Msg, MAX_FRAMES};
 use crate::broker::state::{BrokerState, ClientRoute, Job, Output};
 use crate::protocol::parse::{parse_front, Front};
-use crate::protocol::{encode_headers, CommandFrame, Status};
+use crate::protocol::{encode_headers, CommandFrame, Control, Status};
 
 impl Io<'_> {
     pub fn on_front(&mut self, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
@@ -110,6 +110,10 @@ impl Io<'_> {
                     (Ok(_), None) => {
                         (Status::BadRequest, "this broker has no supervisor (start it with `powerhose`)".into())
                     }
+                    (Ok(Control::Scale { workers: Some(n), .. }), Some(sink)) if n > sink.max_workers => (
+                        Status::BadRequest,
+                        format!("scale to {n} refused: at most {} workers (--max-workers)", sink.max_workers),
+                    ),
                     (Ok(request), Some(sink)) => {
                         tracing::info!(?request, "control request");
                         match sink.tx.send(request) {
