@@ -110,14 +110,7 @@ impl EndpointLock {
         lock_name.push(".lock");
         let lock_path = socket_path.with_file_name(lock_name);
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&lock_path)
-                .map_err(Error::io(format!("opening lock file {}", lock_path.display())))?;
+            let file = open_lock_file(&lock_path, true)?;
             // SAFETY: flock on an fd we own.
             if let Err(err) = unsafe { syscall!(flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) } {
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
@@ -151,8 +144,43 @@ impl EndpointLock {
         let socket_path = ipc_path(endpoint)?;
         let mut lock_name = socket_path.file_name()?.to_os_string();
         lock_name.push(".lock");
-        fs::read_to_string(socket_path.with_file_name(lock_name)).ok()?.trim().parse().ok()
+        // Only a lock file of ours names a pid worth believing.
+        let mut text = String::new();
+        open_lock_file(&socket_path.with_file_name(lock_name), false).ok()?.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
     }
+}
+
+/// Opens (or creates) a lock file without following a symlink, and checks
+/// what was opened: in a directory others could write to, a planted symlink
+/// or file must never receive our writes nor our trust.
+fn open_lock_file(path: &Path, create: bool) -> Result<File> {
+    let unsafe_lock = |reason: String| Error::UnsafeLockFile { path: path.to_path_buf(), reason };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        // O_NONBLOCK: a planted FIFO must not hang the open (regular files ignore it).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => unsafe_lock("is a symlink".into()),
+            _ => Error::io(format!("opening lock file {}", path.display()))(e),
+        })?;
+    let meta = file.metadata().map_err(Error::io(format!("checking lock file {}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(unsafe_lock("is not a regular file".into()));
+    }
+    if meta.uid() != crate::sys::uid() {
+        return Err(unsafe_lock(format!("is owned by uid {}", meta.uid())));
+    }
+    // 0 links is a lock file its owner just removed: acquire sees it and retries.
+    if meta.nlink() > 1 {
+        return Err(unsafe_lock(format!("has {} hard links", meta.nlink())));
+    }
+    Ok(file)
 }
 
 /// The pid in a lock file that another process holds. It writes the pid just
@@ -236,6 +264,32 @@ mod tests {
         assert!(socket.exists() && lock.exists(), "the live broker's files stay");
         drop(live);
         assert!(!socket.exists() && !lock.exists());
+    }
+
+    #[test]
+    fn planted_lock_files_are_refused_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
+        let (lock, victim) = (dir.path().join("front.ipc.lock"), dir.path().join("victim"));
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let err = EndpointLock::acquire(&endpoint).unwrap_err();
+        assert_eq!(err.to_string(), format!("lock file {} is a symlink: refusing to use it", lock.display()));
+        assert_eq!(EndpointLock::holder_pid(&endpoint), None);
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+
+        // A hard link to the victim, then a lock file of another user's.
+        fs::remove_file(&lock).unwrap();
+        fs::hard_link(&victim, &lock).unwrap();
+        assert!(EndpointLock::acquire(&endpoint).unwrap_err().to_string().contains("has 2 hard links"));
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        fs::remove_file(&lock).unwrap();
+        fs::write(&lock, b"4242").unwrap();
+        std::os::unix::fs::chown(&lock, Some(65534), None).unwrap();
+        let err = EndpointLock::acquire(&endpoint).unwrap_err().to_string();
+        assert!(err.ends_with("is owned by uid 65534: refusing to use it") && !err.contains("4242"), "{err}");
+        assert_eq!(EndpointLock::holder_pid(&endpoint), None, "a stranger's file names no holder");
+        assert_eq!(fs::read(&lock).unwrap(), b"4242");
     }
 
     #[test]

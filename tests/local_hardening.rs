@@ -27,3 +27,37 @@ fn a_req_client_sending_too_many_frames_gets_an_answer() {
     assert!(reply.contains("after the envelope"), "{reply}");
     assert_eq!(dir.client().status(T).unwrap().counters.bad_requests, 1);
 }
+
+/// Runs `powerhose-broker ARGS`, which must exit within [`T`]: (exit code, stderr).
+fn broker_cmd(dir: &TestDir, args: &[&str], name: &str) -> (i32, String) {
+    let mut proc = Proc::spawn(BROKER, args, dir, name);
+    let status = proc.wait_exit(T).unwrap_or_else(|| panic!("{name} still running after {T:?}: {}", proc.stderr()));
+    (status.code().unwrap_or(-1), proc.stderr())
+}
+
+#[test]
+fn a_planted_lock_symlink_is_refused_and_its_target_untouched() {
+    let dir = TestDir::new();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let lock = dir.path().join("front.ipc.lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let (code, err) = broker_cmd(&dir, &["--frontend", &dir.front(), "--backend", &dir.back()], "broker");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("lock file {} is a symlink: refusing to use it", lock.display())), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn a_lock_file_of_another_user_is_refused_without_its_pid() {
+    let dir = TestDir::new();
+    let lock = dir.path().join("front.ipc.lock");
+    std::fs::write(&lock, b"4242").unwrap();
+    std::os::unix::fs::chown(&lock, Some(65534), None).unwrap();
+    let (code, err) = broker_cmd(&dir, &["--frontend", &dir.front(), "--backend", &dir.back()], "broker");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is owned by uid 65534: refusing to use it"), "{err}");
+    assert!(!err.contains("4242"), "an attacker-chosen pid is not shown: {err}");
+    assert_eq!(std::fs::read(&lock).unwrap(), b"4242");
+}
