@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::syscall;
 
 /// The directory for default sockets: `$POWERHOSE_RUNTIME_DIR`, else
-/// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700 and
-/// refused if another user owns it or others can enter it.
+/// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700, and
+/// an existing one refused if another user owns it or others can enter it.
 pub fn runtime_dir() -> Result<PathBuf> {
     let dir = runtime_dir_path(|name| std::env::var_os(name), crate::sys::uid());
     ensure_private_dir(&dir)?;
@@ -32,22 +32,43 @@ pub fn runtime_dir_path(var: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u
     }
 }
 
+/// Creates `dir` 0700, or checks the one there: ours, a directory, and
+/// closed to others. Only a directory created here is ours to chmod: one
+/// found open may hold what someone else planted (a symlink for a lock
+/// file, a socket), so it is refused until its owner has looked.
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
-    }
-    let meta = fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
     let insecure = |reason: String| Error::InsecureDir { path: dir.to_path_buf(), reason };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(Error::io(format!("creating {}", parent.display())))?;
+    }
+    // Not recursive: AlreadyExists tells a directory found from one created.
+    let created = match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
+    };
+    let meta = fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
     if !meta.is_dir() {
         return Err(insecure("not a directory".into()));
     }
     if meta.uid() != crate::sys::uid() {
         return Err(insecure(format!("owned by uid {}", meta.uid())));
     }
-    if meta.mode() & 0o077 != 0 {
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        if !created {
+            return Err(insecure(format!(
+                "mode {mode:o} lets others in; check what it holds, then `chmod 700 {}`",
+                dir.display()
+            )));
+        }
+        // Only a umask can have opened what we just made.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| insecure(format!("mode {:o} and chmod failed: {e}", meta.mode() & 0o777)))?;
+            .map_err(|e| insecure(format!("mode {mode:o} and chmod failed: {e}")))?;
     }
     Ok(())
 }
@@ -134,9 +155,27 @@ impl EndpointLock {
         }
     }
 
-    /// Records the socket file just bound, so drop removes that file and no other.
-    pub fn bound(&mut self) {
-        self.socket_id = fs::metadata(&self.socket_path).ok().map(|m| file_id(&m));
+    /// Records the socket file just bound, so drop removes that file and no
+    /// other, and makes it 0600: an endpoint outside the private runtime
+    /// directory is then still only ours to connect to.
+    pub fn bound(&mut self) -> Result<()> {
+        let path = self.socket_path.display();
+        // An O_PATH handle on the file itself (a symlink swapped in would be
+        // the link, not its target), chmodded through /proc: no window in
+        // which a path lookup could land on another file.
+        let socket = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.socket_path)
+            .map_err(Error::io(format!("opening the socket {path}")))?;
+        let meta = socket.metadata().map_err(Error::io(format!("checking the socket {path}")))?;
+        if !meta.file_type().is_socket() {
+            return Err(Error::io(format!("checking the socket {path}"))(std::io::Error::other("not a socket")));
+        }
+        self.socket_id = Some(file_id(&meta));
+        let fd_path = format!("/proc/self/fd/{}", socket.as_raw_fd());
+        fs::set_permissions(fd_path, fs::Permissions::from_mode(0o600))
+            .map_err(Error::io(format!("making the socket {path} 0600")))
     }
 
     /// The pid recorded by whoever holds (or last held) the lock of `endpoint`.
@@ -231,8 +270,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
         let mut first = EndpointLock::acquire(&endpoint).unwrap().unwrap();
-        std::fs::write(dir.path().join("front.ipc"), b"").unwrap();
-        first.bound();
+        std::os::unix::net::UnixListener::bind(dir.path().join("front.ipc")).unwrap();
+        first.bound().unwrap();
         match EndpointLock::acquire(&endpoint) {
             Err(Error::BrokerAlreadyRunning { pid, .. }) => {
                 assert_eq!(pid, Some(std::process::id()))
@@ -252,14 +291,14 @@ mod tests {
         let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
         let (socket, lock) = (dir.path().join("front.ipc"), dir.path().join("front.ipc.lock"));
         let mut ghost = EndpointLock::acquire(&endpoint).unwrap().unwrap();
-        std::fs::write(&socket, b"").unwrap();
-        ghost.bound();
+        std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        ghost.bound().unwrap();
         // Someone cleans the directory; a new broker takes the endpoint.
         std::fs::remove_file(&socket).unwrap();
         std::fs::remove_file(&lock).unwrap();
         let mut live = EndpointLock::acquire(&endpoint).unwrap().unwrap();
-        std::fs::write(&socket, b"").unwrap();
-        live.bound();
+        std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        live.bound().unwrap();
         drop(ghost);
         assert!(socket.exists() && lock.exists(), "the live broker's files stay");
         drop(live);
@@ -298,8 +337,26 @@ mod tests {
         let sub = dir.path().join("rt");
         ensure_private_dir(&sub).unwrap();
         assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
-        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
         ensure_private_dir(&sub).unwrap();
-        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+        // Found open to others: refused as it is, never chmodded.
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_dir(&sub).unwrap_err().to_string();
+        let path = sub.display();
+        assert_eq!(
+            err,
+            format!("runtime directory {path} is not private: mode 777 lets others in; check what it holds, then `chmod 700 {path}`")
+        );
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o777);
+        // Another user's directory, and a file, stay refused.
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&sub, Some(65534), None).unwrap();
+        assert!(ensure_private_dir(&sub).unwrap_err().to_string().ends_with("owned by uid 65534"));
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(ensure_private_dir(&file).unwrap_err().to_string().ends_with("not a directory"));
+        // A path nested under missing directories is created too.
+        let nested = dir.path().join("a/b/rt");
+        ensure_private_dir(&nested).unwrap();
+        assert_eq!(fs::metadata(&nested).unwrap().mode() & 0o777, 0o700);
     }
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use common::*;
@@ -60,4 +61,40 @@ fn a_lock_file_of_another_user_is_refused_without_its_pid() {
     assert!(err.contains("is owned by uid 65534: refusing to use it"), "{err}");
     assert!(!err.contains("4242"), "an attacker-chosen pid is not shown: {err}");
     assert_eq!(std::fs::read(&lock).unwrap(), b"4242");
+}
+
+#[test]
+fn a_runtime_directory_open_to_others_is_refused_not_chmodded() {
+    let dir = TestDir::new();
+    let runtime = dir.path().join("rt");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = std::process::Command::new(BROKER);
+    cmd.env("POWERHOSE_RUNTIME_DIR", &runtime);
+    let mut broker = Proc::spawn_cmd(cmd, &dir, "broker");
+    let status = broker.wait_exit(T).unwrap_or_else(|| panic!("the broker started: {}", broker.stderr()));
+    let err = broker.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let path = runtime.display();
+    assert!(err.contains(&format!("runtime directory {path} is not private: mode 777")), "{err}");
+    assert!(err.contains(&format!("chmod 700 {path}")), "{err}");
+    assert_eq!(std::fs::metadata(&runtime).unwrap().mode() & 0o777, 0o777, "left as found");
+    assert_eq!(std::fs::read_dir(&runtime).unwrap().count(), 0, "nothing created in it");
+}
+
+#[test]
+fn ipc_socket_files_are_0600_even_outside_the_runtime_directory() {
+    let dir = TestDir::new();
+    let elsewhere = dir.path().join("shared");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (front, back) = (elsewhere.join("front.ipc"), elsewhere.join("back.ipc"));
+    let (front_ep, back_ep) = (format!("ipc://{}", front.display()), format!("ipc://{}", back.display()));
+    let broker = Proc::spawn(BROKER, &["--frontend", &front_ep, "--backend", &back_ep], &dir, "broker");
+    let client = powerhose::Client::connect(&front_ep).unwrap();
+    assert_eq!(client.ping(T).unwrap_or_else(|e| panic!("{e}: {}", broker.stderr())), broker.pid());
+    for socket in [&front, &back] {
+        assert_eq!(std::fs::metadata(socket).unwrap().mode() & 0o777, 0o600, "{}", socket.display());
+    }
 }
