@@ -98,3 +98,34 @@ fn ipc_socket_files_are_0600_even_outside_the_runtime_directory() {
         assert_eq!(std::fs::metadata(socket).unwrap().mode() & 0o777, 0o600, "{}", socket.display());
     }
 }
+
+#[test]
+fn purge_ghosts_spares_a_stopped_broker_unless_forced() {
+    let dir = TestDir::new();
+    let front = dir.front();
+    let broker = start_broker(&dir, &[]);
+    broker.signal(libc::SIGSTOP);
+    wait_until("the broker to stop", T, || powerhose::ghosts::stopped(broker.pid()));
+    let purge = |extra: &[&str], name: &str| {
+        let mut args = vec!["--purge-ghosts", "--frontend", &front, "--timeout", "0.3", "--grace", "0.3"];
+        args.extend_from_slice(extra);
+        let report = dir.path().join(format!("{name}.out"));
+        let mut cmd = std::process::Command::new(BROKER);
+        cmd.args(&args).env("POWERHOSE_RUNTIME_DIR", dir.path());
+        let stdout = std::fs::File::create(&report).unwrap();
+        let mut proc = Proc::spawn_cmd_to(cmd, stdout.into(), &dir, name);
+        assert_eq!(proc.wait_exit(T).and_then(|s| s.code()), Some(0), "{}", proc.stderr());
+        std::fs::read_to_string(&report).unwrap()
+    };
+    let out = purge(&[], "purge");
+    assert!(out.contains(&format!("ghost broker pid {}", broker.pid())), "{out}");
+    assert!(out.contains("spared: stopped") && out.contains("--force"), "{out}");
+    assert!(alive(broker.pid()), "a stopped broker is not killed without --force");
+    // Resumed, it is the live broker again, and never a ghost.
+    broker.signal(libc::SIGCONT);
+    assert_eq!(dir.client().ping(T).unwrap(), broker.pid());
+    let out = purge(&["--force"], "purge-live");
+    assert!(out.contains(&format!("live broker on {front}: pid {} (spared)", broker.pid())), "{out}");
+    assert!(out.contains("no ghost brokers"), "{out}");
+    assert!(alive(broker.pid()));
+}
