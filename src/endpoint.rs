@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::syscall;
 
 /// The directory for default sockets: `$POWERHOSE_RUNTIME_DIR`, else
-/// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700 and
-/// refused if another user owns it or others can enter it.
+/// `$XDG_RUNTIME_DIR/powerhose`, else `/tmp/powerhose-$UID`; created 0700, and
+/// an existing one refused if another user owns it or others can enter it.
 pub fn runtime_dir() -> Result<PathBuf> {
     let dir = runtime_dir_path(|name| std::env::var_os(name), crate::sys::uid());
     ensure_private_dir(&dir)?;
@@ -32,22 +32,43 @@ pub fn runtime_dir_path(var: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u
     }
 }
 
+/// Creates `dir` 0700, or checks the one there: ours, a directory, and
+/// closed to others. Only a directory created here is ours to chmod: one
+/// found open may hold what someone else planted (a symlink for a lock
+/// file, a socket), so it is refused until its owner has looked.
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
-    }
-    let meta = fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
     let insecure = |reason: String| Error::InsecureDir { path: dir.to_path_buf(), reason };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(Error::io(format!("creating {}", parent.display())))?;
+    }
+    // Not recursive: AlreadyExists tells a directory found from one created.
+    let created = match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
+    };
+    let meta = fs::symlink_metadata(dir).map_err(Error::io(format!("checking {}", dir.display())))?;
     if !meta.is_dir() {
         return Err(insecure("not a directory".into()));
     }
     if meta.uid() != crate::sys::uid() {
         return Err(insecure(format!("owned by uid {}", meta.uid())));
     }
-    if meta.mode() & 0o077 != 0 {
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        if !created {
+            return Err(insecure(format!(
+                "mode {mode:o} lets others in; check what it holds, then `chmod 700 {}`",
+                dir.display()
+            )));
+        }
+        // Only a umask can have opened what we just made.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| insecure(format!("mode {:o} and chmod failed: {e}", meta.mode() & 0o777)))?;
+            .map_err(|e| insecure(format!("mode {mode:o} and chmod failed: {e}")))?;
     }
     Ok(())
 }
@@ -110,14 +131,7 @@ impl EndpointLock {
         lock_name.push(".lock");
         let lock_path = socket_path.with_file_name(lock_name);
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&lock_path)
-                .map_err(Error::io(format!("opening lock file {}", lock_path.display())))?;
+            let file = open_lock_file(&lock_path, true)?;
             // SAFETY: flock on an fd we own.
             if let Err(err) = unsafe { syscall!(flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) } {
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
@@ -141,9 +155,27 @@ impl EndpointLock {
         }
     }
 
-    /// Records the socket file just bound, so drop removes that file and no other.
-    pub fn bound(&mut self) {
-        self.socket_id = fs::metadata(&self.socket_path).ok().map(|m| file_id(&m));
+    /// Records the socket file just bound, so drop removes that file and no
+    /// other, and makes it 0600: an endpoint outside the private runtime
+    /// directory is then still only ours to connect to.
+    pub fn bound(&mut self) -> Result<()> {
+        let path = self.socket_path.display();
+        // An O_PATH handle on the file itself (a symlink swapped in would be
+        // the link, not its target), chmodded through /proc: no window in
+        // which a path lookup could land on another file.
+        let socket = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.socket_path)
+            .map_err(Error::io(format!("opening the socket {path}")))?;
+        let meta = socket.metadata().map_err(Error::io(format!("checking the socket {path}")))?;
+        if !meta.file_type().is_socket() {
+            return Err(Error::io(format!("checking the socket {path}"))(std::io::Error::other("not a socket")));
+        }
+        self.socket_id = Some(file_id(&meta));
+        let fd_path = format!("/proc/self/fd/{}", socket.as_raw_fd());
+        fs::set_permissions(fd_path, fs::Permissions::from_mode(0o600))
+            .map_err(Error::io(format!("making the socket {path} 0600")))
     }
 
     /// The pid recorded by whoever holds (or last held) the lock of `endpoint`.
@@ -151,8 +183,43 @@ impl EndpointLock {
         let socket_path = ipc_path(endpoint)?;
         let mut lock_name = socket_path.file_name()?.to_os_string();
         lock_name.push(".lock");
-        fs::read_to_string(socket_path.with_file_name(lock_name)).ok()?.trim().parse().ok()
+        // Only a lock file of ours names a pid worth believing.
+        let mut text = String::new();
+        open_lock_file(&socket_path.with_file_name(lock_name), false).ok()?.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
     }
+}
+
+/// Opens (or creates) a lock file without following a symlink, and checks
+/// what was opened: in a directory others could write to, a planted symlink
+/// or file must never receive our writes nor our trust.
+fn open_lock_file(path: &Path, create: bool) -> Result<File> {
+    let unsafe_lock = |reason: String| Error::UnsafeLockFile { path: path.to_path_buf(), reason };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        // O_NONBLOCK: a planted FIFO must not hang the open (regular files ignore it).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => unsafe_lock("is a symlink".into()),
+            _ => Error::io(format!("opening lock file {}", path.display()))(e),
+        })?;
+    let meta = file.metadata().map_err(Error::io(format!("checking lock file {}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(unsafe_lock("is not a regular file".into()));
+    }
+    if meta.uid() != crate::sys::uid() {
+        return Err(unsafe_lock(format!("is owned by uid {}", meta.uid())));
+    }
+    // 0 links is a lock file its owner just removed: acquire sees it and retries.
+    if meta.nlink() > 1 {
+        return Err(unsafe_lock(format!("has {} hard links", meta.nlink())));
+    }
+    Ok(file)
 }
 
 /// The pid in a lock file that another process holds. It writes the pid just
@@ -203,8 +270,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
         let mut first = EndpointLock::acquire(&endpoint).unwrap().unwrap();
-        std::fs::write(dir.path().join("front.ipc"), b"").unwrap();
-        first.bound();
+        std::os::unix::net::UnixListener::bind(dir.path().join("front.ipc")).unwrap();
+        first.bound().unwrap();
         match EndpointLock::acquire(&endpoint) {
             Err(Error::BrokerAlreadyRunning { pid, .. }) => {
                 assert_eq!(pid, Some(std::process::id()))
@@ -224,18 +291,44 @@ mod tests {
         let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
         let (socket, lock) = (dir.path().join("front.ipc"), dir.path().join("front.ipc.lock"));
         let mut ghost = EndpointLock::acquire(&endpoint).unwrap().unwrap();
-        std::fs::write(&socket, b"").unwrap();
-        ghost.bound();
+        std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        ghost.bound().unwrap();
         // Someone cleans the directory; a new broker takes the endpoint.
         std::fs::remove_file(&socket).unwrap();
         std::fs::remove_file(&lock).unwrap();
         let mut live = EndpointLock::acquire(&endpoint).unwrap().unwrap();
-        std::fs::write(&socket, b"").unwrap();
-        live.bound();
+        std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        live.bound().unwrap();
         drop(ghost);
         assert!(socket.exists() && lock.exists(), "the live broker's files stay");
         drop(live);
         assert!(!socket.exists() && !lock.exists());
+    }
+
+    #[test]
+    fn planted_lock_files_are_refused_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/front.ipc", dir.path().display());
+        let (lock, victim) = (dir.path().join("front.ipc.lock"), dir.path().join("victim"));
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let err = EndpointLock::acquire(&endpoint).unwrap_err();
+        assert_eq!(err.to_string(), format!("lock file {} is a symlink: refusing to use it", lock.display()));
+        assert_eq!(EndpointLock::holder_pid(&endpoint), None);
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+
+        // A hard link to the victim, then a lock file of another user's.
+        fs::remove_file(&lock).unwrap();
+        fs::hard_link(&victim, &lock).unwrap();
+        assert!(EndpointLock::acquire(&endpoint).unwrap_err().to_string().contains("has 2 hard links"));
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        fs::remove_file(&lock).unwrap();
+        fs::write(&lock, b"4242").unwrap();
+        std::os::unix::fs::chown(&lock, Some(65534), None).unwrap();
+        let err = EndpointLock::acquire(&endpoint).unwrap_err().to_string();
+        assert!(err.ends_with("is owned by uid 65534: refusing to use it") && !err.contains("4242"), "{err}");
+        assert_eq!(EndpointLock::holder_pid(&endpoint), None, "a stranger's file names no holder");
+        assert_eq!(fs::read(&lock).unwrap(), b"4242");
     }
 
     #[test]
@@ -244,8 +337,26 @@ mod tests {
         let sub = dir.path().join("rt");
         ensure_private_dir(&sub).unwrap();
         assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
-        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
         ensure_private_dir(&sub).unwrap();
-        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+        // Found open to others: refused as it is, never chmodded.
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_dir(&sub).unwrap_err().to_string();
+        let path = sub.display();
+        assert_eq!(
+            err,
+            format!("runtime directory {path} is not private: mode 777 lets others in; check what it holds, then `chmod 700 {path}`")
+        );
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o777);
+        // Another user's directory, and a file, stay refused.
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&sub, Some(65534), None).unwrap();
+        assert!(ensure_private_dir(&sub).unwrap_err().to_string().ends_with("owned by uid 65534"));
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(ensure_private_dir(&file).unwrap_err().to_string().ends_with("not a directory"));
+        // A path nested under missing directories is created too.
+        let nested = dir.path().join("a/b/rt");
+        ensure_private_dir(&nested).unwrap();
+        assert_eq!(fs::metadata(&nested).unwrap().mode() & 0o777, 0o700);
     }
 }

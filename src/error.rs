@@ -120,6 +120,16 @@ pub enum Error {
         /// What is wrong with it (owner, mode, type).
         reason: String,
     },
+    /// An ipc endpoint's lock file is a symlink, not a regular file, has
+    /// other links or belongs to another user: someone planted it, and
+    /// writing our pid through it could overwrite another file.
+    #[error("lock file {} {reason}: refusing to use it", path.display())]
+    UnsafeLockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it (`is a symlink`, `is owned by uid 65534`, ...).
+        reason: String,
+    },
 
     // --- CURVE certificates (crate::keys)
     /// A certificate name would not make a file in the directory asked for

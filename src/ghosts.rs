@@ -1,6 +1,8 @@
 //! `--purge-ghosts`: finds broker processes of this user on an endpoint that
 //! are not the broker answering PING there (zombies that lost the endpoint, or
-//! a hung broker still holding its lock) and stops them.
+//! a hung broker still holding its lock) and stops them. A stopped process
+//! (SIGSTOP, ^Z, a debugger) is spared unless forced: resumed, it would be
+//! the live broker.
 //!
 //! A process counts as a broker by its executable (`/proc/PID/exe` named
 //! `powerhose-broker` or `powerhose`), never by its command line alone, and
@@ -108,14 +110,45 @@ fn describe(pid: u32) -> String {
     cmdline(pid).map(|a| a.join(" ")).unwrap_or_default()
 }
 
+/// Tries to PING the broker on `frontend` up to [`PING_TRIES`] times within
+/// `timeout`: a broker busy or slow for a moment is still live, never a ghost.
+fn live_broker(frontend: &str, timeout: Duration) -> Result<Option<u32>> {
+    let client = Client::connect(frontend)?;
+    let each = timeout / PING_TRIES;
+    Ok((0..PING_TRIES).find_map(|_| client.ping(each).ok()))
+}
+
+/// PINGs tried before a broker counts as not answering.
+const PING_TRIES: u32 = 3;
+
+/// The state letter of `pid` in `/proc/PID/stat` (`R`, `S`, `T` for stopped, ...).
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Whether `pid` is stopped (SIGSTOP, a shell's ^Z, a debugger): it may be
+/// resumed, and then it is the live broker again.
+pub fn stopped(pid: u32) -> bool {
+    matches!(state(pid), Some('T' | 't'))
+}
+
 /// Finds the live broker by PING, then stops every ghost (SIGTERM, SIGKILL
-/// after `grace`), reporting each step on `out`. Returns how many ghosts were found.
-pub fn purge(frontend: &str, timeout: Duration, grace: Duration, dry_run: bool, out: &mut impl Write) -> Result<usize> {
+/// after `grace`), reporting each step on `out`; a stopped ghost only with
+/// `force`. Returns how many ghosts were found.
+pub fn purge(
+    frontend: &str,
+    timeout: Duration,
+    grace: Duration,
+    dry_run: bool,
+    force: bool,
+    out: &mut impl Write,
+) -> Result<usize> {
     let io = |e| Error::io("writing the report")(e);
-    let live = Client::connect(frontend)?.ping(timeout).ok();
+    let live = live_broker(frontend, timeout)?;
     match live {
         Some(pid) => writeln!(out, "live broker on {frontend}: pid {pid} (spared)").map_err(io)?,
-        None => writeln!(out, "no broker answers on {frontend}").map_err(io)?,
+        None => writeln!(out, "no broker answers on {frontend} ({PING_TRIES} PINGs within {timeout:?})").map_err(io)?,
     }
     let ghosts = find_ghosts(frontend, live);
     if ghosts.is_empty() {
@@ -123,6 +156,13 @@ pub fn purge(frontend: &str, timeout: Duration, grace: Duration, dry_run: bool, 
     }
     for ghost in &ghosts {
         writeln!(out, "ghost broker pid {} ({}): {}", ghost.pid, ghost.why, ghost.cmdline).map_err(io)?;
+        if stopped(ghost.pid) && !force {
+            // Its silence may be a pause: SIGCONT would make it the live broker again.
+            let pid = ghost.pid;
+            writeln!(out, "  spared: stopped, not hung (resume it with `kill -CONT {pid}`, or use --force to kill it)")
+                .map_err(io)?;
+            continue;
+        }
         if dry_run {
             writeln!(out, "  dry run: left running").map_err(io)?;
             continue;
@@ -174,5 +214,22 @@ mod tests {
         assert!(!is_serving_broker(std::process::id()));
         assert!(frontend_of(std::process::id()).is_some_and(|f| f.starts_with("ipc://")));
         assert!(find_ghosts("ipc:///nonexistent/front.ipc", None).is_empty());
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_as_stopped() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert_eq!(state(pid).map(|c| c == 'S' || c == 'R'), Some(true));
+        // SAFETY: signals the child this test started.
+        unsafe { syscall!(kill(pid as i32, libc::SIGSTOP)) }.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped(pid) {
+            assert!(Instant::now() < deadline, "{pid} never stopped: {:?}", state(pid));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(state(pid), None);
     }
 }

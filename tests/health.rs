@@ -158,7 +158,7 @@ fn purge_ghosts_unblocks_an_endpoint_held_by_a_hung_broker() {
     assert!(err.contains(&format!("(pid {})", hung.pid())), "the refusal names the hung broker: {err}");
 
     let (code, out, _) =
-        broker_cmd(&dir, &["--purge-ghosts", "--frontend", &front, "--timeout", "0.3", "--grace", "0.3"]);
+        broker_cmd(&dir, &["--purge-ghosts", "--force", "--frontend", &front, "--timeout", "0.3", "--grace", "0.3"]);
     assert_eq!(code, 0);
     assert!(out.contains("no broker answers") && out.contains("holds the endpoint's lock"), "{out}");
     assert!(out.contains("killed (SIGKILL after the grace period)"), "{out}");

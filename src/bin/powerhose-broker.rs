@@ -31,12 +31,17 @@ struct Args {
     #[arg(long, requires = "status")]
     json: bool,
     /// Stop broker processes of this user on --frontend that are not the one
-    /// answering PING (SIGTERM, then SIGKILL after --grace).
+    /// answering PING, tried 3 times within --timeout (SIGTERM, then SIGKILL
+    /// after --grace); stopped ones only with --force.
     #[arg(long)]
     purge_ghosts: bool,
     /// With --purge-ghosts: only report what would be done.
     #[arg(long, requires = "purge_ghosts")]
     dry_run: bool,
+    /// With --purge-ghosts: also kill ghosts that are stopped (SIGSTOP, ^Z,
+    /// a debugger), which are spared otherwise since they may be resumed.
+    #[arg(long, requires = "purge_ghosts")]
+    force: bool,
     /// Seconds to wait for the broker's answer (--check, --status, --purge-ghosts).
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
@@ -67,7 +72,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     }
     if args.purge_ghosts {
         let grace = seconds(args.grace, "--grace")?;
-        ghosts::purge(&frontend, timeout, grace, args.dry_run, &mut std::io::stdout().lock())?;
+        ghosts::purge(&frontend, timeout, grace, args.dry_run, args.force, &mut std::io::stdout().lock())?;
         return Ok(0);
     }
     let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;

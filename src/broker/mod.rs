@@ -148,7 +148,7 @@ impl Broker {
         bind(&front, &options.frontend, "front")?;
         bind(&back, &options.backend, "back")?;
         for lock in &mut locks {
-            lock.bound();
+            lock.bound()?;
         }
         drop(pin);
         Ok(Broker { options, _ctx: ctx, front, back, back_events, _locks: locks })

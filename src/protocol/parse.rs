@@ -94,6 +94,16 @@ pub fn parse_front<'a>(frames: &[&'a [u8]]) -> Front<'a> {
     }
 }
 
+/// Classifies a front message with more frames than the broker reads
+/// (`kept` is how many it read, identity removed; `first` the first of them):
+/// a REQ envelope is still answered, or its client would wait forever.
+pub fn parse_oversized_front(first: Option<&[u8]>, kept: usize) -> Front<'static> {
+    match first {
+        Some([]) => Front::LegacyBad(format!("expected one frame after the envelope, got more than {}", kept - 1)),
+        _ => Front::Garbage(format!("too many frames (more than {kept})")),
+    }
+}
+
 fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
     let cmd = match CommandFrame::decode(head) {
         Ok(cmd) => cmd,
@@ -233,6 +243,10 @@ mod tests {
         assert!(matches!(parse_front(&[b"PHxx"]), Front::Garbage(_)));
         assert!(matches!(parse_front(&[]), Front::Garbage(_)));
         assert!(matches!(parse_front(&[b"hello"]), Front::Garbage(_)));
+        // Too many frames to read: a REQ envelope still gets its answer.
+        assert!(matches!(parse_oversized_front(Some(b""), 4), Front::LegacyBad(_)));
+        assert!(matches!(parse_oversized_front(Some(b"x"), 4), Front::Garbage(_)));
+        assert!(matches!(parse_oversized_front(None, 0), Front::Garbage(_)));
     }
 
     #[test]

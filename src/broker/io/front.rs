@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Io, Msg, MAX_FRAMES};
 use crate::broker::state::{BrokerState, ClientRoute, Job, Output};
-use crate::protocol::parse::{parse_front, Front};
+use crate::protocol::parse::{parse_front, parse_oversized_front, Front};
 use crate::protocol::{encode_headers, CommandFrame, Control, Status};
 
 impl Io<'_> {
@@ -22,7 +22,7 @@ impl Io<'_> {
         }
         let count = frames.len() + usize::from(data.is_some());
         let parsed = if self.truncated || count > MAX_FRAMES {
-            Front::Garbage("too many frames".into())
+            parse_oversized_front(frames.first().map(|f| &f[..]), frames.len())
         } else {
             parse_front(&views[..count])
         };
