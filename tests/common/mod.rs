@@ -47,8 +47,14 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> Self {
-        // Short paths: ipc socket paths must fit in 107 bytes.
-        TestDir { dir: tempfile::Builder::new().prefix("ph").tempdir_in("/tmp").unwrap() }
+        // Short paths: ipc socket paths must fit in 107 bytes. Private (0700):
+        // tests use it as the runtime directory, which must be.
+        let dir = tempfile::Builder::new()
+            .prefix("ph")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in("/tmp")
+            .unwrap();
+        TestDir { dir }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
