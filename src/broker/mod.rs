@@ -4,6 +4,7 @@
 mod io;
 pub mod state;
 mod vitals;
+mod warnings;
 
 use std::time::{Duration, Instant};
 
@@ -225,6 +226,7 @@ impl Broker {
                 state.tick(now, |pid| vitals.probe(pid), &mut out);
                 io.flush(&state, &mut out);
             }
+            io.warnings.flush(now);
         }
         tracing::info!("broker stopping");
         Ok(())

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::{Io, Msg};
 use crate::broker::state::{Answer, BrokerState, Output};
+use crate::broker::warnings::Kind;
 use crate::protocol::parse::{parse_back, Back};
 
 impl Io<'_> {
@@ -55,7 +56,7 @@ impl Io<'_> {
             }
             Back::Bad(why) => {
                 state.counters.bad_requests += 1;
-                tracing::warn!("bad message from a worker: {why}");
+                self.warnings.warn(now, Kind::Worker, format_args!("bad message from a worker: {why}"));
             }
         }
         frames.clear();

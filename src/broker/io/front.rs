@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Io, Msg, MAX_FRAMES};
 use crate::broker::state::{BrokerState, ClientRoute, Job, Output};
+use crate::broker::warnings::Kind;
 use crate::protocol::parse::{parse_front, parse_oversized_front, Front};
 use crate::protocol::{encode_headers, CommandFrame, Control, Status};
 
@@ -152,7 +153,7 @@ impl Io<'_> {
             }
             Front::Garbage(why) => {
                 state.counters.bad_requests += 1;
-                tracing::warn!("unanswerable client message dropped: {why}");
+                self.warnings.warn(now, Kind::Client, format_args!("unanswerable client message dropped: {why}"));
             }
         }
     }

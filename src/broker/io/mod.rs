@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::state::{Body, BrokerState, ClientRoute, Output};
 use super::vitals::Peers;
+use super::warnings::Warnings;
 use super::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::Status;
@@ -38,6 +39,8 @@ pub(super) struct Io<'a> {
     /// The back socket's monitor: who is connected over ipc.
     events: Option<&'a zmq::Socket>,
     peers: Peers,
+    /// Rate limits of the warnings peers' messages cause.
+    pub warnings: Warnings,
 }
 
 impl<'a> Io<'a> {
@@ -53,6 +56,7 @@ impl<'a> Io<'a> {
             options,
             events: None,
             peers: Peers::default(),
+            warnings: Warnings::default(),
         }
     }
 
