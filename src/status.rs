@@ -91,6 +91,9 @@ pub struct Counters {
     pub no_worker: u64,
     /// Malformed messages, requests for unknown services, and worker answers to jobs they do not hold.
     pub bad_requests: u64,
+    /// Replies dropped because their client did not read them (its pipe was full).
+    #[serde(default)]
+    pub replies_dropped: u64,
 }
 
 /// A latency distribution in milliseconds (about 3% resolution).

@@ -42,3 +42,24 @@ fn a_flooding_client_is_bounded_in_bytes_and_others_are_still_served() {
     let rss_mib = powerhose::bench::procs::rss(broker.pid()) as usize / MIB;
     assert!(rss_mib < 64, "broker RSS {rss_mib} MiB after a 40 MiB flood");
 }
+
+/// Replies to a client that never reads them were held without bound (front
+/// HWM 0): now past `FRONT_SEND_HWM` they are dropped and counted, and the
+/// broker goes on serving everyone else.
+#[test]
+fn replies_to_a_client_that_never_reads_are_dropped_and_counted() {
+    use powerhose::protocol::{Command, CommandFrame};
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let ctx = zmq::Context::new();
+    let deaf = ctx.socket(zmq::DEALER).unwrap();
+    deaf.set_rcvhwm(1).unwrap();
+    deaf.set_sndtimeo(10_000).unwrap();
+    deaf.connect(&dir.front()).unwrap();
+    for id in 0..60_000u64 {
+        deaf.send(CommandFrame::new(Command::Ping, id, 0, b"").encode(), 0).unwrap();
+    }
+    let client = dir.client();
+    wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped > 10_000);
+    assert!(client.ping(T).is_ok(), "others are still answered");
+}

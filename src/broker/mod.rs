@@ -92,13 +92,15 @@ pub struct Broker {
     _locks: Vec<EndpointLock>,
 }
 
-fn router(ctx: &zmq::Context, max_message_bytes: i64) -> Result<zmq::Socket> {
+fn router(ctx: &zmq::Context, max_message_bytes: i64, sndhwm: i32) -> Result<zmq::Socket> {
     let socket = ctx.socket(zmq::ROUTER).map_err(Error::zmq("creating a ROUTER socket"))?;
     socket.set_maxmsgsize(max_message_bytes).map_err(Error::zmq("maxmsgsize"))?;
     // Unknown peers must be errors, not silent drops; the queue bound is ours
-    // (max_queue), not ZeroMQ's 1000-message high-water mark.
+    // (max_queue), not ZeroMQ's 1000-message high-water mark. What we send
+    // is bounded by the caller: replies to a client per FRONT_SEND_HWM, jobs
+    // to a worker by its prefetch limit.
     socket.set_router_mandatory(true).map_err(Error::zmq("router_mandatory"))?;
-    socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
+    socket.set_sndhwm(sndhwm).map_err(Error::zmq("sndhwm"))?;
     socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
     Ok(socket)
@@ -142,8 +144,8 @@ impl Broker {
         // libzmq's I/O thread starts with the first socket and inherits this pin.
         let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
         let ctx = zmq::Context::new();
-        let front = router(&ctx, options.max_message_bytes)?;
-        let back = router(&ctx, options.max_message_bytes)?;
+        let front = router(&ctx, options.max_message_bytes, crate::protocol::FRONT_SEND_HWM)?;
+        let back = router(&ctx, options.max_message_bytes, 0)?;
         // Watched before it binds: no worker's connection goes unseen.
         let back_events = monitor(&ctx, &back)?;
         bind(&front, &options.frontend, "front")?;

@@ -49,6 +49,11 @@ pub const MAX_HELD: usize = MAX_PREFETCH / 4;
 /// Jobs that may wait per service before new ones are refused `BUSY`.
 pub const MAX_QUEUE: usize = 10_000;
 
+/// Replies waiting for one client that does not read them: past this many
+/// the broker drops new ones for it (and counts them) instead of holding
+/// them without bound.
+pub const FRONT_SEND_HWM: i32 = 10_000;
+
 /// Bytes (headers and data) that waiting jobs may hold in all before new
 /// ones are refused `BUSY`: the broker's memory bound, sized for a small
 /// machine. One client may hold half of it (and half of `MAX_QUEUE`).

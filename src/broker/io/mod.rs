@@ -16,7 +16,7 @@ use super::warnings::Warnings;
 use super::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::Status;
-use crate::status::BrokerStatus;
+use crate::status::{BrokerStatus, Counters};
 
 type Msg = zmq::Message;
 
@@ -41,6 +41,8 @@ pub(super) struct Io<'a> {
     peers: Peers,
     /// Rate limits of the warnings peers' messages cause.
     pub warnings: Warnings,
+    /// Replies dropped because their client did not read (see `FRONT_SEND_HWM`).
+    replies_dropped: u64,
 }
 
 impl<'a> Io<'a> {
@@ -57,6 +59,7 @@ impl<'a> Io<'a> {
             events: None,
             peers: Peers::default(),
             warnings: Warnings::default(),
+            replies_dropped: 0,
         }
     }
 
@@ -84,7 +87,7 @@ impl<'a> Io<'a> {
             waiting_for_workers: state.waiting_for_workers(),
             queued_bytes: state.queued_bytes(),
             workers: state.workers(now),
-            counters: state.counters.clone(),
+            counters: Counters { replies_dropped: self.replies_dropped, ..state.counters.clone() },
             latency_ms: state.latency.latency(),
         }
     }

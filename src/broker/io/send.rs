@@ -4,6 +4,7 @@
 
 use super::{Io, Msg};
 use crate::broker::state::{Body, BrokerState, ClientRoute, Output};
+use crate::broker::warnings::Kind;
 use crate::protocol::{inline, job_arg, legacy, Command, CommandFrame, Status};
 
 impl Io<'_> {
@@ -11,7 +12,16 @@ impl Io<'_> {
     pub fn flush(&mut self, state: &BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
         for output in out.drain(..) {
             let result = match output {
-                Output::Reply { route, status, pid, body } => self.send_reply(route, status, pid, body),
+                Output::Reply { route, status, pid, body } => match self.send_reply(route, status, pid, body) {
+                    // The client's pipe is full (FRONT_SEND_HWM): it does not read.
+                    Err(zmq::Error::EAGAIN) => {
+                        self.replies_dropped += 1;
+                        let message = format_args!("a reply to a client that does not read its replies was dropped");
+                        self.warnings.warn(std::time::Instant::now(), Kind::Client, message);
+                        continue;
+                    }
+                    other => other,
+                },
                 Output::Job { worker, job_id, timeout_ms, backlog, headers, mut data, inline } => {
                     let Some(identity) = state.worker_identity(worker) else {
                         tracing::error!(job_id, "a job for a freed worker slot was dropped (a bug)");
