@@ -51,11 +51,8 @@ fn replies_to_a_client_that_never_reads_are_dropped_and_counted() {
     use powerhose::protocol::{Command, CommandFrame};
     let dir = TestDir::new();
     let _broker = start_broker(&dir, &[]);
-    let ctx = zmq::Context::new();
-    let deaf = ctx.socket(zmq::DEALER).unwrap();
+    let (_ctx, deaf) = front_socket(&dir, zmq::DEALER);
     deaf.set_rcvhwm(1).unwrap();
-    deaf.set_sndtimeo(10_000).unwrap();
-    deaf.connect(&dir.front()).unwrap();
     for id in 0..60_000u64 {
         deaf.send(CommandFrame::new(Command::Ping, id, 0, b"").encode(), 0).unwrap();
     }

@@ -15,11 +15,7 @@ const T: Duration = Duration::from_secs(10);
 fn a_req_client_sending_too_many_frames_gets_an_answer() {
     let dir = TestDir::new();
     let broker = start_broker(&dir, &[]);
-    let ctx = zmq::Context::new();
-    let req = ctx.socket(zmq::REQ).unwrap();
-    req.set_rcvtimeo(5000).unwrap();
-    req.set_linger(0).unwrap();
-    req.connect(&dir.front()).unwrap();
+    let (_ctx, req) = front_socket(&dir, zmq::REQ);
     // REQ adds the empty delimiter: the broker reads 6 frames after the identity.
     let body: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i; 3]).collect();
     req.send_multipart(&body, 0).unwrap();
@@ -137,10 +133,7 @@ fn purge_ghosts_spares_a_stopped_broker_unless_forced() {
 fn a_flood_of_garbage_is_counted_in_full_but_logged_in_few_lines() {
     let dir = TestDir::new();
     let broker = start_broker(&dir, &[]);
-    let ctx = zmq::Context::new();
-    let stranger = ctx.socket(zmq::DEALER).unwrap();
-    stranger.set_sndtimeo(10_000).unwrap();
-    stranger.connect(&dir.front()).unwrap();
+    let (_ctx, stranger) = front_socket(&dir, zmq::DEALER);
     for _ in 0..50_000 {
         stranger.send(&b"x"[..], 0).unwrap();
     }

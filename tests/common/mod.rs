@@ -358,3 +358,16 @@ pub fn kill(pid: u32, sig: i32) {
     let err = std::io::Error::last_os_error();
     assert!(rc == 0 || err.raw_os_error() == Some(libc::ESRCH), "kill({pid}, {sig}): {err}");
 }
+
+/// A raw ZeroMQ socket of `kind` connected to the test's front, as a
+/// stranger would use (linger 0, sends and receives bounded to 10 s); the
+/// context comes along, since a socket must not outlive it.
+pub fn front_socket(dir: &TestDir, kind: zmq::SocketType) -> (zmq::Context, zmq::Socket) {
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(kind).unwrap();
+    socket.set_linger(0).unwrap();
+    socket.set_sndtimeo(10_000).unwrap();
+    socket.set_rcvtimeo(10_000).unwrap();
+    socket.connect(&dir.front()).unwrap();
+    (ctx, socket)
+}
