@@ -72,8 +72,7 @@ fn frontend_of(pid: u32) -> Option<String> {
 
 /// Whether process `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    crate::sys::process_state(pid).is_some_and(|s| s != 'Z')
 }
 
 /// Broker processes of this user on `frontend` other than `live` (and us).
@@ -121,16 +120,10 @@ fn live_broker(frontend: &str, timeout: Duration) -> Result<Option<u32>> {
 /// PINGs tried before a broker counts as not answering.
 const PING_TRIES: u32 = 3;
 
-/// The state letter of `pid` in `/proc/PID/stat` (`R`, `S`, `T` for stopped, ...).
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.trim_start().chars().next()
-}
-
 /// Whether `pid` is stopped (SIGSTOP, a shell's ^Z, a debugger): it may be
 /// resumed, and then it is the live broker again.
 pub fn stopped(pid: u32) -> bool {
-    matches!(state(pid), Some('T' | 't'))
+    matches!(crate::sys::process_state(pid), Some('T' | 't'))
 }
 
 /// Finds the live broker by PING, then stops every ghost (SIGTERM, SIGKILL
@@ -220,16 +213,16 @@ mod tests {
     fn a_stopped_process_is_seen_as_stopped() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
-        assert_eq!(state(pid).map(|c| c == 'S' || c == 'R'), Some(true));
+        assert_eq!(crate::sys::process_state(pid).map(|c| c == 'S' || c == 'R'), Some(true));
         // SAFETY: signals the child this test started.
         unsafe { syscall!(kill(pid as i32, libc::SIGSTOP)) }.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !stopped(pid) {
-            assert!(Instant::now() < deadline, "{pid} never stopped: {:?}", state(pid));
+            assert!(Instant::now() < deadline, "{pid} never stopped: {:?}", crate::sys::process_state(pid));
             std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(state(pid), None);
+        assert_eq!(crate::sys::process_state(pid), None);
     }
 }

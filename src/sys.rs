@@ -101,6 +101,20 @@ pub fn route_process_signals() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The state letter in a `/proc/.../stat` file (`R` running, `S` sleeping,
+/// `T` stopped, `Z` zombie, ...): the field after the command name, which
+/// may itself hold spaces and parentheses. `None` when the file is gone
+/// (no such process or thread).
+pub fn proc_state(stat_path: &std::path::Path) -> Option<char> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The state letter of process `pid` (see [`proc_state`]).
+pub fn process_state(pid: u32) -> Option<char> {
+    proc_state(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
 /// This machine's host name ("localhost" if it has none).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

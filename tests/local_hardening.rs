@@ -11,6 +11,14 @@ use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
+/// A directory `name` in the test's directory, with exactly `mode`.
+fn subdir(dir: &TestDir, name: &str, mode: u32) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
 #[test]
 fn a_req_client_sending_too_many_frames_gets_an_answer() {
     let dir = TestDir::new();
@@ -62,9 +70,7 @@ fn a_lock_file_of_another_user_is_refused_without_its_pid() {
 #[test]
 fn a_runtime_directory_open_to_others_is_refused_not_chmodded() {
     let dir = TestDir::new();
-    let runtime = dir.path().join("rt");
-    std::fs::create_dir(&runtime).unwrap();
-    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let runtime = subdir(&dir, "rt", 0o777);
     let mut cmd = std::process::Command::new(BROKER);
     cmd.env("POWERHOSE_RUNTIME_DIR", &runtime);
     let mut broker = Proc::spawn_cmd(cmd, &dir, "broker");
@@ -82,9 +88,7 @@ fn a_runtime_directory_open_to_others_is_refused_not_chmodded() {
 #[test]
 fn ipc_socket_files_are_0600_even_outside_the_runtime_directory() {
     let dir = TestDir::new();
-    let elsewhere = dir.path().join("shared");
-    std::fs::create_dir(&elsewhere).unwrap();
-    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let elsewhere = subdir(&dir, "shared", 0o755);
     let (front, back) = (elsewhere.join("front.ipc"), elsewhere.join("back.ipc"));
     let (front_ep, back_ep) = (format!("ipc://{}", front.display()), format!("ipc://{}", back.display()));
     let broker = Proc::spawn(BROKER, &["--frontend", &front_ep, "--backend", &back_ep], &dir, "broker");

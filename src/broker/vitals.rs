@@ -74,7 +74,7 @@ pub(super) struct Vitals {
 
 impl Vitals {
     pub fn probe(&mut self, pid: u32) -> Vitality {
-        let Some(state) = process_state(pid) else {
+        let Some(state) = crate::sys::process_state(pid) else {
             self.scheduled_ns.remove(&pid);
             return Vitality::Gone;
         };
@@ -98,13 +98,6 @@ impl Vitals {
     }
 }
 
-/// The state letter of `/proc/PID/stat` (after the command name, which may
-/// hold spaces and parentheses); `None` when there is no such process.
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// Whether any thread is running or runnable, and the time all threads
 /// spent on a CPU plus waiting for one (`schedstat`, ns).
 fn threads(pid: u32) -> (bool, u64) {
@@ -113,12 +106,7 @@ fn threads(pid: u32) -> (bool, u64) {
     let mut total = 0u64;
     for task in tasks.flatten() {
         let path = task.path();
-        if let Some(state) = std::fs::read_to_string(path.join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
-        {
-            runnable |= state == 'R';
-        }
+        runnable |= crate::sys::proc_state(&path.join("stat")) == Some('R');
         if let Ok(sched) = std::fs::read_to_string(path.join("schedstat")) {
             let mut fields = sched.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
             total += fields.next().unwrap_or(0) + fields.next().unwrap_or(0);
@@ -137,7 +125,7 @@ mod tests {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
         let asleep = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while process_state(pid) != Some('S') {
+        while crate::sys::process_state(pid) != Some('S') {
             assert!(std::time::Instant::now() < asleep, "the child never slept");
             std::thread::yield_now();
         }
@@ -148,7 +136,7 @@ mod tests {
         // SAFETY: signalling our own child.
         unsafe { crate::syscall!(kill(pid as i32, libc::SIGSTOP)) }.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while process_state(pid) != Some('T') {
+        while crate::sys::process_state(pid) != Some('T') {
             assert!(std::time::Instant::now() < deadline, "the child never stopped");
             std::thread::yield_now();
         }
