@@ -64,7 +64,9 @@ fn workers_that_cannot_start_stop_the_respawning_with_one_error() {
     for pid in children(cluster.pid()) {
         kill(pid, libc::SIGKILL);
     }
-    let status = cluster.wait_exit(Duration::from_secs(20)).expect("powerhose gives up");
+    let status = cluster
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("powerhose did not give up in 20 s:\n{}", cluster.stderr()));
     assert!(t.elapsed() < Duration::from_secs(10), "gave up after {:?}", t.elapsed());
     assert_eq!(status.code(), Some(3));
     let log = cluster.stderr();

@@ -244,13 +244,21 @@ impl Cluster {
                 .spawn(move || {
                     crate::sys::block_process_signals();
                     // Workers are forked from this thread: PDEATHSIG follows it.
-                    if let Err(e) = sup.start_workers() {
-                        let _ = sup.shutdown();
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
+                    // SIGCHLD is watched before the first fork: a worker that
+                    // dies as soon as it is started must not go unnoticed.
+                    let started = Wakeup::new()
+                        .and_then(|w| w.on_signals(&[signal_hook::consts::SIGCHLD]))
+                        .and_then(|children| sup.start_workers().map(|()| children));
+                    let children = match started {
+                        Ok(children) => children,
+                        Err(e) => {
+                            let _ = sup.shutdown();
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
                     let _ = ready_tx.send(Ok(()));
-                    let served = sup.serve(&stop, &rx, &wake);
+                    let served = sup.serve(&children, &stop, &rx, &wake);
                     let stopped = sup.shutdown();
                     done.trigger();
                     served.and(stopped)

@@ -151,18 +151,17 @@ impl Supervisor {
     }
 
     /// Supervises until `stop`; returns `Err` if workers keep failing to start.
-    pub fn serve(&mut self, stop: &Wakeup, control: &Receiver<Control>, wake: &Wakeup) -> Result<()> {
-        let children = Wakeup::new()?.on_signals(&[signal_hook::consts::SIGCHLD])?;
+    /// `children` must have been set up on SIGCHLD before the first worker
+    /// was started: a worker that dies before this is called is then still
+    /// seen, as is one that died before the first wait (reaped first).
+    pub fn serve(
+        &mut self,
+        children: &Wakeup,
+        stop: &Wakeup,
+        control: &Receiver<Control>,
+        wake: &Wakeup,
+    ) -> Result<()> {
         loop {
-            let timeout = self
-                .policy
-                .next_respawn()
-                .map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
-            let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
-            crate::wakeup::poll(&mut items, timeout)?;
-            if items[0].is_readable() {
-                return Ok(());
-            }
             children.clear();
             self.reap()?;
             wake.clear();
@@ -173,6 +172,15 @@ impl Supervisor {
                 }
             }
             self.top_up()?;
+            let timeout = self
+                .policy
+                .next_respawn()
+                .map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
+            let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
+            crate::wakeup::poll(&mut items, timeout)?;
+            if items[0].is_readable() {
+                return Ok(());
+            }
         }
     }
 
