@@ -124,6 +124,63 @@ impl BrokerArgs {
     }
 }
 
+/// The broker's CURVE flags, shared by `powerhose` and `powerhose-broker`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CurveServerArgs {
+    /// The broker's secret certificate (`NAME.key_secret` from
+    /// powerhose-keygen): every tcp endpoint takes CURVE keys only.
+    #[arg(long, value_name = "FILE")]
+    pub curve_secret: Option<std::path::PathBuf>,
+    /// Public certificates (`*.key`) of the clients: they submit jobs and ping.
+    #[arg(long, value_name = "DIR", requires = "curve_secret")]
+    pub allow_clients: Option<std::path::PathBuf>,
+    /// Public certificates of the workers.
+    #[arg(long, value_name = "DIR", requires = "curve_secret")]
+    pub allow_workers: Option<std::path::PathBuf>,
+    /// Public certificates of the operators: clients that may also reload,
+    /// scale and see each worker in --status.
+    #[arg(long, value_name = "DIR", requires = "curve_secret")]
+    pub allow_operators: Option<std::path::PathBuf>,
+    /// Allow a tcp endpoint other machines can reach without --curve-secret:
+    /// anyone who connects may submit jobs or register as a worker.
+    #[arg(long, conflicts_with = "curve_secret")]
+    pub insecure: bool,
+}
+
+impl CurveServerArgs {
+    /// The broker's CURVE set-up, if `--curve-secret` was given.
+    pub fn server(&self) -> Result<Option<crate::auth::CurveServer>, Error> {
+        let Some(secret) = &self.curve_secret else { return Ok(None) };
+        let mut server = crate::auth::CurveServer::from_file(secret)?;
+        server.allow_clients.clone_from(&self.allow_clients);
+        server.allow_workers.clone_from(&self.allow_workers);
+        server.allow_operators.clone_from(&self.allow_operators);
+        Ok(Some(server))
+    }
+}
+
+/// A client's or worker's CURVE flags.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CurveClientArgs {
+    /// This side's secret certificate (`NAME.key_secret`), for a broker
+    /// started with --curve-secret.
+    #[arg(long, value_name = "FILE", requires = "curve_server")]
+    pub curve_secret: Option<std::path::PathBuf>,
+    /// The broker's public certificate (its `NAME.key`).
+    #[arg(long, value_name = "FILE", requires = "curve_secret")]
+    pub curve_server: Option<std::path::PathBuf>,
+}
+
+impl CurveClientArgs {
+    /// The credentials, if the flags were given.
+    pub fn credentials(&self) -> Result<Option<crate::auth::CurveClient>, Error> {
+        match (&self.curve_secret, &self.curve_server) {
+            (Some(secret), Some(server)) => Ok(Some(crate::auth::CurveClient::from_files(secret, server)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Logs to stderr; `RUST_LOG` overrides the level (`info`, `debug` with `--debug`).
 pub fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };

@@ -36,7 +36,7 @@ impl Nagios {
 
 /// Checks that a broker answers on `frontend` within `timeout`; returns the
 /// state and its one-line message (`OK - broker pid 1234 on ... (4 workers, 0 queued)`).
-pub fn check(frontend: &str, timeout: Duration) -> (Nagios, String) {
+pub fn check(frontend: &str, curve: Option<&crate::auth::CurveClient>, timeout: Duration) -> (Nagios, String) {
     let line = |state: Nagios, text: String| (state, format!("{} - {text}", state.label()));
     if let Err(reason) = validate_endpoint(frontend) {
         return line(Nagios::Unknown, reason);
@@ -45,7 +45,7 @@ pub fn check(frontend: &str, timeout: Duration) -> (Nagios, String) {
     if let Some(path) = crate::endpoint::ipc_path(frontend).filter(|p| !p.exists()) {
         return line(Nagios::Critical, format!("no broker on {frontend}: {} does not exist", path.display()));
     }
-    let client = match Client::connect(frontend) {
+    let client = match Client::connect_with(frontend, curve) {
         Ok(c) => c,
         Err(e) => return line(Nagios::Unknown, format!("cannot use endpoint {frontend}: {e}")),
     };
@@ -162,11 +162,11 @@ mod tests {
         std::fs::write(dir.path().join("dead.ipc"), b"").unwrap();
         let endpoint = format!("ipc://{}/dead.ipc", dir.path().display());
         let start = std::time::Instant::now();
-        let (state, line) = check(&endpoint, Duration::from_millis(200));
+        let (state, line) = check(&endpoint, None, Duration::from_millis(200));
         assert_eq!(state, Nagios::Critical);
         assert!(line.starts_with("CRITICAL - no broker answers on ipc://"), "{line}");
         assert!(start.elapsed() < Duration::from_secs(2));
-        assert_eq!(check("nonsense", Duration::from_millis(10)).0, Nagios::Unknown);
+        assert_eq!(check("nonsense", None, Duration::from_millis(10)).0, Nagios::Unknown);
     }
 
     #[test]
@@ -175,7 +175,7 @@ mod tests {
         let socket = dir.path().join("none.ipc");
         let endpoint = format!("ipc://{}", socket.display());
         let start = std::time::Instant::now();
-        let (state, line) = check(&endpoint, Duration::from_secs(10));
+        let (state, line) = check(&endpoint, None, Duration::from_secs(10));
         assert_eq!(state, Nagios::Critical);
         assert_eq!(line, format!("CRITICAL - no broker on {endpoint}: {} does not exist", socket.display()));
         assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());

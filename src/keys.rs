@@ -68,7 +68,7 @@ fn public_of(secret: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Z85 text of a key: 32 bytes are a multiple of 4, which is all Z85 needs.
-fn z85(key: &[u8; 32]) -> String {
+pub(crate) fn z85(key: &[u8; 32]) -> String {
     zmq::z85_encode(key).expect("32 bytes are a multiple of 4")
 }
 

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod affinity;
+pub mod auth;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod broker;
@@ -24,6 +25,7 @@ pub mod health;
 pub mod keys;
 pub mod plugin;
 pub mod protocol;
+mod redial;
 pub mod status;
 pub mod sys;
 pub mod wakeup;

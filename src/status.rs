@@ -24,12 +24,37 @@ pub struct BrokerStatus {
     /// Bytes (headers and data) that waiting jobs hold, against `--max-queue-bytes`.
     #[serde(default)]
     pub queued_bytes: usize,
-    /// Every registered worker, including those leaving.
+    /// Every registered worker, including those leaving; empty unless asked
+    /// by an operator or over ipc (a client sees the counts in `services`).
     pub workers: Vec<WorkerStatus>,
     /// How the jobs it answered ended, since it started.
     pub counters: Counters,
     /// Broker-side latency of answered jobs, from receipt to reply.
     pub latency_ms: Latency,
+    /// Whether tcp endpoints take CURVE keys only (`--curve-secret`).
+    #[serde(default)]
+    pub curve: bool,
+    /// Whether the broker was allowed to serve the network in plaintext (`--insecure`).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Peers refused, by the role they failed to get.
+    #[serde(default)]
+    pub auth_failures: AuthFailures,
+}
+
+/// Peers refused since the broker started, by role. `workers` shows only
+/// when asked by an operator or over ipc (see `WorkerStatus`); these counts
+/// show to every client.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFailures {
+    /// Front handshakes refused (a key in neither `--allow-clients` nor
+    /// `--allow-operators`, or a plaintext peer on a CURVE socket), and
+    /// messages from a client whose key was removed since it connected.
+    pub clients: u64,
+    /// Back handshakes refused and messages from revoked workers.
+    pub workers: u64,
+    /// Reload and scale requests from peers that are not operators.
+    pub operators: u64,
 }
 
 /// One service: its workers and its queue.

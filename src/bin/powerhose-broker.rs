@@ -20,6 +20,13 @@ struct Args {
     legacy_timeout_ms: u64,
     #[command(flatten)]
     broker: cli::BrokerArgs,
+    #[command(flatten)]
+    curve: cli::CurveServerArgs,
+    /// With --check or --status against a broker started with
+    /// --curve-secret: its public certificate (--curve-secret is then this
+    /// side's secret) [default: the --curve-secret file, for its owner]
+    #[arg(long, value_name = "FILE", requires = "curve_secret")]
+    curve_server: Option<std::path::PathBuf>,
     /// Check the broker on --frontend, Nagios style: one line; exit 0 OK,
     /// 1 WARNING (no worker), 2 CRITICAL (no answer), 3 UNKNOWN (bad input).
     #[arg(long, conflicts_with_all = ["status", "purge_ghosts"])]
@@ -58,11 +65,18 @@ fn seconds(s: f64, flag: &str) -> Result<Duration, Error> {
         .map_err(|_| Error::BadFlag(format!("{flag} must be a non-negative number of seconds")))
 }
 
+/// Credentials for --check and --status: this side's secret and the broker's public key.
+fn credentials(args: &Args) -> Result<Option<powerhose::auth::CurveClient>, Error> {
+    let Some(secret) = &args.curve.curve_secret else { return Ok(None) };
+    let server = args.curve_server.as_ref().unwrap_or(secret);
+    powerhose::auth::CurveClient::from_files(secret, server).map(Some)
+}
+
 fn run(args: &Args) -> anyhow::Result<i32> {
     let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
     let timeout = seconds(args.timeout, "--timeout")?;
     if args.status {
-        let status = Client::connect(&frontend)?.status(timeout)?;
+        let status = Client::connect_with(&frontend, credentials(args)?.as_ref())?.status(timeout)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
@@ -81,6 +95,8 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     options.max_message_bytes = args.broker.max_message_bytes;
     options.io_cpu = args.broker.io_cpu;
     options.legacy_timeout = Duration::from_millis(args.legacy_timeout_ms);
+    options.curve = args.curve.server()?;
+    options.insecure = args.curve.insecure;
     broker::run_broker(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(0)
 }
@@ -89,9 +105,9 @@ fn run(args: &Args) -> anyhow::Result<i32> {
 /// It creates nothing, not even the runtime directory of the default endpoint.
 fn check(args: &Args) -> i32 {
     let frontend = args.frontend.clone().unwrap_or_else(endpoint::default_frontend_path);
-    let (state, line) = match seconds(args.timeout, "--timeout") {
-        Ok(timeout) => health::check(&frontend, timeout),
-        Err(e) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
+    let (state, line) = match (seconds(args.timeout, "--timeout"), credentials(args)) {
+        (Ok(timeout), Ok(curve)) => health::check(&frontend, curve.as_ref(), timeout),
+        (Err(e), _) | (_, Err(e)) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
     };
     println!("{line}");
     state as i32

@@ -15,6 +15,13 @@ struct Args {
     /// Seconds to wait for the answer.
     #[arg(long, global = true, default_value_t = 5.0)]
     timeout: f64,
+    /// This client's secret certificate (`NAME.key_secret`), for a broker
+    /// started with --curve-secret.
+    #[arg(long, global = true, value_name = "FILE", requires = "curve_server")]
+    curve_secret: Option<std::path::PathBuf>,
+    /// The broker's public certificate (its `NAME.key`).
+    #[arg(long, global = true, value_name = "FILE", requires = "curve_secret")]
+    curve_server: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -53,7 +60,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| Error::BadFlag("--timeout must be a non-negative number of seconds".into()))?;
-    let client = Client::connect(&frontend)?;
+    let curve =
+        cli::CurveClientArgs { curve_secret: args.curve_secret.clone(), curve_server: args.curve_server.clone() };
+    let client = Client::connect_with(&frontend, curve.credentials()?.as_ref())?;
     match &args.command {
         Cmd::Run { data, headers, service, print_hex } => {
             let data = if data == "-" {

@@ -43,6 +43,8 @@ struct Args {
     io_cpu: Option<usize>,
     #[command(flatten)]
     lifecycle: cli::WorkerLifecycleArgs,
+    #[command(flatten)]
+    curve: cli::CurveClientArgs,
     /// Load and initialise the plugin, then exit: 0 and nothing printed, or
     /// its one-line error and 3 (what `powerhose` runs before starting).
     #[arg(long, hide = true)]
@@ -70,6 +72,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     args.lifecycle.apply(&mut options)?;
     options.max_message_bytes = args.max_message_bytes.max(0) as usize;
     options.io_cpu = args.io_cpu;
+    options.curve = args.curve.credentials()?;
     worker::serve(loaded, &options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }

@@ -37,6 +37,8 @@ struct Args {
     #[command(flatten)]
     broker: cli::BrokerArgs,
     #[command(flatten)]
+    curve: cli::CurveServerArgs,
+    #[command(flatten)]
     lifecycle: cli::WorkerLifecycleArgs,
     /// Verbose logs.
     #[arg(long)]
@@ -59,6 +61,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.max_message_bytes = args.broker.max_message_bytes;
     options.worker.io_cpu = args.broker.io_cpu;
     options.debug = args.debug;
+    options.curve = args.curve.server()?;
+    options.insecure = args.curve.insecure;
     cluster::run_cluster(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }

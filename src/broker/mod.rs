@@ -8,6 +8,10 @@ mod warnings;
 
 use std::time::{Duration, Instant};
 
+use crate::auth::allow::AllowLists;
+use crate::auth::exposure::{check_bind, reach, Reach};
+use crate::auth::zap::Zap;
+use crate::auth::{CurveServer, BACK_DOMAIN, FRONT_DOMAIN};
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
@@ -35,15 +39,22 @@ pub struct BrokerOptions {
     pub max_message_bytes: i64,
     /// Run the broker (its loop and libzmq's I/O thread) on this CPU.
     pub io_cpu: Option<usize>,
+    /// CURVE on every tcp endpoint, with the keys each role may use.
+    pub curve: Option<CurveServer>,
+    /// Serve a tcp endpoint the network can reach without CURVE.
+    pub insecure: bool,
 }
 
-/// What the supervisor of an in-process broker tells it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the supervisor of an in-process broker tells (or asks) it.
+#[derive(Debug)]
 pub enum Notice {
     /// Stop taking jobs; jobs in workers still finish.
     Drain,
     /// This local worker process exited.
     WorkerDied(u32),
+    /// Send back the pids of the registered workers (asked in-process, so
+    /// that it needs no key whatever the front's transport).
+    Registered(std::sync::mpsc::Sender<Vec<u32>>),
 }
 
 /// The broker's end of [`Notice`]s: a channel and a wake-up to poll.
@@ -76,6 +87,8 @@ impl BrokerOptions {
             control: None,
             max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
             io_cpu: None,
+            curve: None,
+            insecure: false,
         }
     }
 }
@@ -88,6 +101,8 @@ pub struct Broker {
     back: zmq::Socket,
     /// Connections to the back socket that drop (libzmq's monitor events).
     back_events: zmq::Socket,
+    /// The ZAP handler and the keys it admits, with `--curve-secret`.
+    zap: Option<(Zap, AllowLists)>,
     // Dropped after the sockets: removes the socket files, then unlocks.
     _locks: Vec<EndpointLock>,
 }
@@ -137,6 +152,12 @@ impl Broker {
     /// Takes the endpoint locks and binds; when this returns, clients and
     /// workers can connect.
     pub fn bind(options: BrokerOptions) -> Result<Broker> {
+        let curve = options.curve.is_some();
+        let mut exposed = false;
+        for (flag, endpoint) in [("--frontend", &options.frontend), ("--backend", &options.backend)] {
+            exposed |= check_bind(flag, endpoint, curve, options.insecure)?;
+        }
+        let lists = options.curve.as_ref().map(|c| AllowLists::load(c, Instant::now())).transpose()?;
         let mut locks = Vec::new();
         for endpoint in [&options.frontend, &options.backend] {
             locks.extend(EndpointLock::acquire(endpoint)?);
@@ -146,6 +167,20 @@ impl Broker {
         let ctx = zmq::Context::new();
         let front = router(&ctx, options.max_message_bytes, crate::protocol::FRONT_SEND_HWM)?;
         let back = router(&ctx, options.max_message_bytes, 0)?;
+        // The handler first: a CURVE socket without one admits any key.
+        let zap = match lists {
+            Some(lists) => Some((Zap::bind(&ctx)?, lists)),
+            None => None,
+        };
+        if let Some(curve) = &options.curve {
+            for (socket, endpoint, domain) in
+                [(&front, &options.frontend, FRONT_DOMAIN), (&back, &options.backend, BACK_DOMAIN)]
+            {
+                if reach(endpoint) != Reach::Owner {
+                    curve.apply(socket, domain)?;
+                }
+            }
+        }
         // Watched before it binds: no worker's connection goes unseen.
         let back_events = monitor(&ctx, &back)?;
         bind(&front, &options.frontend, "front")?;
@@ -154,7 +189,13 @@ impl Broker {
             lock.bound()?;
         }
         drop(pin);
-        Ok(Broker { options, _ctx: ctx, front, back, back_events, _locks: locks })
+        if exposed {
+            tracing::warn!(
+                front = %options.frontend, back = %options.backend,
+                "--insecure: serving the network without authentication; anyone who can connect may submit jobs or register as a worker"
+            );
+        }
+        Ok(Broker { options, _ctx: ctx, front, back, back_events, zap, _locks: locks })
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
@@ -165,7 +206,12 @@ impl Broker {
         }
         let host = crate::sys::hostname();
         let pid = std::process::id();
-        let mut io = Io::new(&self.front, &self.back, &self.options);
+        let (zap, lists) = match self.zap {
+            Some((zap, lists)) => (Some(zap), Some(lists)),
+            None => (None, None),
+        };
+        let gate = io::Gate::new(&self.options.frontend, &self.options.backend, lists);
+        let mut io = Io::new(&self.front, &self.back, &self.options, gate);
         io.watch(&self.back_events);
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
@@ -175,6 +221,7 @@ impl Broker {
         loop {
             let now = Instant::now();
             let next = state.next_deadline(now);
+            let next = io.next_scan().map_or(next, |scan| scan.min(next));
             let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
@@ -189,6 +236,9 @@ impl Broker {
                 shutdown.poll_item(),
                 inbox_item,
                 self.back_events.as_poll_item(zmq::POLLIN),
+                zap.as_ref().map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |z| {
+                    z.socket().as_poll_item(zmq::POLLIN)
+                }),
             ];
             crate::wakeup::poll(&mut items, timeout)?;
             if items[2].is_readable() {
@@ -205,12 +255,18 @@ impl Broker {
                             state.drain(&mut out);
                         }
                         Notice::WorkerDied(pid) => state.worker_died(Instant::now(), pid, &host, &mut out),
+                        Notice::Registered(reply) => {
+                            let _ = reply.send(state.workers(Instant::now()).iter().map(|w| w.pid).collect());
+                        }
                     }
                 }
                 io.flush(&state, &mut out);
             }
             if items[4].is_readable() {
                 io.read_events();
+            }
+            if let Some(zap) = zap.as_ref().filter(|_| items[5].is_readable()) {
+                io.serve_zap(zap, Instant::now())?;
             }
             // Workers first: their answers free capacity for the waiting jobs.
             if items[1].is_readable() {
@@ -227,6 +283,7 @@ impl Broker {
             if now >= next {
                 state.tick(now, |pid| vitals.probe(pid), &mut out);
                 io.flush(&state, &mut out);
+                io.scan_allow_lists(now, &mut state, &mut out);
             }
             io.warnings.flush(now);
         }

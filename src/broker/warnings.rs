@@ -21,6 +21,8 @@ pub(super) enum Kind {
     Client,
     /// A worker's malformed message.
     Worker,
+    /// A refused handshake or a message from a revoked key.
+    Auth,
 }
 
 /// One kind's window.
@@ -65,6 +67,7 @@ impl Window {
 pub(super) struct Warnings {
     client: Window,
     worker: Window,
+    auth: Window,
 }
 
 impl Warnings {
@@ -72,6 +75,7 @@ impl Warnings {
         match kind {
             Kind::Client => &mut self.client,
             Kind::Worker => &mut self.worker,
+            Kind::Auth => &mut self.auth,
         }
     }
 
@@ -86,7 +90,7 @@ impl Warnings {
 
     /// Reports the windows that ended with warnings suppressed.
     pub fn flush(&mut self, now: Instant) {
-        for kind in [Kind::Client, Kind::Worker] {
+        for kind in [Kind::Client, Kind::Worker, Kind::Auth] {
             let suppressed = self.window(kind).close_if_over(now);
             report(kind, suppressed);
         }
@@ -96,10 +100,11 @@ impl Warnings {
 fn report(kind: Kind, suppressed: u64) {
     if suppressed > 0 {
         let who = match kind {
-            Kind::Client => "clients'",
-            Kind::Worker => "workers'",
+            Kind::Client => "clients' messages",
+            Kind::Worker => "workers' messages",
+            Kind::Auth => "refused peers",
         };
-        tracing::warn!("suppressed {suppressed} similar warnings about {who} messages in the last {WINDOW:?}");
+        tracing::warn!("suppressed {suppressed} similar warnings about {who} in the last {WINDOW:?}");
     }
 }
 

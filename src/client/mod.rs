@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use job::{JobRequest, TimeoutPolicy};
 
+use crate::auth::CurveClient;
 use crate::error::{Error, Result};
 use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, Control, Status, INLINE_MAX};
 use crate::status::BrokerStatus;
@@ -29,7 +30,14 @@ pub struct Client {
 impl Client {
     /// Connects (in the background: this never blocks on the broker).
     pub fn connect(endpoint: &str) -> Result<Client> {
-        Ok(Client { endpoint: endpoint.to_string(), mux: Mux::connect(endpoint)?, late: Mutex::default() })
+        Client::connect_with(endpoint, None)
+    }
+
+    /// Connects with CURVE credentials (a broker started with
+    /// `--curve-secret`; see [`CurveClient::from_files`]), or in plaintext
+    /// with `None`.
+    pub fn connect_with(endpoint: &str, curve: Option<&CurveClient>) -> Result<Client> {
+        Ok(Client { endpoint: endpoint.to_string(), mux: Mux::connect(endpoint, curve)?, late: Mutex::default() })
     }
 
     /// The broker endpoint this client was connected to.

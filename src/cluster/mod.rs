@@ -65,6 +65,12 @@ pub struct ClusterOptions {
     pub max_workers: usize,
     /// Pass `--debug` to the workers: debug logging and plugin errors in full.
     pub debug: bool,
+    /// CURVE on the broker's tcp endpoints (`--curve-secret` and the
+    /// allow-lists). This cluster's own workers and [`Cluster::client`] use
+    /// the broker's key pair: whoever holds its secret is its owner.
+    pub curve: Option<crate::auth::CurveServer>,
+    /// Allow a tcp endpoint the network can reach without CURVE.
+    pub insecure: bool,
 }
 
 impl ClusterOptions {
@@ -88,6 +94,8 @@ impl ClusterOptions {
             max_workers: 4 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
             debug: false,
+            curve: None,
+            insecure: false,
         })
     }
 
@@ -123,6 +131,10 @@ impl ClusterOptions {
         }
         if self.debug {
             args.push("--debug".into());
+        }
+        // Over ipc the socket file is the credential; over tcp, the broker's own key.
+        if let Some(curve) = self.curve.as_ref().filter(|_| !self.backend.starts_with("ipc://")) {
+            args.extend(curve.owner_credentials().args().into_iter().map(OsString::from));
         }
         args
     }
@@ -165,6 +177,8 @@ pub struct Cluster {
     /// Triggered when the supervisor ends on its own (it gave up).
     done: Wakeup,
     thread: Option<JoinHandle<Result<()>>>,
+    /// The owner's credentials when the broker takes CURVE.
+    curve: Option<crate::auth::CurveClient>,
 }
 
 impl Cluster {
@@ -212,12 +226,13 @@ impl Cluster {
         broker_options.control = Some(control.clone());
         broker_options.max_message_bytes = options.max_message_bytes;
         broker_options.io_cpu = options.worker.io_cpu;
+        broker_options.curve = options.curve.clone();
+        broker_options.insecure = options.insecure;
         let broker = Broker::bind(broker_options)?;
 
         let (notices, notices_rx) = mpsc::channel();
         let inbox = Inbox { rx: notices_rx, wake: Wakeup::new()? };
-        let mut sup =
-            Supervisor::new(spawner, Client::connect(&options.frontend)?, options.workers, notices, inbox.wake.clone());
+        let mut sup = Supervisor::new(spawner, options.workers, notices, inbox.wake.clone());
         sup.start_timeout = options.start_timeout;
         sup.max_workers = options.max_workers;
         sup.stop_grace = options.stop_grace.unwrap_or_else(|| {
@@ -273,12 +288,14 @@ impl Cluster {
             }
             Err(_) => return Err(Error::ThreadDiedAtStart { thread: "supervisor" }),
         }
-        Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, thread: Some(thread) })
+        let curve = options.curve.as_ref().map(crate::auth::CurveServer::owner_credentials);
+        Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, thread: Some(thread), curve })
     }
 
-    /// A client connected to this cluster's front.
+    /// A client connected to this cluster's front (with the broker's own
+    /// key when it takes CURVE: the owner's rights).
     pub fn client(&self) -> Result<Client> {
-        Client::connect(&self.frontend)
+        Client::connect_with(&self.frontend, self.curve.as_ref())
     }
 
     /// The endpoint clients connect to.

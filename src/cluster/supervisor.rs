@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::broker::Notice;
-use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
 use crate::syscall;
@@ -68,9 +67,11 @@ impl Managed {
     }
 }
 
+/// How long the broker may take to say which workers registered.
+const REGISTERED_WAIT: Duration = Duration::from_secs(2);
+
 pub(super) struct Supervisor {
     pub spawner: Spawner,
-    pub client: Client,
     pub target: usize,
     pub start_timeout: Duration,
     /// No scale request goes beyond this many workers (`--max-workers`).
@@ -95,7 +96,6 @@ fn describe(status: ExitStatus) -> String {
 impl Supervisor {
     pub fn new(
         spawner: Spawner,
-        client: Client,
         target: usize,
         notices: std::sync::mpsc::Sender<Notice>,
         notices_wake: Wakeup,
@@ -104,7 +104,6 @@ impl Supervisor {
             notices,
             notices_wake,
             spawner,
-            client,
             target,
             start_timeout: Duration::from_secs(60),
             max_workers: target,
@@ -145,9 +144,11 @@ impl Supervisor {
         }
     }
 
-    /// Pids of the workers the broker knows.
+    /// Pids of the workers the broker knows (asked in-process).
     fn registered(&self) -> Result<Vec<u32>> {
-        Ok(self.client.status(Duration::from_secs(2))?.workers.iter().map(|w| w.pid).collect())
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.notify(Notice::Registered(tx));
+        rx.recv_timeout(REGISTERED_WAIT).map_err(|_| Error::Timeout(REGISTERED_WAIT))
     }
 
     /// Supervises until `stop`; returns `Err` if workers keep failing to start.

@@ -67,6 +67,22 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// error instead of a larger result).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// How often the broker looks at its allow-list directories: a removed
+/// certificate's holder is dropped within this (and one loop turn).
+pub const ALLOW_LIST_SCAN: Duration = Duration::from_secs(1);
+
+/// Every allow-list directory is read again this often even if it looks
+/// unchanged (a certificate rewritten in place changes no directory).
+pub const ALLOW_LIST_RESCAN: Duration = Duration::from_secs(10);
+
+/// A client or worker socket unconnected this long is dialled again (libzmq
+/// gives up on an endpoint whose handshake was refused); the wait doubles up
+/// to [`REDIAL_MAX`].
+pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two dials of an unconnected socket.
+pub const REDIAL_MAX: Duration = Duration::from_secs(8);
+
 // The contract holds together, checked when it compiles.
 const _: () = {
     assert!(MAX_HELD >= 1 && MAX_HELD < MAX_PREFETCH, "a worker holding answers still has work ahead");
@@ -76,4 +92,5 @@ const _: () = {
         "a lost worker is noticed within a legacy job's time"
     );
     assert!(MAX_MESSAGE_BYTES <= u32::MAX as usize, "inline lengths are u32");
+    assert!(ALLOW_LIST_SCAN.as_millis() < 2000, "a revoked key is dropped within 2 s");
 };

@@ -54,6 +54,7 @@ impl JobLoop<'_> {
         let mut next_ready = Instant::now();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
         let mut socket = Link::lock(&self.link.socket);
+        let mut redial = crate::redial::Redial::new(&self.options.backend, Instant::now());
         loop {
             let retiring = self.retire_at.is_some_and(|at| Instant::now() >= at);
             if shutdown.requested() || retiring || self.link.unregistered.load(Ordering::Acquire) {
@@ -76,6 +77,14 @@ impl JobLoop<'_> {
                 lost = true;
             }
             let connected = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+            if redial.check(&socket, connected || !lost, now)? {
+                tracing::warn!(
+                    "no connection to the broker at {} for {:.0?}; dialling again (a broker with \
+                     --curve-secret refuses keys not in its --allow-workers: see its log)",
+                    self.options.backend,
+                    redial.unconnected_for(now)
+                );
+            }
             if lost && connected && now >= next_ready {
                 // Sent: registered, as far as we know; the silence timer runs
                 // again, and the backoff grows until the broker answers.
@@ -93,6 +102,9 @@ impl JobLoop<'_> {
             let mut wake = next_heartbeat;
             if lost {
                 wake = wake.min(next_ready);
+                if let Some(at) = redial.next() {
+                    wake = wake.min(at);
+                }
             } else {
                 wake = wake.min(last_heard + broker_timeout);
             }

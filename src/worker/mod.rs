@@ -68,6 +68,8 @@ pub struct WorkerOptions {
     /// on wake-up (the kernel's default); otherwise they run under
     /// `SCHED_BATCH`: see [`crate::affinity`].
     pub preemptive_io: bool,
+    /// CURVE credentials for a broker whose back is tcp with `--curve-secret`.
+    pub curve: Option<crate::auth::CurveClient>,
 }
 
 impl WorkerOptions {
@@ -87,6 +89,7 @@ impl WorkerOptions {
             coalesce: DEFAULT_COALESCE,
             io_cpu: None,
             preemptive_io: false,
+            curve: None,
         }
     }
 }

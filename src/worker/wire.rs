@@ -37,6 +37,9 @@ pub(super) fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &st
     socket.set_identity(identity.as_bytes()).map_err(Error::zmq("setting the worker identity"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
     socket.set_immediate(true).map_err(Error::zmq("immediate"))?;
+    if let Some(curve) = &options.curve {
+        curve.apply(&socket)?;
+    }
     socket.connect(&options.backend).map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
     Ok(socket)
 }

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use powerhose::{Client, JobRequest};
 
+pub mod pki;
+
 pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");
 pub const BROKER: &str = env!("CARGO_BIN_EXE_powerhose-broker");
 pub const WORKER: &str = env!("CARGO_BIN_EXE_powerhose-worker");

@@ -18,6 +18,7 @@ import threading
 import time
 
 import zmq
+import zmq.auth
 
 # Command frame: magic, version, command, id (u64), arg (u32), then the tail.
 HEAD = struct.Struct("<2sBBQI")
@@ -88,6 +89,12 @@ class Worker:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.setsockopt_string(zmq.IDENTITY, self.identity)
+        if self.args.curve_secret:
+            # Certificates as powerhose-keygen (and zmq.auth) write them.
+            public, secret = zmq.auth.load_certificate(self.args.curve_secret)
+            server, _ = zmq.auth.load_certificate(self.args.curve_server)
+            self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+            self.sock.curve_serverkey = server
         self.sock.connect(self.args.backend)
         self.last_heard = time.monotonic()
         self.register()
@@ -184,6 +191,8 @@ def main():
     p.add_argument("--service", default="pyecho")
     p.add_argument("--heartbeat-ms", type=int, default=1000)
     p.add_argument("--liveness", type=int, default=3)
+    p.add_argument("--curve-secret", help="this worker's NAME.key_secret (CURVE)")
+    p.add_argument("--curve-server", help="the broker's NAME.key")
     Worker(p.parse_args()).serve()
     return 0
 

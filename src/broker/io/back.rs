@@ -12,6 +12,12 @@ impl Io<'_> {
     pub fn on_back(&mut self, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
         let mut frames = std::mem::take(&mut self.frames);
         let identity = frames.remove(0);
+        let Some(key) = self.back_sender(now, &identity, &mut frames, state, out) else {
+            frames.clear();
+            self.frames = frames;
+            self.flush(state, out);
+            return;
+        };
         let body = if frames.len() == 2 { frames.pop() } else { None };
         let mut views: [&[u8]; 2] = [&[]; 2];
         let n = frames.len().min(1);
@@ -34,6 +40,9 @@ impl Io<'_> {
                 self.read_events();
                 let local = self.peers.connected(reg.pid).then_some(reg.pid);
                 state.worker_ready(now, &identity, reg, out);
+                if let Some(key) = key {
+                    self.worker_key(&identity, key);
+                }
                 if let Some(pid) = local {
                     state.worker_is_local(&identity, pid);
                 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Io, Msg, MAX_FRAMES};
+use crate::auth::Role;
 use crate::broker::state::{BrokerState, ClientRoute, Job, Output};
 use crate::broker::warnings::Kind;
 use crate::protocol::parse::{parse_front, parse_oversized_front, Front};
@@ -13,6 +14,11 @@ impl Io<'_> {
     pub fn on_front(&mut self, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
         let mut frames = std::mem::take(&mut self.frames);
         let identity = frames.remove(0);
+        let Some(role) = self.front_role(now, &mut frames) else {
+            frames.clear();
+            self.frames = frames;
+            return;
+        };
         // A native job's data is never looked at: it is set aside before
         // parsing (a placeholder stands in for it) and moves on uncopied.
         let native = frames.first().is_some_and(|f| CommandFrame::is_native(f));
@@ -53,16 +59,18 @@ impl Io<'_> {
             };
             state.submit(now, service, job, out);
         } else {
-            self.settle_front(now, identity, parsed, data, state, out);
+            self.settle_front(now, role, identity, parsed, data, state, out);
         }
         frames.clear();
         self.frames = frames;
         self.flush(state, out);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn settle_front(
         &mut self,
         now: Instant,
+        role: Role,
         identity: Msg,
         parsed: Front<'_>,
         data: Option<Msg>,
@@ -102,12 +110,25 @@ impl Io<'_> {
                 self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, status, count.to_string());
             }
             Front::Status { req_id } => {
-                let json = serde_json::to_string(&self.status(now, state)).expect("status serialises");
+                let json = serde_json::to_string(&self.status(now, state, role)).expect("status serialises");
                 self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, Status::Ok, json);
             }
             Front::Control { req_id, request } => {
                 let (status, text) = match (request, &self.options.control) {
                     (Err(e), _) => (Status::BadRequest, e),
+                    (Ok(_), _) if !role.may_control() => {
+                        self.gate.failures.operators += 1;
+                        self.warnings.warn(
+                            now,
+                            Kind::Auth,
+                            format_args!("a {} asked to reload or scale: refused", role.name()),
+                        );
+                        (
+                            Status::BadRequest,
+                            "reload and scale need an operator's key (--allow-operators) or the owner's ipc socket"
+                                .into(),
+                        )
+                    }
                     (Ok(_), None) => {
                         (Status::BadRequest, "this broker has no supervisor (start it with `powerhose`)".into())
                     }

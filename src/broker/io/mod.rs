@@ -6,7 +6,10 @@
 
 mod back;
 mod front;
+mod gate;
 mod send;
+
+pub(super) use gate::Gate;
 
 use std::time::Instant;
 
@@ -43,10 +46,12 @@ pub(super) struct Io<'a> {
     pub warnings: Warnings,
     /// Replies dropped because their client did not read (see `FRONT_SEND_HWM`).
     replies_dropped: u64,
+    /// Who may do what (see [`gate`]).
+    pub gate: Gate,
 }
 
 impl<'a> Io<'a> {
-    pub fn new(front: &'a zmq::Socket, back: &'a zmq::Socket, options: &'a BrokerOptions) -> Self {
+    pub fn new(front: &'a zmq::Socket, back: &'a zmq::Socket, options: &'a BrokerOptions, gate: Gate) -> Self {
         Io {
             front,
             back,
@@ -60,6 +65,7 @@ impl<'a> Io<'a> {
             peers: Peers::default(),
             warnings: Warnings::default(),
             replies_dropped: 0,
+            gate,
         }
     }
 
@@ -76,7 +82,9 @@ impl<'a> Io<'a> {
         }
     }
 
-    fn status(&self, now: Instant, state: &BrokerState<Msg>) -> BrokerStatus {
+    /// STATUS as `role` may see it: each worker's pid and host only for the
+    /// owner and operators.
+    fn status(&self, now: Instant, state: &BrokerState<Msg>, role: crate::auth::Role) -> BrokerStatus {
         BrokerStatus {
             pid: self.pid,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -86,9 +94,12 @@ impl<'a> Io<'a> {
             services: state.services().collect(),
             waiting_for_workers: state.waiting_for_workers(),
             queued_bytes: state.queued_bytes(),
-            workers: state.workers(now),
+            workers: if role.sees_workers() { state.workers(now) } else { Vec::new() },
             counters: Counters { replies_dropped: self.replies_dropped, ..state.counters.clone() },
             latency_ms: state.latency.latency(),
+            curve: self.gate.lists.is_some(),
+            insecure: self.options.insecure,
+            auth_failures: self.gate.failures.clone(),
         }
     }
 

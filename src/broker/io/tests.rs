@@ -36,7 +36,7 @@ fn the_hot_path_does_not_allocate_per_job() {
     front.bind("inproc://alloc-front").unwrap();
     back.bind("inproc://alloc-back").unwrap();
     let options = BrokerOptions::new("inproc://alloc-front", "inproc://alloc-back");
-    let mut io = Io::new(&front, &back, &options);
+    let mut io = Io::new(&front, &back, &options, super::Gate::new(&options.frontend, &options.backend, None));
     let now = Instant::now();
     let mut state = BrokerState::<Msg>::new(options.config.clone(), 1, now);
     let mut out = Vec::with_capacity(64);
@@ -113,7 +113,7 @@ fn inline_frames_are_patched_through_or_unpacked_for_older_workers() {
         client.connect(&fe).unwrap();
         worker.connect(&be).unwrap();
         let options = BrokerOptions::new(fe.as_str(), be.as_str());
-        let mut io = Io::new(&front, &back, &options);
+        let mut io = Io::new(&front, &back, &options, super::Gate::new(&options.frontend, &options.backend, None));
         let mut state = BrokerState::<Msg>::new(options.config.clone(), 1, Instant::now());
         let mut out = Vec::new();
 

@@ -230,6 +230,20 @@ impl<M: Payload> BrokerState<M> {
         }
     }
 
+    /// The worker's key was removed from the allow-list: it is dropped now
+    /// (its jobs retried or answered, as if it died) and told to go.
+    pub fn worker_revoked(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {
+        if self.by_identity.contains_key(identity) {
+            self.remove_worker(now, identity, "its worker's key was revoked", out);
+            out.push(Output::Disconnect { identity: identity.to_vec() });
+        }
+    }
+
+    /// Whether a worker with this identity is registered.
+    pub fn knows_worker(&self, identity: &[u8]) -> bool {
+        self.by_identity.contains_key(identity)
+    }
+
     /// The worker behind `identity` is connected over ipc and the kernel
     /// says its process is `pid`: its death is judged by its process.
     pub fn worker_is_local(&mut self, identity: &[u8], pid: u32) {

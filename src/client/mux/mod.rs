@@ -69,11 +69,13 @@ pub(crate) struct Mux {
     /// Pipelines waiting for the socket: a leader yields it to them, and
     /// callers leave it to them.
     pipelines_waiting: AtomicUsize,
+    /// Dials again when unconnected for a while (see [`crate::redial`]).
+    redial: Mutex<crate::redial::Redial>,
     _ctx: zmq::Context,
 }
 
 impl Mux {
-    pub(crate) fn connect(endpoint: &str) -> Result<Mux> {
+    pub(crate) fn connect(endpoint: &str, curve: Option<&crate::auth::CurveClient>) -> Result<Mux> {
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the client socket"))?;
         // Queue only on a live connection: unsent means unreachable.
@@ -81,6 +83,9 @@ impl Mux {
         socket.set_linger(0).map_err(Error::zmq("linger"))?;
         socket.set_sndhwm(0).map_err(Error::zmq("sndhwm"))?;
         socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
+        if let Some(curve) = curve {
+            curve.apply(&socket)?;
+        }
         socket.connect(endpoint).map_err(Error::zmq(format!("connecting to {endpoint}")))?;
         Ok(Mux {
             socket: Mutex::new(socket),
@@ -89,6 +94,7 @@ impl Mux {
             connected: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             pipelines_waiting: AtomicUsize::new(0),
+            redial: Mutex::new(crate::redial::Redial::new(endpoint, std::time::Instant::now())),
             _ctx: ctx,
         })
     }
@@ -216,6 +222,11 @@ impl Mux {
     fn flush(&self, socket: &zmq::Socket) -> Result<bool> {
         let writable = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
         self.connected.store(writable, Ordering::Release);
+        let mut redial = self.redial.lock().unwrap_or_else(|p| p.into_inner());
+        if redial.check(socket, writable, std::time::Instant::now())? {
+            tracing::debug!("no connection to the broker: dialling again");
+        }
+        drop(redial);
         let mut pending = self.pending();
         if !writable {
             return Ok(!pending.outbox.is_empty());

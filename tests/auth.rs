@@ -1,0 +1,375 @@
+//! CURVE on tcp, as clients, workers, operators and strangers see it: each
+//! role admitted by its allow-list only, refusals counted and logged, a
+//! removed certificate dropping its holder within 2 s, a key rotation under
+//! load, and the plaintext network refused unless `--insecure`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::pki::*;
+use common::*;
+use powerhose::{Client, Error, JobRequest};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A running load: its stop flag and threads, each yielding (jobs done, failures).
+type Load = (Arc<AtomicBool>, Vec<std::thread::JoinHandle<(usize, Vec<String>)>>);
+const SHORT: Duration = Duration::from_millis(700);
+
+/// A lone broker with both endpoints on loopback tcp under CURVE.
+fn curve_broker(dir: &TestDir, pki: &Pki, extra: &[&str]) -> (Proc, String, String) {
+    let (front, back) = (free_tcp(), free_tcp());
+    let mut args = vec!["--frontend".to_string(), front.clone(), "--backend".into(), back.clone()];
+    args.extend(pki.broker_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = Proc::spawn(BROKER, &args, dir, "broker");
+    let owner = Client::connect_with(&front, Some(&pki.credentials("broker"))).unwrap();
+    owner.ping(Duration::from_secs(30)).unwrap_or_else(|e| panic!("broker not up: {e}\n{}", broker.stderr()));
+    (broker, front, back)
+}
+
+/// A test_plugin worker holding NAME's key.
+fn curve_worker(dir: &TestDir, pki: &Pki, back: &str, name: &str) -> Proc {
+    let plugin = plugin("test_plugin");
+    let mut args = vec!["--plugin".to_string(), path(&plugin), "--backend".into(), back.to_string()];
+    args.extend(pki.peer_args(name));
+    args.extend(["--heartbeat-ms".into(), "200".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn(WORKER, &args, dir, name)
+}
+
+fn refused(result: powerhose::Result<u32>) -> bool {
+    matches!(result, Err(Error::Timeout(_) | Error::BrokerUnreachable { .. }))
+}
+
+fn pid_job() -> JobRequest {
+    JobRequest::new("").header("action", "pid").retry(1)
+}
+
+#[test]
+fn each_role_gets_in_with_its_key_only_and_refusals_are_counted_and_logged() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "c1");
+    pki.allow("workers", "w1");
+    pki.allow("operators", "op");
+    pki.make("stranger");
+    let (broker, front, back) = curve_broker(&dir, &pki, &[]);
+    let operator = pki.client(&front, "op");
+    let _w1 = curve_worker(&dir, &pki, &back, "w1");
+    wait_workers(&operator, 1);
+
+    let client = pki.client(&front, "c1");
+    assert_eq!(client.execute("hello", T).unwrap(), b"hello");
+    // A client sees the counts, not each worker's pid and host.
+    let seen = client.status(T).unwrap();
+    assert!(seen.curve && !seen.insecure);
+    assert!(seen.workers.is_empty(), "{:?}", seen.workers);
+    assert_eq!(seen.services[0].workers, 1);
+    assert_eq!(operator.status(T).unwrap().workers.len(), 1);
+    // Reload and scale are an operator's: a client's key is refused at once.
+    match client.reload(T) {
+        Err(Error::BadRequest(text)) => assert!(text.contains("operator"), "{text}"),
+        other => panic!("a client's reload: {other:?}"),
+    }
+    match operator.reload(T) {
+        Err(Error::BadRequest(text)) => assert!(text.contains("no supervisor"), "{text}"),
+        other => panic!("an operator's reload on a lone broker: {other:?}"),
+    }
+
+    // Strangers: an unknown key, a worker's key at the front, no key at all.
+    assert!(refused(pki.client(&front, "stranger").ping(SHORT)));
+    assert!(refused(pki.client(&front, "w1").ping(SHORT)));
+    assert!(refused(Client::connect(&front).unwrap().ping(SHORT)));
+    // An unknown worker never registers; a client's key is no worker's either.
+    let _w2 = curve_worker(&dir, &pki, &back, "stranger");
+    let _w3 = curve_worker(&dir, &pki, &back, "c1");
+    wait_until("both workers refused", T, || operator.status(T).unwrap().auth_failures.workers >= 2);
+    let status = operator.status(T).unwrap();
+    assert_eq!(status.workers.len(), 1, "only w1: {:?}", status.workers);
+    assert!(status.auth_failures.clients >= 2, "{:?}", status.auth_failures);
+    assert_eq!(status.auth_failures.operators, 1);
+    let log = std::fs::read_to_string(&broker.log).unwrap();
+    let stranger_key = powerhose::keys::load_certificate(&pki.public("stranger")).unwrap().public_z85();
+    let line = format!("refused a CURVE handshake on the front from 127.0.0.1: key {}...", &stranger_key[..8]);
+    assert!(log.contains(&line), "no {line:?} in\n{log}");
+    assert!(log.contains("refused a CURVE handshake on the back from 127.0.0.1"), "{log}");
+}
+
+#[test]
+fn a_role_without_an_allow_list_is_admitted_by_no_key() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "c1");
+    let (front, back) = (free_tcp(), free_tcp());
+    let secret = path(&pki.secret("broker"));
+    let clients = path(&pki.list("clients"));
+    let args = ["--frontend", &front, "--backend", &back, "--curve-secret", &secret, "--allow-clients", &clients];
+    let _broker = Proc::spawn(BROKER, &args, &dir, "broker");
+    let client = pki.client(&front, "c1");
+    client.ping(Duration::from_secs(30)).unwrap();
+    // c1 is a client: as a worker it is refused, and nobody can be an operator.
+    let _worker = curve_worker(&dir, &pki, &back, "c1");
+    wait_until("the worker refused", T, || client.status(T).unwrap().auth_failures.workers >= 1);
+    assert_eq!(client.workers("", T).unwrap(), 0);
+    assert!(matches!(client.scale(Some(2), None, T), Err(Error::BadRequest(_))));
+}
+
+#[test]
+fn a_worker_and_a_client_refused_at_first_get_in_once_their_keys_are_allowed() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("operators", "op");
+    pki.make("late_worker");
+    pki.make("late_client");
+    let (_broker, front, back) = curve_broker(&dir, &pki, &[]);
+    let operator = pki.client(&front, "op");
+    let mut worker = curve_worker(&dir, &pki, &back, "late_worker");
+    let client = pki.client(&front, "late_client");
+    assert!(refused(client.ping(SHORT)));
+    wait_until("the worker refused", T, || operator.status(T).unwrap().auth_failures.workers >= 1);
+    // libzmq gives up on an endpoint after a refused handshake: both dial again.
+    pki.allow("workers", "late_worker");
+    pki.allow("clients", "late_client");
+    wait_workers(&operator, 1);
+    wait_until("the client admitted", T, || client.ping(SHORT).is_ok());
+    assert_eq!(client.execute("late", T).unwrap(), b"late");
+    assert!(worker.child.try_wait().unwrap().is_none());
+    assert!(std::fs::read_to_string(&worker.log).unwrap().contains("dialling again"));
+}
+
+#[test]
+fn a_removed_worker_certificate_drops_it_within_2_s_while_another_takes_its_jobs() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "c1");
+    pki.allow("operators", "op");
+    pki.allow("workers", "w1");
+    pki.allow("workers", "w2");
+    let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
+    let operator = pki.client(&front, "op");
+    let (w1, w2) = (curve_worker(&dir, &pki, &back, "w1"), curve_worker(&dir, &pki, &back, "w2"));
+    wait_workers(&operator, 2);
+
+    let client = Arc::new(pki.client(&front, "c1"));
+    let served_after = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let (stop, revoked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let loaders: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, stop, revoked, served) = (client.clone(), stop.clone(), revoked.clone(), served_after.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let after = revoked.load(Ordering::Relaxed);
+                    match client.execute(pid_job(), T) {
+                        Ok(pid) if after => {
+                            served.lock().unwrap().push(String::from_utf8(pid).unwrap().parse().unwrap())
+                        }
+                        Ok(_) => {}
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    wait_until("both workers served", T, || operator.status(T).unwrap().workers.iter().all(|w| w.jobs_done > 0));
+
+    let t = Instant::now();
+    pki.revoke("workers", "w1");
+    wait_until("w1 dropped", T, || operator.status(T).unwrap().workers.iter().all(|w| w.pid != w1.pid()));
+    let dropped = t.elapsed();
+    revoked.store(true, Ordering::Relaxed);
+    // w1 is told to go and reconnects: its new handshake is refused.
+    wait_until("w1 refused again", T, || operator.status(T).unwrap().auth_failures.workers >= 1);
+    wait_until("jobs served since", T, || served_after.lock().unwrap().len() >= 50);
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<String> = loaders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(dropped < Duration::from_secs(2), "w1 dropped after {dropped:?}");
+    let served = served_after.lock().unwrap();
+    assert!(served.iter().all(|&pid| pid == w2.pid()), "served after the revocation by {:?}", served);
+    eprintln!("revoked worker dropped after {dropped:?}; {} jobs since, all on the other worker", served.len());
+}
+
+#[test]
+fn a_key_rotation_with_overlap_under_load_fails_nothing() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "c_old");
+    pki.allow("operators", "op");
+    pki.allow("workers", "w_old");
+    let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
+    let operator = pki.client(&front, "op");
+    let _old_worker = curve_worker(&dir, &pki, &back, "w_old");
+    wait_workers(&operator, 1);
+    let run_load = |client: Client| {
+        let client = Arc::new(client);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (client, stop) = (client.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let (mut done, mut failures) = (0usize, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.execute(pid_job(), T) {
+                            Ok(_) => done += 1,
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (done, failures)
+                })
+            })
+            .collect();
+        (stop, handles)
+    };
+    let finish = |(stop, handles): Load| {
+        stop.store(true, Ordering::Relaxed);
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let done: usize = results.iter().map(|r| r.0).sum();
+        let failures: Vec<String> = results.into_iter().flat_map(|r| r.1).collect();
+        assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+        assert!(done > 0);
+        done
+    };
+    let old_client = pki.client(&front, "c_old");
+    old_client.ping(T).unwrap();
+    let old_load = run_load(old_client);
+    // Overlap: the new keys are added while the old ones still work.
+    pki.allow("workers", "w_new");
+    let new_worker = curve_worker(&dir, &pki, &back, "w_new");
+    wait_workers(&operator, 2);
+    pki.allow("clients", "c_new");
+    let new_client = pki.client(&front, "c_new");
+    wait_until("the new client key admitted", T, || new_client.ping(SHORT).is_ok());
+    let new_load = run_load(new_client);
+    // Applications move to the new key; then the old keys are removed.
+    let old_done = finish(old_load);
+    pki.revoke("clients", "c_old");
+    pki.revoke("workers", "w_old");
+    wait_until("only the new worker left", T, || {
+        operator.status(T).unwrap().workers.iter().map(|w| w.pid).collect::<Vec<_>>() == [new_worker.pid()]
+    });
+    let since = operator.status(T).unwrap().counters.ok;
+    wait_until("jobs on the new worker", T, || operator.status(T).unwrap().counters.ok >= since + 50);
+    let new_done = finish(new_load);
+    let stale = pki.client(&front, "c_old");
+    assert!(refused(stale.ping(SHORT)), "the old client key is refused");
+    eprintln!("rotation: {old_done} jobs on the old keys, {new_done} on the new ones, none failed");
+}
+
+#[test]
+fn the_python_worker_and_a_pyzmq_client_use_keygen_certificates() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "pyclient");
+    pki.allow("workers", "pyworker");
+    pki.allow("operators", "op");
+    let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/worker.py");
+    let mut args = vec![script.to_string(), "--backend".into(), back.clone(), "--heartbeat-ms".into(), "200".into()];
+    args.extend(pki.peer_args("pyworker"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut worker = Proc::spawn("python3", &args, &dir, "pyworker");
+    worker.wait_line("pyworker ready", T);
+    let operator = pki.client(&front, "op");
+    wait_workers(&operator, 1);
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client.py");
+    let run = |name: &str| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([client, "--frontend", &front, "--count", "20"]);
+        if !name.is_empty() {
+            cmd.args(pki.peer_args(name));
+        }
+        cmd.output().unwrap()
+    };
+    let out = run("pyclient");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 20", "{}", String::from_utf8_lossy(&out.stderr));
+    // Without a key the same client gets nothing through.
+    assert_eq!(run("").status.code(), Some(2));
+    assert_eq!(operator.status(T).unwrap().counters.ok, 20);
+}
+
+#[test]
+fn the_network_is_not_served_in_plaintext_unless_insecure() {
+    let dir = TestDir::new();
+    let back = dir.back();
+    for front in ["tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://[::]:5555"] {
+        let mut broker = Proc::spawn(BROKER, &["--frontend", front, "--backend", &back], &dir, "refused");
+        assert_eq!(broker.wait_exit(T).expect("refuses at once").code(), Some(2));
+        let log = broker.stderr();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("--curve-secret") && log.contains("--insecure") && log.contains(front), "{log}");
+    }
+    // --insecure allows it, with a warning and a flag in STATUS. In a
+    // namespace of its own, so that nothing outside can reach it.
+    let ns = NetNs::new("insecure");
+    let mut cmd = ns.command(BROKER);
+    cmd.args(["--frontend", "tcp://0.0.0.0:5555", "--backend", &back, "--insecure"]);
+    cmd.env("POWERHOSE_RUNTIME_DIR", dir.path());
+    let broker = Proc::spawn_cmd(cmd, &dir, "insecure");
+    let mut status = ns.command(BROKER);
+    status.args(["--status", "--json", "--frontend", "tcp://127.0.0.1:5555", "--timeout", "10"]);
+    let out = status.output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), broker.stderr());
+    let status: powerhose::status::BrokerStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status.insecure && !status.curve);
+    assert!(broker.stderr().contains("--insecure: serving the network without authentication"), "{}", broker.stderr());
+}
+
+#[test]
+fn plaintext_loopback_clients_get_a_clients_rights_only() {
+    let dir = TestDir::new();
+    let front = free_tcp();
+    let back = dir.back();
+    let _broker = Proc::spawn(BROKER, &["--frontend", &front, "--backend", &back], &dir, "broker");
+    let anonymous = Client::connect(&front).unwrap();
+    anonymous.ping(Duration::from_secs(30)).unwrap();
+    let plugin = plugin("test_plugin");
+    let _worker = Proc::spawn(WORKER, &["--plugin", plugin.to_str().unwrap(), "--backend", &back], &dir, "worker");
+    wait_until("the worker registered", T, || anonymous.workers("", T).unwrap() == 1);
+    assert_eq!(anonymous.execute("x", T).unwrap(), b"x");
+    assert!(anonymous.status(T).unwrap().workers.is_empty());
+    assert!(matches!(anonymous.reload(T), Err(Error::BadRequest(t)) if t.contains("operator")));
+}
+
+#[test]
+fn a_cluster_on_tcp_with_curve_obeys_operators_and_runs_its_own_workers_with_its_key() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "c1");
+    pki.allow("operators", "op");
+    let (front, back) = (free_tcp(), free_tcp());
+    let plugin = plugin("test_plugin");
+    let mut args = vec![
+        "--plugin".to_string(),
+        path(&plugin),
+        "--workers".into(),
+        "2".into(),
+        "--frontend".into(),
+        front.clone(),
+        "--backend".into(),
+        back,
+    ];
+    args.extend(pki.broker_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cluster = Proc::spawn(POWERHOSE, &args, &dir, "powerhose");
+    cluster.wait_line("powerhose ready", Duration::from_secs(60));
+    let client = |name: &str, command: &[&str]| {
+        let mut cmd = std::process::Command::new(CLIENT);
+        cmd.args(["--frontend", &front]).args(pki.peer_args(name)).args(command);
+        cmd.output().unwrap()
+    };
+    let out = client("c1", &["run", "hi"]);
+    assert_eq!(out.stdout, b"hi", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client("c1", &["scale", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client("op", &["scale", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_workers(&pki.client(&front, "op"), 3);
+}

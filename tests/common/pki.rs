@@ -1,0 +1,145 @@
+//! Keys for the CURVE tests: certificates made by `powerhose-keygen`, one
+//! allow-list directory per role, free loopback ports, and network
+//! namespaces that are deleted when their guard drops.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use powerhose::auth::CurveClient;
+use powerhose::Client;
+
+use super::TestDir;
+
+pub const KEYGEN: &str = env!("CARGO_BIN_EXE_powerhose-keygen");
+
+/// Certificates in `DIR/keys`, allow-lists in `DIR/clients`, `DIR/workers`
+/// and `DIR/operators`; the broker's pair is `broker`.
+pub struct Pki {
+    root: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &TestDir) -> Pki {
+        let root = dir.path().to_path_buf();
+        for sub in ["keys", "clients", "workers", "operators"] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+        }
+        let pki = Pki { root };
+        pki.make("broker");
+        pki
+    }
+
+    /// Makes NAME's pair with `powerhose-keygen`.
+    pub fn make(&self, name: &str) {
+        let out = Command::new(KEYGEN).args([name, "--dir"]).arg(self.root.join("keys")).output().unwrap();
+        assert!(out.status.success(), "keygen {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn public(&self, name: &str) -> PathBuf {
+        self.root.join("keys").join(format!("{name}.key"))
+    }
+
+    pub fn secret(&self, name: &str) -> PathBuf {
+        self.root.join("keys").join(format!("{name}.key_secret"))
+    }
+
+    /// A role's allow-list directory (`clients`, `workers`, `operators`).
+    pub fn list(&self, role: &str) -> PathBuf {
+        self.root.join(role)
+    }
+
+    /// Makes NAME's pair and puts its public certificate in `role`'s list.
+    pub fn allow(&self, role: &str, name: &str) {
+        if !self.public(name).exists() {
+            self.make(name);
+        }
+        std::fs::copy(self.public(name), self.list(role).join(format!("{name}.key"))).unwrap();
+    }
+
+    /// Removes NAME's certificate from `role`'s list.
+    pub fn revoke(&self, role: &str, name: &str) {
+        std::fs::remove_file(self.list(role).join(format!("{name}.key"))).unwrap();
+    }
+
+    /// The broker's flags: its secret and every list.
+    pub fn broker_args(&self) -> Vec<String> {
+        let mut args = vec!["--curve-secret".to_string(), path(&self.secret("broker"))];
+        for role in ["clients", "workers", "operators"] {
+            args.extend([format!("--allow-{role}"), path(&self.list(role))]);
+        }
+        args
+    }
+
+    /// A client's or worker's flags for NAME's pair.
+    pub fn peer_args(&self, name: &str) -> Vec<String> {
+        vec!["--curve-secret".into(), path(&self.secret(name)), "--curve-server".into(), path(&self.public("broker"))]
+    }
+
+    pub fn credentials(&self, name: &str) -> CurveClient {
+        CurveClient::from_files(&self.secret(name), &self.public("broker")).unwrap()
+    }
+
+    /// A client holding NAME's pair.
+    pub fn client(&self, front: &str, name: &str) -> Client {
+        Client::connect_with(front, Some(&self.credentials(name))).unwrap()
+    }
+}
+
+pub fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// A loopback tcp endpoint on a port free a moment ago.
+pub fn free_tcp() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+/// A network namespace with only its loopback up, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("ph-{tag}-{}", std::process::id());
+        // Left over from a killed run, if any.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `program` to be run inside the namespace (`ip netns exec` execs it:
+    /// the pid is the program's).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("the ip command (iproute2) is required");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} (network namespaces need root)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits (bounded) until `client` (an operator or the owner) sees `n`
+/// workers registered.
+pub fn wait_workers(client: &Client, n: usize) {
+    super::wait_until(&format!("{n} workers registered"), Duration::from_secs(30), || {
+        client.status(Duration::from_secs(5)).is_ok_and(|s| s.workers.len() == n)
+    });
+}
