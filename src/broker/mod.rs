@@ -30,8 +30,9 @@ pub struct BrokerOptions {
     pub legacy_timeout: Duration,
     /// Where `CONTROL` requests go (the cluster supervisor), if anywhere.
     pub control: Option<ControlSink>,
-    /// Larger messages are dropped by ZeroMQ before they are read (and the
-    /// sender disconnected).
+    /// Larger messages (all frames together) are counted and refused; past
+    /// [`MAX_MESSAGE_HARD_FACTOR`](crate::protocol::MAX_MESSAGE_HARD_FACTOR)
+    /// times this, ZeroMQ drops the sender's connection unread. Negative: no limit.
     pub max_message_bytes: i64,
     /// Run the broker (its loop and libzmq's I/O thread) on this CPU.
     pub io_cpu: Option<usize>,
@@ -94,7 +95,14 @@ pub struct Broker {
 
 fn router(ctx: &zmq::Context, max_message_bytes: i64, sndhwm: i32) -> Result<zmq::Socket> {
     let socket = ctx.socket(zmq::ROUTER).map_err(Error::zmq("creating a ROUTER socket"))?;
-    socket.set_maxmsgsize(max_message_bytes).map_err(Error::zmq("maxmsgsize"))?;
+    // libzmq's cap is a frame's, checked before reading it, and its only
+    // sign is a disconnection: the broker's own limit, below it, is the one
+    // that is counted and answered.
+    let hard = match max_message_bytes {
+        limit if limit < 0 => -1,
+        limit => limit.saturating_mul(crate::protocol::MAX_MESSAGE_HARD_FACTOR as i64),
+    };
+    socket.set_maxmsgsize(hard).map_err(Error::zmq("maxmsgsize"))?;
     // Unknown peers must be errors, not silent drops; the queue bound is ours
     // (max_queue), not ZeroMQ's 1000-message high-water mark. What we send
     // is bounded by the caller: replies to a client per FRONT_SEND_HWM, jobs

@@ -63,9 +63,17 @@ pub const MAX_QUEUE_BYTES: usize = 256 << 20;
 /// a job cannot hold the broker's memory for weeks.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Larger messages are refused (the broker drops them; a worker answers an
-/// error instead of a larger result).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Larger messages (all their frames together) are refused: the broker
+/// reads one, counts it and answers an error to the client that sent it (or
+/// drops a worker's); a worker answers an error instead of a larger result.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// libzmq itself drops the connection of a peer that sends a frame over
+/// this many times `--max-message-bytes`, before reading it and without
+/// telling the broker (no distinct monitor event): the broker only counts
+/// and answers what lies between the two limits, and this bounds what one
+/// frame may make it allocate.
+pub const MAX_MESSAGE_HARD_FACTOR: usize = 2;
 
 // The contract holds together, checked when it compiles.
 const _: () = {
@@ -75,5 +83,6 @@ const _: () = {
         LEGACY_TIMEOUT.as_millis() > HEARTBEAT_INTERVAL.as_millis() * LIVENESS as u128,
         "a lost worker is noticed within a legacy job's time"
     );
-    assert!(MAX_MESSAGE_BYTES <= u32::MAX as usize, "inline lengths are u32");
+    assert!(MAX_MESSAGE_BYTES * MAX_MESSAGE_HARD_FACTOR <= u32::MAX as usize, "inline lengths are u32");
+    assert!(MAX_MESSAGE_HARD_FACTOR >= 2, "a message just over the limit is read, so it can be answered");
 };

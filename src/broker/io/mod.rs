@@ -32,6 +32,11 @@ pub(super) struct Io<'a> {
     frames: Vec<Msg>,
     /// The message being handled had more than [`MAX_FRAMES`] frames.
     truncated: bool,
+    /// The bytes of the message being handled, all its frames (the
+    /// identity's too, which the check of [`Io::oversized`] takes off).
+    size: usize,
+    /// `--max-message-bytes` (`usize::MAX` when negative: no limit).
+    max_message_bytes: usize,
     buf: Vec<u8>,
     pid: u32,
     started: Instant,
@@ -52,6 +57,8 @@ impl<'a> Io<'a> {
             back,
             frames: Vec::new(),
             truncated: false,
+            size: 0,
+            max_message_bytes: usize::try_from(options.max_message_bytes).unwrap_or(usize::MAX),
             buf: Vec::new(),
             pid: std::process::id(),
             started: Instant::now(),
@@ -98,6 +105,7 @@ impl<'a> Io<'a> {
         for _ in 0..READS_PER_TURN {
             self.frames.clear();
             self.truncated = false;
+            self.size = 0;
             loop {
                 let mut msg = Msg::new();
                 match crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT) {
@@ -106,6 +114,7 @@ impl<'a> Io<'a> {
                     Err(e) => return Err(Error::zmq("receiving")(e)),
                 }
                 let more = msg.get_more();
+                self.size += msg.len();
                 // Past MAX_FRAMES the message is malformed: keep reading it
                 // to its end, but not its frames.
                 if self.frames.len() <= MAX_FRAMES {
@@ -120,6 +129,14 @@ impl<'a> Io<'a> {
             handle(self, Instant::now());
         }
         Ok(true)
+    }
+
+    /// The size of the message being handled when it is over
+    /// `--max-message-bytes` (`identity` is its first frame, which the
+    /// sender did not write).
+    fn oversized(&self, identity: &[u8]) -> Option<usize> {
+        let size = self.size.saturating_sub(identity.len());
+        (size > self.max_message_bytes).then_some(size)
     }
 
     fn reply_text(&self, out: &mut Vec<Output<Msg>>, route: ClientRoute<Msg>, status: Status, text: String) {
