@@ -98,6 +98,10 @@ pub struct Counters {
     /// those over the hard cap are dropped by ZeroMQ unread and not counted).
     #[serde(default)]
     pub oversized: u64,
+    /// Connections the front or back socket failed to accept (for want of
+    /// file descriptors, the endpoint then stops listening for a while).
+    #[serde(default)]
+    pub accept_failures: u64,
 }
 
 /// A latency distribution in milliseconds (about 3% resolution).

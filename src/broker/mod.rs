@@ -2,6 +2,7 @@
 //! messages between them and [`state::BrokerState`]; this loop only does I/O.
 
 mod io;
+mod listen;
 pub mod state;
 mod vitals;
 mod warnings;
@@ -87,10 +88,14 @@ pub struct Broker {
     _ctx: zmq::Context,
     front: zmq::Socket,
     back: zmq::Socket,
-    /// Connections to the back socket that drop (libzmq's monitor events).
+    /// Connections to the back socket that open, drop or fail (libzmq's
+    /// monitor events).
     back_events: zmq::Socket,
+    /// Connections to the front socket that open or fail.
+    front_events: zmq::Socket,
     // Dropped after the sockets: removes the socket files, then unlocks.
-    _locks: Vec<EndpointLock>,
+    // The front's, then the back's (none for tcp).
+    locks: [Option<EndpointLock>; 2],
 }
 
 fn router(ctx: &zmq::Context, max_message_bytes: i64, sndhwm: i32) -> Result<zmq::Socket> {
@@ -128,14 +133,14 @@ fn bind(socket: &zmq::Socket, endpoint: &str, role: &'static str) -> Result<()> 
     })
 }
 
-/// A socket that reads `socket`'s connections as they open and close: which
-/// processes are connected over ipc (see [`vitals`]).
-fn monitor(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<zmq::Socket> {
+/// A socket that reads `socket`'s `watched` events: connections accepted,
+/// or not (see [`listen`]), and on the back, closed: which processes are
+/// connected over ipc (see [`vitals`]).
+fn monitor(ctx: &zmq::Context, socket: &zmq::Socket, role: &str, watched: i32) -> Result<zmq::Socket> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let endpoint = format!("inproc://powerhose-back-monitor-{}-{n}", std::process::id());
-    let watched = zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
-    socket.monitor(&endpoint, watched).map_err(Error::zmq("monitoring the back socket"))?;
+    let endpoint = format!("inproc://powerhose-{role}-monitor-{}-{n}", std::process::id());
+    socket.monitor(&endpoint, watched).map_err(Error::zmq(format!("monitoring the {role} socket")))?;
     let events = ctx.socket(zmq::PAIR).map_err(Error::zmq("creating the monitor socket"))?;
     events.connect(&endpoint).map_err(Error::zmq("connecting the monitor socket"))?;
     Ok(events)
@@ -145,36 +150,49 @@ impl Broker {
     /// Takes the endpoint locks and binds; when this returns, clients and
     /// workers can connect.
     pub fn bind(options: BrokerOptions) -> Result<Broker> {
-        let mut locks = Vec::new();
-        for endpoint in [&options.frontend, &options.backend] {
-            locks.extend(EndpointLock::acquire(endpoint)?);
+        let mut locks = [EndpointLock::acquire(&options.frontend)?, EndpointLock::acquire(&options.backend)?];
+        // Each connection takes a descriptor: the most the system allows us.
+        match crate::sys::raise_fd_limit() {
+            Ok(limit) => tracing::debug!(limit, "open file limit"),
+            Err(e) => tracing::debug!("could not raise the open file limit: {e}"),
         }
         // libzmq's I/O thread starts with the first socket and inherits this pin.
         let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
         let ctx = zmq::Context::new();
         let front = router(&ctx, options.max_message_bytes, crate::protocol::FRONT_SEND_HWM)?;
         let back = router(&ctx, options.max_message_bytes, 0)?;
-        // Watched before it binds: no worker's connection goes unseen.
-        let back_events = monitor(&ctx, &back)?;
+        // Watched before they bind: no worker's connection goes unseen.
+        let (accepted, failed) = (zmq::SocketEvent::ACCEPTED as i32, zmq::SocketEvent::ACCEPT_FAILED as i32);
+        let back_events = monitor(&ctx, &back, "back", accepted | failed | zmq::SocketEvent::DISCONNECTED as i32)?;
+        let front_events = monitor(&ctx, &front, "front", accepted | failed)?;
         bind(&front, &options.frontend, "front")?;
         bind(&back, &options.backend, "back")?;
-        for lock in &mut locks {
+        for lock in locks.iter_mut().flatten() {
             lock.bound()?;
         }
         drop(pin);
-        Ok(Broker { options, _ctx: ctx, front, back, back_events, _locks: locks })
+        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, locks })
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
     /// answered. `inbox` carries a supervisor's [`Notice`]s.
-    pub fn run(self, shutdown: &Wakeup, inbox: Option<&Inbox>) -> Result<()> {
+    pub fn run(mut self, shutdown: &Wakeup, inbox: Option<&Inbox>) -> Result<()> {
         if let Some(cpu) = self.options.io_cpu {
             crate::affinity::pin_thread(cpu)?;
         }
         let host = crate::sys::hostname();
         let pid = std::process::id();
         let mut io = Io::new(&self.front, &self.back, &self.options);
-        io.watch(&self.back_events);
+        let [front_lock, back_lock] = &mut self.locks;
+        let (front, back) = (&self.options.frontend, &self.options.backend);
+        io.watch(
+            &self.back_events,
+            &self.front_events,
+            [
+                listen::Listener::new("front", warnings::Kind::Client, &self.front, front, front_lock.as_mut()),
+                listen::Listener::new("back", warnings::Kind::Worker, &self.back, back, back_lock.as_mut()),
+            ],
+        );
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
         let mut vitals = Vitals::default();
@@ -183,7 +201,8 @@ impl Broker {
         loop {
             let now = Instant::now();
             let next = state.next_deadline(now);
-            let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
+            let wake = io.rebind_deadline().map_or(next, |at| at.min(next));
+            let timeout = wake.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
             // wakes anyway (the timeout is then at most QUEUE_CHECK), unless
@@ -197,6 +216,7 @@ impl Broker {
                 shutdown.poll_item(),
                 inbox_item,
                 self.back_events.as_poll_item(zmq::POLLIN),
+                self.front_events.as_poll_item(zmq::POLLIN),
             ];
             crate::wakeup::poll(&mut items, timeout)?;
             if items[2].is_readable() {
@@ -220,6 +240,9 @@ impl Broker {
             if items[4].is_readable() {
                 io.read_events();
             }
+            if items[5].is_readable() {
+                io.read_front_events();
+            }
             // Workers first: their answers free capacity for the waiting jobs.
             if items[1].is_readable() {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
@@ -236,6 +259,7 @@ impl Broker {
                 state.tick(now, |pid| vitals.probe(pid), &mut out);
                 io.flush(&state, &mut out);
             }
+            io.rebind_if_due(now);
             io.warnings.flush(now);
         }
         tracing::info!("broker stopping");

@@ -75,6 +75,15 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// frame may make it allocate.
 pub const MAX_MESSAGE_HARD_FACTOR: usize = 2;
 
+/// When accepting a connection fails for want of file descriptors, the
+/// broker stops listening on that endpoint for this long (ZeroMQ closes the
+/// connections accepted there; peers reconnect), doubling while it keeps
+/// failing...
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// ... up to this; back to the minimum once a connection is accepted again.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 // The contract holds together, checked when it compiles.
 const _: () = {
     assert!(MAX_HELD >= 1 && MAX_HELD < MAX_PREFETCH, "a worker holding answers still has work ahead");
@@ -84,5 +93,6 @@ const _: () = {
         "a lost worker is noticed within a legacy job's time"
     );
     assert!(MAX_MESSAGE_BYTES * MAX_MESSAGE_HARD_FACTOR <= u32::MAX as usize, "inline lengths are u32");
+    assert!(ACCEPT_BACKOFF_MIN.as_millis() < ACCEPT_BACKOFF_MAX.as_millis(), "the backoff grows");
     assert!(MAX_MESSAGE_HARD_FACTOR >= 2, "a message just over the limit is read, so it can be answered");
 };

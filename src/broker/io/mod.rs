@@ -10,6 +10,7 @@ mod send;
 
 use std::time::Instant;
 
+use super::listen::Listener;
 use super::state::{Body, BrokerState, ClientRoute, Output};
 use super::vitals::Peers;
 use super::warnings::Warnings;
@@ -44,6 +45,10 @@ pub(super) struct Io<'a> {
     /// The back socket's monitor: who is connected over ipc.
     events: Option<&'a zmq::Socket>,
     peers: Peers,
+    /// The front socket's monitor (accepts only), and both listening
+    /// endpoints, stopped while descriptors run out.
+    front_events: Option<&'a zmq::Socket>,
+    listeners: Vec<Listener<'a>>,
     /// Rate limits of the warnings peers' messages cause.
     pub warnings: Warnings,
     /// Replies dropped because their client did not read (see `FRONT_SEND_HWM`).
@@ -65,21 +70,51 @@ impl<'a> Io<'a> {
             options,
             events: None,
             peers: Peers::default(),
+            front_events: None,
+            listeners: Vec::new(),
             warnings: Warnings::default(),
             replies_dropped: 0,
         }
     }
 
-    /// Reads the back socket's connections from its monitor.
-    pub fn watch(&mut self, events: &'a zmq::Socket) {
+    /// Reads the back socket's connections from its monitor, and the
+    /// front's accepts from its own; `[front, back]` listen.
+    pub fn watch(&mut self, events: &'a zmq::Socket, front_events: &'a zmq::Socket, listeners: [Listener<'a>; 2]) {
         self.events = Some(events);
+        self.front_events = Some(front_events);
+        self.listeners = listeners.into();
     }
 
-    /// Applies pending monitor events.
+    /// Applies pending monitor events of the back socket.
     pub fn read_events(&mut self) {
         let Some(events) = self.events else { return };
-        while let Some((event, fd)) = super::vitals::read_event(events) {
-            self.peers.on_event(event, fd);
+        while let Some((event, value)) = super::vitals::read_event(events) {
+            self.peers.on_event(event, value);
+            if let Some(back) = self.listeners.get_mut(1) {
+                back.on_event(Instant::now(), event, value, &mut self.warnings);
+            }
+        }
+    }
+
+    /// Applies pending monitor events of the front socket.
+    pub fn read_front_events(&mut self) {
+        let Some(events) = self.front_events else { return };
+        while let Some((event, value)) = super::vitals::read_event(events) {
+            if let Some(front) = self.listeners.first_mut() {
+                front.on_event(Instant::now(), event, value, &mut self.warnings);
+            }
+        }
+    }
+
+    /// When an endpoint that stopped listening is due to listen again.
+    pub fn rebind_deadline(&self) -> Option<Instant> {
+        self.listeners.iter().filter_map(Listener::deadline).min()
+    }
+
+    /// Listens again on the endpoints whose pause is over.
+    pub fn rebind_if_due(&mut self, now: Instant) {
+        for listener in &mut self.listeners {
+            listener.rebind_if_due(now, &mut self.warnings);
         }
     }
 
@@ -94,7 +129,11 @@ impl<'a> Io<'a> {
             waiting_for_workers: state.waiting_for_workers(),
             queued_bytes: state.queued_bytes(),
             workers: state.workers(now),
-            counters: Counters { replies_dropped: self.replies_dropped, ..state.counters.clone() },
+            counters: Counters {
+                replies_dropped: self.replies_dropped,
+                accept_failures: self.listeners.iter().map(|l| l.failures).sum(),
+                ..state.counters.clone()
+            },
             latency_ms: state.latency.latency(),
         }
     }
