@@ -38,8 +38,10 @@ pub struct BrokerArgs {
     /// (0: one job per worker at a time).
     #[arg(long, default_value_t = protocol::PREFETCH_BUDGET.as_secs_f64() * 1000.0)]
     pub prefetch_budget_ms: f64,
-    /// Messages larger than this are refused (the sender is disconnected;
-    /// workers answer an error for a larger result).
+    /// Messages larger than this (all frames together) are refused: counted,
+    /// and a client's answered with an error; past twice this, ZeroMQ
+    /// disconnects the sender unread. Workers answer an error instead of a
+    /// larger result.
     #[arg(long, default_value_t = protocol::MAX_MESSAGE_BYTES as i64)]
     pub max_message_bytes: i64,
     /// Run the broker (and under `powerhose`, the workers' I/O threads) on

@@ -119,6 +119,14 @@ pub struct Counters {
     /// Replies dropped because their client did not read them (its pipe was full).
     #[serde(default)]
     pub replies_dropped: u64,
+    /// Messages over `--max-message-bytes` (read, refused, answered when possible;
+    /// those over the hard cap are dropped by ZeroMQ unread and not counted).
+    #[serde(default)]
+    pub oversized: u64,
+    /// Connections the front or back socket failed to accept (for want of
+    /// file descriptors, the endpoint then stops listening for a while).
+    #[serde(default)]
+    pub accept_failures: u64,
 }
 
 /// A latency distribution in milliseconds (about 3% resolution).

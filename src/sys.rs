@@ -127,6 +127,28 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// The soft and hard limits on this process's open file descriptors
+/// (`RLIMIT_NOFILE`).
+pub fn fd_limits() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into `limit`, which is valid for it.
+    unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit)) }?;
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Raises the soft limit on open file descriptors to the hard limit (which
+/// needs no privilege); returns the soft limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let (soft, hard) = fd_limits()?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    let limit = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+    // SAFETY: setrlimit only reads `limit`; the hard limit is left as it is.
+    unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &limit)) }?;
+    Ok(hard)
+}
+
 /// The calling thread's handle, for [`signal_thread`].
 pub fn current_thread() -> libc::pthread_t {
     // SAFETY: pthread_self takes nothing and cannot fail.

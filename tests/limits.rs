@@ -60,3 +60,63 @@ fn replies_to_a_client_that_never_reads_are_dropped_and_counted() {
     wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped > 10_000);
     assert!(client.ping(T).is_ok(), "others are still answered");
 }
+
+/// A message just over `--max-message-bytes` used to cost its sender the
+/// connection, uncounted and unlogged: now it is read, counted (`oversized`),
+/// logged, and answered, natively and in the Powerhose 0.7 format; a
+/// worker's is dropped and counted; everyone else is still served.
+#[test]
+fn a_message_over_the_limit_is_answered_counted_and_logged() {
+    use powerhose::protocol::{Command, CommandFrame};
+    let dir = TestDir::new();
+    let broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
+    let _worker = start_worker(&dir, "echo", &[], "worker");
+    let client = dir.client();
+    let started = std::time::Instant::now();
+    let err = client.execute(vec![b'x'; MIB + 1], T).unwrap_err();
+    let Error::BadRequest(text) = &err else { panic!("not a BadRequest: {err}") };
+    assert!(text.contains(&format!("bytes is over the broker's --max-message-bytes {MIB}")), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered promptly: {:?}", started.elapsed());
+    assert_eq!(client.status(T).unwrap().counters.oversized, 1);
+
+    let (_ctx, req) = front_socket(&dir, zmq::REQ);
+    req.send(vec![b'y'; MIB + 1], 0).unwrap();
+    let reply = String::from_utf8(req.recv_bytes(0).expect("a legacy answer")).unwrap();
+    assert!(reply.starts_with(&format!("{}:ERROR:request of ", broker.pid())), "{reply}");
+
+    // A worker's: nobody to answer, dropped and counted.
+    let back_ctx = zmq::Context::new();
+    let rogue = back_ctx.socket(zmq::DEALER).unwrap();
+    rogue.set_linger(0).unwrap();
+    rogue.connect(&dir.back()).unwrap();
+    rogue.send_multipart([CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode(), vec![0; MIB]], 0).unwrap();
+    wait_until("the worker's message counted", T, || client.status(T).unwrap().counters.oversized == 3);
+
+    let log = broker.stderr();
+    let over = format!("refused: over --max-message-bytes {MIB}");
+    assert!(log.contains("a client's message of ") && log.contains(&over), "{log}");
+    assert!(log.contains(&format!("a worker's message of {} bytes dropped", MIB + 16)), "{log}");
+    assert_eq!(client.execute("still served", T).unwrap(), b"still served");
+    assert_eq!(dir.client().execute(vec![b'z'; MIB / 2], T).unwrap(), vec![b'z'; MIB / 2], "under the limit");
+}
+
+/// Past the hard cap (twice the limit) ZeroMQ drops the sender's connection
+/// before reading the message: not countable, but nobody else is affected.
+#[test]
+fn a_message_over_the_hard_cap_drops_only_its_connection() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
+    let _worker = start_worker(&dir, "echo", &[], "worker");
+    let client = dir.client();
+    assert_eq!(client.execute("connected", T).unwrap(), b"connected");
+    let (ctx, stranger) = front_socket(&dir, zmq::DEALER);
+    stranger.monitor("inproc://stranger", zmq::SocketEvent::DISCONNECTED as i32).unwrap();
+    let events = ctx.socket(zmq::PAIR).unwrap();
+    events.connect("inproc://stranger").unwrap();
+    stranger.send(vec![0u8; 2 * MIB + 1], 0).unwrap();
+    let mut items = [events.as_poll_item(zmq::POLLIN)];
+    assert_eq!(zmq::poll(&mut items, 10_000).unwrap(), 1, "the stranger's connection was dropped");
+    // The client connected before goes on, on the same connection.
+    assert_eq!(client.execute("still served", T).unwrap(), b"still served");
+    assert_eq!(client.status(T).unwrap().counters.oversized, 0, "ZeroMQ's drop cannot be counted");
+}

@@ -98,10 +98,14 @@ fn huge_output_is_delivered_up_to_the_limit_and_refused_beyond() {
         }
         other => panic!("expected a size error, got {other:?}"),
     }
-    // A client sending more than the limit is refused by the broker, which
-    // disconnects it: the client's own wait then ends it.
+    // A client sending more than the limit is answered so by the broker.
     let big_client = dir.client();
-    let r = big_client.execute(vec![0u8; 5 << 20], Duration::from_millis(1500));
+    match big_client.execute(vec![0u8; 5 << 20], T) {
+        Err(Error::BadRequest(m)) => assert!(m.contains("over the broker's --max-message-bytes 4194304"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Past twice the limit ZeroMQ disconnects it unread: its own wait ends it.
+    let r = big_client.execute(vec![0u8; 9 << 20], Duration::from_millis(1500));
     assert!(r.as_ref().is_err_and(|e| e.is_timeout() || matches!(e, Error::BrokerUnreachable { .. })), "{r:?}");
     assert_healthy(&dir, &client);
 }

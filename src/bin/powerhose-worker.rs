@@ -34,7 +34,8 @@ struct Args {
     /// Exit when the broker is lost instead of reconnecting.
     #[arg(long)]
     exit_on_broker_loss: bool,
-    /// Larger results are answered with an error (match the broker's setting).
+    /// Larger results (with their frame's head) are answered with an error;
+    /// no more than the broker's setting.
     #[arg(long, default_value_t = protocol::MAX_MESSAGE_BYTES as i64)]
     max_message_bytes: i64,
     /// Run this worker's I/O threads (libzmq's and the heartbeat thread) on

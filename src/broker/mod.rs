@@ -2,6 +2,7 @@
 //! messages between them and [`state::BrokerState`]; this loop only does I/O.
 
 mod io;
+mod listen;
 pub mod state;
 mod vitals;
 mod warnings;
@@ -34,8 +35,9 @@ pub struct BrokerOptions {
     pub legacy_timeout: Duration,
     /// Where `CONTROL` requests go (the cluster supervisor), if anywhere.
     pub control: Option<ControlSink>,
-    /// Larger messages are dropped by ZeroMQ before they are read (and the
-    /// sender disconnected).
+    /// Larger messages (all frames together) are counted and refused; past
+    /// [`MAX_MESSAGE_HARD_FACTOR`](crate::protocol::MAX_MESSAGE_HARD_FACTOR)
+    /// times this, ZeroMQ drops the sender's connection unread. Negative: no limit.
     pub max_message_bytes: i64,
     /// Run the broker (its loop and libzmq's I/O thread) on this CPU.
     pub io_cpu: Option<usize>,
@@ -99,17 +101,28 @@ pub struct Broker {
     _ctx: zmq::Context,
     front: zmq::Socket,
     back: zmq::Socket,
-    /// Connections to the back socket that drop (libzmq's monitor events).
+    /// Connections to the back socket that open, drop or fail (libzmq's
+    /// monitor events).
     back_events: zmq::Socket,
     /// The ZAP handler and the keys it admits, with `--curve-secret`.
     zap: Option<(Zap, AllowLists)>,
+    /// Connections to the front socket that open or fail.
+    front_events: zmq::Socket,
     // Dropped after the sockets: removes the socket files, then unlocks.
-    _locks: Vec<EndpointLock>,
+    // The front's, then the back's (none for tcp).
+    locks: [Option<EndpointLock>; 2],
 }
 
 fn router(ctx: &zmq::Context, max_message_bytes: i64, sndhwm: i32) -> Result<zmq::Socket> {
     let socket = ctx.socket(zmq::ROUTER).map_err(Error::zmq("creating a ROUTER socket"))?;
-    socket.set_maxmsgsize(max_message_bytes).map_err(Error::zmq("maxmsgsize"))?;
+    // libzmq's cap is a frame's, checked before reading it, and its only
+    // sign is a disconnection: the broker's own limit, below it, is the one
+    // that is counted and answered.
+    let hard = match max_message_bytes {
+        limit if limit < 0 => -1,
+        limit => limit.saturating_mul(crate::protocol::MAX_MESSAGE_HARD_FACTOR as i64),
+    };
+    socket.set_maxmsgsize(hard).map_err(Error::zmq("maxmsgsize"))?;
     // Unknown peers must be errors, not silent drops; the queue bound is ours
     // (max_queue), not ZeroMQ's 1000-message high-water mark. What we send
     // is bounded by the caller: replies to a client per FRONT_SEND_HWM, jobs
@@ -135,14 +148,14 @@ fn bind(socket: &zmq::Socket, endpoint: &str, role: &'static str) -> Result<()> 
     })
 }
 
-/// A socket that reads `socket`'s connections as they open and close: which
-/// processes are connected over ipc (see [`vitals`]).
-fn monitor(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<zmq::Socket> {
+/// A socket that reads `socket`'s `watched` events: connections accepted,
+/// or not (see [`listen`]), and on the back, closed: which processes are
+/// connected over ipc (see [`vitals`]).
+fn monitor(ctx: &zmq::Context, socket: &zmq::Socket, role: &str, watched: i32) -> Result<zmq::Socket> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let endpoint = format!("inproc://powerhose-back-monitor-{}-{n}", std::process::id());
-    let watched = zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
-    socket.monitor(&endpoint, watched).map_err(Error::zmq("monitoring the back socket"))?;
+    let endpoint = format!("inproc://powerhose-{role}-monitor-{}-{n}", std::process::id());
+    socket.monitor(&endpoint, watched).map_err(Error::zmq(format!("monitoring the {role} socket")))?;
     let events = ctx.socket(zmq::PAIR).map_err(Error::zmq("creating the monitor socket"))?;
     events.connect(&endpoint).map_err(Error::zmq("connecting the monitor socket"))?;
     Ok(events)
@@ -158,9 +171,11 @@ impl Broker {
             exposed |= check_bind(flag, endpoint, curve, options.insecure)?;
         }
         let lists = options.curve.as_ref().map(|c| AllowLists::load(c, Instant::now())).transpose()?;
-        let mut locks = Vec::new();
-        for endpoint in [&options.frontend, &options.backend] {
-            locks.extend(EndpointLock::acquire(endpoint)?);
+        let mut locks = [EndpointLock::acquire(&options.frontend)?, EndpointLock::acquire(&options.backend)?];
+        // Each connection takes a descriptor: the most the system allows us.
+        match crate::sys::raise_fd_limit() {
+            Ok(limit) => tracing::debug!(limit, "open file limit"),
+            Err(e) => tracing::debug!("could not raise the open file limit: {e}"),
         }
         // libzmq's I/O thread starts with the first socket and inherits this pin.
         let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
@@ -181,11 +196,26 @@ impl Broker {
                 }
             }
         }
-        // Watched before it binds: no worker's connection goes unseen.
-        let back_events = monitor(&ctx, &back)?;
+        // Watched before they bind: no worker's connection goes unseen.
+        let (accepted, failed) = (zmq::SocketEvent::ACCEPTED as i32, zmq::SocketEvent::ACCEPT_FAILED as i32);
+        // On a CURVE socket, a peer that speaks no CURVE fails before ZAP:
+        // counted from these events.
+        let handshakes = |endpoint: &str| match options.curve.is_some() && reach(endpoint) != Reach::Owner {
+            true => {
+                zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32 | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+            }
+            false => 0,
+        };
+        let back_events = monitor(
+            &ctx,
+            &back,
+            "back",
+            accepted | failed | zmq::SocketEvent::DISCONNECTED as i32 | handshakes(&options.backend),
+        )?;
+        let front_events = monitor(&ctx, &front, "front", accepted | failed | handshakes(&options.frontend))?;
         bind(&front, &options.frontend, "front")?;
         bind(&back, &options.backend, "back")?;
-        for lock in &mut locks {
+        for lock in locks.iter_mut().flatten() {
             lock.bound()?;
         }
         drop(pin);
@@ -195,12 +225,12 @@ impl Broker {
                 "--insecure: serving the network without authentication; anyone who can connect may submit jobs or register as a worker"
             );
         }
-        Ok(Broker { options, _ctx: ctx, front, back, back_events, zap, _locks: locks })
+        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, zap, locks })
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
     /// answered. `inbox` carries a supervisor's [`Notice`]s.
-    pub fn run(self, shutdown: &Wakeup, inbox: Option<&Inbox>) -> Result<()> {
+    pub fn run(mut self, shutdown: &Wakeup, inbox: Option<&Inbox>) -> Result<()> {
         if let Some(cpu) = self.options.io_cpu {
             crate::affinity::pin_thread(cpu)?;
         }
@@ -212,7 +242,16 @@ impl Broker {
         };
         let gate = io::Gate::new(&self.options.frontend, &self.options.backend, lists);
         let mut io = Io::new(&self.front, &self.back, &self.options, gate);
-        io.watch(&self.back_events);
+        let [front_lock, back_lock] = &mut self.locks;
+        let (front, back) = (&self.options.frontend, &self.options.backend);
+        io.watch(
+            &self.back_events,
+            &self.front_events,
+            [
+                listen::Listener::new("front", warnings::Kind::Client, &self.front, front, front_lock.as_mut()),
+                listen::Listener::new("back", warnings::Kind::Worker, &self.back, back, back_lock.as_mut()),
+            ],
+        );
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
         let mut vitals = Vitals::default();
@@ -222,7 +261,8 @@ impl Broker {
             let now = Instant::now();
             let next = state.next_deadline(now);
             let next = io.next_scan().map_or(next, |scan| scan.min(next));
-            let timeout = next.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
+            let wake = io.rebind_deadline().map_or(next, |at| at.min(next));
+            let timeout = wake.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
             // wakes anyway (the timeout is then at most QUEUE_CHECK), unless
@@ -236,6 +276,7 @@ impl Broker {
                 shutdown.poll_item(),
                 inbox_item,
                 self.back_events.as_poll_item(zmq::POLLIN),
+                self.front_events.as_poll_item(zmq::POLLIN),
                 zap.as_ref().map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |z| {
                     z.socket().as_poll_item(zmq::POLLIN)
                 }),
@@ -265,7 +306,10 @@ impl Broker {
             if items[4].is_readable() {
                 io.read_events();
             }
-            if let Some(zap) = zap.as_ref().filter(|_| items[5].is_readable()) {
+            if items[5].is_readable() {
+                io.read_front_events();
+            }
+            if let Some(zap) = zap.as_ref().filter(|_| items[6].is_readable()) {
                 io.serve_zap(zap, Instant::now())?;
             }
             // Workers first: their answers free capacity for the waiting jobs.
@@ -285,6 +329,7 @@ impl Broker {
                 io.flush(&state, &mut out);
                 io.scan_allow_lists(now, &mut state, &mut out);
             }
+            io.rebind_if_due(now);
             io.warnings.flush(now);
         }
         tracing::info!("broker stopping");

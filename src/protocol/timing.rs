@@ -63,9 +63,26 @@ pub const MAX_QUEUE_BYTES: usize = 256 << 20;
 /// a job cannot hold the broker's memory for weeks.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Larger messages are refused (the broker drops them; a worker answers an
-/// error instead of a larger result).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Larger messages (all their frames together) are refused: the broker
+/// reads one, counts it and answers an error to the client that sent it (or
+/// drops a worker's); a worker answers an error instead of a larger result.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// libzmq itself drops the connection of a peer that sends a frame over
+/// this many times `--max-message-bytes`, before reading it and without
+/// telling the broker (no distinct monitor event): the broker only counts
+/// and answers what lies between the two limits, and this bounds what one
+/// frame may make it allocate.
+pub const MAX_MESSAGE_HARD_FACTOR: usize = 2;
+
+/// When accepting a connection fails for want of file descriptors, the
+/// broker stops listening on that endpoint for this long (ZeroMQ closes the
+/// connections accepted there; peers reconnect), doubling while it keeps
+/// failing...
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// ... up to this; back to the minimum once a connection is accepted again.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How often the broker looks at its allow-list directories: a removed
 /// certificate's holder is dropped within this (and one loop turn).
@@ -91,6 +108,8 @@ const _: () = {
         LEGACY_TIMEOUT.as_millis() > HEARTBEAT_INTERVAL.as_millis() * LIVENESS as u128,
         "a lost worker is noticed within a legacy job's time"
     );
-    assert!(MAX_MESSAGE_BYTES <= u32::MAX as usize, "inline lengths are u32");
+    assert!(MAX_MESSAGE_BYTES * MAX_MESSAGE_HARD_FACTOR <= u32::MAX as usize, "inline lengths are u32");
+    assert!(ACCEPT_BACKOFF_MIN.as_millis() < ACCEPT_BACKOFF_MAX.as_millis(), "the backoff grows");
+    assert!(MAX_MESSAGE_HARD_FACTOR >= 2, "a message just over the limit is read, so it can be answered");
     assert!(ALLOW_LIST_SCAN.as_millis() < 2000, "a revoked key is dropped within 2 s");
 };

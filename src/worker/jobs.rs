@@ -12,7 +12,7 @@ use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
 use crate::protocol::{
-    decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status, INLINE_MAX,
+    decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status, COMMAND_LEN, INLINE_MAX,
 };
 use crate::wakeup::Wakeup;
 
@@ -221,8 +221,11 @@ impl JobLoop<'_> {
                 let outcome = self.plugin.handle_raw(headers.iter().copied(), data);
                 socket = Link::lock(&self.link.socket);
                 let limit = self.options.max_message_bytes;
+                // The broker's limit is the whole message's: the RESULT
+                // frame's head counts too.
+                let head = COMMAND_LEN + ResultTail { still_busy: false, run_us: None }.encode().0.len();
                 match outcome {
-                    Ok(out) if out.len() > limit => {
+                    Ok(out) if out.len().saturating_add(head) > limit => {
                         let msg =
                             format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());
                         (Status::HandlerError, HandlerOutput::Text(msg))

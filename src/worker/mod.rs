@@ -55,8 +55,9 @@ pub struct WorkerOptions {
     pub max_age: Option<Duration>,
     /// Up to this much is added at random to `max_age`, so workers do not all leave at once.
     pub max_age_delta: Duration,
-    /// Results larger than this are answered with an error instead (the
-    /// broker would drop them); match the broker's `--max-message-bytes`.
+    /// Results larger than this (with their frame's head) are answered with
+    /// an error instead (the broker would drop them); no more than the
+    /// broker's `--max-message-bytes`.
     pub max_message_bytes: usize,
     /// Under backlog (the broker says more jobs wait), a finished result may
     /// wait this long to be sent with the next ones; zero sends each at once.

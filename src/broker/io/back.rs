@@ -18,6 +18,18 @@ impl Io<'_> {
             self.flush(state, out);
             return;
         };
+        if let Some(size) = self.oversized(&identity) {
+            // Nobody to answer: a worker refuses to send a result over its own
+            // limit (`worker::jobs`), so this one is misconfigured or not
+            // ours; the job it may hold is answered at its deadline.
+            state.counters.oversized += 1;
+            let limit = self.max_message_bytes;
+            let message = format_args!("a worker's message of {size} bytes dropped: over --max-message-bytes {limit}");
+            self.warnings.warn(now, Kind::Worker, message);
+            frames.clear();
+            self.frames = frames;
+            return;
+        }
         let body = if frames.len() == 2 { frames.pop() } else { None };
         let mut views: [&[u8]; 2] = [&[]; 2];
         let n = frames.len().min(1);

@@ -19,6 +19,13 @@ impl Io<'_> {
             self.frames = frames;
             return;
         };
+        if let Some(size) = self.oversized(&identity) {
+            self.refuse_oversized(now, identity, frames.first().map(|f| &f[..]), size, state, out);
+            frames.clear();
+            self.frames = frames;
+            self.flush(state, out);
+            return;
+        }
         // A native job's data is never looked at: it is set aside before
         // parsing (a placeholder stands in for it) and moves on uncopied.
         let native = frames.first().is_some_and(|f| CommandFrame::is_native(f));
@@ -64,6 +71,37 @@ impl Io<'_> {
         frames.clear();
         self.frames = frames;
         self.flush(state, out);
+    }
+
+    /// A message over `--max-message-bytes` (but under ZeroMQ's hard cap, or
+    /// it would not be here): counted, logged, and answered when it says
+    /// whom to answer (a REQ envelope, or a command frame's request id).
+    fn refuse_oversized(
+        &mut self,
+        now: Instant,
+        identity: Msg,
+        first: Option<&[u8]>,
+        size: usize,
+        state: &mut BrokerState<Msg>,
+        out: &mut Vec<Output<Msg>>,
+    ) {
+        state.counters.oversized += 1;
+        let limit = self.max_message_bytes;
+        self.warnings.warn(
+            now,
+            Kind::Client,
+            format_args!("a client's message of {size} bytes refused: over --max-message-bytes {limit}"),
+        );
+        let route = match first {
+            Some([]) => ClientRoute { identity, req_id: 0, legacy: true },
+            Some(head) if CommandFrame::is_native(head) => match CommandFrame::decode(head) {
+                Ok(cmd) => ClientRoute { identity, req_id: cmd.id, legacy: false },
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        let text = format!("request of {size} bytes is over the broker's --max-message-bytes {limit}");
+        self.reply_text(out, route, Status::BadRequest, text);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -112,6 +112,30 @@ impl Io<'_> {
         }
     }
 
+    /// A monitor event of the back (`back`) or front socket: a handshake
+    /// that failed before ZAP (a plaintext peer on a CURVE socket, or a
+    /// broken one) is counted and logged. libzmq gives no peer address here.
+    pub(super) fn handshake_event(&mut self, now: Instant, back: bool, event: u16) {
+        let failed = [zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL, zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL]
+            .iter()
+            .any(|e| *e as u16 == event);
+        if !failed {
+            return;
+        }
+        let side = if back {
+            self.gate.failures.workers += 1;
+            "back"
+        } else {
+            self.gate.failures.clients += 1;
+            "front"
+        };
+        self.warnings.warn(
+            now,
+            Kind::Auth,
+            format_args!("a handshake failed on the CURVE {side} (a peer without CURVE keys, or a broken one)"),
+        );
+    }
+
     /// A worker admitted over CURVE registered with `key`.
     pub(super) fn worker_key(&mut self, identity: &[u8], key: String) {
         self.gate.worker_keys.insert(identity.to_vec(), key);

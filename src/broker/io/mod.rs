@@ -13,6 +13,7 @@ pub(super) use gate::Gate;
 
 use std::time::Instant;
 
+use super::listen::Listener;
 use super::state::{Body, BrokerState, ClientRoute, Output};
 use super::vitals::Peers;
 use super::warnings::Warnings;
@@ -35,6 +36,11 @@ pub(super) struct Io<'a> {
     frames: Vec<Msg>,
     /// The message being handled had more than [`MAX_FRAMES`] frames.
     truncated: bool,
+    /// The bytes of the message being handled, all its frames (the
+    /// identity's too, which the check of [`Io::oversized`] takes off).
+    size: usize,
+    /// `--max-message-bytes` (`usize::MAX` when negative: no limit).
+    max_message_bytes: usize,
     buf: Vec<u8>,
     pid: u32,
     started: Instant,
@@ -42,6 +48,10 @@ pub(super) struct Io<'a> {
     /// The back socket's monitor: who is connected over ipc.
     events: Option<&'a zmq::Socket>,
     peers: Peers,
+    /// The front socket's monitor (accepts only), and both listening
+    /// endpoints, stopped while descriptors run out.
+    front_events: Option<&'a zmq::Socket>,
+    listeners: Vec<Listener<'a>>,
     /// Rate limits of the warnings peers' messages cause.
     pub warnings: Warnings,
     /// Replies dropped because their client did not read (see `FRONT_SEND_HWM`).
@@ -57,28 +67,62 @@ impl<'a> Io<'a> {
             back,
             frames: Vec::new(),
             truncated: false,
+            size: 0,
+            max_message_bytes: usize::try_from(options.max_message_bytes).unwrap_or(usize::MAX),
             buf: Vec::new(),
             pid: std::process::id(),
             started: Instant::now(),
             options,
             events: None,
             peers: Peers::default(),
+            front_events: None,
+            listeners: Vec::new(),
             warnings: Warnings::default(),
             replies_dropped: 0,
             gate,
         }
     }
 
-    /// Reads the back socket's connections from its monitor.
-    pub fn watch(&mut self, events: &'a zmq::Socket) {
+    /// Reads the back socket's connections from its monitor, and the
+    /// front's accepts from its own; `[front, back]` listen.
+    pub fn watch(&mut self, events: &'a zmq::Socket, front_events: &'a zmq::Socket, listeners: [Listener<'a>; 2]) {
         self.events = Some(events);
+        self.front_events = Some(front_events);
+        self.listeners = listeners.into();
     }
 
-    /// Applies pending monitor events.
+    /// Applies pending monitor events of the back socket.
     pub fn read_events(&mut self) {
         let Some(events) = self.events else { return };
-        while let Some((event, fd)) = super::vitals::read_event(events) {
-            self.peers.on_event(event, fd);
+        while let Some((event, value)) = super::vitals::read_event(events) {
+            self.peers.on_event(event, value);
+            self.handshake_event(Instant::now(), true, event);
+            if let Some(back) = self.listeners.get_mut(1) {
+                back.on_event(Instant::now(), event, value, &mut self.warnings);
+            }
+        }
+    }
+
+    /// Applies pending monitor events of the front socket.
+    pub fn read_front_events(&mut self) {
+        let Some(events) = self.front_events else { return };
+        while let Some((event, value)) = super::vitals::read_event(events) {
+            self.handshake_event(Instant::now(), false, event);
+            if let Some(front) = self.listeners.first_mut() {
+                front.on_event(Instant::now(), event, value, &mut self.warnings);
+            }
+        }
+    }
+
+    /// When an endpoint that stopped listening is due to listen again.
+    pub fn rebind_deadline(&self) -> Option<Instant> {
+        self.listeners.iter().filter_map(Listener::deadline).min()
+    }
+
+    /// Listens again on the endpoints whose pause is over.
+    pub fn rebind_if_due(&mut self, now: Instant) {
+        for listener in &mut self.listeners {
+            listener.rebind_if_due(now, &mut self.warnings);
         }
     }
 
@@ -95,7 +139,11 @@ impl<'a> Io<'a> {
             waiting_for_workers: state.waiting_for_workers(),
             queued_bytes: state.queued_bytes(),
             workers: if role.sees_workers() { state.workers(now) } else { Vec::new() },
-            counters: Counters { replies_dropped: self.replies_dropped, ..state.counters.clone() },
+            counters: Counters {
+                replies_dropped: self.replies_dropped,
+                accept_failures: self.listeners.iter().map(|l| l.failures).sum(),
+                ..state.counters.clone()
+            },
             latency_ms: state.latency.latency(),
             curve: self.gate.lists.is_some(),
             insecure: self.options.insecure,
@@ -109,6 +157,7 @@ impl<'a> Io<'a> {
         for _ in 0..READS_PER_TURN {
             self.frames.clear();
             self.truncated = false;
+            self.size = 0;
             loop {
                 let mut msg = Msg::new();
                 match crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT) {
@@ -117,6 +166,7 @@ impl<'a> Io<'a> {
                     Err(e) => return Err(Error::zmq("receiving")(e)),
                 }
                 let more = msg.get_more();
+                self.size += msg.len();
                 // Past MAX_FRAMES the message is malformed: keep reading it
                 // to its end, but not its frames.
                 if self.frames.len() <= MAX_FRAMES {
@@ -131,6 +181,14 @@ impl<'a> Io<'a> {
             handle(self, Instant::now());
         }
         Ok(true)
+    }
+
+    /// The size of the message being handled when it is over
+    /// `--max-message-bytes` (`identity` is its first frame, which the
+    /// sender did not write).
+    fn oversized(&self, identity: &[u8]) -> Option<usize> {
+        let size = self.size.saturating_sub(identity.len());
+        (size > self.max_message_bytes).then_some(size)
     }
 
     fn reply_text(&self, out: &mut Vec<Output<Msg>>, route: ClientRoute<Msg>, status: Status, text: String) {
