@@ -272,18 +272,27 @@ fn the_python_worker_and_a_pyzmq_client_use_keygen_certificates() {
     pki.allow("workers", "pyworker");
     pki.allow("operators", "op");
     let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
+    pki.make("stranger");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/worker.py");
-    let mut args = vec![script.to_string(), "--backend".into(), back.clone(), "--heartbeat-ms".into(), "200".into()];
-    args.extend(pki.peer_args("pyworker"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut worker = Proc::spawn("python3", &args, &dir, "pyworker");
-    worker.wait_line("pyworker ready", T);
+    let py_worker = |name: &str| {
+        let mut args =
+            vec![script.to_string(), "--backend".into(), back.clone(), "--heartbeat-ms".into(), "200".into()];
+        args.extend(pki.peer_args(name));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut worker = Proc::spawn("python3", &args, &dir, name);
+        worker.wait_line("pyworker ready", T);
+        worker
+    };
+    // The stranger's fake worker (the probe's): refused, it sees no job.
     let operator = pki.client(&front, "op");
+    let _fake = py_worker("stranger");
+    wait_until("the fake worker refused", T, || operator.status(T).unwrap().auth_failures.workers >= 1);
+    let _worker = py_worker("pyworker");
     wait_workers(&operator, 1);
     let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client.py");
     let run = |name: &str| {
         let mut cmd = std::process::Command::new("python3");
-        cmd.args([client, "--frontend", &front, "--count", "20"]);
+        cmd.args([client, "--frontend", &front, "--count", "20", "--timeout-ms", "2000"]);
         if !name.is_empty() {
             cmd.args(pki.peer_args(name));
         }
@@ -291,8 +300,9 @@ fn the_python_worker_and_a_pyzmq_client_use_keygen_certificates() {
     };
     let out = run("pyclient");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 20", "{}", String::from_utf8_lossy(&out.stderr));
-    // Without a key the same client gets nothing through.
+    // Without a key, or with a stranger's, the same client gets nothing through.
     assert_eq!(run("").status.code(), Some(2));
+    assert_eq!(run("stranger").status.code(), Some(2));
     assert_eq!(operator.status(T).unwrap().counters.ok, 20);
 }
 
@@ -374,4 +384,52 @@ fn a_cluster_on_tcp_with_curve_obeys_operators_and_runs_its_own_workers_with_its
     let out = client("op", &["scale", "3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_workers(&pki.client(&front, "op"), 3);
+}
+
+#[test]
+fn bad_curve_flags_get_one_line_and_a_defined_exit() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.make("w");
+    std::fs::write(pki.list("workers").join("junk.key"), "not a certificate\n").unwrap();
+    let plugin = path(&plugin("echo"));
+    let (public, secret, broker) = (path(&pki.public("w")), path(&pki.secret("w")), path(&pki.public("broker")));
+    let (broker_secret, workers) = (path(&pki.secret("broker")), path(&pki.list("workers")));
+    let missing = path(&dir.path().join("nowhere"));
+    let front = free_tcp();
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program).args(args).env("POWERHOSE_RUNTIME_DIR", dir.path()).output();
+        let out = out.unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let worker = |extra: &[&str]| {
+        let mut args = vec!["--plugin", &plugin, "--backend", "tcp://127.0.0.1:9"];
+        args.extend_from_slice(extra);
+        run(WORKER, &args)
+    };
+    let broker_with = |extra: &[&str]| {
+        let mut args = vec!["--frontend", front.as_str(), "--backend", "tcp://127.0.0.1:9"];
+        args.extend_from_slice(extra);
+        run(BROKER, &args)
+    };
+    let one_line = |(code, err): (Option<i32>, String), want_code: i32, needle: &str| {
+        assert_eq!(code, Some(want_code), "{err}");
+        assert!(err.contains(needle), "no {needle:?} in {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    };
+    // A public certificate where the secret one belongs.
+    one_line(worker(&["--curve-secret", &public, "--curve-server", &broker]), 2, "give the NAME.key_secret file");
+    // A secret others can read is refused, naming the file.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (code, err) = worker(&["--curve-secret", &secret, "--curve-server", &broker]);
+    assert!(code.is_some_and(|c| c != 0) && err.contains(&secret) && err.trim_end().lines().count() == 1, "{err}");
+    // Half a pair, or an allow-list without a secret, is a usage error (clap's, exit 2).
+    assert_eq!(worker(&["--curve-secret", &secret]).0, Some(2));
+    assert_eq!(broker_with(&["--allow-workers", &workers]).0, Some(2));
+    assert_eq!(broker_with(&["--curve-secret", &broker_secret, "--insecure"]).0, Some(2));
+    // An allow-list that cannot be read stops the start, naming it.
+    let (code, err) = broker_with(&["--curve-secret", &broker_secret, "--allow-workers", &workers]);
+    assert!(code.is_some_and(|c| c != 0) && err.contains("junk.key") && err.trim_end().lines().count() == 1, "{err}");
+    let (code, err) = broker_with(&["--curve-secret", &broker_secret, "--allow-clients", &missing]);
+    assert!(code.is_some_and(|c| c != 0) && err.contains("nowhere") && err.trim_end().lines().count() == 1, "{err}");
 }

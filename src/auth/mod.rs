@@ -85,7 +85,12 @@ pub(crate) fn user_id(role: Role, key: &str) -> String {
 
 /// Fails with one line when this build's libzmq has no CURVE.
 pub(crate) fn require_curve(flag: &str) -> Result<()> {
-    if zmq::has("curve") == Some(true) {
+    curve_available(zmq::has("curve"), flag)
+}
+
+/// [`require_curve`] given what libzmq says (`zmq_has("curve")`).
+fn curve_available(has: Option<bool>, flag: &str) -> Result<()> {
+    if has == Some(true) {
         Ok(())
     } else {
         Err(Error::BadFlag(format!("{flag}: this build's libzmq has no CURVE support (built without libsodium)")))

@@ -34,6 +34,19 @@ fn only_the_owner_and_operators_may_control_or_see_workers() {
 }
 
 #[test]
+fn a_build_without_curve_refuses_the_flags_in_one_line() {
+    assert!(curve_available(Some(true), "--curve-secret").is_ok());
+    for has in [Some(false), None] {
+        let e = curve_available(has, "--curve-secret").unwrap_err();
+        assert!(matches!(e, crate::Error::BadFlag(_)), "exit 2");
+        let line = e.to_string();
+        assert!(line.starts_with("--curve-secret: ") && line.contains("no CURVE") && !line.contains('\n'), "{line}");
+    }
+    // This build has it: libsodium is built in (zmq-sys/build.rs).
+    assert!(require_curve("--curve-secret").is_ok());
+}
+
+#[test]
 fn user_ids_round_trip_and_strangers_do_not_parse() {
     let k = key();
     for role in [Role::Owner, Role::Operator, Role::Client, Role::Worker] {

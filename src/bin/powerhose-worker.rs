@@ -58,6 +58,7 @@ struct Args {
 fn run(args: &Args) -> anyhow::Result<()> {
     // Flags first: a bad --params is exit 2 whether or not the plugin is found.
     let params = cli::parse_params(args.params.as_deref().unwrap_or(""))?;
+    let curve = args.curve.credentials()?;
     let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
     let loaded = plugin::LoadedPlugin::load(&path, &params)?;
     if args.check_plugin {
@@ -73,7 +74,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     args.lifecycle.apply(&mut options)?;
     options.max_message_bytes = args.max_message_bytes.max(0) as usize;
     options.io_cpu = args.io_cpu;
-    options.curve = args.curve.credentials()?;
+    options.curve = curve;
     worker::serve(loaded, &options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }
