@@ -81,6 +81,18 @@ fn each_role_gets_in_with_its_key_only_and_refusals_are_counted_and_logged() {
         other => panic!("an operator's reload on a lone broker: {other:?}"),
     }
 
+    // The operator's tools: Nagios --check with a key, --status as the owner.
+    let tool = |args: &[&str]| std::process::Command::new(BROKER).args(["--frontend", &front]).args(args).output();
+    let (op_secret, broker_public) = (path(&pki.secret("op")), path(&pki.public("broker")));
+    let check = tool(&["--check", "--curve-secret", &op_secret, "--curve-server", &broker_public]).unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(String::from_utf8_lossy(&check.stdout).starts_with("OK - "));
+    let unkeyed = tool(&["--check", "--timeout", "0.5"]).unwrap();
+    assert_eq!(unkeyed.status.code(), Some(2), "no key: CRITICAL, no answer");
+    let owner = tool(&["--status", "--json", "--curve-secret", &path(&pki.secret("broker"))]).unwrap();
+    let owner: powerhose::status::BrokerStatus = serde_json::from_slice(&owner.stdout).unwrap();
+    assert_eq!(owner.workers.len(), 1, "the owner sees the workers");
+
     // Strangers: an unknown key, a worker's key at the front, no key at all.
     assert!(refused(pki.client(&front, "stranger").ping(SHORT)));
     assert!(refused(pki.client(&front, "w1").ping(SHORT)));
@@ -91,8 +103,8 @@ fn each_role_gets_in_with_its_key_only_and_refusals_are_counted_and_logged() {
     wait_until("both workers refused", T, || operator.status(T).unwrap().auth_failures.workers >= 2);
     let status = operator.status(T).unwrap();
     assert_eq!(status.workers.len(), 1, "only w1: {:?}", status.workers);
-    // Two unknown keys and a peer without CURVE at all.
-    assert!(status.auth_failures.clients >= 3, "{:?}", status.auth_failures);
+    // Two unknown keys and two peers without CURVE at all (a client, --check).
+    assert!(status.auth_failures.clients >= 4, "{:?}", status.auth_failures);
     assert_eq!(status.auth_failures.operators, 1);
     let log = std::fs::read_to_string(&broker.log).unwrap();
     let stranger_key = powerhose::keys::load_certificate(&pki.public("stranger")).unwrap().public_z85();
