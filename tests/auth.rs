@@ -211,6 +211,32 @@ fn a_removed_worker_certificate_drops_it_within_2_s_while_another_takes_its_jobs
 }
 
 #[test]
+fn a_removed_client_certificate_stops_its_connected_client_within_2_s() {
+    let dir = TestDir::new();
+    let pki = Pki::new(&dir);
+    pki.allow("clients", "c1");
+    pki.allow("clients", "c2");
+    pki.allow("workers", "w1");
+    pki.allow("operators", "op");
+    let (_broker, front, back) = curve_broker(&dir, &pki, &[]);
+    let operator = pki.client(&front, "op");
+    let _w1 = curve_worker(&dir, &pki, &back, "w1");
+    wait_workers(&operator, 1);
+    let (c1, c2) = (pki.client(&front, "c1"), pki.client(&front, "c2"));
+    assert_eq!(c1.execute("a", T).unwrap(), b"a");
+    assert_eq!(c2.execute("b", T).unwrap(), b"b");
+    let t = Instant::now();
+    pki.revoke("clients", "c1");
+    // Its connection stays up, but nothing it sends is obeyed any more.
+    wait_until("c1 ignored", T, || refused(c1.ping(SHORT)));
+    let stopped = t.elapsed();
+    assert!(stopped < Duration::from_secs(2) + SHORT, "c1 still obeyed after {stopped:?}");
+    assert!(matches!(c1.execute("late", SHORT), Err(Error::Timeout(_))));
+    assert!(operator.status(T).unwrap().auth_failures.clients >= 1);
+    assert_eq!(c2.execute("c", T).unwrap(), b"c", "the other client is unaffected");
+}
+
+#[test]
 fn a_key_rotation_with_overlap_under_load_fails_nothing() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
