@@ -54,9 +54,7 @@ fn pid_job() -> JobRequest {
 fn each_role_gets_in_with_its_key_only_and_refusals_are_counted_and_logged() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
-    pki.allow("clients", "c1");
-    pki.allow("workers", "w1");
-    pki.allow("operators", "op");
+    pki.allow_all(&[("clients", "c1"), ("workers", "w1"), ("operators", "op")]);
     pki.make("stranger");
     let (broker, front, back) = curve_broker(&dir, &pki, &[]);
     let operator = pki.client(&front, "op");
@@ -147,8 +145,7 @@ fn a_worker_and_a_client_refused_at_first_get_in_once_their_keys_are_allowed() {
     assert!(refused(client.ping(SHORT)));
     wait_until("the worker refused", T, || operator.status(T).unwrap().auth_failures.workers >= 1);
     // libzmq gives up on an endpoint after a refused handshake: both dial again.
-    pki.allow("workers", "late_worker");
-    pki.allow("clients", "late_client");
+    pki.allow_all(&[("workers", "late_worker"), ("clients", "late_client")]);
     wait_workers(&operator, 1);
     wait_until("the client admitted", T, || client.ping(SHORT).is_ok());
     assert_eq!(client.execute("late", T).unwrap(), b"late");
@@ -160,10 +157,7 @@ fn a_worker_and_a_client_refused_at_first_get_in_once_their_keys_are_allowed() {
 fn a_removed_worker_certificate_drops_it_within_2_s_while_another_takes_its_jobs() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
-    pki.allow("clients", "c1");
-    pki.allow("operators", "op");
-    pki.allow("workers", "w1");
-    pki.allow("workers", "w2");
+    pki.allow_all(&[("clients", "c1"), ("operators", "op"), ("workers", "w1"), ("workers", "w2")]);
     let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
     let operator = pki.client(&front, "op");
     let (w1, w2) = (curve_worker(&dir, &pki, &back, "w1"), curve_worker(&dir, &pki, &back, "w2"));
@@ -214,10 +208,7 @@ fn a_removed_worker_certificate_drops_it_within_2_s_while_another_takes_its_jobs
 fn a_removed_client_certificate_stops_its_connected_client_within_2_s() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
-    pki.allow("clients", "c1");
-    pki.allow("clients", "c2");
-    pki.allow("workers", "w1");
-    pki.allow("operators", "op");
+    pki.allow_all(&[("clients", "c1"), ("clients", "c2"), ("workers", "w1"), ("operators", "op")]);
     let (_broker, front, back) = curve_broker(&dir, &pki, &[]);
     let operator = pki.client(&front, "op");
     let _w1 = curve_worker(&dir, &pki, &back, "w1");
@@ -240,9 +231,7 @@ fn a_removed_client_certificate_stops_its_connected_client_within_2_s() {
 fn a_key_rotation_with_overlap_under_load_fails_nothing() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
-    pki.allow("clients", "c_old");
-    pki.allow("operators", "op");
-    pki.allow("workers", "w_old");
+    pki.allow_all(&[("clients", "c_old"), ("operators", "op"), ("workers", "w_old")]);
     let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
     let operator = pki.client(&front, "op");
     let _old_worker = curve_worker(&dir, &pki, &back, "w_old");
@@ -306,9 +295,7 @@ fn a_key_rotation_with_overlap_under_load_fails_nothing() {
 fn the_python_worker_and_a_pyzmq_client_use_keygen_certificates() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
-    pki.allow("clients", "pyclient");
-    pki.allow("workers", "pyworker");
-    pki.allow("operators", "op");
+    pki.allow_all(&[("clients", "pyclient"), ("workers", "pyworker"), ("operators", "op")]);
     let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);
     pki.make("stranger");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/worker.py");
@@ -391,8 +378,7 @@ fn plaintext_loopback_clients_get_a_clients_rights_only() {
 fn a_cluster_on_tcp_with_curve_obeys_operators_and_runs_its_own_workers_with_its_key() {
     let dir = TestDir::new();
     let pki = Pki::new(&dir);
-    pki.allow("clients", "c1");
-    pki.allow("operators", "op");
+    pki.allow_all(&[("clients", "c1"), ("operators", "op")]);
     let (front, back) = (free_tcp(), free_tcp());
     let plugin = plugin("test_plugin");
     let mut args = vec![

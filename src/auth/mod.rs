@@ -97,6 +97,19 @@ fn curve_available(has: Option<bool>, flag: &str) -> Result<()> {
     }
 }
 
+/// `--curve-secret FILE`: a certificate that holds its secret key.
+fn load_secret(path: &Path) -> Result<Keypair> {
+    require_curve("--curve-secret")?;
+    let keys = load_certificate(path)?;
+    if keys.secret.is_none() {
+        return Err(Error::BadFlag(format!(
+            "--curve-secret {}: a public certificate; give the NAME.key_secret file",
+            path.display()
+        )));
+    }
+    Ok(keys)
+}
+
 /// A client's or a worker's CURVE credentials: its own key pair and the
 /// broker's public key.
 #[derive(Clone, Debug)]
@@ -115,14 +128,7 @@ impl CurveClient {
     /// Reads `--curve-secret` (a `NAME.key_secret`) and `--curve-server`
     /// (the broker's `NAME.key`; its `.key_secret` serves too).
     pub fn from_files(secret: &Path, server: &Path) -> Result<CurveClient> {
-        require_curve("--curve-secret")?;
-        let keys = load_certificate(secret)?;
-        if keys.secret.is_none() {
-            return Err(Error::BadFlag(format!(
-                "--curve-secret {}: a public certificate; give the NAME.key_secret file",
-                secret.display()
-            )));
-        }
+        let keys = load_secret(secret)?;
         let server_keys = load_certificate(server)?;
         Ok(CurveClient {
             keys,
@@ -171,14 +177,7 @@ pub struct CurveServer {
 impl CurveServer {
     /// Reads the broker's secret certificate; no role is allowed yet.
     pub fn from_file(secret: &Path) -> Result<CurveServer> {
-        require_curve("--curve-secret")?;
-        let keys = load_certificate(secret)?;
-        if keys.secret.is_none() {
-            return Err(Error::BadFlag(format!(
-                "--curve-secret {}: a public certificate; give the NAME.key_secret file",
-                secret.display()
-            )));
-        }
+        let keys = load_secret(secret)?;
         Ok(CurveServer {
             keys,
             secret_file: secret.to_path_buf(),

@@ -57,6 +57,13 @@ impl Pki {
         std::fs::copy(self.public(name), self.list(role).join(format!("{name}.key"))).unwrap();
     }
 
+    /// [`Self::allow`] for each (role, name).
+    pub fn allow_all(&self, grants: &[(&str, &str)]) {
+        for (role, name) in grants {
+            self.allow(role, name);
+        }
+    }
+
     /// Removes NAME's certificate from `role`'s list.
     pub fn revoke(&self, role: &str, name: &str) {
         std::fs::remove_file(self.list(role).join(format!("{name}.key"))).unwrap();
