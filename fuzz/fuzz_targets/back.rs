@@ -35,8 +35,8 @@ fuzz_target!(|data: &[u8]| {
                     let answer = Answer { job_id, status, still_busy, run_us, body: chunk.to_vec(), inline };
                     state.worker_result(now, identity, answer, &mut out)
                 }
-                Back::Return { job_id, headers } => {
-                    state.worker_return(now, identity, job_id, headers.to_vec(), chunk.to_vec(), &mut out)
+                Back::Return { job_id, headers, elsewhere } => {
+                    state.worker_return(now, identity, job_id, headers.to_vec(), chunk.to_vec(), elsewhere, &mut out)
                 }
                 Back::Heartbeat => state.worker_heartbeat(now, identity, &mut out),
                 Back::Disconnect => state.worker_disconnect(now, identity, &mut out),

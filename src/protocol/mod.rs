@@ -172,6 +172,12 @@ pub const INLINE: u8 = 0x40;
 /// two, and the broker forwards the frame itself (patched in place).
 pub const INLINE_MAX: usize = 2048;
 
+/// Bit 0 of a `RETURN`'s arg: the worker serves several brokers and is
+/// running another one's job. The broker puts the job first in line again
+/// and sends that worker nothing until its next `READY`, which it sends
+/// when it is free.
+pub const RETURN_ELSEWHERE: u32 = 1;
+
 /// A decoded command frame; `tail` and `data` borrow from the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommandFrame<'a> {

@@ -3,7 +3,9 @@
 //! input gives an answer, never a panic; property tests and the fuzzer check it.
 
 use super::legacy::{self, LegacyRequest};
-use super::{decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, ResultTail, Status};
+use super::{
+    decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, ResultTail, Status, RETURN_ELSEWHERE,
+};
 
 /// A message on the front (client) socket.
 #[derive(Debug, PartialEq)]
@@ -157,6 +159,9 @@ pub enum Back<'a> {
         job_id: u64,
         /// Its encoded headers, as the `JOB` carried them.
         headers: &'a [u8],
+        /// The worker is running another broker's job ([`RETURN_ELSEWHERE`]):
+        /// send it nothing until its next `READY`.
+        elsewhere: bool,
     },
     /// `HEARTBEAT`: the worker is alive.
     Heartbeat,
@@ -185,7 +190,9 @@ pub fn parse_back<'a>(frames: &[&'a [u8]]) -> Back<'a> {
             tail: ResultTail::decode(cmd.tail),
             inline: cmd.data,
         },
-        (Command::Return, 2) => Back::Return { job_id: cmd.id, headers: cmd.tail },
+        (Command::Return, 2) => {
+            Back::Return { job_id: cmd.id, headers: cmd.tail, elsewhere: cmd.arg & RETURN_ELSEWHERE != 0 }
+        }
         (Command::Heartbeat, 1) => Back::Heartbeat,
         (Command::Disconnect, 1) => Back::Disconnect,
         (command, n) => {
@@ -270,6 +277,11 @@ mod tests {
         ));
         assert!(matches!(parse_back(&[&frame(Command::Ready, 0, 0, b"{}")]), Back::Bad(_)));
         assert!(matches!(parse_back(&[&frame(Command::Return, 1, 0, b"")]), Back::Bad(_)));
+        for (arg, elsewhere) in [(0, false), (RETURN_ELSEWHERE, true)] {
+            let head = frame(Command::Return, 9, arg, b"h");
+            let parsed = parse_back(&[&head, b"data"]);
+            assert_eq!(parsed, Back::Return { job_id: 9, headers: b"h", elsewhere });
+        }
         assert!(matches!(parse_back(&[]), Back::Bad(_)));
         assert!(matches!(parse_back(&[b"garbage"]), Back::Bad(_)));
     }

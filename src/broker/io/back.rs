@@ -66,9 +66,9 @@ impl Io<'_> {
                 let answer = Answer { job_id, status, still_busy, run_us, body, inline };
                 state.worker_result(now, &identity, answer, out);
             }
-            Back::Return { job_id, headers } => {
-                let headers = Msg::from(headers);
-                state.worker_return(now, &identity, job_id, headers, body.expect("RETURN has its data"), out);
+            Back::Return { job_id, headers, elsewhere } => {
+                let (headers, data) = (Msg::from(headers), body.expect("RETURN has its data"));
+                state.worker_return(now, &identity, job_id, headers, data, elsewhere, out);
             }
             Back::Heartbeat => state.worker_heartbeat(now, &identity, out),
             Back::Disconnect => {

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use crate::protocol::{self, Registration, Status, LOCAL_SILENCE_LIMIT, MAX_PREFETCH};
 use crate::status::{Counters, Histogram};
 
+#[cfg(test)]
+mod elsewhere_tests;
 mod ledger;
 #[cfg(test)]
 mod limits_tests;
@@ -134,6 +136,9 @@ pub enum WorkerState {
     /// Its job timed out but the handler still runs: no new job until it
     /// registers again (`READY`).
     Stuck,
+    /// It serves several brokers and runs another one's job (it gave ours
+    /// back with `RETURN_ELSEWHERE`): no new job until its next `READY`.
+    Elsewhere,
 }
 
 struct Worker<M> {

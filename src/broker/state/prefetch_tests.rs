@@ -66,7 +66,7 @@ fn idle_workers_come_before_prefetch_and_returned_jobs_go_first() {
     out.clear();
     b.submit(t1, "", job(4, t1, 10_000, 0), &mut out);
     out.clear();
-    b.worker_return(t1, b"a", sent[0].1, vec![], b"job2".to_vec(), &mut out);
+    b.worker_return(t1, b"a", sent[0].1, vec![], b"job2".to_vec(), false, &mut out);
     assert_eq!(jobs(&out)[0].2, b"job2", "the returned job is dispatched before job 4");
 }
 

@@ -204,6 +204,7 @@ impl<M: Payload> BrokerState<M> {
                     WorkerState::Busy => "busy",
                     WorkerState::Leaving => "leaving",
                     WorkerState::Stuck => "stuck",
+                    WorkerState::Elsewhere => "elsewhere",
                 }
                 .into(),
                 jobs_done: w.jobs_done,

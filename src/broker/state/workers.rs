@@ -155,7 +155,10 @@ impl<M: Payload> BrokerState<M> {
     }
 
     /// `RETURN`: a worker hands back a job it will not run (its handler is
-    /// stuck); the job goes first in line again, deadline unchanged.
+    /// stuck, or it is busy with another broker's job: `elsewhere`); the job
+    /// goes first in line again, deadline unchanged. Busy elsewhere, the
+    /// worker gets nothing more until its next `READY`.
+    #[allow(clippy::too_many_arguments)]
     pub fn worker_return(
         &mut self,
         now: Instant,
@@ -163,6 +166,7 @@ impl<M: Payload> BrokerState<M> {
         job_id: u64,
         headers: M,
         data: M,
+        elsewhere: bool,
         out: &mut Vec<Output<M>>,
     ) {
         let Some(slot) = self.refresh(now, identity) else {
@@ -189,6 +193,9 @@ impl<M: Payload> BrokerState<M> {
         if idle && state == WorkerState::Leaving {
             self.forget(now, slot);
             out.push(Output::Disconnect { identity: identity.to_vec() });
+        } else if elsewhere && state != WorkerState::Leaving {
+            live(&mut self.workers, slot).state = WorkerState::Elsewhere;
+            self.services[service].idle.retain(|&s| s != slot);
         } else if idle && state == WorkerState::Busy {
             live(&mut self.workers, slot).state = WorkerState::Idle;
             self.services[service].idle.push_back(slot);
