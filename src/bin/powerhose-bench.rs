@@ -61,7 +61,8 @@ struct Args {
     /// program's client run on this CPU, the job threads on every CPU.
     #[arg(long, conflicts_with = "pin")]
     io_cpu: Option<usize>,
-    /// Run every project target (echo and crypto_job, floors, memory) and say PASS or MISS.
+    /// Run every project target (echo and crypto_job, floors, memory) and say
+    /// PASS or MISS; also reports tcp plaintext against CURVE.
     #[arg(long)]
     suite: bool,
     /// Soak for this many seconds: steady load on a cluster while workers are
