@@ -225,7 +225,9 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     // Memory.
     progress("memory");
     {
-        let cluster = BenchCluster::start(&echo, None, 0, None, &["--no-worker-grace-ms", "600000"], &[])?;
+        // One client may queue at most half of --max-queue (10,000 by default).
+        let broker_args = ["--no-worker-grace-ms", "600000", "--max-queue", "20000"];
+        let cluster = BenchCluster::start(&echo, None, 0, None, &broker_args, &[])?;
         let client = Client::connect(&cluster.frontend)?;
         client.ping(Duration::from_secs(5))?;
         let idle = procs::rss(cluster.broker.pid());
