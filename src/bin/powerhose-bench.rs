@@ -44,6 +44,9 @@ struct Args {
     /// Measure against this running broker instead of starting a cluster.
     #[arg(long)]
     frontend: Option<String>,
+    // With --frontend, a broker started with --curve-secret: this client's keys.
+    #[command(flatten)]
+    curve: cli::CurveClientArgs,
     /// Also measure the raw ZeroMQ floor on the same transport and payload.
     #[arg(long)]
     floor: bool,
@@ -58,7 +61,8 @@ struct Args {
     /// program's client run on this CPU, the job threads on every CPU.
     #[arg(long, conflicts_with = "pin")]
     io_cpu: Option<usize>,
-    /// Run every project target (echo and crypto_job, floors, memory) and say PASS or MISS.
+    /// Run every project target (echo and crypto_job, floors, memory) and say
+    /// PASS or MISS; also reports tcp plaintext against CURVE.
     #[arg(long)]
     suite: bool,
     /// Soak for this many seconds: steady load on a cluster while workers are
@@ -104,6 +108,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         mode: args.pipeline.map_or(Mode::Callers(args.callers.max(1)), |k| Mode::Pipelined(k.max(1))),
         limit: args.jobs.map_or(Limit::Time(Duration::try_from_secs_f64(args.duration)?), Limit::Jobs),
         frontend: args.frontend.clone(),
+        curve: args.curve.credentials()?,
         floor: args.floor,
         pin: args.pin,
         worker_args: args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).unwrap_or_default(),
