@@ -19,9 +19,11 @@ struct Args {
     /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
     #[arg(long)]
     params: Option<String>,
-    /// The broker's worker endpoint [default: ipc://<runtime dir>/back.ipc]
+    /// A broker's worker endpoint; repeat it to serve several brokers (one
+    /// job at a time, answering each job's broker)
+    /// [default: ipc://<runtime dir>/back.ipc]
     #[arg(long)]
-    backend: Option<String>,
+    backend: Vec<String>,
     /// Service to register [default: the plugin's name]
     #[arg(long)]
     service: Option<String>,
@@ -65,8 +67,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!("loaded plugin {} {} from {}", loaded.name, loaded.version, path.display());
-    let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
-    let mut options = worker::WorkerOptions::new(backend);
+    let mut options = worker::WorkerOptions::new(String::new());
+    options.backends = match args.backend.as_slice() {
+        [] => vec![endpoint::default_backend()?],
+        given => given.to_vec(),
+    };
     options.service = args.service.clone();
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
     options.liveness = args.liveness.max(1);

@@ -18,6 +18,8 @@ use crate::protocol::{ResultTail, Status, MAX_HELD};
 
 /// A finished job whose result is not sent yet.
 pub struct Finished {
+    /// The broker that sent the job: its socket's index.
+    pub origin: usize,
     pub job_id: u64,
     pub status: Status,
     pub run_us: u32,
@@ -28,8 +30,9 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// Sends it without blocking; false when no broker is connected.
-    pub fn send(self, socket: &zmq::Socket) -> crate::error::Result<bool> {
+    /// Sends it to its broker without blocking; false when that one is not connected.
+    pub fn send(self, sockets: &[zmq::Socket]) -> crate::error::Result<bool> {
+        let socket = &sockets[self.origin];
         if self.inline {
             return send_raw(socket, self.body);
         }
@@ -55,6 +58,11 @@ impl Held {
         self.results.len()
     }
 
+    /// The broker the held results go to (they are all one broker's).
+    pub fn origin(&self) -> Option<usize> {
+        self.results.first().map(|f| f.origin)
+    }
+
     /// How long the oldest has waited.
     pub fn age(&self, now: Instant) -> Duration {
         self.since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
@@ -74,11 +82,11 @@ impl Held {
 
     /// Sends every held result, oldest first; false if a send found no broker
     /// (the rest are dropped too: their clients' deadlines end them).
-    pub fn flush(&mut self, socket: &zmq::Socket) -> crate::error::Result<bool> {
+    pub fn flush(&mut self, sockets: &[zmq::Socket]) -> crate::error::Result<bool> {
         self.since = None;
         let mut all = true;
         for f in self.results.drain(..) {
-            all &= f.send(socket)?;
+            all &= f.send(sockets)?;
         }
         Ok(all)
     }
@@ -138,7 +146,14 @@ mod tests {
     fn held_results_are_due_from_the_oldest() {
         let mut held = Held::default();
         let t0 = Instant::now();
-        let f = |id| Finished { job_id: id, status: Status::Ok, run_us: 1, body: zmq::Message::new(), inline: false };
+        let f = |id| Finished {
+            origin: 0,
+            job_id: id,
+            status: Status::Ok,
+            run_us: 1,
+            body: zmq::Message::new(),
+            inline: false,
+        };
         assert!(held.push(t0, f(1)));
         assert!(!held.push(t0 + MS, f(2)));
         assert_eq!(held.due(5 * MS), Some(t0 + 5 * MS));

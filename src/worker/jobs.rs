@@ -27,6 +27,18 @@ pub(super) struct JobLoop<'a> {
     pub(super) expected_us: Cell<f64>,
 }
 
+/// A job as it reached the job thread.
+struct Job<'f> {
+    /// The broker that sent it.
+    origin: usize,
+    id: u64,
+    /// Other jobs waited at the broker (bit 31 of the arg): answers may be held.
+    backlog: bool,
+    headers: &'f [u8],
+    data: &'f [u8],
+    inline: bool,
+}
+
 /// A handler's answer, or an error text, before it becomes a message.
 enum HandlerOutput {
     Plugin(abi_stable::std_types::RVec<u8>),
@@ -42,116 +54,167 @@ impl HandlerOutput {
     }
 }
 
+/// The job thread's view of one broker's registration.
+struct Registering {
+    /// Not registered (or the broker went silent): `READY` is sent when it
+    /// is connected, again after a backoff while it does not answer.
+    lost: bool,
+    backoff: Duration,
+    next_ready: Instant,
+    redial: crate::redial::Redial,
+}
+
 impl JobLoop<'_> {
     pub(super) fn run(&self, shutdown: &Wakeup) -> Result<()> {
         let interval = self.options.heartbeat_interval;
         let broker_timeout = interval * self.options.liveness;
         let mut next_heartbeat = Instant::now() + interval;
-        // Not registered yet (or the broker went silent): READY is sent when
-        // a broker is connected, again after a backoff while none answers.
-        let mut lost = true;
-        let mut ready_backoff = interval;
-        let mut next_ready = Instant::now();
+        let start = Instant::now();
+        let mut brokers: Vec<Registering> = (self.options.backends.iter())
+            .map(|b| Registering {
+                lost: true,
+                backoff: interval,
+                next_ready: start,
+                redial: crate::redial::Redial::new(b, start),
+            })
+            .collect();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
-        let mut socket = Link::lock(&self.link.socket);
-        let mut redial = crate::redial::Redial::new(&self.options.backend, Instant::now());
+        let mut sockets = Link::lock(&self.link.sockets);
         loop {
             let retiring = self.retire_at.is_some_and(|at| Instant::now() >= at);
             if shutdown.requested() || retiring || self.link.unregistered.load(Ordering::Acquire) {
                 let why = if retiring { "max age reached" } else { "stop requested" };
-                return self.leave(socket, &mut frames, why);
-            }
-            if self.link.reregister.swap(false, Ordering::AcqRel) {
-                tracing::info!("broker asked us to register again");
-                if !send_raw(&socket, self.ready)? {
-                    lost = true;
-                }
+                return self.leave(sockets, &mut frames, why);
             }
             let now = Instant::now();
-            let last_heard = *Link::lock(&self.link.last_heard);
-            if !lost && now >= last_heard + broker_timeout {
-                if self.options.exit_on_broker_loss {
-                    return Err(Error::Protocol(format!("broker silent for {broker_timeout:?}; exiting as asked")));
+            for (i, broker) in brokers.iter_mut().enumerate() {
+                let socket = &sockets[i];
+                if self.link.peers[i].reregister.swap(false, Ordering::AcqRel) {
+                    tracing::info!(backend = %self.options.backends[i], "broker asked us to register again");
+                    if !send_raw(socket, self.ready)? {
+                        broker.lost = true;
+                    }
                 }
-                tracing::warn!("broker silent for {broker_timeout:?}; registering again as soon as one answers");
-                lost = true;
-            }
-            let connected = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
-            if redial.check(&socket, connected || !lost, now)? {
-                tracing::warn!(
-                    "no connection to the broker at {} for {:.0?}; dialling again (a broker with \
-                     --curve-secret refuses keys not in its --allow-workers: see its log)",
-                    self.options.backend,
-                    redial.unconnected_for(now)
-                );
-            }
-            if lost && connected && now >= next_ready {
-                // Sent: registered, as far as we know; the silence timer runs
-                // again, and the backoff grows until the broker answers.
-                if send_raw(&socket, self.ready)? {
-                    lost = false;
-                    self.link.heard();
+                let last_heard = self.link.last_heard(i).unwrap_or(now);
+                if !broker.lost && now >= last_heard + broker_timeout {
+                    tracing::warn!(
+                        backend = %self.options.backends[i],
+                        "broker silent for {broker_timeout:?}; registering again as soon as it answers"
+                    );
+                    broker.lost = true;
                 }
-                next_ready = now + ready_backoff;
-                ready_backoff = (ready_backoff * 2).min(Duration::from_secs(32));
+                let connected = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+                if broker.redial.check(socket, connected || !broker.lost, now)? {
+                    tracing::warn!(
+                        "no connection to the broker at {} for {:.0?}; dialling again (a broker with \
+                         --curve-secret refuses keys not in its --allow-workers: see its log)",
+                        self.options.backends[i],
+                        broker.redial.unconnected_for(now)
+                    );
+                }
+                if broker.lost && connected && now >= broker.next_ready {
+                    // Sent: registered, as far as we know; the silence timer
+                    // runs again, and the backoff grows until it answers.
+                    if send_raw(socket, self.ready)? {
+                        broker.lost = false;
+                        self.link.heard(i);
+                        self.link.peers[i].owes_ready.store(false, Ordering::Release);
+                    }
+                    broker.next_ready = now + broker.backoff;
+                    broker.backoff = (broker.backoff * 2).min(Duration::from_secs(32));
+                }
+            }
+            if self.options.exit_on_broker_loss && brokers.iter().all(|b| b.lost) && now >= start + broker_timeout {
+                return Err(Error::Protocol(format!("no broker heard for {broker_timeout:?}; exiting as asked")));
             }
             if now >= next_heartbeat {
-                send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
+                for socket in sockets.iter() {
+                    send(socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
+                }
                 next_heartbeat = now + interval;
             }
             let mut wake = next_heartbeat;
-            if lost {
-                wake = wake.min(next_ready);
-                if let Some(at) = redial.next() {
-                    wake = wake.min(at);
+            let mut items = Vec::with_capacity(sockets.len() + 1);
+            for (i, broker) in brokers.iter().enumerate() {
+                let connected = sockets[i].get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+                if broker.lost {
+                    wake = wake.min(broker.next_ready);
+                    if let Some(at) = broker.redial.next() {
+                        wake = wake.min(at);
+                    }
+                } else {
+                    wake = wake.min(self.link.last_heard(i).unwrap_or(now) + broker_timeout);
                 }
-            } else {
-                wake = wake.min(last_heard + broker_timeout);
+                // While lost and unconnected, a new connection (POLLOUT) wakes us to register.
+                let events = if broker.lost && !connected { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
+                items.push(sockets[i].as_poll_item(events));
             }
             if let Some(at) = self.retire_at {
                 wake = wake.min(at);
             }
-            // While lost and unconnected, a new connection (POLLOUT) wakes us to register.
-            let events = if lost && !connected { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
-            let mut items = [socket.as_poll_item(events), shutdown.poll_item()];
+            items.push(shutdown.poll_item());
             crate::wakeup::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
-            if items[0].is_writable() {
-                next_ready = Instant::now();
+            let mut readable = false;
+            for (i, item) in items[..brokers.len()].iter().enumerate() {
+                if item.is_writable() {
+                    brokers[i].next_ready = Instant::now();
+                }
+                readable |= item.is_readable();
             }
-            if !items[0].is_readable() && Link::lock(&self.link.stash).is_empty() {
+            drop(items);
+            if !readable && Link::lock(&self.link.stash).is_empty() {
                 continue;
             }
-            while self.next_message(&socket, &mut frames)? {
-                self.link.heard();
-                (lost, ready_backoff) = (false, interval);
+            while let Some(origin) = self.next_message(&sockets, &mut frames)? {
+                self.link.heard(origin);
+                let broker = &mut brokers[origin];
+                (broker.lost, broker.backoff) = (false, interval);
                 let ran_job;
-                (socket, ran_job) = self.handle(socket, &frames)?;
+                (sockets, ran_job) = self.handle(sockets, origin, &frames)?;
                 if ran_job {
                     next_heartbeat = Instant::now() + interval;
                 }
             }
-            // Nothing at hand: nothing may stay held while we wait.
-            self.link.flush_held(&socket)?;
+            // Nothing at hand: nothing may stay held while we wait, and the
+            // brokers we turned away as busy may send again.
+            self.link.flush_held(&sockets)?;
+            self.free_again(&sockets)?;
         }
     }
 
-    /// The next message: one the pulse thread stashed, else one from the socket.
-    fn next_message(&self, socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
-        if let Some(stashed) = Link::lock(&self.link.stash).pop_front() {
-            *frames = stashed;
-            return Ok(true);
+    /// `READY` to each broker we gave a job back as busy elsewhere: we are idle.
+    fn free_again(&self, sockets: &[zmq::Socket]) -> Result<()> {
+        for (i, peer) in self.link.peers.iter().enumerate() {
+            if peer.owes_ready.swap(false, Ordering::AcqRel) && !self.link.unregistered.load(Ordering::Acquire) {
+                send_raw(&sockets[i], self.ready)?;
+            }
         }
-        recv_frames(socket, frames)
+        Ok(())
+    }
+
+    /// The next message and its broker: one the pulse thread stashed, else
+    /// one from a socket (the brokers taken in turn).
+    fn next_message(&self, sockets: &[zmq::Socket], frames: &mut Vec<zmq::Message>) -> Result<Option<usize>> {
+        if let Some((origin, stashed)) = Link::lock(&self.link.stash).pop_front() {
+            *frames = stashed;
+            return Ok(Some(origin));
+        }
+        for (i, socket) in sockets.iter().enumerate() {
+            if recv_frames(socket, frames)? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
     }
 
     /// Handles one message from the broker; true when a job ran. The socket
     /// guard travels by value: running a job releases it and takes it back.
-    fn handle<'s>(&'s self, socket: Guard<'s>, frames: &[zmq::Message]) -> Result<(Guard<'s>, bool)> {
+    fn handle<'s>(&'s self, sockets: Guard<'s>, origin: usize, frames: &[zmq::Message]) -> Result<(Guard<'s>, bool)> {
         let cmd = match frames.first().map(|f| CommandFrame::decode(f)) {
             Some(Ok(cmd)) => cmd,
             _ => {
                 tracing::warn!("malformed message from the broker ignored");
-                return Ok((socket, false));
+                return Ok((sockets, false));
             }
         };
         match cmd.command {
@@ -172,13 +235,14 @@ impl JobLoop<'_> {
                 match job {
                     Ok((headers, data, inline)) => {
                         let backlog = split_job_arg(cmd.arg).1;
-                        return Ok((self.run_job(socket, cmd.id, backlog, headers, data, inline)?, true));
+                        let job = Job { origin, id: cmd.id, backlog, headers, data, inline };
+                        return Ok((self.run_job(sockets, job)?, true));
                     }
                     Err(msg) => {
                         // Answer rather than ignore: the broker counts us busy until a RESULT.
                         tracing::warn!("{msg}");
                         send_result(
-                            &socket,
+                            &sockets[origin],
                             cmd.id,
                             Status::BadRequest,
                             ResultTail::default(),
@@ -188,38 +252,32 @@ impl JobLoop<'_> {
                 }
             }
             Command::Heartbeat => {}
-            Command::Disconnect if self.link.unregistered.load(Ordering::Acquire) => {
-                self.link.acked.store(true, Ordering::Release)
-            }
-            Command::Disconnect => self.link.reregister.store(true, Ordering::Release),
+            Command::Disconnect => self.link.on_disconnect(origin),
             other => tracing::warn!("unexpected {other:?} from the broker ignored"),
         }
-        Ok((socket, false))
+        Ok((sockets, false))
     }
 
     /// Runs a job with the socket released (the pulse thread uses it
     /// meanwhile), then answers, unless the pulse thread already answered
     /// `TIMEOUT`: then the worker registers again to say it is free.
-    fn run_job<'s>(
-        &'s self,
-        mut socket: Guard<'s>,
-        job_id: u64,
-        backlog: bool,
-        headers: &[u8],
-        data: &[u8],
-        inline: bool,
-    ) -> Result<Guard<'s>> {
+    fn run_job<'s>(&'s self, mut sockets: Guard<'s>, job: Job<'_>) -> Result<Guard<'s>> {
+        let Job { origin, id: job_id, backlog, headers, data, inline } = job;
+        // Results held for another broker leave before its job runs.
+        if Link::lock(&self.link.held).origin().is_some_and(|o| o != origin) {
+            self.link.flush_held(&sockets)?;
+        }
         let started = Instant::now();
         let decoded: Result<Vec<(&str, &str)>> = HeaderIter::new(headers).collect();
         let (status, body) = match decoded {
             Err(e) => (Status::BadRequest, HandlerOutput::Text(e.to_string())),
             Ok(headers) => {
                 let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
-                let running = Running { job_id, started, headers: summary, timed_out: false };
+                let running = Running { origin, job_id, started, headers: summary, timed_out: false };
                 *Link::lock(&self.link.running) = Some(running);
-                drop(socket);
+                drop(sockets);
                 let outcome = self.plugin.handle_raw(headers.iter().copied(), data);
-                socket = Link::lock(&self.link.socket);
+                sockets = Link::lock(&self.link.sockets);
                 let limit = self.options.max_message_bytes;
                 // The broker's limit is the whole message's: the RESULT
                 // frame's head counts too.
@@ -240,9 +298,9 @@ impl JobLoop<'_> {
             // A worker that is leaving stays unregistered.
             if !self.link.unregistered.load(Ordering::Acquire) {
                 tracing::info!(job_id, "the timed-out handler returned; registering again");
-                send_raw(&socket, self.ready)?;
+                send_raw(&sockets[origin], self.ready)?;
             }
-            return Ok(socket);
+            return Ok(sockets);
         }
         let now = Instant::now();
         let run_us = now.saturating_duration_since(started).as_micros().min(u32::MAX as u128) as u32;
@@ -260,7 +318,7 @@ impl JobLoop<'_> {
         } else {
             zmq::Message::from(bytes)
         };
-        let done = Finished { job_id, status, run_us, body, inline };
+        let done = Finished { origin, job_id, status, run_us, body, inline };
         let mut held = Link::lock(&self.link.held);
         // A message read here waits in the stash, first in line: reading it
         // costs less than asking libzmq whether one is there (a syscall).
@@ -270,9 +328,9 @@ impl JobLoop<'_> {
                 return true;
             }
             let mut next = Vec::with_capacity(2);
-            let got = recv_frames(&socket, &mut next).unwrap_or(false);
+            let got = recv_frames(&sockets[origin], &mut next).unwrap_or(false);
             if got {
-                stash.push_back(next);
+                stash.push_back((origin, next));
             }
             got
         };
@@ -285,33 +343,33 @@ impl JobLoop<'_> {
             if held.push(now, done) {
                 self.link.timer.set(coalesce);
             }
-            return Ok(socket);
+            return Ok(sockets);
         }
         drop(held);
-        self.link.flush_held(&socket)?;
-        if !done.send(&socket)? {
-            tracing::warn!(job_id, "no broker connected: the answer is lost (its client's deadline ends it)");
+        self.link.flush_held(&sockets)?;
+        if !done.send(&sockets)? {
+            tracing::warn!(job_id, "broker not connected: the answer is lost (its client's deadline ends it)");
         }
-        Ok(socket)
+        Ok(sockets)
     }
 
     /// Unregisters, serves any job that crossed the DISCONNECT on the wire,
     /// and returns once the broker acknowledges (or stays silent too long).
-    fn leave<'s>(&'s self, mut socket: Guard<'s>, frames: &mut Vec<zmq::Message>, why: &str) -> Result<()> {
-        self.link.flush_held(&socket)?;
-        self.link.unregister(&socket)?;
+    fn leave<'s>(&'s self, mut sockets: Guard<'s>, frames: &mut Vec<zmq::Message>, why: &str) -> Result<()> {
+        self.link.flush_held(&sockets)?;
+        self.link.unregister(&sockets)?;
         tracing::info!("{why}: unregistered, leaving");
         let deadline = Instant::now() + self.options.heartbeat_interval * self.options.liveness;
-        while !self.link.acked.load(Ordering::Acquire) {
+        while !self.link.all_acked() {
             let now = Instant::now();
             if now >= deadline {
-                tracing::warn!("no acknowledgement from the broker; leaving anyway");
+                tracing::warn!("no acknowledgement from every broker; leaving anyway");
                 break;
             }
-            let mut items = [socket.as_poll_item(zmq::POLLIN)];
+            let mut items: Vec<_> = sockets.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
             crate::wakeup::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
-            while self.next_message(&socket, frames)? {
-                (socket, _) = self.handle(socket, frames)?;
+            while let Some(origin) = self.next_message(&sockets, frames)? {
+                (sockets, _) = self.handle(sockets, origin, frames)?;
             }
         }
         tracing::info!("worker stopped");

@@ -1,11 +1,14 @@
-//! The worker: connects to the broker's back socket, registers its service and
-//! runs each job through the plugin, one at a time.
+//! The worker: connects to the back socket of one broker or several,
+//! registers its service with each and runs each job through the plugin, one
+//! at a time, answering the broker that sent it.
 //!
 //! The job runs on the thread that received it, so the hot path has no thread
-//! hand-off. The socket sits in a mutex: while a job runs, the job thread
-//! releases it and the pulse thread uses it to keep heartbeating (a long job
-//! is not a dead worker), to unregister at once on a stop request, and to
-//! answer `TIMEOUT` for a handler that outlives `--timeout`.
+//! hand-off. The sockets (one per broker) sit in a mutex: while a job runs,
+//! the job thread releases them and the pulse thread uses them to keep
+//! heartbeating (a long job is not a dead worker), to unregister at once on
+//! a stop request, to answer `TIMEOUT` for a handler that outlives
+//! `--timeout`, and to give back at once a job another broker sends
+//! meanwhile (`RETURN_ELSEWHERE`).
 
 mod coalesce;
 mod jobs;
@@ -37,15 +40,16 @@ pub use crate::protocol::DEFAULT_COALESCE;
 /// How a worker connects and behaves.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// The broker's back endpoint to connect to.
-    pub backend: String,
+    /// The back endpoints of the brokers to serve (one, or several: the
+    /// worker registers with each and runs one job at a time).
+    pub backends: Vec<String>,
     /// Service name to register; the plugin's name when `None`.
     pub service: Option<String>,
     /// How often it heartbeats the broker and expects the broker's heartbeats: use the broker's interval.
     pub heartbeat_interval: Duration,
     /// Missed broker heartbeats before the broker counts as lost.
     pub liveness: u32,
-    /// Exit (code 1) when the broker is lost instead of reconnecting.
+    /// Exit (code 1) when every broker is lost instead of reconnecting.
     pub exit_on_broker_loss: bool,
     /// A job running longer is answered `TIMEOUT` and its stack is logged.
     pub timeout: Option<Duration>,
@@ -77,7 +81,7 @@ impl WorkerOptions {
     /// Options for this back endpoint, everything else at its default (no timeouts, no max age).
     pub fn new(backend: impl Into<String>) -> Self {
         WorkerOptions {
-            backend: backend.into(),
+            backends: vec![backend.into()],
             service: None,
             heartbeat_interval: crate::protocol::HEARTBEAT_INTERVAL,
             liveness: crate::protocol::LIVENESS,
@@ -106,11 +110,14 @@ fn answer_delay(options: &WorkerOptions, batched_io: bool) -> Duration {
     options.coalesce + if batched_io { BATCH_IO_DELAY } else { Duration::ZERO }
 }
 
-type Guard<'s> = MutexGuard<'s, zmq::Socket>;
+/// The sockets, one per broker (in `backends` order), locked.
+type Guard<'s> = MutexGuard<'s, Vec<zmq::Socket>>;
 
 /// The job in progress, as the pulse thread sees it.
 #[derive(Clone, Debug)]
 struct Running {
+    /// The broker that sent it (its socket's index).
+    origin: usize,
     job_id: u64,
     started: Instant,
     /// `name=value` pairs, for the log of a timed-out job.
@@ -118,27 +125,38 @@ struct Running {
     timed_out: bool,
 }
 
-/// Shared between the job thread and the pulse thread.
-struct Link {
-    socket: Mutex<zmq::Socket>,
-    running: Mutex<Option<Running>>,
+/// What the job and pulse threads know of one broker.
+#[derive(Default)]
+struct Peer {
     /// The broker forgot us (it restarted): register again once idle.
     reregister: AtomicBool,
-    /// DISCONNECT sent: no new job will come once the broker acknowledges.
-    unregistered: AtomicBool,
-    /// The broker acknowledged our DISCONNECT.
+    /// It acknowledged our DISCONNECT.
     acked: AtomicBool,
+    /// We gave it a job back as busy elsewhere: `READY` once idle.
+    owes_ready: AtomicBool,
+    last_heard: Mutex<Option<Instant>>,
+}
+
+/// A message read from broker `.0`'s socket.
+type FromBroker = (usize, Vec<zmq::Message>);
+
+/// Shared between the job thread and the pulse thread.
+struct Link {
+    sockets: Mutex<Vec<zmq::Socket>>,
+    peers: Vec<Peer>,
+    running: Mutex<Option<Running>>,
+    /// DISCONNECT sent: no new job will come once the brokers acknowledge.
+    unregistered: AtomicBool,
     /// The job thread has left: the pulse thread may end.
     finished: AtomicBool,
     /// Messages the pulse thread read while a job ran, for the job thread:
     /// jobs given ahead (prefetch) wait here.
-    stash: Mutex<std::collections::VecDeque<Vec<zmq::Message>>>,
+    stash: Mutex<std::collections::VecDeque<FromBroker>>,
     /// Finished results held back under backlog; locked only by the holder
     /// of `socket`, so whoever sends them owns the socket.
     held: Mutex<Held>,
     /// Wakes the pulse thread when held results fall due during a job.
     timer: Timer,
-    last_heard: Mutex<Instant>,
     job_thread: libc::pthread_t,
 }
 
@@ -147,29 +165,49 @@ impl Link {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn heard(&self) {
-        *Link::lock(&self.last_heard) = Instant::now();
+    /// Broker `i` was heard from (any message).
+    fn heard(&self, i: usize) {
+        *Link::lock(&self.peers[i].last_heard) = Some(Instant::now());
     }
 
-    /// Sends the held results, if any; call with the socket locked.
-    fn flush_held(&self, socket: &zmq::Socket) -> Result<()> {
+    /// When broker `i` was last heard from (`None`: never, or forgotten).
+    fn last_heard(&self, i: usize) -> Option<Instant> {
+        *Link::lock(&self.peers[i].last_heard)
+    }
+
+    /// Sends the held results, if any; call with the sockets locked.
+    fn flush_held(&self, sockets: &[zmq::Socket]) -> Result<()> {
         let mut held = Link::lock(&self.held);
         if held.is_empty() {
             return Ok(());
         }
         self.timer.set(Duration::ZERO);
-        if !held.flush(socket)? {
-            tracing::warn!("no broker connected: held answers are lost (their clients' deadlines end them)");
+        if !held.flush(sockets)? {
+            tracing::warn!("broker not connected: held answers are lost (their clients' deadlines end them)");
         }
         Ok(())
     }
 
-    /// Sends DISCONNECT once.
-    fn unregister(&self, socket: &zmq::Socket) -> Result<()> {
+    /// Sends DISCONNECT to every broker, once.
+    fn unregister(&self, sockets: &[zmq::Socket]) -> Result<()> {
         if !self.unregistered.swap(true, Ordering::AcqRel) {
-            send(socket, CommandFrame::new(Command::Disconnect, 0, 0, b""), None)?;
+            for socket in sockets {
+                send(socket, CommandFrame::new(Command::Disconnect, 0, 0, b""), None)?;
+            }
         }
         Ok(())
+    }
+
+    /// Every broker acknowledged our DISCONNECT.
+    fn all_acked(&self) -> bool {
+        self.peers.iter().all(|p| p.acked.load(Ordering::Acquire))
+    }
+
+    /// A `DISCONNECT` from broker `i`: the ack of ours, or it forgot us.
+    fn on_disconnect(&self, i: usize) {
+        let peer = &self.peers[i];
+        let flag = if self.unregistered.load(Ordering::Acquire) { &peer.acked } else { &peer.reregister };
+        flag.store(true, Ordering::Release);
     }
 }
 
@@ -196,22 +234,24 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
+    if options.backends.is_empty() {
+        return Err(Error::BadFlag("a worker needs at least one --backend".into()));
+    }
     let ctx = zmq::Context::new();
+    let sockets = options.backends.iter().map(|b| connect(&ctx, options, &id, b)).collect::<Result<Vec<_>>>()?;
     let link = Arc::new(Link {
-        socket: Mutex::new(connect(&ctx, options, &id)?),
+        sockets: Mutex::new(sockets),
+        peers: options.backends.iter().map(|_| Peer::default()).collect(),
         running: Mutex::new(None),
-        reregister: AtomicBool::new(false),
         unregistered: AtomicBool::new(false),
-        acked: AtomicBool::new(false),
         finished: AtomicBool::new(false),
         stash: Mutex::new(std::collections::VecDeque::new()),
         held: Mutex::new(Held::default()),
         timer: Timer::new().map_err(Error::io("creating the coalescing timer"))?,
-        last_heard: Mutex::new(Instant::now()),
         job_thread: stackdump::current_thread(),
     });
     // READY goes out as soon as a broker is connected (see JobLoop::run).
-    tracing::info!(identity = %id, backend = %options.backend, "worker started");
+    tracing::info!(identity = %id, backends = %options.backends.join(" "), "worker started");
 
     let pulse = {
         let (link, shutdown, options) = (link.clone(), shutdown.clone(), options.clone());

@@ -1,17 +1,24 @@
 //! The pulse thread: while a job runs (and only then, the job thread owns the
-//! socket otherwise) it heartbeats the broker, unregisters on a stop request,
+//! sockets otherwise) it heartbeats the brokers, unregisters on a stop request,
 //! answers `TIMEOUT` for a handler that outlives `--timeout` with a stack dump
 //! in the log, and ends the process if the handler is still stuck at the hard
 //! limit, so a supervisor can replace it. It also sends results held for
-//! coalescing once they fall due while a job runs.
+//! coalescing once they fall due while a job runs, and, serving several
+//! brokers, gives back within [`ELSEWHERE_SWEEP`] a job another broker sent
+//! meanwhile, so that job does not wait behind this one.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::wire::send_result;
-use super::{send, stackdump, Link, WorkerOptions, EXIT_STUCK};
-use crate::protocol::{decode_request_tail, Command, CommandFrame, ResultTail, Status};
+use super::{send, stackdump, FromBroker, Link, WorkerOptions, EXIT_STUCK};
+use crate::protocol::{decode_request_tail, Command, CommandFrame, ResultTail, Status, RETURN_ELSEWHERE};
 use crate::wakeup::Wakeup;
+
+/// Serving several brokers, how often a running job's pulse looks for jobs
+/// other brokers sent meanwhile (they are given back, the worker being busy):
+/// the longest such a job waits before another worker may take it.
+const ELSEWHERE_SWEEP: Duration = Duration::from_millis(10);
 
 pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
     let interval = options.heartbeat_interval;
@@ -25,6 +32,9 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
         let mut wait = interval;
         if let Some(r) = &running {
             wait = interval.saturating_sub(last_beat.elapsed());
+            if link.peers.len() > 1 {
+                wait = wait.min(ELSEWHERE_SWEEP);
+            }
             for limit in [options.timeout.filter(|_| !r.timed_out), options.hard_timeout].into_iter().flatten() {
                 wait = wait.min((r.started + limit).saturating_duration_since(Instant::now()));
             }
@@ -52,52 +62,59 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
         if Link::lock(&link.running).is_none() {
             continue;
         }
-        // The job thread takes the socket back only when its job is over.
-        let Ok(socket) = link.socket.try_lock() else { continue };
+        // The job thread takes the sockets back only when its job is over.
+        let Ok(sockets) = link.sockets.try_lock() else { continue };
         // Read again now: the job thread changes `running` only while it holds
         // the socket, so this copy is the job actually in progress.
         let Some(running) = Link::lock(&link.running).clone() else { continue };
         if Link::lock(&link.held).due(options.coalesce).is_some_and(|due| due <= Instant::now()) {
-            let _ = link.flush_held(&socket);
+            let _ = link.flush_held(&sockets);
         }
         if stop && !link.unregistered.load(Ordering::Acquire) {
-            let _ = link.unregister(&socket);
+            let _ = link.unregister(&sockets);
             tracing::info!("stop requested: unregistered, finishing the current job");
         }
         if last_beat.elapsed() >= interval {
-            let _ = send(&socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None);
+            for socket in sockets.iter() {
+                let _ = send(socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None);
+            }
             last_beat = Instant::now();
         }
-        while let Some(frames) = recv(&socket) {
-            link.heard();
-            match frames.first().map(|f| CommandFrame::decode(f)) {
-                Some(Ok(cmd)) if cmd.command == Command::Disconnect => {
-                    let flag = if link.unregistered.load(Ordering::Acquire) { &link.acked } else { &link.reregister };
-                    flag.store(true, Ordering::Release);
-                }
-                // A job given ahead: the job thread runs it next, unless the
-                // current handler is stuck, then the broker gets it back.
-                Some(Ok(cmd)) if cmd.command == Command::Job => {
-                    if Link::lock(&link.running).as_ref().is_some_and(|r| r.timed_out) {
-                        give_back(&socket, frames);
-                    } else {
-                        Link::lock(&link.stash).push_back(frames);
+        for (i, socket) in sockets.iter().enumerate() {
+            while let Some(frames) = recv(socket) {
+                link.heard(i);
+                match frames.first().map(|f| CommandFrame::decode(f)) {
+                    Some(Ok(cmd)) if cmd.command == Command::Disconnect => link.on_disconnect(i),
+                    // Another broker's job: we are busy, it goes back at once
+                    // and that broker waits for our READY.
+                    Some(Ok(cmd)) if cmd.command == Command::Job && i != running.origin => {
+                        give_back(socket, frames, RETURN_ELSEWHERE);
+                        link.peers[i].owes_ready.store(true, Ordering::Release);
                     }
+                    // A job given ahead: the job thread runs it next, unless the
+                    // current handler is stuck, then the broker gets it back.
+                    Some(Ok(cmd)) if cmd.command == Command::Job => {
+                        if Link::lock(&link.running).as_ref().is_some_and(|r| r.timed_out) {
+                            give_back(socket, frames, 0);
+                        } else {
+                            Link::lock(&link.stash).push_back((i, frames));
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         let elapsed = running.started.elapsed();
         if let Some(limit) = options.timeout.filter(|t| elapsed >= *t && !running.timed_out) {
-            time_out(link, &socket, &running, limit);
+            time_out(link, &sockets, &running, limit);
         }
         if let Some(hard) = options.hard_timeout.filter(|h| elapsed >= *h) {
             tracing::error!(
                 job_id = running.job_id,
                 "handler still running after {hard:?}: exiting so the worker is replaced"
             );
-            let _ = link.flush_held(&socket);
-            let _ = link.unregister(&socket);
+            let _ = link.flush_held(&sockets);
+            let _ = link.unregister(&sockets);
             std::process::exit(EXIT_STUCK);
         }
         if stop {
@@ -109,22 +126,24 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
 
 /// Answers the job `TIMEOUT` (the worker stays busy: tail flag 1) and logs
 /// where the handler is stuck.
-fn time_out(link: &Link, socket: &zmq::Socket, running: &super::Running, limit: Duration) {
-    let _ = link.flush_held(socket);
+fn time_out(link: &Link, sockets: &[zmq::Socket], running: &super::Running, limit: Duration) {
+    let _ = link.flush_held(sockets);
     if let Some(r) = Link::lock(&link.running).as_mut().filter(|r| r.job_id == running.job_id) {
         r.timed_out = true;
     }
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
     let tail = ResultTail { still_busy: true, run_us: None };
+    let socket = &sockets[running.origin];
     let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into());
     // Jobs given ahead would wait behind the stuck handler: hand them back.
-    let stashed: Vec<_> = Link::lock(&link.stash).drain(..).collect();
-    let (jobs, others): (Vec<_>, Vec<_>) = stashed
-        .into_iter()
-        .partition(|f| f.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job));
+    let stashed: Vec<FromBroker> = Link::lock(&link.stash).drain(..).collect();
+    let is_job = |(_, f): &FromBroker| {
+        f.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job)
+    };
+    let (jobs, others): (Vec<_>, Vec<_>) = stashed.into_iter().partition(is_job);
     Link::lock(&link.stash).extend(others);
-    for frames in jobs {
-        give_back(socket, frames);
+    for (origin, frames) in jobs {
+        give_back(&sockets[origin], frames, 0);
     }
     let stack = match stackdump::capture(link.job_thread) {
         Some(ips) => stackdump::symbolize(&ips),
@@ -154,7 +173,7 @@ fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
 
 /// `RETURN`s a job the worker will not run: always headers in the command
 /// frame and data in a frame of its own, whichever form the `JOB` had.
-fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
+fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>, arg: u32) {
     let mut frames = frames.into_iter();
     let Some(head) = frames.next() else { return };
     let Ok(cmd) = CommandFrame::decode(&head) else { return };
@@ -166,7 +185,11 @@ fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>) {
         (None, Some(data)) => (cmd.tail, data),
         _ => return,
     };
-    let frame = CommandFrame::new(Command::Return, cmd.id, 0, headers).encode();
+    let frame = CommandFrame::new(Command::Return, cmd.id, arg, headers).encode();
     let _ = socket.send(frame, zmq::SNDMORE | zmq::DONTWAIT).and_then(|_| socket.send(data, zmq::DONTWAIT));
-    tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
+    if arg & RETURN_ELSEWHERE != 0 {
+        tracing::debug!(job_id = cmd.id, "job given back: busy with another broker's job");
+    } else {
+        tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
+    }
 }

@@ -32,7 +32,12 @@ pub(super) fn identity(host: &str) -> String {
 /// `immediate` mode messages queue only on a live connection, so nothing
 /// piles up (or blocks) while the broker is away, and POLLOUT says whether a
 /// broker is connected.
-pub(super) fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &str) -> Result<zmq::Socket> {
+pub(super) fn connect(
+    ctx: &zmq::Context,
+    options: &WorkerOptions,
+    identity: &str,
+    backend: &str,
+) -> Result<zmq::Socket> {
     let socket = ctx.socket(zmq::DEALER).map_err(Error::zmq("creating the worker socket"))?;
     socket.set_identity(identity.as_bytes()).map_err(Error::zmq("setting the worker identity"))?;
     socket.set_linger(0).map_err(Error::zmq("linger"))?;
@@ -40,7 +45,7 @@ pub(super) fn connect(ctx: &zmq::Context, options: &WorkerOptions, identity: &st
     if let Some(curve) = &options.curve {
         curve.apply(&socket)?;
     }
-    socket.connect(&options.backend).map_err(Error::zmq(format!("connecting to {}", options.backend)))?;
+    socket.connect(backend).map_err(Error::zmq(format!("connecting to {backend}")))?;
     Ok(socket)
 }
 

@@ -1,0 +1,154 @@
+//! One worker serving several brokers (`--backend` repeated): registered
+//! with each, one job at a time, each answer to its own broker; a job that
+//! arrives from one broker while the worker runs another's is given back at
+//! once and served elsewhere, not left behind the long job; a broker that
+//! dies and returns is joined again by itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use powerhose::{Client, JobRequest};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Two lone brokers, "a" and "b", each with its own pair of ipc endpoints.
+struct Pair {
+    dir: TestDir,
+    brokers: Vec<Proc>,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let dir = TestDir::new();
+        let brokers = ["a", "b"].iter().map(|n| Pair::broker(&dir, n)).collect();
+        Pair { dir, brokers }
+    }
+
+    fn front(dir: &TestDir, name: &str) -> String {
+        format!("ipc://{}/{name}-front.ipc", dir.path().display())
+    }
+
+    fn back(dir: &TestDir, name: &str) -> String {
+        format!("ipc://{}/{name}-back.ipc", dir.path().display())
+    }
+
+    fn broker(dir: &TestDir, name: &str) -> Proc {
+        let (front, back) = (Pair::front(dir, name), Pair::back(dir, name));
+        let args = ["--frontend", &front, "--backend", &back, "--heartbeat-ms", "200"];
+        let proc = Proc::spawn(BROKER, &args, dir, &format!("broker-{name}"));
+        Client::connect(&front).unwrap().ping(Duration::from_secs(30)).unwrap();
+        proc
+    }
+
+    fn client(&self, name: &str) -> Client {
+        Client::connect(&Pair::front(&self.dir, name)).unwrap()
+    }
+
+    /// A test_plugin worker on the brokers named.
+    fn worker(&self, brokers: &[&str], name: &str) -> Proc {
+        let plugin = plugin("test_plugin");
+        let mut args = vec!["--plugin".to_string(), plugin.to_str().unwrap().into()];
+        for b in brokers {
+            args.extend(["--backend".into(), Pair::back(&self.dir, b)]);
+        }
+        args.extend(["--heartbeat-ms".into(), "200".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(WORKER, &args, &self.dir, name)
+    }
+}
+
+fn pid_of(client: &Client) -> u32 {
+    let pid = client.execute(JobRequest::new("").header("action", "pid"), T).unwrap();
+    String::from_utf8(pid).unwrap().parse().unwrap()
+}
+
+fn wait_registered(client: &Client, n: usize) {
+    wait_until(&format!("{n} workers"), T, || client.workers("", T).unwrap() == n);
+}
+
+#[test]
+fn a_worker_serves_two_brokers_and_answers_each_its_own_jobs() {
+    let pair = Pair::start();
+    let worker = pair.worker(&["a", "b"], "dual");
+    let (a, b) = (pair.client("a"), pair.client("b"));
+    wait_registered(&a, 1);
+    wait_registered(&b, 1);
+    assert_eq!(pid_of(&a), worker.pid());
+    assert_eq!(pid_of(&b), worker.pid());
+    // Both at once, many times: every answer reaches its own client.
+    let threads: Vec<_> = [(a, "from a"), (b, "from b")]
+        .into_iter()
+        .map(|(client, text)| {
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let data = format!("{text} {i}");
+                    assert_eq!(client.execute(data.clone(), T).unwrap(), data.into_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_job_from_one_broker_does_not_wait_behind_anothers_long_job() {
+    let pair = Pair::start();
+    let dual = pair.worker(&["a", "b"], "dual");
+    let (a, b) = (pair.client("a"), pair.client("b"));
+    wait_registered(&a, 1);
+    wait_registered(&b, 1);
+    let only_b = pair.worker(&["b"], "only-b");
+    wait_registered(&b, 2);
+    // Keep "only-b" busy for a moment so that b's next job goes to "dual".
+    let long = std::thread::spawn(move || {
+        a.execute(JobRequest::new("").header("action", "sleep").header("ms", "3000"), T).unwrap();
+        a
+    });
+    wait_until("the long job to start", T, || {
+        pair.client("a").status(T).unwrap().workers.iter().any(|w| w.state == "busy")
+    });
+    // b picks the oldest idle worker; whichever it is, a job to "dual" goes
+    // back at once and "only-b" runs it: nothing waits 3 s.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let pid = pid_of(&b);
+        assert!(t.elapsed() < Duration::from_millis(1500), "waited {:?} behind a's job", t.elapsed());
+        assert_eq!(pid, only_b.pid(), "dual is busy with a's job");
+    }
+    let status = b.status(T).unwrap();
+    let dual_seen = status.workers.iter().find(|w| w.pid == dual.pid()).expect("dual still registered with b");
+    assert_eq!(dual_seen.state, "elsewhere");
+    let a = long.join().unwrap();
+    // Free again: it told b (READY), and serves both.
+    wait_until("dual idle at b", T, || {
+        b.status(T).unwrap().workers.iter().any(|w| w.pid == dual.pid() && w.state == "idle")
+    });
+    assert_eq!(pid_of(&a), dual.pid());
+    assert_eq!(b.status(T).unwrap().counters.lost, 0);
+}
+
+#[test]
+fn a_broker_that_dies_and_returns_is_joined_again_while_the_other_serves() {
+    let mut pair = Pair::start();
+    let worker = pair.worker(&["a", "b"], "dual");
+    let (a, b) = (pair.client("a"), pair.client("b"));
+    wait_registered(&a, 1);
+    wait_registered(&b, 1);
+    let mut old = pair.brokers.remove(0);
+    kill(old.pid(), libc::SIGKILL);
+    old.wait_exit(T).expect("broker a is gone");
+    // b is not disturbed.
+    for _ in 0..20 {
+        assert_eq!(pid_of(&b), worker.pid());
+    }
+    let t = Instant::now();
+    pair.brokers.push(Pair::broker(&pair.dir, "a"));
+    wait_registered(&a, 1);
+    eprintln!("rejoined the restarted broker after {:?}", t.elapsed());
+    assert_eq!(pid_of(&a), worker.pid());
+    assert_eq!(pid_of(&b), worker.pid());
+}
