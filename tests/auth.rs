@@ -344,12 +344,13 @@ fn the_network_is_not_served_in_plaintext_unless_insecure() {
     }
     // --insecure allows it, with a warning and a flag in STATUS. In a
     // namespace of its own, so that nothing outside can reach it.
-    let ns = NetNs::new("insecure");
-    let mut cmd = ns.command(BROKER);
+    let net = net::Net::new(&["b"]);
+    let host = net.host("b");
+    let mut cmd = host.command(BROKER);
     cmd.args(["--frontend", "tcp://0.0.0.0:5555", "--backend", &back, "--insecure"]);
     cmd.env("POWERHOSE_RUNTIME_DIR", dir.path());
     let broker = Proc::spawn_cmd(cmd, &dir, "insecure");
-    let mut status = ns.command(BROKER);
+    let mut status = host.command(BROKER);
     status.args(["--status", "--json", "--frontend", "tcp://127.0.0.1:5555", "--timeout", "10"]);
     let out = status.output().unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), broker.stderr());

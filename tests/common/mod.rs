@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use powerhose::{Client, JobRequest};
 
+pub mod net;
 pub mod pki;
 
 pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");

@@ -1,6 +1,6 @@
 //! Keys for the CURVE tests: certificates made by `powerhose-keygen`, one
-//! allow-list directory per role, free loopback ports, and network
-//! namespaces that are deleted when their guard drops.
+//! allow-list directory per role, and free loopback ports. (Network
+//! namespaces are in `net`.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,46 +101,6 @@ pub fn path(p: &Path) -> String {
 pub fn free_tcp() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port())
-}
-
-/// A network namespace with only its loopback up, deleted on drop.
-pub struct NetNs {
-    pub name: String,
-}
-
-impl NetNs {
-    pub fn new(tag: &str) -> NetNs {
-        let name = format!("ph-{tag}-{}", std::process::id());
-        // Left over from a killed run, if any.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = NetNs { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `program` to be run inside the namespace (`ip netns exec` execs it:
-    /// the pid is the program's).
-    pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("the ip command (iproute2) is required");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {} (network namespaces need root)",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Waits (bounded) until `client` (an operator or the owner) sees `n`
