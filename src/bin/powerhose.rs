@@ -38,6 +38,14 @@ struct Args {
     broker: cli::BrokerArgs,
     #[command(flatten)]
     curve: cli::CurveServerArgs,
+    /// Run no broker here: the workers serve the brokers at these back
+    /// endpoints (repeatable; reload and scale by signal). --curve-secret is
+    /// then the workers' own key and --curve-server the brokers' public one.
+    #[arg(long, value_name = "ENDPOINT", conflicts_with_all = ["frontend", "backend", "allow_clients", "allow_workers", "allow_operators", "insecure"])]
+    connect: Vec<String>,
+    /// With --connect: the brokers' public certificate.
+    #[arg(long, value_name = "FILE", requires_all = ["connect", "curve_secret"])]
+    curve_server: Option<PathBuf>,
     #[command(flatten)]
     lifecycle: cli::WorkerLifecycleArgs,
     /// Verbose logs.
@@ -61,8 +69,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.max_message_bytes = args.broker.max_message_bytes;
     options.worker.io_cpu = args.broker.io_cpu;
     options.debug = args.debug;
-    options.curve = args.curve.server()?;
-    options.insecure = args.curve.insecure;
+    if args.connect.is_empty() {
+        options.curve = args.curve.server()?;
+        options.insecure = args.curve.insecure;
+    } else {
+        options.connect = args.connect.clone();
+        let keys = cli::CurveClientArgs {
+            curve_secret: args.curve.curve_secret.clone(),
+            curve_server: args.curve_server.clone(),
+        };
+        if keys.curve_secret.is_some() && keys.curve_server.is_none() {
+            return Err(powerhose::Error::BadFlag(
+                "--connect with --curve-secret needs --curve-server (the brokers' public certificate)".into(),
+            )
+            .into());
+        }
+        options.worker.curve = keys.credentials()?;
+    }
     cluster::run_cluster(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(())
 }

@@ -340,5 +340,8 @@ impl Broker {
 /// Binds and serves until SIGTERM/SIGINT (or `shutdown`); the one call behind
 /// `powerhose-broker`.
 pub fn run_broker(options: BrokerOptions, shutdown: &Wakeup) -> Result<()> {
-    Broker::bind(options)?.run(shutdown, None)
+    let broker = Broker::bind(options)?;
+    // Bound: clients and workers may connect (systemd's Type=notify).
+    crate::sys::notify::notify_or_log(&format!("READY=1\nSTATUS=serving {}", broker.options.frontend));
+    broker.run(shutdown, None)
 }

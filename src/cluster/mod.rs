@@ -5,140 +5,34 @@
 //! the workers (the `powerhose-worker` executable, see [`find_worker_exe`]),
 //! replaces those that die, reloads and scales them on request.
 
+mod brokers;
 mod builder;
+mod options;
 mod policy;
 #[cfg(test)]
 mod policy_tests;
+mod registry;
 mod scale;
 mod supervisor;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::broker::{state::Config, Broker, BrokerOptions, ControlSink, Inbox};
+use crate::broker::ControlSink;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
 use crate::wakeup::Wakeup;
-use crate::worker::WorkerOptions;
+use brokers::{local_broker, remote_brokers};
 pub use builder::ClusterBuilder;
+pub use options::ClusterOptions;
 use supervisor::{Spawner, Supervisor};
 
 /// Name of the worker executable looked up by [`find_worker_exe`].
 pub const WORKER_EXE: &str = "powerhose-worker";
-
-/// Everything needed to start a cluster.
-#[derive(Clone, Debug)]
-pub struct ClusterOptions {
-    /// `--plugin` as given (path or bare name, see [`crate::plugin::locate`]).
-    pub plugin: String,
-    /// Another directory to search for a bare plugin name (`--plugin-dir`).
-    pub plugin_dir: Option<PathBuf>,
-    /// JSON (or `key:value|key2:value2`) handed to the plugin's init.
-    pub params: Option<String>,
-    /// How many workers to keep running.
-    pub workers: usize,
-    /// The endpoint clients connect to.
-    pub frontend: String,
-    /// The endpoint the workers connect to.
-    pub backend: String,
-    /// The broker's routing tunables (its heartbeat and liveness also go to the workers).
-    pub broker: Config,
-    /// Job timeouts and max age of the workers (their backend, heartbeat and
-    /// liveness come from this cluster's endpoints and broker settings).
-    pub worker: WorkerOptions,
-    /// The worker executable; found next to this one or on PATH when `None`.
-    pub worker_exe: Option<PathBuf>,
-    /// How long a starting cluster waits for all workers to register.
-    pub start_timeout: Duration,
-    /// Messages larger than this are refused (broker and workers).
-    pub max_message_bytes: i64,
-    /// How long stopping workers may take to finish their job before SIGKILL
-    /// [default: the workers' hard timeout plus 2 s, else 32 s].
-    pub stop_grace: Option<Duration>,
-    /// No scale request (command or signal) goes beyond this many workers
-    /// [default: four per CPU].
-    pub max_workers: usize,
-    /// Pass `--debug` to the workers: debug logging and plugin errors in full.
-    pub debug: bool,
-    /// CURVE on the broker's tcp endpoints (`--curve-secret` and the
-    /// allow-lists). This cluster's own workers and [`Cluster::client`] use
-    /// the broker's key pair: whoever holds its secret is its owner.
-    pub curve: Option<crate::auth::CurveServer>,
-    /// Allow a tcp endpoint the network can reach without CURVE.
-    pub insecure: bool,
-}
-
-impl ClusterOptions {
-    /// Defaults: one worker per CPU, endpoints in the private runtime directory.
-    pub fn new(plugin: impl Into<String>) -> Result<Self> {
-        let mut worker = WorkerOptions::new("");
-        worker.timeout = Some(Duration::from_secs(30));
-        worker.hard_timeout = Some(Duration::from_secs(60));
-        Ok(ClusterOptions {
-            plugin: plugin.into(),
-            plugin_dir: None,
-            params: None,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            frontend: crate::endpoint::default_frontend()?,
-            backend: crate::endpoint::default_backend()?,
-            broker: Config::default(),
-            worker,
-            worker_exe: None,
-            start_timeout: Duration::from_secs(60),
-            stop_grace: None,
-            max_workers: 4 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
-            debug: false,
-            curve: None,
-            insecure: false,
-        })
-    }
-
-    fn worker_args(&self, plugin: &Path) -> Vec<OsString> {
-        let secs = |d: Option<Duration>| d.map_or("0".to_string(), |d| d.as_secs_f64().to_string());
-        let w = &self.worker;
-        let mut args: Vec<OsString> =
-            vec!["--plugin".into(), plugin.into(), "--backend".into(), (&self.backend).into()];
-        for (flag, value) in [
-            ("--heartbeat-ms", self.broker.heartbeat_interval.as_millis().to_string()),
-            ("--liveness", self.broker.liveness.to_string()),
-            ("--timeout", secs(w.timeout)),
-            ("--hard-timeout", secs(w.hard_timeout)),
-            ("--max-age", secs(w.max_age)),
-            ("--max-age-delta", secs(Some(w.max_age_delta))),
-            ("--coalesce-ms", (w.coalesce.as_secs_f64() * 1000.0).to_string()),
-            ("--max-message-bytes", self.max_message_bytes.to_string()),
-        ] {
-            args.push(flag.into());
-            args.push(value.into());
-        }
-        if let Some(params) = &self.params {
-            args.extend(["--params".into(), params.into()]);
-        }
-        if let Some(service) = &w.service {
-            args.extend(["--service".into(), service.into()]);
-        }
-        if let Some(cpu) = w.io_cpu {
-            args.extend(["--io-cpu".into(), cpu.to_string().into()]);
-        }
-        if w.preemptive_io {
-            args.push("--preemptive-io".into());
-        }
-        if self.debug {
-            args.push("--debug".into());
-        }
-        // Over ipc the socket file is the credential; over tcp, the broker's own key.
-        if let Some(curve) = self.curve.as_ref().filter(|_| !self.backend.starts_with("ipc://")) {
-            args.extend(curve.owner_credentials().args().into_iter().map(OsString::from));
-        }
-        args
-    }
-}
 
 /// The worker executable: `given`, else `powerhose-worker` found by [`find_executable`].
 pub fn find_worker_exe(given: Option<&Path>) -> Result<PathBuf> {
@@ -211,45 +105,27 @@ impl Cluster {
         }
         let located = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
         let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
-        let spawner =
-            Spawner { exe: find_worker_exe(options.worker_exe.as_deref())?, args: options.worker_args(&plugin_path) };
+        let exe = find_worker_exe(options.worker_exe.as_deref())?;
+        let spawner = Spawner { exe, args: options.worker_args(&plugin_path), notify_socket: None };
         crate::plugin::check_in_child(&spawner.exe, &spawner.args, options.start_timeout)?;
         let (tx, rx) = mpsc::channel();
         let control = ControlSink { tx, wake: Wakeup::new()?, max_workers: options.max_workers };
-        let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
-        broker_options.config = options.broker.clone();
-        // Unnamed jobs go to this pool's service (else to the first to
-        // register, which is this pool's own workers anyway).
-        if broker_options.config.default_service.is_none() {
-            broker_options.config.default_service = options.worker.service.clone();
-        }
-        broker_options.control = Some(control.clone());
-        broker_options.max_message_bytes = options.max_message_bytes;
-        broker_options.io_cpu = options.worker.io_cpu;
-        broker_options.curve = options.curve.clone();
-        broker_options.insecure = options.insecure;
-        let broker = Broker::bind(broker_options)?;
-
-        let (notices, notices_rx) = mpsc::channel();
-        let inbox = Inbox { rx: notices_rx, wake: Wakeup::new()? };
-        let mut sup = Supervisor::new(spawner, options.workers, notices, inbox.wake.clone());
+        let broker_stop = Wakeup::new()?;
+        let (registry, broker) = if options.connect.is_empty() {
+            let (registry, broker) = local_broker(&options, &control, &broker_stop)?;
+            (registry, Some(broker))
+        } else {
+            (remote_brokers()?, None)
+        };
+        let mut sup = Supervisor::new(spawner, options.workers, registry);
+        sup.broker_stop = broker_stop;
+        sup.broker = broker;
         sup.start_timeout = options.start_timeout;
         sup.max_workers = options.max_workers;
         sup.stop_grace = options.stop_grace.unwrap_or_else(|| {
             options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30))
                 + Duration::from_secs(2)
         });
-        let stop = sup.broker_stop.clone();
-        sup.broker = Some(
-            std::thread::Builder::new()
-                .name("broker".into())
-                .spawn(move || {
-                    crate::sys::block_process_signals();
-                    broker.run(&stop, Some(&inbox))
-                })
-                .map_err(Error::io("starting the broker thread"))?,
-        );
-
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, done, wake) = (Wakeup::new()?, Wakeup::new()?, control.wake.clone());
         let thread = {
@@ -289,7 +165,8 @@ impl Cluster {
             Err(_) => return Err(Error::ThreadDiedAtStart { thread: "supervisor" }),
         }
         let curve = options.curve.as_ref().map(crate::auth::CurveServer::owner_credentials);
-        Ok(Cluster { frontend: options.frontend, plugin_path, stop, control, done, thread: Some(thread), curve })
+        let frontend = if options.connect.is_empty() { options.frontend } else { String::new() };
+        Ok(Cluster { frontend, plugin_path, stop, control, done, thread: Some(thread), curve })
     }
 
     /// A client connected to this cluster's front (with the broker's own
@@ -365,8 +242,11 @@ pub fn run_cluster(options: ClusterOptions, shutdown: &Wakeup) -> Result<()> {
         Wakeup::new()?.on_signals(&[SIGTTIN])?,
         Wakeup::new()?.on_signals(&[SIGTTOU])?,
     );
+    let connect = options.connect.join(" ");
     let cluster = Cluster::start(options)?;
-    println!("powerhose ready: {workers} workers running {} on {frontend}", cluster.plugin_path.display());
+    let place = if connect.is_empty() { format!("on {frontend}") } else { format!("for the brokers at {connect}") };
+    println!("powerhose ready: {workers} workers running {} {place}", cluster.plugin_path.display());
+    crate::sys::notify::notify_or_log(&format!("READY=1\nSTATUS={workers} workers {place}"));
     loop {
         let mut items =
             [shutdown.poll_item(), cluster.done.poll_item(), hup.poll_item(), more.poll_item(), fewer.poll_item()];

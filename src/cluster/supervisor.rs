@@ -18,18 +18,25 @@ use crate::syscall;
 use crate::wakeup::Wakeup;
 
 use super::policy::{ExitFacts, RestartPolicy, Verdict};
+use super::registry::Registry;
 use super::scale;
 
 /// How to start one worker process.
 pub(super) struct Spawner {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// The workers' `$NOTIFY_SOCKET` (removed when `None`).
+    pub notify_socket: Option<PathBuf>,
 }
 
 impl Spawner {
     fn spawn(&self) -> Result<Managed> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args);
+        match &self.notify_socket {
+            Some(path) => cmd.env(crate::sys::notify::NOTIFY_SOCKET, path),
+            None => cmd.env_remove(crate::sys::notify::NOTIFY_SOCKET),
+        };
         // SAFETY: prctl is async-signal-safe (and so is reading errno). Workers
         // must not outlive the supervisor thread (it is the one that forks
         // them), so a refusal fails the spawn. SIGKILL, not SIGTERM: the broker
@@ -67,9 +74,6 @@ impl Managed {
     }
 }
 
-/// How long the broker may take to say which workers registered.
-const REGISTERED_WAIT: Duration = Duration::from_secs(2);
-
 pub(super) struct Supervisor {
     pub spawner: Spawner,
     pub target: usize,
@@ -78,8 +82,7 @@ pub(super) struct Supervisor {
     pub max_workers: usize,
     pub stop_grace: Duration,
     pub broker_stop: Wakeup,
-    pub notices: std::sync::mpsc::Sender<Notice>,
-    pub notices_wake: Wakeup,
+    registry: Registry,
     pub broker: Option<JoinHandle<Result<()>>>,
     workers: Vec<Managed>,
     policy: RestartPolicy,
@@ -94,15 +97,10 @@ fn describe(status: ExitStatus) -> String {
 }
 
 impl Supervisor {
-    pub fn new(
-        spawner: Spawner,
-        target: usize,
-        notices: std::sync::mpsc::Sender<Notice>,
-        notices_wake: Wakeup,
-    ) -> Self {
+    pub fn new(mut spawner: Spawner, target: usize, registry: Registry) -> Self {
+        spawner.notify_socket = registry.notify_socket().map(Into::into);
         Supervisor {
-            notices,
-            notices_wake,
+            registry,
             spawner,
             target,
             start_timeout: Duration::from_secs(60),
@@ -144,11 +142,9 @@ impl Supervisor {
         }
     }
 
-    /// Pids of the workers the broker knows (asked in-process).
-    fn registered(&self) -> Result<Vec<u32>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.notify(Notice::Registered(tx));
-        rx.recv_timeout(REGISTERED_WAIT).map_err(|_| Error::Timeout(REGISTERED_WAIT))
+    /// Pids of the workers registered with a broker.
+    fn registered(&mut self) -> Result<Vec<u32>> {
+        self.registry.registered()
     }
 
     /// Supervises until `stop`; returns `Err` if workers keep failing to start.
@@ -198,7 +194,7 @@ impl Supervisor {
             // Asked before the broker hears of the death: was it ever
             // registered? (A retiring worker's exit is expected: no need.)
             let was_registered = !w.retiring && self.registered().is_ok_and(|pids| pids.contains(&w.pid()));
-            self.notify(Notice::WorkerDied(w.pid()));
+            self.registry.forget(w.pid());
             let lived = w.started.elapsed();
             let exit = ExitFacts {
                 retiring: w.retiring,
@@ -310,18 +306,12 @@ impl Supervisor {
         self.workers.remove(i);
         // Normally it unregistered first and this changes nothing; if it
         // died holding a job, the broker must not wait for its heartbeats.
-        self.notify(Notice::WorkerDied(pid));
-    }
-
-    fn notify(&self, notice: Notice) {
-        if self.notices.send(notice).is_ok() {
-            self.notices_wake.trigger();
-        }
+        self.registry.forget(pid);
     }
 
     /// Stops intake, lets workers finish their jobs and leave, then stops the broker.
     pub fn shutdown(&mut self) -> Result<()> {
-        self.notify(Notice::Drain);
+        self.registry.tell(Notice::Drain);
         for w in &mut self.workers {
             w.retire();
         }

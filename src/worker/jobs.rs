@@ -79,6 +79,7 @@ impl JobLoop<'_> {
             })
             .collect();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
+        let mut announced = false;
         let mut sockets = Link::lock(&self.link.sockets);
         loop {
             let retiring = self.retire_at.is_some_and(|at| Instant::now() >= at);
@@ -119,6 +120,12 @@ impl JobLoop<'_> {
                         broker.lost = false;
                         self.link.heard(i);
                         self.link.peers[i].owes_ready.store(false, Ordering::Release);
+                        if !std::mem::replace(&mut announced, true) {
+                            // A supervisor (systemd, or a pool with remote
+                            // brokers) learns that we serve.
+                            let pid = std::process::id();
+                            crate::sys::notify::notify_or_log(&format!("READY=1\nMAINPID={pid}"));
+                        }
                     }
                     broker.next_ready = now + broker.backoff;
                     broker.backoff = (broker.backoff * 2).min(Duration::from_secs(32));

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use powerhose::{Client, JobRequest};
 
 pub mod net;
+pub mod pair;
 pub mod pki;
 
 pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");
