@@ -1,0 +1,248 @@
+//! Across hosts (network namespaces on a private bridge, CURVE on tcp): a
+//! broker host "a", worker hosts "w1" and "w2", a client host "c" driving
+//! 4 callers and a pipelined client. Each scenario checks that every
+//! request got one answer within its timeout: a worker host's link cut for
+//! 5 s (its jobs retried on the other, the host back within 3 s of the link),
+//! a worker host killed outright, and the broker cut off from every worker
+//! (jobs answered at their deadline, none hung).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::net::{Host, Net};
+use common::pki::{path, Pki};
+use common::*;
+use powerhose::auth::CurveClient;
+use powerhose::{Client, JobRequest};
+
+const T: Duration = Duration::from_secs(10);
+/// Each request's timeout under load.
+const JOB_TIMEOUT: Duration = Duration::from_secs(4);
+/// An answer later than its timeout by more than this is a hang.
+const SLACK: Duration = Duration::from_millis(500);
+
+struct Cluster {
+    net: Net,
+    dir: TestDir,
+    pki: Pki,
+    front: String,
+    back: String,
+    _broker: Proc,
+    workers: Vec<(String, Proc)>,
+}
+
+impl Cluster {
+    fn start(worker_hosts: &[&str]) -> Cluster {
+        let mut hosts = vec!["a", "c"];
+        hosts.extend_from_slice(worker_hosts);
+        let net = Net::new(&hosts);
+        let dir = TestDir::new();
+        let pki = Pki::new(&dir);
+        pki.allow_all(&[("clients", "app"), ("operators", "op")]);
+        let a = net.host("a");
+        let (front, back) = (format!("tcp://{}:5555", a.addr()), format!("tcp://{}:5556", a.addr()));
+        let mut cmd = a.command(BROKER);
+        cmd.args(["--frontend", &front, "--backend", &back, "--heartbeat-ms", "200"]);
+        cmd.args(pki.broker_args()).env("POWERHOSE_RUNTIME_DIR", dir.path());
+        let broker = Proc::spawn_cmd(cmd, &dir, "broker");
+        let mut cluster = Cluster { net, dir, pki, front, back, _broker: broker, workers: Vec::new() };
+        for host in worker_hosts {
+            cluster.pki.allow("workers", host);
+            let worker = cluster.worker(host);
+            cluster.workers.push((host.to_string(), worker));
+        }
+        let op = cluster.pki.credentials("op");
+        let n = worker_hosts.len();
+        cluster.in_client_host(move |front| {
+            let client = Client::connect_with(&front, Some(&op)).unwrap();
+            wait_until(&format!("{n} workers"), Duration::from_secs(30), || {
+                client.status(T).is_ok_and(|s| s.workers.len() == n)
+            });
+        });
+        cluster
+    }
+
+    fn worker(&self, host: &str) -> Proc {
+        let mut cmd = self.net.host(host).command(WORKER);
+        cmd.args(["--plugin", &path(&plugin("test_plugin")), "--backend", &self.back, "--heartbeat-ms", "200"]);
+        cmd.args(self.pki.peer_args(host)).env("POWERHOSE_RUNTIME_DIR", self.dir.path());
+        Proc::spawn_cmd(cmd, &self.dir, &format!("worker-{host}"))
+    }
+
+    fn host(&self, name: &str) -> &Host {
+        self.net.host(name)
+    }
+
+    /// Runs `f` on the client host with the front's endpoint.
+    fn in_client_host<T: Send + 'static>(&self, f: impl FnOnce(String) -> T + Send + 'static) -> T {
+        let front = self.front.clone();
+        self.host("c").enter(move || f(front)).join().unwrap()
+    }
+
+    /// The operator's view of the registered workers' pids, from the client host.
+    fn registered(&self) -> Vec<u32> {
+        let op = self.pki.credentials("op");
+        self.in_client_host(move |front| {
+            let client = Client::connect_with(&front, Some(&op)).unwrap();
+            client.status(T).map(|s| s.workers.iter().map(|w| w.pid).collect()).unwrap_or_default()
+        })
+    }
+}
+
+/// What a load run saw: answers by outcome, and the latest answer past its
+/// request's timeout.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: usize,
+    failed: Vec<String>,
+    worst_overrun: Duration,
+}
+
+impl Seen {
+    fn record(&mut self, sent: Instant, result: powerhose::Result<Vec<u8>>) {
+        let took = sent.elapsed();
+        self.worst_overrun = self.worst_overrun.max(took.saturating_sub(JOB_TIMEOUT));
+        match result {
+            Ok(_) => self.ok += 1,
+            Err(e) => self.failed.push(e.to_string()),
+        }
+    }
+}
+
+/// 4 callers and a pipelined client (window 16) on the client host, until
+/// `stop`; `job` makes each request.
+fn load(cluster: &Cluster, job: fn() -> JobRequest) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (front, curve) = (cluster.front.clone(), cluster.pki.credentials("app"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (stop2, seen2) = (stop.clone(), seen.clone());
+    let handle = cluster.host("c").enter(move || {
+        let client = Arc::new(Client::connect_with(&front, Some(&curve)).unwrap());
+        client.ping(T).unwrap();
+        let mut threads = Vec::new();
+        for _ in 0..4 {
+            let (client, stop, seen) = (client.clone(), stop2.clone(), seen2.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let result = client.execute(job(), JOB_TIMEOUT);
+                    seen.lock().unwrap().record(sent, result);
+                }
+            }));
+        }
+        let (stop, seen) = (stop2.clone(), seen2.clone());
+        threads.push(std::thread::spawn(move || {
+            let pipelined = pipelined_client(&front, &curve);
+            let sent = Mutex::new(Vec::new());
+            let jobs = std::iter::from_fn(|| {
+                (!stop.load(Ordering::Relaxed)).then(|| {
+                    sent.lock().unwrap().push(Instant::now());
+                    job()
+                })
+            });
+            pipelined
+                .pipeline(jobs, 16, JOB_TIMEOUT, |i, result| {
+                    seen.lock().unwrap().record(sent.lock().unwrap()[i], result)
+                })
+                .unwrap();
+        }));
+        for t in threads {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *seen2.lock().unwrap())
+    });
+    Load { stop, seen, handle }
+}
+
+/// A load running on the client host.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    handle: std::thread::JoinHandle<Seen>,
+}
+
+impl Load {
+    /// Waits (bounded) until `n` more answers came in.
+    fn wait_answers(&self, n: usize) {
+        let start = { self.seen.lock().unwrap().ok };
+        wait_until(&format!("{n} answers"), T, || self.seen.lock().unwrap().ok >= start + n);
+    }
+}
+
+fn pipelined_client(front: &str, curve: &CurveClient) -> Client {
+    Client::connect_with(front, Some(curve)).unwrap()
+}
+
+fn finish(load: Load) -> Seen {
+    load.stop.store(true, Ordering::Relaxed);
+    let seen = load.handle.join().unwrap();
+    assert!(seen.worst_overrun <= SLACK, "an answer came {:?} after its timeout", seen.worst_overrun);
+    seen
+}
+
+fn short_retried_job() -> JobRequest {
+    JobRequest::new("").header("action", "sleep").header("ms", "20").retry(2)
+}
+
+#[test]
+fn a_worker_hosts_link_cut_for_5_s_costs_no_retried_job_and_it_comes_back() {
+    let cluster = Cluster::start(&["w1", "w2"]);
+    let w1_pid = cluster.workers[0].1.pid();
+    let running = load(&cluster, short_retried_job);
+    running.wait_answers(50);
+    cluster.net.cut("w1");
+    wait_until("w1 dropped by the broker", T, || !cluster.registered().contains(&w1_pid));
+    std::thread::sleep(Duration::from_secs(5)); // the outage itself, not a synchronisation
+    cluster.net.restore("w1");
+    let back = Instant::now();
+    wait_until("w1 registered again", T, || cluster.registered().contains(&w1_pid));
+    let rejoined = back.elapsed();
+    let seen = finish(running);
+    assert!(seen.failed.is_empty(), "{} failed: {:?}", seen.failed.len(), &seen.failed[..seen.failed.len().min(5)]);
+    assert!(rejoined < Duration::from_secs(3), "w1 back {rejoined:?} after its link");
+    eprintln!("link cut: {} answered, none failed; w1 back {rejoined:?} after its link", seen.ok);
+}
+
+#[test]
+fn a_worker_host_killed_outright_loses_no_retried_job() {
+    let cluster = Cluster::start(&["w1", "w2"]);
+    let running = load(&cluster, short_retried_job);
+    running.wait_answers(50);
+    cluster.net.kill_host("w2");
+    let w2_pid = cluster.workers[1].1.pid();
+    wait_until("w2 dropped", T, || !cluster.registered().contains(&w2_pid));
+    running.wait_answers(50);
+    let seen = finish(running);
+    assert!(seen.failed.is_empty(), "{} failed: {:?}", seen.failed.len(), &seen.failed[..seen.failed.len().min(5)]);
+    assert!(seen.ok > 0);
+}
+
+#[test]
+fn a_broker_cut_off_from_every_worker_answers_each_job_by_its_deadline() {
+    let cluster = Cluster::start(&["w1"]);
+    let running = load(&cluster, || JobRequest::new("").header("action", "sleep").header("ms", "20"));
+    running.wait_answers(50);
+    cluster.net.cut("w1");
+    std::thread::sleep(JOB_TIMEOUT * 2); // jobs queue with no worker: each must be answered
+    let seen = finish(running);
+    // The cut cost its in-flight jobs (no retry asked) and the queued ones
+    // got NoWorker or the broker's TIMEOUT: answered by the broker, never
+    // left to the client's own timeout ("no answer within").
+    assert!(!seen.failed.is_empty(), "the cut is felt");
+    let unexpected: Vec<&String> = seen
+        .failed
+        .iter()
+        .filter(|e| {
+            !["no worker available", "timed out", "worker running the job was lost"].iter().any(|k| e.contains(k))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    let mut kinds = std::collections::BTreeMap::new();
+    for e in &seen.failed {
+        *kinds.entry(e.split(':').next().unwrap_or("").to_string()).or_insert(0) += 1;
+    }
+    eprintln!("broker cut off: {} answered ok, failures by kind {kinds:?}", seen.ok);
+}
