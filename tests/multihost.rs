@@ -3,8 +3,10 @@
 //! 4 callers and a pipelined client. Each scenario checks that every
 //! request got one answer within its timeout: a worker host's link cut for
 //! 5 s (its jobs retried on the other, the host back within 3 s of the link),
-//! a worker host killed outright, and the broker cut off from every worker
-//! (jobs answered at their deadline, none hung).
+//! a worker host killed outright, the broker cut off from every worker
+//! (jobs answered at their deadline, none hung), and a client 20 ms each way
+//! from its broker (through a delaying proxy on host "p") still moving a
+//! window of jobs per round trip.
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::net::{Host, Net};
+use common::net::{DelayProxy, Host, Net};
 use common::pki::{path, Pki};
 use common::*;
 use powerhose::auth::CurveClient;
@@ -36,7 +38,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(worker_hosts: &[&str]) -> Cluster {
-        let mut hosts = vec!["a", "c"];
+        let mut hosts = vec!["a", "c", "p"];
         hosts.extend_from_slice(worker_hosts);
         let net = Net::new(&hosts);
         let dir = TestDir::new();
@@ -245,4 +247,46 @@ fn a_broker_cut_off_from_every_worker_answers_each_job_by_its_deadline() {
         *kinds.entry(e.split(':').next().unwrap_or("").to_string()).or_insert(0) += 1;
     }
     eprintln!("broker cut off: {} answered ok, failures by kind {kinds:?}", seen.ok);
+}
+
+#[test]
+fn a_pipelined_client_20_ms_away_moves_a_window_per_round_trip() {
+    const DELAY: Duration = Duration::from_millis(20);
+    const WINDOW: usize = 64;
+    let cluster = Cluster::start(&["w1", "w2"]);
+    let target = format!("{}:5555", cluster.net.addr("a")).parse().unwrap();
+    let proxy = DelayProxy::start(cluster.host("p"), 0, target, DELAY);
+    let via = format!("tcp://{}:{}", cluster.net.addr("p"), proxy.port());
+    let curve = cluster.pki.credentials("app");
+    let (rtt, rate) = cluster
+        .host("c")
+        .enter(move || {
+            let client = Client::connect_with(&via, Some(&curve)).unwrap();
+            client.ping(T).unwrap();
+            // One job's round trip, alone: what a window of jobs takes at best.
+            let rtt = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    client.execute("alone", T).unwrap();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap();
+            let n = 3000;
+            let start = Instant::now();
+            let mut failed = 0;
+            client
+                .pipeline((0..n).map(|i| format!("job {i}")), WINDOW, T, |_, r| failed += usize::from(r.is_err()))
+                .unwrap();
+            assert_eq!(failed, 0);
+            (rtt, n as f64 / start.elapsed().as_secs_f64())
+        })
+        .join()
+        .unwrap();
+    let bound = WINDOW as f64 / rtt.as_secs_f64();
+    eprintln!("20 ms each way: round trip {rtt:?}, pipelined {rate:.0} jobs/s, window/round trip {bound:.0}");
+    assert!(rtt >= 2 * DELAY, "the proxy delays: {rtt:?}");
+    // Each job also costs some CPU at each hop (a debug build here): 80%.
+    assert!(rate >= 0.8 * bound, "{rate:.0} jobs/s is far under window / round trip ({bound:.0})");
+    drop(proxy);
 }
