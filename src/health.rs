@@ -59,7 +59,8 @@ pub fn check(frontend: &str, curve: Option<&crate::auth::CurveClient>, timeout: 
         }
         Err(e) => return line(Nagios::Critical, format!("broker on {frontend} answered badly: {e}")),
     };
-    let workers = status.workers.len();
+    // The counts, not the list: a client that is not an operator sees no list.
+    let workers: usize = status.services.iter().map(|s| s.workers).sum();
     let queued: usize = status.services.iter().map(|s| s.queued).sum();
     let summary = summary(status.pid, frontend, workers, queued);
     if workers == 0 {
@@ -67,6 +68,48 @@ pub fn check(frontend: &str, curve: Option<&crate::auth::CurveClient>, timeout: 
     } else {
         line(Nagios::Ok, summary)
     }
+}
+
+/// Checks every broker of a deployment ([`check`] each, `timeout` each, in
+/// parallel) and sums them up in one line naming each: OK when all are,
+/// CRITICAL when none answers, WARNING otherwise (the service goes on, at
+/// reduced capacity), UNKNOWN when an endpoint is unusable.
+pub fn check_many(
+    frontends: &[String],
+    curve: Option<&crate::auth::CurveClient>,
+    timeout: Duration,
+) -> (Nagios, String) {
+    let results: Vec<(Nagios, String)> = std::thread::scope(|s| {
+        let checks: Vec<_> = frontends.iter().map(|f| s.spawn(move || check(f, curve, timeout))).collect();
+        checks
+            .into_iter()
+            .map(|c| c.join().unwrap_or((Nagios::Unknown, "UNKNOWN - the check panicked".into())))
+            .collect()
+    });
+    combine(&results)
+}
+
+/// One line for several brokers' checks (see [`check_many`]).
+pub fn combine(results: &[(Nagios, String)]) -> (Nagios, String) {
+    if let [one] = results {
+        return one.clone();
+    }
+    let ok = results.iter().filter(|(s, _)| *s == Nagios::Ok).count();
+    let answering = results.iter().filter(|(s, _)| matches!(s, Nagios::Ok | Nagios::Warning)).count();
+    let state = if results.iter().any(|(s, _)| *s == Nagios::Unknown) {
+        Nagios::Unknown
+    } else if ok == results.len() {
+        Nagios::Ok
+    } else if answering == 0 {
+        Nagios::Critical
+    } else {
+        Nagios::Warning
+    };
+    // Each broker's own line, without its state prefix (its state shows in its words).
+    let each: Vec<&str> =
+        results.iter().map(|(_, l)| l.split_once(" - ").map_or(l.as_str(), |(_, rest)| rest)).collect();
+    let line = format!("{} - {ok} of {} brokers OK: {}", state.label(), results.len(), each.join("; "));
+    (state, line)
 }
 
 /// `broker pid 1234 on ENDPOINT (4 workers, 0 queued)`, "1 worker" for one.
@@ -153,6 +196,29 @@ mod tests {
             assert!(validate_endpoint(bad).is_err(), "{bad}");
         }
         assert!(validate_endpoint(&format!("ipc:///{}", "x".repeat(120))).unwrap_err().contains("107"));
+    }
+
+    #[test]
+    fn several_brokers_sum_up_in_one_line_naming_each() {
+        let ok = |n: u32| (Nagios::Ok, format!("OK - broker pid {n} on tcp://h{n}:1 (2 workers, 0 queued)"));
+        let down = |n: u32| (Nagios::Critical, format!("CRITICAL - no broker answers on tcp://h{n}:1 (waited 3.0 s)"));
+        let idle = (Nagios::Warning, "WARNING - broker pid 9 on tcp://h9:1 (0 workers, 0 queued): no worker".into());
+        let bad = (Nagios::Unknown, "UNKNOWN - bad endpoint".to_string());
+        assert_eq!(combine(&[ok(1)]), ok(1), "one broker: its own line");
+        let (state, line) = combine(&[ok(1), ok(2)]);
+        assert_eq!(state, Nagios::Ok);
+        assert_eq!(line, "OK - 2 of 2 brokers OK: broker pid 1 on tcp://h1:1 (2 workers, 0 queued); broker pid 2 on tcp://h2:1 (2 workers, 0 queued)");
+        let (state, line) = combine(&[ok(1), down(2)]);
+        assert_eq!(state, Nagios::Warning, "one down: the other carries the service");
+        assert!(
+            line.starts_with("WARNING - 1 of 2 brokers OK: broker pid 1")
+                && line.contains("no broker answers on tcp://h2:1"),
+            "{line}"
+        );
+        assert_eq!(combine(&[ok(1), idle.clone()]).0, Nagios::Warning);
+        assert_eq!(combine(&[down(1), down(2)]).0, Nagios::Critical);
+        assert_eq!(combine(&[down(1), idle]).0, Nagios::Warning, "answering without workers is not down");
+        assert_eq!(combine(&[ok(1), bad]).0, Nagios::Unknown);
     }
 
     #[test]

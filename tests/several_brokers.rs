@@ -107,3 +107,40 @@ fn a_broker_that_dies_and_returns_is_joined_again_while_the_other_serves() {
     assert_eq!(pid_of(&a), worker.pid());
     assert_eq!(pid_of(&b), worker.pid());
 }
+
+#[test]
+fn check_and_status_name_every_broker_of_a_deployment() {
+    let mut pair = Pair::start();
+    let _worker = pair.worker(&["a", "b"], "dual");
+    wait_registered(&pair.client("a"), 1);
+    wait_registered(&pair.client("b"), 1);
+    let (a, b) = (Pair::front(&pair.dir, "a"), Pair::front(&pair.dir, "b"));
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(BROKER).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, line) = tool(&["--check", "--frontend", &a, "--frontend", &b]);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.starts_with("OK - 2 of 2 brokers OK: ") && line.contains(&a) && line.contains(&b), "{line}");
+    assert_eq!(line.lines().count(), 1);
+    let (code, json) = tool(&["--status", "--json", "--frontend", &a, "--frontend", &b]);
+    assert_eq!(code, Some(0));
+    let each: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(each.as_array().unwrap().len(), 2);
+    assert_eq!(each[1]["frontend"], b.as_str());
+    assert_eq!(each[1]["status"]["workers"].as_array().unwrap().len(), 1, "over ipc: the owner's view");
+    // One down: WARNING, naming the one that does not answer.
+    let mut gone = pair.brokers.remove(1);
+    kill(gone.pid(), libc::SIGKILL);
+    gone.wait_exit(T).unwrap();
+    let (code, line) = tool(&["--check", "--frontend", &a, "--frontend", &b, "--timeout", "0.5"]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.starts_with("WARNING - 1 of 2 brokers OK: broker pid")
+            && line.contains(&format!("no broker answers on {b}")),
+        "{line}"
+    );
+    let (code, text) = tool(&["--status", "--frontend", &a, "--frontend", &b, "--timeout", "0.5"]);
+    assert_eq!(code, Some(1));
+    assert!(text.contains(&format!("== {a}")) && text.contains(&format!("== {b}\nno answer")), "{text}");
+}

@@ -9,9 +9,10 @@ use powerhose::{broker, cli, endpoint, ghosts, health, protocol, wakeup::Wakeup,
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
 struct Args {
-    /// Endpoint for clients [default: ipc://<runtime dir>/front.ipc]
+    /// Endpoint for clients [default: ipc://<runtime dir>/front.ipc]; with
+    /// --check or --status, repeat it to look at every broker of a deployment
     #[arg(long)]
-    frontend: Option<String>,
+    frontend: Vec<String>,
     /// Endpoint for workers [default: ipc://<runtime dir>/back.ipc]
     #[arg(long)]
     backend: Option<String>,
@@ -73,8 +74,19 @@ fn credentials(args: &Args) -> Result<Option<powerhose::auth::CurveClient>, Erro
 }
 
 fn run(args: &Args) -> anyhow::Result<i32> {
-    let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
     let timeout = seconds(args.timeout, "--timeout")?;
+    if args.status && args.frontend.len() > 1 {
+        return status_of_each(args, timeout);
+    }
+    let frontend = match args.frontend.as_slice() {
+        [] => endpoint::default_frontend()?,
+        [one] => one.clone(),
+        _ => {
+            return Err(
+                Error::BadFlag("a broker binds one --frontend (repeat it with --check or --status)".into()).into()
+            )
+        }
+    };
     if args.status {
         let status = Client::connect_with(&frontend, credentials(args)?.as_ref())?.status(timeout)?;
         if args.json {
@@ -101,12 +113,44 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `--status` with several `--frontend`s: each broker's, headed by its
+/// endpoint (JSON: an array of `{"frontend", "status"}` or `{"frontend",
+/// "error"}`); exit 1 if any did not answer.
+fn status_of_each(args: &Args, timeout: Duration) -> anyhow::Result<i32> {
+    let curve = credentials(args)?;
+    let mut all = Vec::new();
+    let mut failed = false;
+    for frontend in &args.frontend {
+        let status = Client::connect_with(frontend, curve.as_ref()).and_then(|c| c.status(timeout));
+        failed |= status.is_err();
+        if args.json {
+            all.push(match status {
+                Ok(s) => serde_json::json!({ "frontend": frontend, "status": s }),
+                Err(e) => serde_json::json!({ "frontend": frontend, "error": e.to_string() }),
+            });
+        } else {
+            println!("== {frontend}");
+            match status {
+                Ok(s) => println!("{}", health::format_status(&s)),
+                Err(e) => println!("no answer: {e}\n"),
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(i32::from(failed))
+}
+
 /// `--check` answers in Nagios terms whatever goes wrong, bad flags included.
 /// It creates nothing, not even the runtime directory of the default endpoint.
 fn check(args: &Args) -> i32 {
-    let frontend = args.frontend.clone().unwrap_or_else(endpoint::default_frontend_path);
+    let frontends = match args.frontend.as_slice() {
+        [] => vec![endpoint::default_frontend_path()],
+        given => given.to_vec(),
+    };
     let (state, line) = match (seconds(args.timeout, "--timeout"), credentials(args)) {
-        (Ok(timeout), Ok(curve)) => health::check(&frontend, curve.as_ref(), timeout),
+        (Ok(timeout), Ok(curve)) => health::check_many(&frontends, curve.as_ref(), timeout),
         (Err(e), _) | (_, Err(e)) => (health::Nagios::Unknown, format!("UNKNOWN - {e}")),
     };
     println!("{line}");

@@ -117,6 +117,7 @@ impl JobLoop<'_> {
                     // Sent: registered, as far as we know; the silence timer
                     // runs again, and the backoff grows until it answers.
                     if send_raw(socket, self.ready)? {
+                        tracing::info!(backend = %self.options.backends[i], "registered with the broker");
                         broker.lost = false;
                         self.link.heard(i);
                         self.link.peers[i].owes_ready.store(false, Ordering::Release);
