@@ -16,6 +16,7 @@ use crate::auth::{CurveServer, BACK_DOMAIN, FRONT_DOMAIN};
 use crate::endpoint::EndpointLock;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
+use crate::sys::notify::Watchdog;
 use crate::wakeup::Wakeup;
 use io::Io;
 use state::{BrokerState, Config};
@@ -108,6 +109,8 @@ pub struct Broker {
     zap: Option<(Zap, AllowLists)>,
     /// Connections to the front socket that open or fail.
     front_events: zmq::Socket,
+    /// systemd's watchdog, fed from the loop (see [`Broker::with_watchdog`]).
+    watchdog: Option<Watchdog>,
     // Dropped after the sockets: removes the socket files, then unlocks.
     // The front's, then the back's (none for tcp).
     locks: [Option<EndpointLock>; 2],
@@ -225,7 +228,15 @@ impl Broker {
                 "--insecure: serving the network without authentication; anyone who can connect may submit jobs or register as a worker"
             );
         }
-        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, zap, locks })
+        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, zap, locks, watchdog: None })
+    }
+
+    /// Feeds systemd's watchdog from the loop: `WATCHDOG=1` goes out only
+    /// while the loop turns (the poll wakes for it), so a broker that hangs
+    /// or is stopped falls silent and systemd restarts it.
+    pub fn with_watchdog(mut self, watchdog: Option<Watchdog>) -> Broker {
+        self.watchdog = watchdog;
+        self
     }
 
     /// Serves until `shutdown` is triggered; then every job still held is
@@ -257,11 +268,16 @@ impl Broker {
         let mut vitals = Vitals::default();
         tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
         let mut front_backlog = false;
+        let mut watchdog = self.watchdog.take();
         loop {
             let now = Instant::now();
+            if let Some(watchdog) = watchdog.as_mut() {
+                watchdog.feed(now);
+            }
             let next = state.next_deadline(now);
             let next = io.next_scan().map_or(next, |scan| scan.min(next));
             let wake = io.rebind_deadline().map_or(next, |at| at.min(next));
+            let wake = watchdog.as_ref().map_or(wake, |w| w.deadline().min(wake));
             let timeout = wake.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
@@ -343,5 +359,5 @@ pub fn run_broker(options: BrokerOptions, shutdown: &Wakeup) -> Result<()> {
     let broker = Broker::bind(options)?;
     // Bound: clients and workers may connect (systemd's Type=notify).
     crate::sys::notify::notify_or_log(&format!("READY=1\nSTATUS=serving {}", broker.options.frontend));
-    broker.run(shutdown, None)
+    broker.with_watchdog(Watchdog::from_process_env()).run(shutdown, None)
 }

@@ -33,7 +33,8 @@ pub(super) fn local_broker(
     broker_options.io_cpu = options.worker.io_cpu;
     broker_options.curve = options.curve.clone();
     broker_options.insecure = options.insecure;
-    let broker = Broker::bind(broker_options)?;
+    // The broker's loop is what serves: it feeds systemd's watchdog.
+    let broker = Broker::bind(broker_options)?.with_watchdog(options.watchdog.clone());
     let (notices, notices_rx) = mpsc::channel();
     let inbox = Inbox { rx: notices_rx, wake: Wakeup::new()? };
     let registry = Registry::Broker { notices, wake: inbox.wake.clone() };

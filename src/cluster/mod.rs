@@ -118,6 +118,10 @@ impl Cluster {
             (remote_brokers()?, None)
         };
         let mut sup = Supervisor::new(spawner, options.workers, registry);
+        // No broker here: the supervisor's loop is the pool's life.
+        if broker.is_none() {
+            sup.watchdog = options.watchdog.clone();
+        }
         sup.broker_stop = broker_stop;
         sup.broker = broker;
         sup.start_timeout = options.start_timeout;
@@ -243,6 +247,8 @@ pub fn run_cluster(options: ClusterOptions, shutdown: &Wakeup) -> Result<()> {
         Wakeup::new()?.on_signals(&[SIGTTOU])?,
     );
     let connect = options.connect.join(" ");
+    let mut options = options;
+    options.watchdog = crate::sys::notify::Watchdog::from_process_env();
     let cluster = Cluster::start(options)?;
     let place = if connect.is_empty() { format!("on {frontend}") } else { format!("for the brokers at {connect}") };
     println!("powerhose ready: {workers} workers running {} {place}", cluster.plugin_path.display());

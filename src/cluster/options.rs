@@ -54,6 +54,12 @@ pub struct ClusterOptions {
     /// `backend`, `broker` and `curve` are unused; the workers' keys are
     /// `worker.curve`).
     pub connect: Vec<String>,
+    /// systemd's watchdog to feed ([`Watchdog::from_process_env`] in
+    /// `powerhose`; `None` by default): from the broker's loop, or with
+    /// `connect`, from the supervisor's.
+    ///
+    /// [`Watchdog::from_process_env`]: crate::sys::notify::Watchdog::from_process_env
+    pub watchdog: Option<crate::sys::notify::Watchdog>,
 }
 
 impl ClusterOptions {
@@ -80,6 +86,7 @@ impl ClusterOptions {
             curve: None,
             insecure: false,
             connect: Vec::new(),
+            watchdog: None,
         })
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::broker::Notice;
 use crate::error::{Error, Result};
 use crate::protocol::Control;
+use crate::sys::notify::{Watchdog, WATCHDOG_PID, WATCHDOG_USEC};
 use crate::syscall;
 use crate::wakeup::Wakeup;
 
@@ -37,6 +38,8 @@ impl Spawner {
             Some(path) => cmd.env(crate::sys::notify::NOTIFY_SOCKET, path),
             None => cmd.env_remove(crate::sys::notify::NOTIFY_SOCKET),
         };
+        // systemd's watchdog is the pool's, never a worker's.
+        cmd.env_remove(WATCHDOG_USEC).env_remove(WATCHDOG_PID);
         // SAFETY: prctl is async-signal-safe (and so is reading errno). Workers
         // must not outlive the supervisor thread (it is the one that forks
         // them), so a refusal fails the spawn. SIGKILL, not SIGTERM: the broker
@@ -84,8 +87,19 @@ pub(super) struct Supervisor {
     pub broker_stop: Wakeup,
     registry: Registry,
     pub broker: Option<JoinHandle<Result<()>>>,
+    /// systemd's watchdog, fed from this thread's loops when the pool has
+    /// no broker of its own (else the broker's loop feeds it).
+    pub watchdog: Option<Watchdog>,
     workers: Vec<Managed>,
     policy: RestartPolicy,
+}
+
+/// Sends `WATCHDOG=1` if due: from each turn of a supervisor loop,
+/// including the bounded waits of a start, a reload or a stop.
+fn pet(watchdog: &mut Option<Watchdog>) {
+    if let Some(watchdog) = watchdog.as_mut() {
+        watchdog.feed(Instant::now());
+    }
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -108,6 +122,7 @@ impl Supervisor {
             stop_grace: Duration::from_secs(10),
             broker_stop: Wakeup::new().expect("pipe"),
             broker: None,
+            watchdog: None,
             workers: Vec::new(),
             policy: RestartPolicy::new(),
         }
@@ -138,6 +153,7 @@ impl Supervisor {
             if Instant::now() >= deadline {
                 return Err(Error::WorkersDidNotRegister { waited: self.start_timeout });
             }
+            pet(&mut self.watchdog);
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -169,10 +185,12 @@ impl Supervisor {
                 }
             }
             self.top_up()?;
-            let timeout = self
-                .policy
-                .next_respawn()
-                .map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
+            pet(&mut self.watchdog);
+            let due = match (self.policy.next_respawn(), self.watchdog.as_ref().map(Watchdog::deadline)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = due.map_or(-1, |at| at.saturating_duration_since(Instant::now()).as_millis() as i64 + 1);
             let mut items = [stop.poll_item(), children.poll_item(), wake.poll_item()];
             crate::wakeup::poll(&mut items, timeout)?;
             if items[0].is_readable() {
@@ -273,6 +291,7 @@ impl Supervisor {
                     let _ = fresh.child.wait();
                     break Some("did not register in time".into());
                 }
+                pet(&mut self.watchdog);
                 std::thread::sleep(Duration::from_millis(10));
             };
             if let Some(why) = failed {
@@ -301,6 +320,7 @@ impl Supervisor {
                 let _ = w.child.wait();
                 break;
             }
+            pet(&mut self.watchdog);
             std::thread::sleep(Duration::from_millis(5));
         }
         self.workers.remove(i);
@@ -324,6 +344,7 @@ impl Supervisor {
                     let _ = w.child.wait();
                     break;
                 }
+                pet(&mut self.watchdog);
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
