@@ -48,6 +48,12 @@ impl ClusterBuilder {
             o.backend = b;
         })
     }
+    /// Runs no broker here: the workers serve the brokers at these back
+    /// endpoints (see [`ClusterOptions::connect`]).
+    pub fn connect(self, backends: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let backends: Vec<String> = backends.into_iter().map(Into::into).collect();
+        self.with(|o| o.connect = backends)
+    }
     /// Per-job time limit on the workers (`None`: no limit).
     pub fn job_timeout(self, timeout: Option<Duration>) -> Self {
         self.with(|o| {
