@@ -80,12 +80,16 @@ impl JobLoop<'_> {
             .collect();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
         let mut announced = false;
+        // --exit-on-broker-loss: only once a broker was had, and every one is lost.
+        let mut registered_once = false;
         let mut sockets = Link::lock(&self.link.sockets);
         loop {
             let retiring = self.retire_at.is_some_and(|at| Instant::now() >= at);
             if shutdown.requested() || retiring || self.link.unregistered.load(Ordering::Acquire) {
                 let why = if retiring { "max age reached" } else { "stop requested" };
-                return self.leave(sockets, &mut frames, why);
+                // Acknowledgements are awaited from the brokers that hear us.
+                let live: Vec<bool> = brokers.iter().map(|b| !b.lost).collect();
+                return self.leave(sockets, &mut frames, why, &live);
             }
             let now = Instant::now();
             for (i, broker) in brokers.iter_mut().enumerate() {
@@ -118,6 +122,7 @@ impl JobLoop<'_> {
                     // runs again, and the backoff grows until it answers.
                     if send_raw(socket, self.ready)? {
                         tracing::info!(backend = %self.options.backends[i], "registered with the broker");
+                        registered_once = true;
                         broker.lost = false;
                         self.link.heard(i);
                         self.link.peers[i].owes_ready.store(false, Ordering::Release);
@@ -132,7 +137,7 @@ impl JobLoop<'_> {
                     broker.backoff = (broker.backoff * 2).min(Duration::from_secs(32));
                 }
             }
-            if self.options.exit_on_broker_loss && brokers.iter().all(|b| b.lost) && now >= start + broker_timeout {
+            if self.options.exit_on_broker_loss && registered_once && brokers.iter().all(|b| b.lost) {
                 return Err(Error::Protocol(format!("no broker heard for {broker_timeout:?}; exiting as asked")));
             }
             if now >= next_heartbeat {
@@ -363,12 +368,18 @@ impl JobLoop<'_> {
 
     /// Unregisters, serves any job that crossed the DISCONNECT on the wire,
     /// and returns once the broker acknowledges (or stays silent too long).
-    fn leave<'s>(&'s self, mut sockets: Guard<'s>, frames: &mut Vec<zmq::Message>, why: &str) -> Result<()> {
+    fn leave<'s>(
+        &'s self,
+        mut sockets: Guard<'s>,
+        frames: &mut Vec<zmq::Message>,
+        why: &str,
+        live: &[bool],
+    ) -> Result<()> {
         self.link.flush_held(&sockets)?;
         self.link.unregister(&sockets)?;
         tracing::info!("{why}: unregistered, leaving");
         let deadline = Instant::now() + self.options.heartbeat_interval * self.options.liveness;
-        while !self.link.all_acked() {
+        while !self.link.all_acked(live) {
             let now = Instant::now();
             if now >= deadline {
                 tracing::warn!("no acknowledgement from every broker; leaving anyway");

@@ -198,9 +198,10 @@ impl Link {
         Ok(())
     }
 
-    /// Every broker acknowledged our DISCONNECT.
-    fn all_acked(&self) -> bool {
-        self.peers.iter().all(|p| p.acked.load(Ordering::Acquire))
+    /// Every broker in `live` acknowledged our DISCONNECT (one that does
+    /// not hear us cannot).
+    fn all_acked(&self, live: &[bool]) -> bool {
+        self.peers.iter().zip(live).all(|(p, &live)| !live || p.acked.load(Ordering::Acquire))
     }
 
     /// A `DISCONNECT` from broker `i`: the ack of ours, or it forgot us.
