@@ -284,6 +284,14 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
     },
+    /// The connection to a broker dropped while the request was on it (a
+    /// client of several brokers sees it at once), and the job allowed no
+    /// retry, or no more: the job may or may not have run.
+    #[error("the connection to broker {endpoint} dropped with the request in flight (it may have run; allow a retry to have it sent elsewhere)")]
+    BrokerLost {
+        /// The endpoint of the broker whose connection dropped.
+        endpoint: String,
+    },
 
     // --- benchmarks
     /// A handler called in-process (no worker around it) returned an error.

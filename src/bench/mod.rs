@@ -47,8 +47,10 @@ pub struct BenchOptions {
     pub mode: Mode,
     /// How long each measurement lasts.
     pub limit: Limit,
-    /// Measure against this running broker instead of starting a cluster.
-    pub frontend: Option<String>,
+    /// Measure against these running brokers instead of starting a cluster
+    /// (several: one client spreading the jobs over them, see
+    /// [`Client::connect_many`]).
+    pub frontend: Vec<String>,
     /// CURVE credentials for `frontend` (a broker started with `--curve-secret`).
     pub curve: Option<CurveClient>,
     /// Also measure the raw ZeroMQ floor on the same transport and payload.
@@ -273,7 +275,7 @@ pub fn drive(client: &Client, job: &JobRequest, mode: Mode, limit: Limit) -> Res
 
 /// Runs one configuration; `progress` gets a line per phase.
 pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Report> {
-    if options.curve.is_some() && options.frontend.is_none() {
+    if options.curve.is_some() && options.frontend.is_empty() {
         return Err(Error::BadFlag(
             "--curve-secret and --curve-server are for a running broker: give its --frontend too".into(),
         ));
@@ -297,9 +299,9 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
     progress(&format!("in-process, {} threads", options.workers));
     report.in_process_n_threads = measure::in_process(&plugin, &options.job, options.workers, options.limit)?;
 
-    let cluster = match &options.frontend {
-        Some(_) => None,
-        None => {
+    let cluster = match options.frontend.is_empty() {
+        false => None,
+        true => {
             progress(&format!("starting a broker and {} workers", options.workers));
             let io_cpu = options.io_cpu.map(|c| c.to_string());
             let io_args: Vec<&str> = io_cpu.as_deref().map(|c| vec!["--io-cpu", c]).unwrap_or_default();
@@ -315,13 +317,11 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
             )?)
         }
     };
-    let frontend =
-        options.frontend.clone().or_else(|| cluster.as_ref().map(|c| c.frontend.clone())).expect("one of them");
     // After the cluster started (its processes must not inherit the pin).
     let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
     let client = match &cluster {
         Some(c) => c.client()?,
-        None => Client::connect_with(&frontend, options.curve.as_ref())?,
+        None => Client::connect_many(&options.frontend, options.curve.as_ref())?,
     };
     progress(&format!("through the broker, {:?}", options.mode));
     let before = (procs::own_cpu_time(), cluster.as_ref().map(BenchCluster::cpu));

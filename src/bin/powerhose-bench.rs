@@ -41,9 +41,11 @@ struct Args {
     /// Jobs per measurement, instead of a duration.
     #[arg(long)]
     jobs: Option<u64>,
-    /// Measure against this running broker instead of starting a cluster.
+    /// Measure against this running broker instead of starting a cluster;
+    /// repeated, one client spreads the jobs over the brokers (a pipeline
+    /// streams to one at a time).
     #[arg(long)]
-    frontend: Option<String>,
+    frontend: Vec<String>,
     // With --frontend, a broker started with --curve-secret: this client's keys.
     #[command(flatten)]
     curve: cli::CurveClientArgs,

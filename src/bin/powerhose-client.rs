@@ -9,9 +9,11 @@ use powerhose::{cli, endpoint, Client, Error, JobRequest};
 #[derive(Parser, Debug)]
 #[command(version, about = "Send a job or a ping to a powerhose broker")]
 struct Args {
-    /// The broker's client endpoint [default: ipc://<runtime dir>/front.ipc]
+    /// The broker's client endpoint [default: ipc://<runtime dir>/front.ipc];
+    /// repeated, the job goes to one broker that answers, and to another if
+    /// that one is down (see the README's "Several brokers").
     #[arg(long, global = true)]
-    frontend: Option<String>,
+    frontend: Vec<String>,
     /// Seconds to wait for the answer.
     #[arg(long, global = true, default_value_t = 5.0)]
     timeout: f64,
@@ -57,12 +59,15 @@ enum Cmd {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let frontend = args.frontend.clone().map_or_else(endpoint::default_frontend, Ok)?;
+    let frontend = match args.frontend.is_empty() {
+        true => vec![endpoint::default_frontend()?],
+        false => args.frontend.clone(),
+    };
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| Error::BadFlag("--timeout must be a non-negative number of seconds".into()))?;
     let curve =
         cli::CurveClientArgs { curve_secret: args.curve_secret.clone(), curve_server: args.curve_server.clone() };
-    let client = Client::connect_with(&frontend, curve.credentials()?.as_ref())?;
+    let client = Client::connect_many(&frontend, curve.credentials()?.as_ref())?;
     match &args.command {
         Cmd::Run { data, headers, service, print_hex } => {
             let data = if data == "-" {

@@ -3,9 +3,12 @@
 //!
 //! One `Client` is `Send + Sync`: threads share it and keep many jobs in
 //! flight over its one DEALER socket (request ids; a REQ socket whose peer
-//! dies is stuck for good). See `mux` for how threads share the socket.
+//! dies is stuck for good). See `mux` for how threads share the socket, and
+//! `many` for a client of several brokers ([`Client::connect_many`]).
 
+mod failover;
 mod job;
+mod many;
 mod mux;
 
 use std::sync::Mutex;
@@ -15,16 +18,34 @@ pub use job::{JobRequest, TimeoutPolicy};
 
 use crate::auth::CurveClient;
 use crate::error::{Error, Result};
-use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, Control, Status, INLINE_MAX};
+use crate::protocol::{
+    encode_headers, encode_request_tail, Command, CommandFrame, Control, Status, BROKER_SEND_WAIT, INLINE_MAX,
+};
 use crate::status::BrokerStatus;
 use job::LateCounts;
 use mux::{Mux, Outcome, Reply};
 
-/// A connection to a broker's front socket.
+/// A connection to a broker's front socket, or to several brokers'.
 pub struct Client {
     endpoint: String,
-    mux: Mux,
+    route: Route,
     late: Mutex<LateCounts>,
+}
+
+// The single broker's Mux stays inline, not boxed: no indirection on the
+// benchmarked path; a client is one per application, not per request.
+#[allow(clippy::large_enum_variant)]
+enum Route {
+    /// One broker: the requests go straight to its socket.
+    One(Mux),
+    /// Several: spread over those up, and sent elsewhere when one is lost.
+    Many(many::Many),
+}
+
+/// One request, as [`Client::send`] takes it.
+enum Request<'a> {
+    Job(JobRequest, Duration),
+    Control(Command, &'a [u8]),
 }
 
 impl Client {
@@ -37,21 +58,88 @@ impl Client {
     /// `--curve-secret`; see [`CurveClient::from_files`]), or in plaintext
     /// with `None`.
     pub fn connect_with(endpoint: &str, curve: Option<&CurveClient>) -> Result<Client> {
-        Ok(Client { endpoint: endpoint.to_string(), mux: Mux::connect(endpoint, curve)?, late: Mutex::default() })
+        let route = Route::One(Mux::connect(endpoint, curve)?);
+        Ok(Client { endpoint: endpoint.to_string(), route, late: Mutex::default() })
     }
 
-    /// The broker endpoint this client was connected to.
+    /// Connects to several brokers (one alone is [`Client::connect_with`]).
+    /// Each request goes to the next broker that is up, in turn; a broker
+    /// whose connection drops, or that leaves a ping unanswered for
+    /// [`BROKER_SILENCE`](crate::protocol::BROKER_SILENCE), is skipped until
+    /// it answers again (pinged with a backoff). A request that cannot be
+    /// sent goes to another broker; one whose broker's connection drops
+    /// while it is there is answered [`Error::BrokerLost`] at once, or, if
+    /// the job allows a retry ([`JobRequest::retry`]), sent to another broker
+    /// with one retry fewer. Delivery is therefore at most once without a
+    /// retry and at least once with one.
+    ///
+    /// Control commands (`ping`, `status`, `workers`, ...) go to one broker
+    /// that is up. [`Client::execute_many`] sends its jobs to one broker, and
+    /// a [`Client::pipeline`] streams to one broker at a time (the next when
+    /// it is lost); requests spread over the brokers from call to call.
+    pub fn connect_many(endpoints: &[impl AsRef<str>], curve: Option<&CurveClient>) -> Result<Client> {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
+        match endpoints.as_slice() {
+            [] => Err(Error::BadFlag("a client needs at least one broker endpoint".into())),
+            [one] => Client::connect_with(one, curve),
+            _ => {
+                let endpoint = endpoints[0].clone();
+                let route = Route::Many(many::Many::connect(&endpoints, curve)?);
+                Ok(Client { endpoint, route, late: Mutex::default() })
+            }
+        }
+    }
+
+    /// The broker endpoint this client was connected to (the first one, for
+    /// a client of several).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Every broker endpoint this client uses.
+    pub fn endpoints(&self) -> Vec<&str> {
+        match &self.route {
+            Route::One(_) => vec![self.endpoint.as_str()],
+            Route::Many(many) => many.brokers().iter().map(|b| b.endpoint.as_str()).collect(),
+        }
+    }
+
+    /// Sends one request and waits for its outcome until `deadline`; returns
+    /// it with the endpoint of the broker it came from.
+    fn send(&self, request: Request, deadline: Instant) -> Result<(Outcome, &str)> {
+        match &self.route {
+            Route::One(mux) => {
+                let id = mux.next_id();
+                let frames = match request {
+                    Request::Job(job, timeout) => request_frames(id, job, timeout),
+                    Request::Control(command, tail) => vec![CommandFrame::new(command, id, 0, tail).encode().into()],
+                };
+                let outcome = mux.call(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome");
+                Ok((outcome, &self.endpoint))
+            }
+            Route::Many(many) => {
+                let (i, outcome) = match request {
+                    Request::Job(job, timeout) => {
+                        let retries = job_retries(&job);
+                        let mut make = |id, left| request_frames(id, with_retries(job.clone(), left), timeout);
+                        many.call(&mut make, retries, deadline)?
+                    }
+                    Request::Control(command, tail) => {
+                        let mut make = |id, _| vec![CommandFrame::new(command, id, 0, tail).encode().into()];
+                        many.call(&mut make, 0, deadline)?
+                    }
+                };
+                Ok((outcome, &many.brokers()[i].endpoint))
+            }
+        }
     }
 
     /// Runs one job and returns its result, or a typed error: the handler's
     /// message ([`Error::Handler`]), [`Error::Timeout`], [`Error::NoWorker`],
     /// [`Error::BrokerUnreachable`], ...
     pub fn execute(&self, job: impl Into<JobRequest>, timeout: Duration) -> Result<Vec<u8>> {
-        let id = self.mux.next_id();
-        let outcome = self.mux.call(vec![(id, request_frames(id, job.into(), timeout))], Instant::now() + timeout)?;
-        self.result(outcome.into_iter().next().expect("one outcome"), timeout)
+        let (outcome, endpoint) = self.send(Request::Job(job.into(), timeout), Instant::now() + timeout)?;
+        self.result(outcome, timeout, endpoint)
     }
 
     /// Runs many jobs at once (all in flight together) and returns their
@@ -61,17 +149,68 @@ impl Client {
         jobs: impl IntoIterator<Item = J>,
         timeout: Duration,
     ) -> Vec<Result<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        let mux = match &self.route {
+            Route::One(mux) => mux,
+            Route::Many(many) => return self.execute_many_over(many, jobs, deadline, timeout),
+        };
         let requests: Vec<_> = jobs
             .into_iter()
             .map(|job| {
-                let id = self.mux.next_id();
+                let id = mux.next_id();
                 (id, request_frames(id, job.into(), timeout))
             })
             .collect();
-        match self.mux.call(requests, Instant::now() + timeout) {
-            Ok(outcomes) => outcomes.into_iter().map(|o| self.result(o, timeout)).collect(),
+        match mux.call(requests, deadline) {
+            Ok(outcomes) => outcomes.into_iter().map(|o| self.result(o, timeout, &self.endpoint)).collect(),
             Err(e) => vec![Err(e)],
         }
+    }
+
+    /// [`Self::execute_many`] over several brokers: all the jobs to one, and
+    /// those it could not take or lost one by one to the others.
+    fn execute_many_over<J: Into<JobRequest>>(
+        &self,
+        many: &many::Many,
+        jobs: impl IntoIterator<Item = J>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Vec<Result<Vec<u8>>> {
+        let jobs: Vec<JobRequest> = jobs.into_iter().map(Into::into).collect();
+        let i = many.pick();
+        let mux = &many.brokers()[i].mux;
+        let requests: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let id = mux.next_id();
+                (id, request_frames(id, job.clone(), timeout))
+            })
+            .collect();
+        let outcomes = match mux.call_within(requests, deadline, (Instant::now() + BROKER_SEND_WAIT).min(deadline)) {
+            Ok(outcomes) => outcomes,
+            Err(e) => return vec![Err(e)],
+        };
+        many.report(i, &outcomes);
+        outcomes
+            .into_iter()
+            .zip(jobs)
+            .map(|(outcome, job)| match outcome {
+                Outcome::Unreachable | Outcome::Lost => {
+                    // Not sent: as it is; lost: only if it allows a retry, with one fewer.
+                    let retries = job_retries(&job);
+                    let job = match outcome {
+                        Outcome::Lost if retries == 0 => {
+                            return Err(Error::BrokerLost { endpoint: many.brokers()[i].endpoint.clone() })
+                        }
+                        Outcome::Lost => with_retries(job, retries - 1),
+                        _ => job,
+                    };
+                    let (outcome, endpoint) = self.send(Request::Job(job, timeout), deadline)?;
+                    self.result(outcome, timeout, endpoint)
+                }
+                outcome => self.result(outcome, timeout, &many.brokers()[i].endpoint),
+            })
+            .collect()
     }
 
     /// Streams jobs through the broker keeping up to `window` in flight (a
@@ -84,6 +223,15 @@ impl Client {
         timeout: Duration,
         mut done: impl FnMut(usize, Result<Vec<u8>>),
     ) -> Result<()> {
+        let mux = match &self.route {
+            Route::One(mux) => mux,
+            Route::Many(many) => {
+                let jobs = jobs.into_iter().map(Into::into).enumerate();
+                return many.pipeline(jobs, window.max(1), timeout, |i, o, b| {
+                    done(i, self.result(o, timeout, &many.brokers()[b].endpoint))
+                });
+            }
+        };
         let mut jobs = jobs.into_iter().enumerate();
         let index_of = std::cell::RefCell::new(std::collections::HashMap::with_capacity(window));
         let next = |id: u64| {
@@ -91,9 +239,9 @@ impl Client {
             index_of.borrow_mut().insert(id, index);
             Some(request_frames(id, job.into(), timeout))
         };
-        self.mux.pipeline(next, window.max(1), timeout, |id, outcome| {
+        mux.pipeline(next, window.max(1), timeout, |id, outcome| {
             let index = index_of.borrow_mut().remove(&id).expect("an id this pipeline sent");
-            done(index, self.result(outcome, timeout));
+            done(index, self.result(outcome, timeout, &self.endpoint));
         })
     }
 
@@ -101,13 +249,12 @@ impl Client {
     pub fn execute_with_policy(&self, job: impl Into<JobRequest>, policy: &TimeoutPolicy) -> Result<Vec<u8>> {
         let start = Instant::now();
         let limit = policy.max_overflow.max(policy.timeout);
-        let id = self.mux.next_id();
-        let outcome = self.mux.call(vec![(id, request_frames(id, job.into(), limit))], start + limit)?;
-        let pid = match &outcome[0] {
+        let (outcome, endpoint) = self.send(Request::Job(job.into(), limit), start + limit)?;
+        let pid = match &outcome {
             Outcome::Reply(reply) if reply.status == Status::Ok => Some(reply.pid),
             _ => None,
         };
-        let result = self.result(outcome.into_iter().next().expect("one outcome"), limit);
+        let result = self.result(outcome, limit, endpoint);
         if let Some(pid) = pid {
             let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
             if !late.accept(policy, pid, start.elapsed()) {
@@ -155,20 +302,21 @@ impl Client {
     }
 
     fn control(&self, command: Command, tail: &[u8], timeout: Duration) -> Result<Reply> {
-        let id = self.mux.next_id();
-        let frames = vec![CommandFrame::new(command, id, 0, tail).encode().into()];
-        match self.mux.call(vec![(id, frames)], Instant::now() + timeout)?.into_iter().next() {
-            Some(Outcome::Reply(reply)) => Ok(reply),
-            Some(Outcome::Timeout) => Err(Error::Timeout(timeout)),
-            _ => Err(self.unreachable(timeout)),
+        match self.send(Request::Control(command, tail), Instant::now() + timeout)? {
+            (Outcome::Reply(reply), _) => Ok(reply),
+            (Outcome::Timeout, _) => Err(Error::Timeout(timeout)),
+            (Outcome::Lost, endpoint) => Err(Error::BrokerLost { endpoint: endpoint.to_string() }),
+            (Outcome::Unreachable, _) => Err(self.unreachable(timeout)),
         }
     }
 
-    fn result(&self, outcome: Outcome, timeout: Duration) -> Result<Vec<u8>> {
+    /// The typed result of an outcome from the broker at `endpoint`.
+    fn result(&self, outcome: Outcome, timeout: Duration, endpoint: &str) -> Result<Vec<u8>> {
         let reply = match outcome {
             Outcome::Reply(reply) => reply,
             Outcome::Timeout => return Err(Error::Timeout(timeout)),
             Outcome::Unreachable => return Err(self.unreachable(timeout)),
+            Outcome::Lost => return Err(Error::BrokerLost { endpoint: endpoint.to_string() }),
         };
         let text = || String::from_utf8_lossy(reply.body()).into_owned();
         match reply.status {
@@ -184,8 +332,25 @@ impl Client {
     }
 
     fn unreachable(&self, waited: Duration) -> Error {
-        Error::BrokerUnreachable { endpoint: self.endpoint.clone(), waited }
+        let endpoint = match &self.route {
+            Route::One(_) => self.endpoint.clone(),
+            Route::Many(many) => many.endpoints(),
+        };
+        Error::BrokerUnreachable { endpoint, waited }
     }
+}
+
+/// The retries a job allows (its last `retry` header), 0 without one.
+fn job_retries(job: &JobRequest) -> u32 {
+    job.headers.iter().rev().find(|(n, _)| n == "retry").and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The job with its `retry` header set to `n` (unchanged if it has none to lower).
+fn with_retries(mut job: JobRequest, n: u32) -> JobRequest {
+    if let Some((_, v)) = job.headers.iter_mut().rev().find(|(name, _)| name == "retry") {
+        *v = n.to_string();
+    }
+    job
 }
 
 fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Message> {

@@ -100,6 +100,27 @@ pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two dials of an unconnected socket.
 pub const REDIAL_MAX: Duration = Duration::from_secs(8);
 
+/// A client of several brokers pings a broker it has not heard from for
+/// this long (any answer counts), to learn whether it still answers...
+pub const BROKER_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// ... and counts it as down if that ping is not answered within this (a
+/// broker answers pings itself, whatever its workers do): new requests
+/// skip a silent broker within `BROKER_PROBE_INTERVAL + BROKER_SILENCE`.
+pub const BROKER_SILENCE: Duration = Duration::from_secs(1);
+
+/// A request that a client of several brokers could not send to the one
+/// it picked (no connection) within this goes to another one instead.
+pub const BROKER_SEND_WAIT: Duration = Duration::from_millis(200);
+
+/// A broker counted as down is pinged again after this, the wait doubling
+/// while it stays down, up to [`BROKER_RETRY_MAX`]; its socket connecting
+/// again has it pinged at once.
+pub const BROKER_RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest wait between two pings of a broker that is down.
+pub const BROKER_RETRY_MAX: Duration = Duration::from_secs(2);
+
 // The contract holds together, checked when it compiles.
 const _: () = {
     assert!(MAX_HELD >= 1 && MAX_HELD < MAX_PREFETCH, "a worker holding answers still has work ahead");
@@ -112,4 +133,10 @@ const _: () = {
     assert!(ACCEPT_BACKOFF_MIN.as_millis() < ACCEPT_BACKOFF_MAX.as_millis(), "the backoff grows");
     assert!(MAX_MESSAGE_HARD_FACTOR >= 2, "a message just over the limit is read, so it can be answered");
     assert!(ALLOW_LIST_SCAN.as_millis() < 2000, "a revoked key is dropped within 2 s");
+    assert!(
+        BROKER_PROBE_INTERVAL.as_millis() + BROKER_SILENCE.as_millis() <= 2000,
+        "a silent broker is skipped within 2 s"
+    );
+    assert!(BROKER_RETRY_FIRST.as_millis() <= BROKER_RETRY_MAX.as_millis(), "the backoff grows");
+    assert!(BROKER_RETRY_MAX.as_millis() < 5000, "a broker back is used again within 5 s");
 };

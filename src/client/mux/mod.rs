@@ -23,6 +23,9 @@ use crate::wakeup::Wakeup;
 
 mod stream;
 
+/// The shortest wait when looking again for a connection before `send_by`.
+const WAKE_GRAIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A reply as it came from the broker: its body is `frame[body]` (the body
 /// frame, or the end of an inline REPLY frame: kept there, not copied).
 pub(crate) struct Reply {
@@ -45,12 +48,17 @@ pub(crate) enum Outcome {
     Timeout,
     /// Never sent (no connection), or the connection is gone.
     Unreachable,
+    /// Sent, then the connection dropped before the reply came (see
+    /// [`Mux::fail_sent`]): the broker may or may not have run it.
+    Lost,
 }
 
 struct Slot {
     thread: Thread,
     reply: Option<Reply>,
     sent: bool,
+    /// Its connection dropped after it was sent ([`Mux::fail_sent`]).
+    lost: bool,
 }
 
 #[derive(Default)]
@@ -69,6 +77,8 @@ pub(crate) struct Mux {
     /// Pipelines waiting for the socket: a leader yields it to them, and
     /// callers leave it to them.
     pipelines_waiting: AtomicUsize,
+    /// Bumped by [`Mux::fail_sent`]: a pipeline's requests in flight are lost.
+    lost_epoch: AtomicU64,
     /// Dials again when unconnected for a while (see [`crate::redial`]).
     redial: Mutex<crate::redial::Redial>,
     _ctx: zmq::Context,
@@ -94,6 +104,7 @@ impl Mux {
             connected: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             pipelines_waiting: AtomicUsize::new(0),
+            lost_epoch: AtomicU64::new(0),
             redial: Mutex::new(crate::redial::Redial::new(endpoint, std::time::Instant::now())),
             _ctx: ctx,
         })
@@ -109,11 +120,23 @@ impl Mux {
 
     /// Sends every request (id, frames) and waits for their replies until `deadline`.
     pub(crate) fn call(&self, requests: Vec<(u64, Vec<zmq::Message>)>, deadline: Instant) -> Result<Vec<Outcome>> {
+        self.call_within(requests, deadline, deadline)
+    }
+
+    /// [`Self::call`], but requests still unsent (no connection) at
+    /// `send_by` are withdrawn then and reported `Unreachable`, so a client
+    /// of several brokers can send them elsewhere.
+    pub(crate) fn call_within(
+        &self,
+        requests: Vec<(u64, Vec<zmq::Message>)>,
+        deadline: Instant,
+        send_by: Instant,
+    ) -> Result<Vec<Outcome>> {
         let ids: Vec<u64> = requests.iter().map(|(id, _)| *id).collect();
         {
             let mut pending = self.pending();
             for &id in &ids {
-                pending.slots.insert(id, Slot { thread: thread::current(), reply: None, sent: false });
+                pending.slots.insert(id, Slot { thread: thread::current(), reply: None, sent: false, lost: false });
             }
             pending.outbox.extend(requests);
         }
@@ -134,7 +157,7 @@ impl Mux {
             };
             if let Some(socket) = acquired {
                 led = true;
-                match self.lead(&socket, &ids, deadline) {
+                match self.lead(&socket, &ids, deadline, send_by) {
                     // Yielded to a pipeline, which delivers our replies.
                     Ok(true) => woke = true,
                     done => break done.map(drop),
@@ -145,10 +168,11 @@ impl Mux {
                 woke = true;
             }
             let now = Instant::now();
-            if now >= deadline || self.answered(&ids) == ids.len() {
+            if now >= deadline || self.answered(&ids) == ids.len() || self.gave_up_sending(&ids, now, send_by) {
                 break Ok(());
             }
-            thread::park_timeout(deadline - now);
+            let until = if send_by < deadline { send_by.max(now + WAKE_GRAIN) } else { deadline };
+            thread::park_timeout(until.min(deadline) - now);
         };
         let mut pending = self.pending();
         let connected = self.connected.load(Ordering::Acquire);
@@ -158,6 +182,7 @@ impl Mux {
                 let slot = pending.slots.remove(id).expect("own slot");
                 match slot.reply {
                     Some(reply) => Outcome::Reply(reply),
+                    None if slot.lost => Outcome::Lost,
                     None if slot.sent && connected => Outcome::Timeout,
                     None => Outcome::Unreachable,
                 }
@@ -182,15 +207,55 @@ impl Mux {
         }
     }
 
+    /// Answered or lost: nothing more to wait for.
     fn answered(&self, ids: &[u64]) -> usize {
         let pending = self.pending();
-        ids.iter().filter(|id| pending.slots.get(id).is_some_and(|s| s.reply.is_some())).count()
+        ids.iter().filter(|id| pending.slots.get(id).is_some_and(|s| s.reply.is_some() || s.lost)).count()
+    }
+
+    /// Whether `send_by` has passed with some of `ids` still unsent (only
+    /// ever true for a [`Self::call_within`] with a `send_by` of its own).
+    fn gave_up_sending(&self, ids: &[u64], now: Instant, send_by: Instant) -> bool {
+        if now < send_by {
+            return false;
+        }
+        let pending = self.pending();
+        ids.iter().any(|id| pending.slots.get(id).is_some_and(|s| !s.sent))
+    }
+
+    /// The connection dropped (a socket monitor saw it): every request sent
+    /// and not yet answered is lost, since libzmq drops what was queued on a
+    /// connection that ends and the broker, if it restarts, knows none of
+    /// them. Their callers are woken at once instead of waiting for their
+    /// deadlines; a pipeline ends its stream.
+    pub(crate) fn fail_sent(&self) {
+        let mut pending = self.pending();
+        for slot in pending.slots.values_mut().filter(|s| s.sent && s.reply.is_none() && !s.lost) {
+            slot.lost = true;
+            slot.thread.unpark();
+        }
+        drop(pending);
+        self.lost_epoch.fetch_add(1, Ordering::AcqRel);
+        // The leader may be one of them, polling the socket.
+        self.wake.trigger();
+    }
+
+    /// Starts a socket monitor on connections made and dropped; returns the
+    /// socket its events arrive on (see [`crate::client::many`]).
+    pub(crate) fn monitor(&self, name: &str) -> Result<zmq::Socket> {
+        let addr = format!("inproc://powerhose-monitor-{name}");
+        let events = zmq::SocketEvent::DISCONNECTED as i32 | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32;
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        socket.monitor(&addr, events).map_err(Error::zmq("monitoring the client socket"))?;
+        let events = self._ctx.socket(zmq::PAIR).map_err(Error::zmq("creating the monitor socket"))?;
+        events.connect(&addr).map_err(Error::zmq("connecting the monitor socket"))?;
+        Ok(events)
     }
 
     /// The leader's loop: send queued requests, deliver replies, until all of
     /// `mine` are answered or the deadline passes (false), or a pipeline
     /// wants the socket (true: `mine` may still wait for replies).
-    fn lead(&self, socket: &zmq::Socket, mine: &[u64], deadline: Instant) -> Result<bool> {
+    fn lead(&self, socket: &zmq::Socket, mine: &[u64], deadline: Instant, send_by: Instant) -> Result<bool> {
         let me = thread::current().id();
         let mut remaining = mine.len() - self.answered(mine);
         loop {
@@ -202,15 +267,18 @@ impl Mux {
                 return Ok(true);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || (queued && self.gave_up_sending(mine, now, send_by)) {
                 return Ok(false);
             }
             let events = if queued { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
             let mut items = [socket.as_poll_item(events), self.wake.poll_item()];
-            let wait = (deadline - now).as_millis() as i64 + 1;
+            let until = if queued && send_by < deadline { send_by.max(now + WAKE_GRAIN) } else { deadline };
+            let wait = (until - now).as_millis() as i64 + 1;
             crate::wakeup::poll(&mut items, wait)?;
             if items[1].is_readable() {
                 self.wake.clear();
+                // Some of ours may have been lost meanwhile (fail_sent).
+                remaining = mine.len() - self.answered(mine);
             }
             if items[0].is_readable() {
                 remaining -= self.receive(socket, me)?;
@@ -309,8 +377,9 @@ impl Mux {
     /// Puts a reply in its slot; true if the slot is the calling thread's.
     fn deliver(&self, id: u64, reply: Reply, me: thread::ThreadId) -> bool {
         let mut pending = self.pending();
-        // No slot: a late answer to a request its caller gave up on.
-        let Some(slot) = pending.slots.get_mut(&id).filter(|s| s.reply.is_none()) else { return false };
+        // No slot: a late answer to a request its caller gave up on (or
+        // counted as lost, and perhaps sent elsewhere already).
+        let Some(slot) = pending.slots.get_mut(&id).filter(|s| s.reply.is_none() && !s.lost) else { return false };
         slot.reply = Some(reply);
         if slot.thread.id() == me {
             true

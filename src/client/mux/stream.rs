@@ -16,17 +16,32 @@ impl Mux {
     /// `timeout`. Holds the socket throughout, serving other callers too.
     pub(crate) fn pipeline(
         &self,
+        next: impl FnMut(u64) -> Option<Vec<zmq::Message>>,
+        window: usize,
+        timeout: Duration,
+        done: impl FnMut(u64, Outcome),
+    ) -> Result<()> {
+        self.pipeline_within(next, window, timeout, None, done).map(drop)
+    }
+
+    /// [`Self::pipeline`] for a client of several brokers: it stops early
+    /// (true) when the connection drops (requests in flight are reported
+    /// `Lost`) or when, with nothing in flight, there has been no connection
+    /// for `send_wait`; the caller goes on with the rest elsewhere.
+    pub(crate) fn pipeline_within(
+        &self,
         mut next: impl FnMut(u64) -> Option<Vec<zmq::Message>>,
         window: usize,
         timeout: Duration,
+        send_wait: Option<Duration>,
         mut done: impl FnMut(u64, Outcome),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.pipelines_waiting.fetch_add(1, Ordering::AcqRel);
         // A leader serving calls polls this pipe: it yields the socket.
         self.wake.trigger();
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         self.pipelines_waiting.fetch_sub(1, Ordering::AcqRel);
-        let result = self.stream(&socket, &mut next, window, timeout, &mut done);
+        let result = self.stream(&socket, &mut next, window, timeout, send_wait, &mut done);
         // On every path, errors included: callers parked meanwhile take over.
         drop(socket);
         self.hand_over();
@@ -39,9 +54,13 @@ impl Mux {
         next: &mut impl FnMut(u64) -> Option<Vec<zmq::Message>>,
         window: usize,
         timeout: Duration,
+        send_wait: Option<Duration>,
         done: &mut impl FnMut(u64, Outcome),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let me = thread::current().id();
+        let epoch = self.lost_epoch.load(Ordering::Acquire);
+        let mut unconnected_since: Option<Instant> = None;
+        let mut stopped = false;
         // Sent ids in order; all share one timeout, so deadlines are ordered too.
         let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(window);
         let mut order: VecDeque<u64> = VecDeque::with_capacity(window);
@@ -82,7 +101,14 @@ impl Mux {
                 }
             }
             if exhausted && in_flight.is_empty() {
-                return Ok(());
+                return Ok(stopped);
+            }
+            if let Some(wait) = send_wait.filter(|_| !connected && in_flight.is_empty()) {
+                if now.duration_since(*unconnected_since.get_or_insert(now)) >= wait {
+                    return Ok(true);
+                }
+            } else {
+                unconnected_since = None;
             }
             let wait = match (order.front().and_then(|id| in_flight.get(id)), connected) {
                 (Some(deadline), _) => deadline.saturating_duration_since(now).as_millis() as i64 + 1,
@@ -94,6 +120,17 @@ impl Mux {
             crate::wakeup::poll(&mut items, wait)?;
             if items[1].is_readable() {
                 self.wake.clear();
+                if self.lost_epoch.load(Ordering::Acquire) != epoch && !stopped {
+                    // The connection dropped: what is in flight will never be answered.
+                    stopped = true;
+                    exhausted = true;
+                    for id in order.drain(..) {
+                        if in_flight.remove(&id).is_some() {
+                            done(id, Outcome::Lost);
+                        }
+                    }
+                    continue;
+                }
             }
             if items[0].is_readable() {
                 while let Some((id, reply)) = self.recv_reply(socket)? {
