@@ -10,21 +10,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::hostload::{Load, JOB_TIMEOUT};
 use common::net::{DelayProxy, Host, Net};
 use common::pki::{path, Pki};
 use common::*;
-use powerhose::auth::CurveClient;
 use powerhose::{Client, JobRequest};
 
 const T: Duration = Duration::from_secs(10);
-/// Each request's timeout under load.
-const JOB_TIMEOUT: Duration = Duration::from_secs(4);
-/// An answer later than its timeout by more than this is a hang.
-const SLACK: Duration = Duration::from_millis(500);
 
 struct Cluster {
     net: Net,
@@ -84,6 +78,11 @@ impl Cluster {
         self.host("c").enter(move || f(front)).join().unwrap()
     }
 
+    /// Load from the client host.
+    fn load(&self, job: fn() -> JobRequest) -> Load {
+        Load::start(self.host("c"), vec![self.front.clone()], self.pki.credentials("app"), job)
+    }
+
     /// The operator's view of the registered workers' pids, from the client host.
     fn registered(&self) -> Vec<u32> {
         let op = self.pki.credentials("op");
@@ -94,97 +93,6 @@ impl Cluster {
     }
 }
 
-/// What a load run saw: answers by outcome, and the latest answer past its
-/// request's timeout.
-#[derive(Debug, Default)]
-struct Seen {
-    ok: usize,
-    failed: Vec<String>,
-    worst_overrun: Duration,
-}
-
-impl Seen {
-    fn record(&mut self, sent: Instant, result: powerhose::Result<Vec<u8>>) {
-        let took = sent.elapsed();
-        self.worst_overrun = self.worst_overrun.max(took.saturating_sub(JOB_TIMEOUT));
-        match result {
-            Ok(_) => self.ok += 1,
-            Err(e) => self.failed.push(e.to_string()),
-        }
-    }
-}
-
-/// 4 callers and a pipelined client (window 16) on the client host, until
-/// `stop`; `job` makes each request.
-fn load(cluster: &Cluster, job: fn() -> JobRequest) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (front, curve) = (cluster.front.clone(), cluster.pki.credentials("app"));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop2, seen2) = (stop.clone(), seen.clone());
-    let handle = cluster.host("c").enter(move || {
-        let client = Arc::new(Client::connect_with(&front, Some(&curve)).unwrap());
-        client.ping(T).unwrap();
-        let mut threads = Vec::new();
-        for _ in 0..4 {
-            let (client, stop, seen) = (client.clone(), stop2.clone(), seen2.clone());
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    let result = client.execute(job(), JOB_TIMEOUT);
-                    seen.lock().unwrap().record(sent, result);
-                }
-            }));
-        }
-        let (stop, seen) = (stop2.clone(), seen2.clone());
-        threads.push(std::thread::spawn(move || {
-            let pipelined = pipelined_client(&front, &curve);
-            let sent = Mutex::new(Vec::new());
-            let jobs = std::iter::from_fn(|| {
-                (!stop.load(Ordering::Relaxed)).then(|| {
-                    sent.lock().unwrap().push(Instant::now());
-                    job()
-                })
-            });
-            pipelined
-                .pipeline(jobs, 16, JOB_TIMEOUT, |i, result| {
-                    seen.lock().unwrap().record(sent.lock().unwrap()[i], result)
-                })
-                .unwrap();
-        }));
-        for t in threads {
-            t.join().unwrap();
-        }
-        std::mem::take(&mut *seen2.lock().unwrap())
-    });
-    Load { stop, seen, handle }
-}
-
-/// A load running on the client host.
-struct Load {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Seen>>,
-    handle: std::thread::JoinHandle<Seen>,
-}
-
-impl Load {
-    /// Waits (bounded) until `n` more answers came in.
-    fn wait_answers(&self, n: usize) {
-        let start = { self.seen.lock().unwrap().ok };
-        wait_until(&format!("{n} answers"), T, || self.seen.lock().unwrap().ok >= start + n);
-    }
-}
-
-fn pipelined_client(front: &str, curve: &CurveClient) -> Client {
-    Client::connect_with(front, Some(curve)).unwrap()
-}
-
-fn finish(load: Load) -> Seen {
-    load.stop.store(true, Ordering::Relaxed);
-    let seen = load.handle.join().unwrap();
-    assert!(seen.worst_overrun <= SLACK, "an answer came {:?} after its timeout", seen.worst_overrun);
-    seen
-}
-
 fn short_retried_job() -> JobRequest {
     JobRequest::new("").header("action", "sleep").header("ms", "20").retry(2)
 }
@@ -193,7 +101,7 @@ fn short_retried_job() -> JobRequest {
 fn a_worker_hosts_link_cut_for_5_s_costs_no_retried_job_and_it_comes_back() {
     let cluster = Cluster::start(&["w1", "w2"]);
     let w1_pid = cluster.workers[0].1.pid();
-    let running = load(&cluster, short_retried_job);
+    let running = cluster.load(short_retried_job);
     running.wait_answers(50);
     cluster.net.cut("w1");
     wait_until("w1 dropped by the broker", T, || !cluster.registered().contains(&w1_pid));
@@ -202,7 +110,7 @@ fn a_worker_hosts_link_cut_for_5_s_costs_no_retried_job_and_it_comes_back() {
     let back = Instant::now();
     wait_until("w1 registered again", T, || cluster.registered().contains(&w1_pid));
     let rejoined = back.elapsed();
-    let seen = finish(running);
+    let seen = running.finish();
     assert!(seen.failed.is_empty(), "{} failed: {:?}", seen.failed.len(), &seen.failed[..seen.failed.len().min(5)]);
     assert!(rejoined < Duration::from_secs(3), "w1 back {rejoined:?} after its link");
     eprintln!("link cut: {} answered, none failed; w1 back {rejoined:?} after its link", seen.ok);
@@ -211,13 +119,13 @@ fn a_worker_hosts_link_cut_for_5_s_costs_no_retried_job_and_it_comes_back() {
 #[test]
 fn a_worker_host_killed_outright_loses_no_retried_job() {
     let cluster = Cluster::start(&["w1", "w2"]);
-    let running = load(&cluster, short_retried_job);
+    let running = cluster.load(short_retried_job);
     running.wait_answers(50);
     cluster.net.kill_host("w2");
     let w2_pid = cluster.workers[1].1.pid();
     wait_until("w2 dropped", T, || !cluster.registered().contains(&w2_pid));
     running.wait_answers(50);
-    let seen = finish(running);
+    let seen = running.finish();
     assert!(seen.failed.is_empty(), "{} failed: {:?}", seen.failed.len(), &seen.failed[..seen.failed.len().min(5)]);
     assert!(seen.ok > 0);
 }
@@ -225,11 +133,11 @@ fn a_worker_host_killed_outright_loses_no_retried_job() {
 #[test]
 fn a_broker_cut_off_from_every_worker_answers_each_job_by_its_deadline() {
     let cluster = Cluster::start(&["w1"]);
-    let running = load(&cluster, || JobRequest::new("").header("action", "sleep").header("ms", "20"));
+    let running = cluster.load(|| JobRequest::new("").header("action", "sleep").header("ms", "20"));
     running.wait_answers(50);
     cluster.net.cut("w1");
     std::thread::sleep(JOB_TIMEOUT * 2); // jobs queue with no worker: each must be answered
-    let seen = finish(running);
+    let seen = running.finish();
     // The cut cost its in-flight jobs (no retry asked) and the queued ones
     // got NoWorker or the broker's TIMEOUT: answered by the broker, never
     // left to the client's own timeout ("no answer within").

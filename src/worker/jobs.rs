@@ -25,6 +25,9 @@ pub(super) struct JobLoop<'a> {
     /// Moving average of the handler's run time, to judge whether a held
     /// result can wait for the next job.
     pub(super) expected_us: Cell<f64>,
+    /// The broker whose socket is read first next time: each in turn, so
+    /// that none is served ahead of the others when several send.
+    pub(super) turn: Cell<usize>,
 }
 
 /// A job as it reached the job thread.
@@ -62,13 +65,15 @@ struct Registering {
     backoff: Duration,
     next_ready: Instant,
     redial: crate::redial::Redial,
+    /// When it is due a heartbeat (anything sent to it counts: a RESULT
+    /// postpones it).
+    next_heartbeat: Instant,
 }
 
 impl JobLoop<'_> {
     pub(super) fn run(&self, shutdown: &Wakeup) -> Result<()> {
         let interval = self.options.heartbeat_interval;
         let broker_timeout = interval * self.options.liveness;
-        let mut next_heartbeat = Instant::now() + interval;
         let start = Instant::now();
         let mut brokers: Vec<Registering> = (self.options.backends.iter())
             .map(|b| Registering {
@@ -76,6 +81,7 @@ impl JobLoop<'_> {
                 backoff: interval,
                 next_ready: start,
                 redial: crate::redial::Redial::new(b, start),
+                next_heartbeat: start + interval,
             })
             .collect();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
@@ -140,13 +146,22 @@ impl JobLoop<'_> {
             if self.options.exit_on_broker_loss && registered_once && brokers.iter().all(|b| b.lost) {
                 return Err(Error::Protocol(format!("no broker heard for {broker_timeout:?}; exiting as asked")));
             }
-            if now >= next_heartbeat {
-                for socket in sockets.iter() {
-                    send(socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
+            for (i, broker) in brokers.iter_mut().enumerate() {
+                if now >= broker.next_heartbeat {
+                    send(&sockets[i], CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
+                    broker.next_heartbeat = now + interval;
                 }
-                next_heartbeat = now + interval;
             }
-            let mut wake = next_heartbeat;
+            // Serving one broker must not starve the others of heartbeats
+            // or of the check for their silence: the reading below stops
+            // for this, then goes on.
+            let mut chores = brokers.iter().map(|b| b.next_heartbeat).min().unwrap_or(now + interval);
+            for (i, broker) in brokers.iter().enumerate() {
+                if !broker.lost {
+                    chores = chores.min(self.link.last_heard(i).unwrap_or(now) + broker_timeout);
+                }
+            }
+            let mut wake = chores;
             let mut items = Vec::with_capacity(sockets.len() + 1);
             for (i, broker) in brokers.iter().enumerate() {
                 let connected = sockets[i].get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
@@ -166,7 +181,13 @@ impl JobLoop<'_> {
                 wake = wake.min(at);
             }
             items.push(shutdown.poll_item());
-            crate::wakeup::poll(&mut items, wake.saturating_duration_since(now).as_millis() as i64 + 1)?;
+            // Messages already read (stashed) are handled without waiting.
+            let timeout = if Link::lock(&self.link.stash).is_empty() {
+                wake.saturating_duration_since(now).as_millis() as i64 + 1
+            } else {
+                0
+            };
+            crate::wakeup::poll(&mut items, timeout)?;
             let mut readable = false;
             for (i, item) in items[..brokers.len()].iter().enumerate() {
                 if item.is_writable() {
@@ -184,8 +205,12 @@ impl JobLoop<'_> {
                 (broker.lost, broker.backoff) = (false, interval);
                 let ran_job;
                 (sockets, ran_job) = self.handle(sockets, origin, &frames)?;
+                let now = Instant::now();
                 if ran_job {
-                    next_heartbeat = Instant::now() + interval;
+                    brokers[origin].next_heartbeat = now + interval;
+                }
+                if now >= chores {
+                    break;
                 }
             }
             // Nothing at hand: nothing may stay held while we wait, and the
@@ -199,6 +224,7 @@ impl JobLoop<'_> {
     fn free_again(&self, sockets: &[zmq::Socket]) -> Result<()> {
         for (i, peer) in self.link.peers.iter().enumerate() {
             if peer.owes_ready.swap(false, Ordering::AcqRel) && !self.link.unregistered.load(Ordering::Acquire) {
+                tracing::debug!(backend = %self.options.backends[i], "free again: READY");
                 send_raw(&sockets[i], self.ready)?;
             }
         }
@@ -212,8 +238,12 @@ impl JobLoop<'_> {
             *frames = stashed;
             return Ok(Some(origin));
         }
-        for (i, socket) in sockets.iter().enumerate() {
-            if recv_frames(socket, frames)? {
+        let n = sockets.len();
+        let first = self.turn.get();
+        for k in 0..n {
+            let i = (first + k) % n;
+            if recv_frames(&sockets[i], frames)? {
+                self.turn.set((i + 1) % n);
                 return Ok(Some(i));
             }
         }

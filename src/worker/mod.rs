@@ -232,6 +232,9 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         // The I/O allowance only when the batch policy really took.
         coalesce_us: answer_delay(options, batch.active()).as_micros() as u64,
         inline: true,
+        // Serving several brokers: one job at a time from each, so that
+        // none keeps the others waiting with jobs held ahead.
+        shared: options.backends.len() > 1,
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();
@@ -266,9 +269,16 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
     };
     drop((batch, pin));
     let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
-    let result =
-        JobLoop { plugin: &plugin, options, ready: &ready, link: &link, retire_at, expected_us: Cell::new(0.0) }
-            .run(shutdown);
+    let result = JobLoop {
+        plugin: &plugin,
+        options,
+        ready: &ready,
+        link: &link,
+        retire_at,
+        expected_us: Cell::new(0.0),
+        turn: Cell::new(0),
+    }
+    .run(shutdown);
     link.finished.store(true, Ordering::Release);
     shutdown.trigger();
     let _ = pulse.join();

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use powerhose::{Client, JobRequest};
 
+pub mod hostload;
 pub mod net;
 pub mod pair;
 pub mod pki;

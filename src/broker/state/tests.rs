@@ -13,6 +13,7 @@ pub(super) fn reg(service: &str, pid: u32) -> Registration {
         plugin_version: "1".into(),
         coalesce_us: 0,
         inline: false,
+        shared: false,
     }
 }
 
