@@ -3,6 +3,7 @@
 //! processes, so each one's CPU time can be read), measures the plugin
 //! in-process as the ideal, and the floor on the same transport and payload.
 
+mod brokers;
 pub mod floor;
 pub mod measure;
 pub mod procs;
@@ -16,6 +17,7 @@ use crate::auth::CurveClient;
 use crate::client::{Client, JobRequest};
 use crate::cluster::find_executable;
 use crate::error::{Error, Result};
+pub use brokers::{brokers, format_brokers, BrokersReport};
 pub use measure::Limit;
 use measure::{Lat, Rate};
 use procs::Guarded;

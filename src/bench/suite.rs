@@ -54,18 +54,18 @@ fn report(name: &str, m: &Medians, unit: &str, what: &str) -> Target {
 
 /// Throughput targets are measured this many times, each time right after
 /// their reference: single runs on a small VM swing by ±15%.
-const ROUNDS: usize = 3;
+pub(super) const ROUNDS: usize = 3;
 
 /// The medians of (ours, reference) rounds and of their ratios.
-struct Medians {
-    ours: f64,
-    reference: f64,
-    ratio: f64,
+pub(super) struct Medians {
+    pub(super) ours: f64,
+    pub(super) reference: f64,
+    pub(super) ratio: f64,
     ratios: Vec<f64>,
 }
 
 impl Medians {
-    fn of(rounds: &[(f64, f64)]) -> Medians {
+    pub(super) fn of(rounds: &[(f64, f64)]) -> Medians {
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -80,7 +80,7 @@ impl Medians {
     }
 
     /// "median 95.1%: 94.0 / 95.1 / 96.2%" for the report.
-    fn spread(&self) -> String {
+    pub(super) fn spread(&self) -> String {
         let each: Vec<String> = self.ratios.iter().map(|r| format!("{:.1}", r * 100.0)).collect();
         format!("median {:.1}%: {}%", self.ratio * 100.0, each.join(" / "))
     }

@@ -12,7 +12,7 @@ use powerhose::{cli, JobRequest};
 #[command(version, about = "Is offloading worth it for my job, and how close to the wire is powerhose?")]
 struct Args {
     /// The plugin to measure (path or bare name, as for powerhose-worker).
-    #[arg(long, required_unless_present_any = ["suite", "soak"])]
+    #[arg(long, required_unless_present_any = ["suite", "soak", "brokers"])]
     plugin: Option<String>,
     /// Parameters for the plugin's init: JSON, or key:value|key2:value2.
     #[arg(long)]
@@ -71,6 +71,11 @@ struct Args {
     /// killed at random; prints requests, errors by kind and memory.
     #[arg(long)]
     soak: Option<f64>,
+    /// Start two brokers and --workers echo workers [default: 2] serving both;
+    /// compare one client of broker a with one of both (4 callers, and
+    /// pipelined), then kill a under load and time the failover. Report only.
+    #[arg(long, conflicts_with_all = ["suite", "soak", "frontend", "plugin"])]
+    brokers: bool,
     /// JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -81,6 +86,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(seconds) = args.soak {
         let report = bench::soak(Duration::try_from_secs_f64(seconds)?, |line| eprintln!("powerhose-bench: {line}"))?;
         println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if args.brokers {
+        let duration = Duration::try_from_secs_f64(args.duration.min(2.0))?;
+        let report = bench::brokers(args.workers.unwrap_or(2).max(1), duration, progress)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::format_brokers(&report));
+        }
         return Ok(());
     }
     if args.suite {
