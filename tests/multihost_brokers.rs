@@ -152,9 +152,11 @@ fn a_broker_host_killed_under_load_costs_no_retried_request_and_returns_to_servi
         "{} retried requests failed: {:?} {when:?}\nb: {:?}\n{logs}",
         retried_seen.failed.len(),
         &retried_seen.failed[..retried_seen.failed.len().min(5)],
-        d.status("b").map(|s| s.counters)
+        (d.status("b").map(|s| s.counters), d.status("a").map(|s| (s.counters, s.workers)))
     );
-    let moved = retried_seen.longest_gap_after(killed).max(plain_seen.longest_gap_after(killed));
+    // From the kill to the restart: the traffic moved to "b".
+    let gap = |seen: &common::hostload::Seen| seen.longest_gap_between(killed, restarted);
+    let moved = gap(&retried_seen).max(gap(&plain_seen));
     assert!(moved < Duration::from_secs(2), "no answer for {moved:?} after the kill");
     // Without a retry: the request on the dead broker gets a typed error at once.
     let untyped: Vec<&String> = plain_seen.failed.iter().filter(|e| !e.contains("broker")).collect();

@@ -306,7 +306,6 @@ fn a_service_that_comes_and_goes_does_not_reshape_where_unnamed_jobs_go() {
         plugin_version: "0".into(),
         coalesce_us: 0,
         inline: false,
-        shared: false,
     };
     fake.send(CommandFrame::new(Command::Ready, 0, 0, &reg.encode()).encode(), 0).unwrap();
     wait_until("the fake service", T, || client.workers("fake", T).unwrap() == 1);

@@ -144,3 +144,39 @@ fn check_and_status_name_every_broker_of_a_deployment() {
     assert_eq!(code, Some(1));
     assert!(text.contains(&format!("== {a}")) && text.contains(&format!("== {b}\nno answer")), "{text}");
 }
+
+#[test]
+fn two_loaded_brokers_share_one_worker_fairly() {
+    let pair = Pair::start();
+    let _worker = pair.worker(&["a", "b"], "dual");
+    wait_registered(&pair.client("a"), 1);
+    wait_registered(&pair.client("b"), 1);
+    // Two callers on each broker keep both queues full of 20 ms jobs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads: Vec<_> = ["a", "b", "a", "b"]
+        .iter()
+        .map(|name| {
+            let (client, stop) = (pair.client(name), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client.execute(JobRequest::new("").header("action", "sleep").header("ms", "20"), T) {
+                        Ok(_) => ok += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3)); // the load period itself, not a synchronisation
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results: Vec<(usize, Vec<String>)> = loads.into_iter().map(|h| h.join().unwrap()).collect();
+    let (a, b) = (results[0].0 + results[2].0, results[1].0 + results[3].0);
+    let failed: Vec<&String> = results.iter().flat_map(|r| &r.1).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    // One worker, 20 ms jobs: ~150 in 3 s, and neither broker starved.
+    let share = a.min(b) as f64 / (a + b) as f64;
+    assert!(share >= 0.45, "a got {a} jobs, b got {b}");
+    eprintln!("one worker, two loaded brokers: a {a} jobs, b {b} jobs");
+}

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 let service = ["a", "b"][(chunk.first().copied().unwrap_or(0) % 2) as usize].to_string();
                 let coalesce_us = u64::from(chunk.get(1).copied().unwrap_or(0)) * 100;
                 let inline = chunk.get(2).is_some_and(|b| b & 1 == 1);
-                let reg = Registration { service, pid: op as u32, host: "h".into(), plugin: "p".into(), plugin_version: "1".into(), coalesce_us, inline, shared: false };
+                let reg = Registration { service, pid: op as u32, host: "h".into(), plugin: "p".into(), plugin_version: "1".into(), coalesce_us, inline };
                 state.worker_ready(now, identity, reg, &mut out);
             }
             5 => {

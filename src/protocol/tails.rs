@@ -105,10 +105,6 @@ pub struct Registration {
     /// The worker reads inline `JOB`s (and answers them inline).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inline: bool,
-    /// The worker serves other brokers too: give it no job ahead (jobs held
-    /// ahead by one broker would keep the others' waiting).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub shared: bool,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -112,7 +112,6 @@ fn registration_round_trips() {
         plugin_version: "0.1.0".into(),
         coalesce_us: 5000,
         inline: true,
-        shared: true,
     };
     assert_eq!(Registration::decode(&r.encode()).unwrap(), r);
     assert!(Registration::decode(b"{").is_err());

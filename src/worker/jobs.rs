@@ -57,6 +57,12 @@ impl HandlerOutput {
     }
 }
 
+/// A broker told we are free again (it had a job turned away while we ran
+/// another broker's) answers with its job within a round trip; until this
+/// long has passed, its job is awaited before another broker's next one,
+/// or the broker that kept us busy would win every race and starve it.
+const TURN_WAIT: Duration = Duration::from_millis(5);
+
 /// The job thread's view of one broker's registration.
 struct Registering {
     /// Not registered (or the broker went silent): `READY` is sent when it
@@ -199,7 +205,25 @@ impl JobLoop<'_> {
             if !readable && Link::lock(&self.link.stash).is_empty() {
                 continue;
             }
-            while let Some(origin) = self.next_message(&sockets, &mut frames)? {
+            // Brokers just told we are free, and until when their job is
+            // awaited before the others' (see TURN_WAIT).
+            let mut favour: Option<(Vec<bool>, Instant)> = None;
+            loop {
+                let now = Instant::now();
+                let favoured = favour.as_ref().filter(|(_, until)| now < *until).map(|(f, _)| f.as_slice());
+                let Some(origin) = self.next_message(&sockets, &mut frames, favoured)? else {
+                    match favour.as_ref() {
+                        Some((f, until)) if now < *until => {
+                            let mut items: Vec<_> = (f.iter().zip(sockets.iter()))
+                                .filter(|(on, _)| **on)
+                                .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
+                                .collect();
+                            crate::wakeup::poll(&mut items, (*until - now).as_micros().div_ceil(1000) as i64)?;
+                            continue;
+                        }
+                        _ => break,
+                    }
+                };
                 self.link.heard(origin);
                 let broker = &mut brokers[origin];
                 (broker.lost, broker.backoff) = (false, interval);
@@ -208,6 +232,10 @@ impl JobLoop<'_> {
                 let now = Instant::now();
                 if ran_job {
                     brokers[origin].next_heartbeat = now + interval;
+                    // Free for a moment: a broker we turned away may send
+                    // again, and its job comes before the others' next ones.
+                    let told = self.free_again(&sockets)?;
+                    favour = told.iter().any(|t| *t).then(|| (told, now + TURN_WAIT));
                 }
                 if now >= chores {
                     break;
@@ -221,28 +249,48 @@ impl JobLoop<'_> {
     }
 
     /// `READY` to each broker we gave a job back as busy elsewhere: we are idle.
-    fn free_again(&self, sockets: &[zmq::Socket]) -> Result<()> {
+    /// Returns, per broker, whether it was told.
+    fn free_again(&self, sockets: &[zmq::Socket]) -> Result<Vec<bool>> {
+        let mut told = vec![false; sockets.len()];
         for (i, peer) in self.link.peers.iter().enumerate() {
             if peer.owes_ready.swap(false, Ordering::AcqRel) && !self.link.unregistered.load(Ordering::Acquire) {
                 tracing::debug!(backend = %self.options.backends[i], "free again: READY");
-                send_raw(&sockets[i], self.ready)?;
+                told[i] = send_raw(&sockets[i], self.ready)?;
             }
         }
-        Ok(())
+        Ok(told)
     }
 
-    /// The next message and its broker: one the pulse thread stashed, else
-    /// one from a socket (the brokers taken in turn).
-    fn next_message(&self, sockets: &[zmq::Socket], frames: &mut Vec<zmq::Message>) -> Result<Option<usize>> {
-        if let Some((origin, stashed)) = Link::lock(&self.link.stash).pop_front() {
-            *frames = stashed;
-            return Ok(Some(origin));
-        }
+    /// The next message and its broker, the brokers taken in turn (so that
+    /// one broker's jobs held ahead never keep another's waiting): for each,
+    /// what the pulse thread stashed from it first, then its socket.
+    /// With `only`, the brokers marked there alone.
+    fn next_message(
+        &self,
+        sockets: &[zmq::Socket],
+        frames: &mut Vec<zmq::Message>,
+        only: Option<&[bool]>,
+    ) -> Result<Option<usize>> {
         let n = sockets.len();
         let first = self.turn.get();
         for k in 0..n {
             let i = (first + k) % n;
-            if recv_frames(&sockets[i], frames)? {
+            if only.is_some_and(|only| !only[i]) {
+                continue;
+            }
+            let stashed = {
+                let mut stash = Link::lock(&self.link.stash);
+                let at = stash.iter().position(|(origin, _)| *origin == i);
+                at.and_then(|at| stash.remove(at))
+            };
+            let got = match stashed {
+                Some((_, message)) => {
+                    *frames = message;
+                    true
+                }
+                None => recv_frames(&sockets[i], frames)?,
+            };
+            if got {
                 self.turn.set((i + 1) % n);
                 return Ok(Some(i));
             }
@@ -417,7 +465,7 @@ impl JobLoop<'_> {
             }
             let mut items: Vec<_> = sockets.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
             crate::wakeup::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
-            while let Some(origin) = self.next_message(&sockets, frames)? {
+            while let Some(origin) = self.next_message(&sockets, frames, None)? {
                 (sockets, _) = self.handle(sockets, origin, frames)?;
             }
         }

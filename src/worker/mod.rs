@@ -232,9 +232,6 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         // The I/O allowance only when the batch policy really took.
         coalesce_us: answer_delay(options, batch.active()).as_micros() as u64,
         inline: true,
-        // Serving several brokers: one job at a time from each, so that
-        // none keeps the others waiting with jobs held ahead.
-        shared: options.backends.len() > 1,
     }
     .encode();
     let ready = CommandFrame::new(Command::Ready, 0, 0, &registration).encode();

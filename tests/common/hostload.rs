@@ -46,9 +46,10 @@ impl Seen {
         }
     }
 
-    /// The longest stretch without a successful answer after `from`.
-    pub fn longest_gap_after(&self, from: Instant) -> Duration {
-        let mut times: Vec<Instant> = self.ok_at.iter().copied().filter(|t| *t >= from).collect();
+    /// The longest stretch without a successful answer between `from` and `to`.
+    pub fn longest_gap_between(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> = self.ok_at.iter().copied().filter(|t| *t >= from && *t <= to).collect();
+        times.push(to);
         times.sort();
         let mut last = from;
         let mut gap = Duration::ZERO;

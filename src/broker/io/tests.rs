@@ -19,7 +19,6 @@ fn registration(inline: bool) -> Vec<u8> {
         plugin_version: "1".into(),
         coalesce_us: 0,
         inline,
-        shared: false,
     };
     CommandFrame::new(Command::Ready, 0, 0, &reg.encode()).encode()
 }

@@ -167,7 +167,7 @@ impl<M> Worker<M> {
     /// or it would run dry while its answers wait.
     fn capacity(&self, budget: Duration) -> usize {
         match self.job_us {
-            Some(us) if !budget.is_zero() && !self.info.shared => {
+            Some(us) if !budget.is_zero() => {
                 let ahead = budget.as_micros() as f64 + self.info.coalesce_us as f64;
                 (1 + (ahead / us.max(1.0)) as usize).min(MAX_PREFETCH)
             }

@@ -13,7 +13,6 @@ pub(super) fn reg(service: &str, pid: u32) -> Registration {
         plugin_version: "1".into(),
         coalesce_us: 0,
         inline: false,
-        shared: false,
     }
 }
 
