@@ -353,7 +353,7 @@ pub fn brokers(workers: usize, duration: Duration, mut progress: impl FnMut(&str
     drop(pair);
     report.notes = vec![
         "the workers serve both brokers in both configurations: 'a only' is one client of broker a".into(),
-        "'lone' is a broker whose own workers serve it only: they are held jobs ahead, shared workers are not".into(),
+        "'lone' is a broker whose own workers serve it only (the reference for workers shared by two brokers)".into(),
         "a pipeline streams to one broker at a time (the next when it is lost): expect little difference".into(),
         "failover: the first answer is of a request sent after the kill; the gap runs from the last answer before it"
             .into(),
