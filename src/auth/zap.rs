@@ -91,16 +91,30 @@ impl Zap {
         &self.socket
     }
 
+    /// One request's frames, or `None` when none waits; a signal never
+    /// splits a request (see `crate::sys::zmq_recv`).
+    fn recv(&self) -> Result<Option<Vec<Vec<u8>>>> {
+        let mut frames = Vec::new();
+        loop {
+            let mut msg = zmq::Message::new();
+            match crate::sys::zmq_recv(&self.socket, &mut msg, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
+                Err(e) => return Err(Error::zmq("reading a ZAP request")(e)),
+            }
+            let more = msg.get_more();
+            frames.push(msg.to_vec());
+            if !more {
+                return Ok(Some(frames));
+            }
+        }
+    }
+
     /// Answers the requests waiting (up to a bound); `refused` is told of
     /// each refusal.
     pub fn serve(&self, lists: &AllowLists, mut refused: impl FnMut(Refusal)) -> Result<()> {
         for _ in 0..REQUESTS_PER_TURN {
-            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => return Ok(()),
-                Err(zmq::Error::EINTR) => continue,
-                Err(e) => return Err(Error::zmq("reading a ZAP request")(e)),
-            };
+            let Some(frames) = self.recv()? else { return Ok(()) };
             let views: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
             let answer = decide(&views, lists);
             let (code, text, user): (&[u8], &[u8], String) = match answer.outcome {

@@ -182,8 +182,9 @@ impl Many {
             let in_flight: std::cell::RefCell<HashMap<u64, (usize, Option<JobRequest>)>> = Default::default();
             let next = |id: u64| {
                 let (index, job) = again.borrow_mut().pop_front().or_else(|| jobs.borrow_mut().next())?;
-                let message = request_frames(id, job.clone(), timeout);
-                let keep = (job_retries(&job) > 0).then_some(job);
+                // A copy only of a job that may be sent again.
+                let keep = (job_retries(&job) > 0).then(|| job.clone());
+                let message = request_frames(id, job, timeout);
                 in_flight.borrow_mut().insert(id, (index, keep));
                 Some(message)
             };

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
 use crate::protocol::{
     decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status, COMMAND_LEN, INLINE_MAX,
+    RETURN_ELSEWHERE,
 };
 use crate::wakeup::Wakeup;
 
@@ -214,6 +215,8 @@ impl JobLoop<'_> {
                 let Some(origin) = self.next_message(&sockets, &mut frames, favoured)? else {
                     match favour.as_ref() {
                         Some((f, until)) if now < *until => {
+                            // Held answers do not wait for another broker's turn.
+                            self.link.flush_held(&sockets)?;
                             let mut items: Vec<_> = (f.iter().zip(sockets.iter()))
                                 .filter(|(on, _)| **on)
                                 .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
@@ -248,6 +251,24 @@ impl JobLoop<'_> {
         }
     }
 
+    /// Gives back the jobs stashed from brokers other than `origin`, as
+    /// busy elsewhere: they must not wait behind `origin`'s job.
+    fn give_back_others(&self, sockets: &[zmq::Socket], origin: usize) {
+        let others: Vec<super::FromBroker> = {
+            let mut stash = Link::lock(&self.link.stash);
+            if stash.iter().all(|(o, _)| *o == origin) {
+                return;
+            }
+            let (others, mine): (Vec<_>, Vec<_>) = stash.drain(..).partition(|(o, _)| *o != origin);
+            stash.extend(mine);
+            others
+        };
+        for (j, frames) in others {
+            super::pulse::give_back(&sockets[j], frames, RETURN_ELSEWHERE);
+            self.link.peers[j].owes_ready.store(true, Ordering::Release);
+        }
+    }
+
     /// `READY` to each broker we gave a job back as busy elsewhere: we are idle.
     /// Returns, per broker, whether it was told.
     fn free_again(&self, sockets: &[zmq::Socket]) -> Result<Vec<bool>> {
@@ -256,6 +277,11 @@ impl JobLoop<'_> {
             if peer.owes_ready.swap(false, Ordering::AcqRel) && !self.link.unregistered.load(Ordering::Acquire) {
                 tracing::debug!(backend = %self.options.backends[i], "free again: READY");
                 told[i] = send_raw(&sockets[i], self.ready)?;
+                if !told[i] {
+                    // Not connected now: it is still owed, or that broker
+                    // would wait for it for good.
+                    peer.owes_ready.store(true, Ordering::Release);
+                }
             }
         }
         Ok(told)
@@ -354,6 +380,8 @@ impl JobLoop<'_> {
     /// `TIMEOUT`: then the worker registers again to say it is free.
     fn run_job<'s>(&'s self, mut sockets: Guard<'s>, job: Job<'_>) -> Result<Guard<'s>> {
         let Job { origin, id: job_id, backlog, headers, data, inline } = job;
+        // Other brokers' jobs held here would wait this whole job: back they go.
+        self.give_back_others(&sockets, origin);
         // Results held for another broker leave before its job runs.
         if Link::lock(&self.link.held).origin().is_some_and(|o| o != origin) {
             self.link.flush_held(&sockets)?;

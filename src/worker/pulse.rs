@@ -143,7 +143,13 @@ fn time_out(link: &Link, sockets: &[zmq::Socket], running: &super::Running, limi
     let (jobs, others): (Vec<_>, Vec<_>) = stashed.into_iter().partition(is_job);
     Link::lock(&link.stash).extend(others);
     for (origin, frames) in jobs {
-        give_back(&sockets[origin], frames, 0);
+        // Another broker's job goes back as busy elsewhere, or that broker
+        // would send it straight back (its READY follows once we are free).
+        let arg = if origin == running.origin { 0 } else { RETURN_ELSEWHERE };
+        give_back(&sockets[origin], frames, arg);
+        if arg != 0 {
+            link.peers[origin].owes_ready.store(true, Ordering::Release);
+        }
     }
     let stack = match stackdump::capture(link.job_thread) {
         Some(ips) => stackdump::symbolize(&ips),
@@ -173,7 +179,7 @@ fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
 
 /// `RETURN`s a job the worker will not run: always headers in the command
 /// frame and data in a frame of its own, whichever form the `JOB` had.
-fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>, arg: u32) {
+pub(super) fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>, arg: u32) {
     let mut frames = frames.into_iter();
     let Some(head) = frames.next() else { return };
     let Ok(cmd) = CommandFrame::decode(&head) else { return };

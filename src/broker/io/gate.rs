@@ -14,6 +14,7 @@ use crate::auth::{parse_user_id, Role};
 use crate::broker::state::{BrokerState, Output};
 use crate::broker::warnings::Kind;
 use crate::error::Result;
+use crate::protocol::{Command, CommandFrame};
 use crate::status::AuthFailures;
 
 /// How a socket's peers are known.
@@ -61,10 +62,11 @@ impl Gate {
     }
 }
 
-/// The role and key in a CURVE message's `User-Id`, if still allowed.
-fn curve_sender(lists: Option<&AllowLists>, last: &mut Msg) -> Option<(Role, String)> {
+/// The role in a CURVE message's `User-Id`, if its key is still allowed,
+/// and the key itself when `want_key` (a copy: only a READY needs it).
+fn curve_sender(lists: Option<&AllowLists>, last: &mut Msg, want_key: bool) -> Option<(Role, Option<String>)> {
     let (role, key) = parse_user_id(last.gets("User-Id")?)?;
-    lists?.still_allowed(role, key).then(|| (role, key.to_string()))
+    lists?.still_allowed(role, key).then(|| (role, want_key.then(|| key.to_string())))
 }
 
 impl Io<'_> {
@@ -75,7 +77,7 @@ impl Io<'_> {
             Trust::Owner => Some(Role::Owner),
             Trust::Anonymous => Some(Role::Anonymous),
             Trust::Curve => {
-                let sender = frames.last_mut().and_then(|last| curve_sender(self.gate.lists.as_ref(), last));
+                let sender = frames.last_mut().and_then(|last| curve_sender(self.gate.lists.as_ref(), last, false));
                 if sender.is_none() {
                     self.gate.failures.clients += 1;
                     self.warnings.warn(now, Kind::Auth, format_args!("message from a revoked client key dropped"));
@@ -99,9 +101,12 @@ impl Io<'_> {
         if self.gate.back != Trust::Curve {
             return Some(None);
         }
-        let sender = frames.last_mut().and_then(|last| curve_sender(self.gate.lists.as_ref(), last));
+        // The key is kept for a READY only (to drop the worker if revoked).
+        let ready =
+            frames.first().and_then(|f| CommandFrame::decode(f).ok()).is_some_and(|c| c.command == Command::Ready);
+        let sender = frames.last_mut().and_then(|last| curve_sender(self.gate.lists.as_ref(), last, ready));
         match sender {
-            Some((_, key)) => Some(Some(key)),
+            Some((_, key)) => Some(key),
             None => {
                 self.gate.failures.workers += 1;
                 self.warnings.warn(now, Kind::Auth, format_args!("message from a revoked worker key dropped"));
