@@ -14,6 +14,7 @@ mod coalesce;
 mod jobs;
 mod pulse;
 pub mod stackdump;
+mod turns;
 mod wire;
 
 use std::cell::Cell;
