@@ -7,9 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use powerhose::auth::CurveClient;
-use powerhose::Client;
+use powerhose::{Client, Error, JobRequest};
 
-use super::TestDir;
+use super::{plugin, Proc, TestDir, BROKER, WORKER};
 
 pub const KEYGEN: &str = env!("CARGO_BIN_EXE_powerhose-keygen");
 
@@ -109,4 +109,37 @@ pub fn wait_workers(client: &Client, n: usize) {
     super::wait_until(&format!("{n} workers registered"), Duration::from_secs(30), || {
         client.status(Duration::from_secs(5)).is_ok_and(|s| s.workers.len() == n)
     });
+}
+
+/// A lone broker with both endpoints on loopback tcp under CURVE.
+pub fn curve_broker(dir: &TestDir, pki: &Pki, extra: &[&str]) -> (Proc, String, String) {
+    let (front, back) = (free_tcp(), free_tcp());
+    let mut args = vec!["--frontend".to_string(), front.clone(), "--backend".into(), back.clone()];
+    args.extend(pki.broker_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = Proc::spawn(BROKER, &args, dir, "broker");
+    let owner = Client::connect_with(&front, Some(&pki.credentials("broker"))).unwrap();
+    owner.ping(Duration::from_secs(30)).unwrap_or_else(|e| panic!("broker not up: {e}\n{}", broker.stderr()));
+    (broker, front, back)
+}
+
+/// A test_plugin worker holding NAME's key.
+pub fn curve_worker(dir: &TestDir, pki: &Pki, back: &str, name: &str) -> Proc {
+    let plugin = plugin("test_plugin");
+    let mut args = vec!["--plugin".to_string(), path(&plugin), "--backend".into(), back.to_string()];
+    args.extend(pki.peer_args(name));
+    args.extend(["--heartbeat-ms".into(), "200".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn(WORKER, &args, dir, name)
+}
+
+/// A ping (or call) that got nothing through: refused at the handshake.
+pub fn refused(result: powerhose::Result<u32>) -> bool {
+    matches!(result, Err(Error::Timeout(_) | Error::BrokerUnreachable { .. }))
+}
+
+/// A job answering its worker's pid, retried once if its worker is lost.
+pub fn pid_job() -> JobRequest {
+    JobRequest::new("").header("action", "pid").retry(1)
 }
