@@ -41,13 +41,7 @@ impl Pair {
     }
 
     fn start(workers: usize) -> Result<Pair> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = crate::endpoint::runtime_dir()?.join(format!("bench-brokers-{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(Error::io(format!("creating {}", dir.display())))?;
+        let dir = super::private_dir(&format!("bench-brokers-{}", std::process::id()))?;
         let mut pair =
             Pair { dir, broker_exe: find_executable("powerhose-broker")?, brokers: Vec::new(), workers: Vec::new() };
         for name in NAMES {
@@ -218,7 +212,7 @@ pub fn brokers(workers: usize, duration: Duration, mut progress: impl FnMut(&str
     {
         progress(&format!("starting a lone broker and {workers} echo workers serving it only (the reference)"));
         let echo = crate::plugin::locate("libecho.so", None)?;
-        let lone_cluster = super::BenchCluster::start(&echo, None, workers, None, &[], &[])?;
+        let lone_cluster = super::BenchCluster::start(super::Wire::Ipc, &echo, None, workers, None, &[], &[])?;
         let (lone, a, both) = (lone_cluster.client()?, pair.client_of_a()?, pair.client_of_both()?);
         let (mut rate, mut p50, mut piped) = (Vec::new(), Vec::new(), Vec::new());
         let (mut lone_rate, mut lone_p50, mut lone_piped) = (Vec::new(), Vec::new(), Vec::new());

@@ -72,21 +72,10 @@ fn curve_keys(dir: &Path) -> Result<(Vec<String>, Vec<String>, CurveClient)> {
 }
 
 impl BenchCluster {
-    /// Starts the broker, then the workers (extra flags for each), and waits
-    /// up to 30 s for all workers to register; `pin` pins every process.
+    /// Starts the broker on `wire`, then the workers (extra flags for
+    /// each), and waits up to 30 s for all workers to register; `pin` pins
+    /// every process.
     pub fn start(
-        plugin: &Path,
-        params: Option<&str>,
-        workers: usize,
-        pin: Option<usize>,
-        extra_broker: &[&str],
-        extra_worker: &[&str],
-    ) -> Result<Self> {
-        Self::start_on(Wire::Ipc, plugin, params, workers, pin, extra_broker, extra_worker)
-    }
-
-    /// [`BenchCluster::start`] with its front and back on `wire`.
-    pub fn start_on(
         wire: Wire,
         plugin: &Path,
         params: Option<&str>,
@@ -95,15 +84,9 @@ impl BenchCluster {
         extra_broker: &[&str],
         extra_worker: &[&str],
     ) -> Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = crate::endpoint::runtime_dir()?.join(format!("bench-{}-{n}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(Error::io(format!("creating {}", dir.display())))?;
+        let dir = super::private_dir(&format!("bench-{}-{n}", std::process::id()))?;
         let (frontend, backend) = match wire {
             Wire::Ipc => (format!("ipc://{}/front.ipc", dir.display()), format!("ipc://{}/back.ipc", dir.display())),
             Wire::Tcp | Wire::Curve => (free_tcp()?, free_tcp()?),

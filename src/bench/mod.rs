@@ -118,6 +118,19 @@ pub struct Report {
     pub throughput_ratio_to_pipelined_floor: Option<f64>,
 }
 
+/// A directory of this user's runtime directory, 0700, for a run's
+/// endpoints and keys (the bench's cluster and its --brokers pair).
+fn private_dir(name: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = crate::endpoint::runtime_dir()?.join(name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(Error::io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
 /// Sends jobs through `client` in `mode` for `duration`: (rate, latency, errors).
 pub fn drive(client: &Client, job: &JobRequest, mode: Mode, limit: Limit) -> Result<(Rate, Lat, u64)> {
     // Warm-up: connections, caches, the workers' first jobs.
@@ -165,6 +178,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
             let mut extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
             extra.extend(&io_args);
             Some(BenchCluster::start(
+                Wire::Ipc,
                 &options.plugin,
                 options.params.as_deref(),
                 options.workers,

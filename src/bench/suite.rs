@@ -119,7 +119,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     progress("floor, unpinned");
     let floor_unpinned = floor::measure(&floor_setup(None))?;
     {
-        let cluster = BenchCluster::start(&echo, None, 2, None, &[], &[])?;
+        let cluster = BenchCluster::start(Wire::Ipc, &echo, None, 2, None, &[], &[])?;
         let client = Client::connect(&cluster.frontend)?;
         progress("sequential latency, unpinned");
         let (_, lat, _) = drive(&client, &small, Mode::Callers(1), Limit::Time(duration))?;
@@ -161,8 +161,8 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     // Both clusters run throughout; each round measures plaintext, then
     // CURVE, for half the duration each.
     {
-        let plain = BenchCluster::start_on(Wire::Tcp, &echo, None, 2, None, &[], &[])?;
-        let curve = BenchCluster::start_on(Wire::Curve, &echo, None, 2, None, &[], &[])?;
+        let plain = BenchCluster::start(Wire::Tcp, &echo, None, 2, None, &[], &[])?;
+        let curve = BenchCluster::start(Wire::Curve, &echo, None, 2, None, &[], &[])?;
         let clients = [plain.client()?, curve.client()?];
         let half = Limit::Time(duration / 2);
         let (mut sequential, mut pipelined) = (Vec::new(), Vec::new());
@@ -199,7 +199,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         for io_cpu in [Some(0), None] {
             let io_args: &[&str] = if io_cpu.is_some() { &["--io-cpu", "0"] } else { &[] };
             let how = if io_cpu.is_some() { "--io-cpu 0" } else { "no --io-cpu" };
-            let cluster = BenchCluster::start(&crypto, None, 2, None, io_args, io_args)?;
+            let cluster = BenchCluster::start(Wire::Ipc, &crypto, None, 2, None, io_args, io_args)?;
             let mut samples = Vec::new();
             for round in 0..ROUNDS {
                 progress(&format!("CPU-bound {name} ({rounds} signatures per job), {how}, round {}", round + 1));
@@ -227,7 +227,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     {
         // One client may queue at most half of --max-queue (10,000 by default).
         let broker_args = ["--no-worker-grace-ms", "600000", "--max-queue", "20000"];
-        let cluster = BenchCluster::start(&echo, None, 0, None, &broker_args, &[])?;
+        let cluster = BenchCluster::start(Wire::Ipc, &echo, None, 0, None, &broker_args, &[])?;
         let client = Client::connect(&cluster.frontend)?;
         client.ping(Duration::from_secs(5))?;
         let idle = procs::rss(cluster.broker.pid());
@@ -257,7 +257,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             queued <= allowed,
         ));
         filler.join().map_err(|_| Error::ThreadPanicked { thread: "filler" })??;
-        let one = BenchCluster::start(&echo, None, 1, None, &[], &[])?;
+        let one = BenchCluster::start(Wire::Ipc, &echo, None, 1, None, &[], &[])?;
         std::thread::sleep(Duration::from_millis(200)); // let the worker settle idle
         let worker = procs::rss(one.workers[0].pid());
         targets.push(target("echo worker RSS, idle", mib(worker), 8.0, "MiB", "≤ 8 MiB", worker <= 8 << 20));
@@ -269,7 +269,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     procs::pin_self(0)?;
     let floor_pinned = floor::measure(&floor_setup(Some(0)))?;
     {
-        let cluster = BenchCluster::start(&echo, None, 2, Some(0), &[], &[])?;
+        let cluster = BenchCluster::start(Wire::Ipc, &echo, None, 2, Some(0), &[], &[])?;
         let (_, lat, _) = drive(&Client::connect(&cluster.frontend)?, &small, Mode::Callers(1), Limit::Time(duration))?;
         let floor = floor_pinned.proxy.p50_us;
         targets.push(target(

@@ -30,6 +30,8 @@ struct Registering {
     /// When it is due a heartbeat (anything sent to it counts: a RESULT
     /// postpones it).
     next_heartbeat: Instant,
+    /// Whether its socket had a connection (POLLOUT) at this turn's start.
+    connected: bool,
 }
 
 impl JobLoop<'_> {
@@ -44,6 +46,7 @@ impl JobLoop<'_> {
                 next_ready: start,
                 redial: crate::redial::Redial::new(b, start),
                 next_heartbeat: start + interval,
+                connected: false,
             })
             .collect();
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(3);
@@ -77,7 +80,10 @@ impl JobLoop<'_> {
                     broker.lost = true;
                 }
                 let connected = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+                // Read once per turn; a dial below makes it unconnected.
+                broker.connected = connected;
                 if broker.redial.check(socket, connected || !broker.lost, now)? {
+                    broker.connected = false;
                     tracing::warn!(
                         "no connection to the broker at {} for {:.0?}; dialling again (a broker with \
                          --curve-secret refuses keys not in its --allow-workers: see its log)",
@@ -126,7 +132,7 @@ impl JobLoop<'_> {
             let mut wake = chores;
             let mut items = Vec::with_capacity(sockets.len() + 1);
             for (i, broker) in brokers.iter().enumerate() {
-                let connected = sockets[i].get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+                let connected = broker.connected;
                 if broker.lost {
                     wake = wake.min(broker.next_ready);
                     if let Some(at) = broker.redial.next() {
