@@ -23,6 +23,7 @@ pub mod ghosts;
 #[cfg(feature = "tools")]
 pub mod health;
 pub mod keys;
+pub mod local;
 pub mod plugin;
 pub mod protocol;
 mod redial;

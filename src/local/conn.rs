@@ -1,0 +1,241 @@
+//! One local connection: a non-blocking Unix stream socket with the bytes
+//! read but not yet handled and the bytes not yet written. The broker polls
+//! it beside its ZeroMQ sockets; clients and workers wait on it with
+//! [`Conn::wait`], so the thread that reads an answer is the one woken.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Instant;
+
+use super::frame::{self, FrameError, GREETING, MAX_FRAMES};
+use crate::syscall;
+
+/// Bytes asked of the kernel per read: a burst of pipelined messages.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A message read off a connection: its frames, copied out of the buffer.
+pub type Frames = Vec<zmq::Message>;
+
+/// A connection and its buffers.
+#[derive(Debug)]
+pub struct Conn {
+    fd: OwnedFd,
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` already handled.
+    start: usize,
+    /// Whether the peer's greeting was read.
+    greeted: bool,
+    out: Vec<u8>,
+    /// The largest message read (all frames).
+    limit: usize,
+}
+
+fn stream_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { syscall!(socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)) }?;
+    // SAFETY: fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A `sockaddr_un` for `path`, and its length; paths over 107 bytes fail.
+pub(super) fn address(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        let why = format!("socket path {} is over {} bytes", path.display(), addr.sun_path.len() - 1);
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+impl Conn {
+    /// Connects to the listener at `path` and introduces itself as
+    /// `identity` (a worker's; empty for a client). Never blocks: a broker
+    /// that is not there fails at once (`ENOENT`, `ECONNREFUSED`).
+    pub fn connect(path: &Path, identity: &[u8], limit: usize) -> io::Result<Conn> {
+        let fd = stream_socket()?;
+        let (addr, len) = address(path)?;
+        // SAFETY: addr is a valid sockaddr_un of length len.
+        unsafe { syscall!(connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len)) }?;
+        let mut conn = Conn::new(fd, limit);
+        conn.out.extend_from_slice(GREETING);
+        frame::encode_into(&mut conn.out, &[identity]);
+        conn.flush()?;
+        Ok(conn)
+    }
+
+    /// A connection the broker accepted; its greeting goes out first.
+    pub fn accepted(fd: OwnedFd, limit: usize) -> Conn {
+        let mut conn = Conn::new(fd, limit);
+        conn.out.extend_from_slice(GREETING);
+        conn
+    }
+
+    fn new(fd: OwnedFd, limit: usize) -> Conn {
+        Conn { fd, inbuf: Vec::new(), start: 0, greeted: false, out: Vec::new(), limit }
+    }
+
+    /// The descriptor, to poll.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Bytes waiting to be written (the peer does not read fast enough).
+    pub fn unwritten(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Sends a message, or as much as the socket takes now: the rest waits
+    /// in the connection's buffer for [`Conn::flush`] (in order).
+    pub fn send(&mut self, frames: &[&[u8]]) -> io::Result<()> {
+        if !self.out.is_empty() || frames.len() > MAX_FRAMES {
+            frame::encode_into(&mut self.out, frames);
+            return self.flush().map(drop);
+        }
+        let last = frames.len().saturating_sub(1);
+        let heads: Vec<[u8; 4]> = frames.iter().enumerate().map(|(i, f)| frame::header(f.len(), i < last)).collect();
+        let mut iov = Vec::with_capacity(frames.len() * 2);
+        for (head, frame) in heads.iter().zip(frames) {
+            iov.push(libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: 4 });
+            iov.push(libc::iovec { iov_base: frame.as_ptr() as *mut _, iov_len: frame.len() });
+        }
+        // SAFETY: msghdr is plain data; all zeroes is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        let total: usize = frames.iter().map(|f| f.len() + 4).sum();
+        // SAFETY: every iovec points into `heads` or `frames`, alive for the
+        // call; MSG_NOSIGNAL: a departed peer is an error, not a SIGPIPE.
+        let sent = loop {
+            match unsafe { syscall!(sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL)) } {
+                Ok(n) => break n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(e) => return Err(e),
+            }
+        };
+        if sent < total {
+            // Keep what did not go, from where the socket stopped.
+            let mut skip = sent;
+            for (head, frame) in heads.iter().zip(frames) {
+                for part in [&head[..], frame] {
+                    let from = skip.min(part.len());
+                    self.out.extend_from_slice(&part[from..]);
+                    skip -= from;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes buffered bytes; true when none are left.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while !self.out.is_empty() {
+            // SAFETY: the pointer and length describe `out`, alive for the call.
+            let n = unsafe {
+                syscall!(send(self.fd(), self.out.as_ptr().cast(), self.out.len(), libc::MSG_NOSIGNAL))
+            };
+            match n {
+                Ok(n) => drop(self.out.drain(..n as usize)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads what the socket holds; `Ok(0)` at the end of the stream,
+    /// `WouldBlock` when nothing is there.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start * 2 >= self.inbuf.len() {
+            self.inbuf.drain(..self.start);
+            self.start = 0;
+        }
+        self.inbuf.reserve(READ_CHUNK);
+        let spare = self.inbuf.spare_capacity_mut();
+        loop {
+            // SAFETY: reads into the vector's spare capacity, at most its length.
+            match unsafe { syscall!(recv(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0)) } {
+                Ok(n) => {
+                    let n = n as usize;
+                    // SAFETY: recv initialised these n bytes.
+                    unsafe { self.inbuf.set_len(self.inbuf.len() + n) };
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete message already read, if any.
+    pub fn next_message(&mut self) -> Result<Option<Frames>, FrameError> {
+        if !self.greeted {
+            let have = &self.inbuf[self.start..];
+            let n = have.len().min(GREETING.len());
+            if have[..n] != GREETING[..n] {
+                return Err(FrameError::BadGreeting);
+            }
+            if n < GREETING.len() {
+                return Ok(None);
+            }
+            self.start += GREETING.len();
+            self.greeted = true;
+        }
+        let buf = &self.inbuf[self.start..];
+        let Some(found) = frame::decode(buf, self.limit)? else { return Ok(None) };
+        let frames = found.frames.iter().map(|r| zmq::Message::from(&buf[r.clone()])).collect();
+        self.start += found.end;
+        Ok(Some(frames))
+    }
+
+    /// Waits until the socket is readable (or, with `write`, writable) or
+    /// `deadline` passes (false); `None` waits for ever.
+    pub fn wait(&self, write: bool, deadline: Option<Instant>) -> io::Result<bool> {
+        let events = if write { libc::POLLOUT } else { libc::POLLIN };
+        let mut pfd = libc::pollfd { fd: self.fd(), events, revents: 0 };
+        loop {
+            let timeout = match deadline {
+                None => -1,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    None => return Ok(false),
+                    // Rounded up: waking a little early would spin.
+                    Some(left) => left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+                },
+            };
+            // SAFETY: one valid pollfd.
+            match unsafe { syscall!(poll(&mut pfd, 1, timeout)) } {
+                Ok(0) => {}
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The credentials of the process at the other end.
+    pub fn peer(&self) -> io::Result<libc::ucred> {
+        let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: cred and len are valid for writes and len is cred's size.
+        unsafe {
+            syscall!(getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len
+            ))
+        }?;
+        Ok(cred)
+    }
+}
