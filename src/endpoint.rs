@@ -90,10 +90,10 @@ pub fn default_backend() -> Result<String> {
     Ok(format!("ipc://{}", runtime_dir()?.join("back.ipc").display()))
 }
 
-/// The socket path of an `ipc://` endpoint, `None` for other transports and
-/// for abstract (`@name`) sockets.
+/// The socket path of an `ipc://` or `unix://` endpoint, `None` for other
+/// transports and for abstract (`@name`) sockets.
 pub fn ipc_path(endpoint: &str) -> Option<PathBuf> {
-    let path = endpoint.strip_prefix("ipc://")?;
+    let path = endpoint.strip_prefix("ipc://").or_else(|| endpoint.strip_prefix(crate::local::SCHEME))?;
     (!path.starts_with('@')).then(|| PathBuf::from(path))
 }
 

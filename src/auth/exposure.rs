@@ -16,7 +16,7 @@ pub enum Reach {
 
 /// The reach of `endpoint` once bound.
 pub fn reach(endpoint: &str) -> Reach {
-    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
+    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") || crate::local::is_local(endpoint) {
         return Reach::Owner;
     }
     let Some(address) = endpoint.strip_prefix("tcp://") else { return Reach::Network };

@@ -111,6 +111,8 @@ pub struct Broker {
     front_events: zmq::Socket,
     /// systemd's watchdog, fed from the loop (see [`Broker::with_watchdog`]).
     watchdog: Option<Watchdog>,
+    /// The listeners of `unix://` endpoints (`[front, back]`).
+    locals: [Option<crate::local::Listener>; 2],
     // Dropped after the sockets: removes the socket files, then unlocks.
     // The front's, then the back's (none for tcp).
     locks: [Option<EndpointLock>; 2],
@@ -149,6 +151,18 @@ fn bind(socket: &zmq::Socket, endpoint: &str, role: &'static str) -> Result<()> 
         }
         e => Error::Zmq { context: format!("binding the {role} endpoint {endpoint}"), source: e },
     })
+}
+
+/// Listens on a `unix://` endpoint whose lock is held: a socket file left
+/// by a broker that died is removed first (the lock says none serves it).
+fn bind_local(path: &std::path::Path, endpoint: &str, role: &'static str) -> Result<crate::local::Listener> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(format!("removing the stale socket {}", path.display()))(e))
+        }
+        _ => {}
+    }
+    crate::local::Listener::bind(path).map_err(Error::io(format!("binding the {role} endpoint {endpoint}")))
 }
 
 /// A socket that reads `socket`'s `watched` events: connections accepted,
@@ -216,8 +230,15 @@ impl Broker {
             accepted | failed | zmq::SocketEvent::DISCONNECTED as i32 | handshakes(&options.backend),
         )?;
         let front_events = monitor(&ctx, &front, "front", accepted | failed | handshakes(&options.frontend))?;
-        bind(&front, &options.frontend, "front")?;
-        bind(&back, &options.backend, "back")?;
+        let mut locals: [Option<crate::local::Listener>; 2] = [None, None];
+        for (i, (socket, endpoint, role)) in
+            [(&front, &options.frontend, "front"), (&back, &options.backend, "back")].into_iter().enumerate()
+        {
+            match crate::local::path_of(endpoint) {
+                Some(path) => locals[i] = Some(bind_local(&path, endpoint, role)?),
+                None => bind(socket, endpoint, role)?,
+            }
+        }
         for lock in locks.iter_mut().flatten() {
             lock.bound()?;
         }
@@ -228,7 +249,7 @@ impl Broker {
                 "--insecure: serving the network without authentication; anyone who can connect may submit jobs or register as a worker"
             );
         }
-        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, zap, locks, watchdog: None })
+        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, zap, locks, locals, watchdog: None })
     }
 
     /// Feeds systemd's watchdog from the loop: `WATCHDOG=1` goes out only
@@ -253,6 +274,8 @@ impl Broker {
         };
         let gate = io::Gate::new(&self.options.frontend, &self.options.backend, lists);
         let mut io = Io::new(&self.front, &self.back, &self.options, gate);
+        let [front_local, back_local] = std::mem::take(&mut self.locals);
+        io.locals.listeners = [front_local.map(|l| (l, Default::default())), back_local.map(|l| (l, Default::default()))];
         let [front_lock, back_lock] = &mut self.locks;
         let (front, back) = (&self.options.frontend, &self.options.backend);
         io.watch(
@@ -286,7 +309,7 @@ impl Broker {
             // the queue limit and its prompt `Busy` answers.
             let front_paused = state.saturated() && !front_backlog;
             let front_events = if front_paused { zmq::PollEvents::empty() } else { zmq::POLLIN };
-            let mut items = [
+            let mut items = vec![
                 self.front.as_poll_item(front_events),
                 self.back.as_poll_item(zmq::POLLIN),
                 shutdown.poll_item(),
@@ -297,10 +320,14 @@ impl Broker {
                     z.socket().as_poll_item(zmq::POLLIN)
                 }),
             ];
+            let local_from = items.len();
+            io.local_poll_items(&mut items, front_paused);
             crate::wakeup::poll(&mut items, timeout)?;
+            let local_ready = io.local_ready(&items[local_from..], front_paused);
             if items[2].is_readable() {
                 state.abandon(&mut out);
                 io.flush(&state, &mut out);
+                io.flush_locals(&mut state, &mut out);
                 break;
             }
             if let Some(inbox) = inbox.filter(|_| items[3].is_readable()) {
@@ -313,7 +340,11 @@ impl Broker {
                         }
                         Notice::WorkerDied(pid) => state.worker_died(Instant::now(), pid, &host, &mut out),
                         Notice::Registered(reply) => {
-                            let _ = reply.send(state.workers(Instant::now()).iter().map(|w| w.pid).collect());
+                            // With the local workers dropped on their connection's
+                            // end, which the supervisor may not have reaped yet.
+                            let workers = state.workers(Instant::now());
+                            let pids = workers.iter().map(|w| w.pid).chain(io.locals.gone.iter().copied());
+                            let _ = reply.send(pids.collect());
                         }
                     }
                 }
@@ -332,6 +363,7 @@ impl Broker {
             if items[1].is_readable() {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
             }
+            io.serve_locals(&local_ready, &mut state, &mut out);
             front_backlog = if items[0].is_readable() || front_paused {
                 io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?
             } else {
@@ -347,6 +379,7 @@ impl Broker {
             }
             io.rebind_if_due(now);
             io.warnings.flush(now);
+            io.flush_locals(&mut state, &mut out);
         }
         tracing::info!("broker stopping");
         Ok(())

@@ -28,6 +28,16 @@ impl Peers {
         }
     }
 
+    /// A local (`unix://`) connection accepted from process `pid`.
+    pub fn insert_local(&mut self, fd: i32, pid: u32) {
+        self.pid_by_fd.insert(fd, pid);
+    }
+
+    /// A local connection closed.
+    pub fn remove_local(&mut self, fd: i32) {
+        self.pid_by_fd.remove(&fd);
+    }
+
     /// Whether a process with this pid is connected over ipc.
     pub fn connected(&self, pid: u32) -> bool {
         self.pid_by_fd.values().any(|&p| p == pid)

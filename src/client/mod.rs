@@ -8,6 +8,7 @@
 
 mod failover;
 mod job;
+mod local;
 mod many;
 mod mux;
 
@@ -40,6 +41,8 @@ enum Route {
     One(Mux),
     /// Several: spread over those up, and sent elsewhere when one is lost.
     Many(many::Many),
+    /// One broker over the local transport (`unix://`).
+    Local(local::Local),
 }
 
 /// One request, as [`Client::send`] takes it.
@@ -57,8 +60,13 @@ impl Client {
     /// Connects with CURVE credentials (a broker started with
     /// `--curve-secret`; see [`CurveClient::from_files`]), or in plaintext
     /// with `None`.
+    /// A `unix://` endpoint takes no credentials: only the broker's user
+    /// can connect to it.
     pub fn connect_with(endpoint: &str, curve: Option<&CurveClient>) -> Result<Client> {
-        let route = Route::One(Mux::connect(endpoint, curve)?);
+        let route = match crate::local::is_local(endpoint) {
+            true => Route::Local(local::Local::new(endpoint)?),
+            false => Route::One(Mux::connect(endpoint, curve)?),
+        };
         Ok(Client { endpoint: endpoint.to_string(), route, late: Mutex::default() })
     }
 
@@ -82,6 +90,9 @@ impl Client {
         match endpoints.as_slice() {
             [] => Err(Error::BadFlag("a client needs at least one broker endpoint".into())),
             [one] => Client::connect_with(one, curve),
+            several if several.iter().any(|e| crate::local::is_local(e)) => Err(Error::BadFlag(
+                "a client of several brokers reaches them over ipc:// or tcp://, not unix://".into(),
+            )),
             _ => {
                 let endpoint = endpoints[0].clone();
                 let route = Route::Many(many::Many::connect(&endpoints, curve)?);
@@ -99,7 +110,7 @@ impl Client {
     /// Every broker endpoint this client uses.
     pub fn endpoints(&self) -> Vec<&str> {
         match &self.route {
-            Route::One(_) => vec![self.endpoint.as_str()],
+            Route::One(_) | Route::Local(_) => vec![self.endpoint.as_str()],
             Route::Many(many) => many.brokers().iter().map(|b| b.endpoint.as_str()).collect(),
         }
     }
@@ -108,13 +119,13 @@ impl Client {
     /// it with the endpoint of the broker it came from.
     fn send(&self, request: Request, deadline: Instant) -> Result<(Outcome, &str)> {
         match &self.route {
-            Route::One(mux) => {
-                let id = mux.next_id();
+            Route::One(_) | Route::Local(_) => {
+                let id = self.next_id();
                 let frames = match request {
                     Request::Job(job, timeout) => request_frames(id, job, timeout),
                     Request::Control(command, tail) => vec![CommandFrame::new(command, id, 0, tail).encode().into()],
                 };
-                let outcome = mux.call(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome");
+                let outcome = self.call_one(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome");
                 Ok((outcome, &self.endpoint))
             }
             Route::Many(many) => {
@@ -150,18 +161,17 @@ impl Client {
         timeout: Duration,
     ) -> Vec<Result<Vec<u8>>> {
         let deadline = Instant::now() + timeout;
-        let mux = match &self.route {
-            Route::One(mux) => mux,
-            Route::Many(many) => return self.execute_many_over(many, jobs, deadline, timeout),
-        };
+        if let Route::Many(many) = &self.route {
+            return self.execute_many_over(many, jobs, deadline, timeout);
+        }
         let requests: Vec<_> = jobs
             .into_iter()
             .map(|job| {
-                let id = mux.next_id();
+                let id = self.next_id();
                 (id, request_frames(id, job.into(), timeout))
             })
             .collect();
-        match mux.call(requests, deadline) {
+        match self.call_one(requests, deadline) {
             Ok(outcomes) => outcomes.into_iter().map(|o| self.result(o, timeout, &self.endpoint)).collect(),
             Err(e) => vec![Err(e)],
         }
@@ -223,15 +233,12 @@ impl Client {
         timeout: Duration,
         mut done: impl FnMut(usize, Result<Vec<u8>>),
     ) -> Result<()> {
-        let mux = match &self.route {
-            Route::One(mux) => mux,
-            Route::Many(many) => {
-                let jobs = jobs.into_iter().map(Into::into).enumerate();
-                return many.pipeline(jobs, window.max(1), timeout, |i, o, b| {
-                    done(i, self.result(o, timeout, &many.brokers()[b].endpoint))
-                });
-            }
-        };
+        if let Route::Many(many) = &self.route {
+            let jobs = jobs.into_iter().map(Into::into).enumerate();
+            return many.pipeline(jobs, window.max(1), timeout, |i, o, b| {
+                done(i, self.result(o, timeout, &many.brokers()[b].endpoint))
+            });
+        }
         let mut jobs = jobs.into_iter().enumerate();
         let index_of = std::cell::RefCell::new(std::collections::HashMap::with_capacity(window));
         let next = |id: u64| {
@@ -239,10 +246,33 @@ impl Client {
             index_of.borrow_mut().insert(id, index);
             Some(request_frames(id, job.into(), timeout))
         };
-        mux.pipeline(next, window.max(1), timeout, |id, outcome| {
+        let done = |id, outcome| {
             let index = index_of.borrow_mut().remove(&id).expect("an id this pipeline sent");
             done(index, self.result(outcome, timeout, &self.endpoint));
-        })
+        };
+        match &self.route {
+            Route::One(mux) => mux.pipeline(next, window.max(1), timeout, done),
+            Route::Local(local) => local.pipeline(next, window.max(1), timeout, done),
+            Route::Many(_) => unreachable!("streamed above"),
+        }
+    }
+
+    /// A request id of the single broker's connection.
+    fn next_id(&self) -> u64 {
+        match &self.route {
+            Route::One(mux) => mux.next_id(),
+            Route::Local(local) => local.next_id(),
+            Route::Many(_) => unreachable!("a client of several brokers numbers its requests per broker"),
+        }
+    }
+
+    /// [`Mux::call`] on the single broker's connection.
+    fn call_one(&self, requests: Vec<(u64, Vec<zmq::Message>)>, deadline: Instant) -> Result<Vec<Outcome>> {
+        match &self.route {
+            Route::One(mux) => mux.call(requests, deadline),
+            Route::Local(local) => local.call(requests, deadline),
+            Route::Many(_) => unreachable!("a client of several brokers sends through Many"),
+        }
     }
 
     /// Runs one job under Powerhose's timeout policy (see [`TimeoutPolicy`]).
@@ -333,7 +363,7 @@ impl Client {
 
     fn unreachable(&self, waited: Duration) -> Error {
         let endpoint = match &self.route {
-            Route::One(_) => self.endpoint.clone(),
+            Route::One(_) | Route::Local(_) => self.endpoint.clone(),
             Route::Many(many) => many.endpoints(),
         };
         Error::BrokerUnreachable { endpoint, waited }

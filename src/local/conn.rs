@@ -136,6 +136,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Queues a message for the next [`Conn::flush`]: many messages then go
+    /// in one system call.
+    pub fn queue(&mut self, frames: &[&[u8]]) {
+        frame::encode_into(&mut self.out, frames);
+    }
+
     /// Writes buffered bytes; true when none are left.
     pub fn flush(&mut self) -> io::Result<bool> {
         while !self.out.is_empty() {
@@ -202,12 +208,18 @@ impl Conn {
     /// `deadline` passes (false); `None` waits for ever.
     pub fn wait(&self, write: bool, deadline: Option<Instant>) -> io::Result<bool> {
         let events = if write { libc::POLLOUT } else { libc::POLLIN };
+        self.poll(events, deadline).map(|revents| revents != 0)
+    }
+
+    /// Waits for `events` (`POLLIN`, `POLLOUT`) until `deadline`; the
+    /// events that came (0 when the deadline passed).
+    pub fn poll(&self, events: libc::c_short, deadline: Option<Instant>) -> io::Result<libc::c_short> {
         let mut pfd = libc::pollfd { fd: self.fd(), events, revents: 0 };
         loop {
             let timeout = match deadline {
                 None => -1,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    None => return Ok(false),
+                    None => return Ok(0),
                     // Rounded up: waking a little early would spin.
                     Some(left) => left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
                 },
@@ -215,7 +227,7 @@ impl Conn {
             // SAFETY: one valid pollfd.
             match unsafe { syscall!(poll(&mut pfd, 1, timeout)) } {
                 Ok(0) => {}
-                Ok(_) => return Ok(true),
+                Ok(_) => return Ok(pfd.revents),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -53,6 +53,10 @@ pub const MAX_QUEUE: usize = 10_000;
 /// the broker drops new ones for it (and counts them) instead of holding
 /// them without bound.
 pub const FRONT_SEND_HWM: i32 = 10_000;
+/// Bytes of replies that may wait for a local (`unix://`) client that does
+/// not read them; past it, further replies to it are dropped and counted
+/// (the local transport's `FRONT_SEND_HWM`).
+pub const LOCAL_SEND_MAX: usize = 64 << 20;
 
 /// Bytes (headers and data) that waiting jobs may hold in all before new
 /// ones are refused `BUSY`: the broker's memory bound, sized for a small

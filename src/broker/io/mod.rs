@@ -7,9 +7,11 @@
 mod back;
 mod front;
 mod gate;
+mod local;
 mod send;
 
 pub(super) use gate::Gate;
+pub(super) use local::Locals;
 
 use std::time::Instant;
 
@@ -58,6 +60,10 @@ pub(super) struct Io<'a> {
     replies_dropped: u64,
     /// Who may do what (see [`gate`]).
     pub gate: Gate,
+    /// The `unix://` listeners and connections (see [`local`]).
+    pub locals: Locals,
+    /// Accepts that failed on the local listeners (`[front, back]`).
+    listeners_failed: [u64; 2],
 }
 
 impl<'a> Io<'a> {
@@ -80,6 +86,8 @@ impl<'a> Io<'a> {
             warnings: Warnings::default(),
             replies_dropped: 0,
             gate,
+            locals: Locals::default(),
+            listeners_failed: [0; 2],
         }
     }
 
@@ -116,13 +124,19 @@ impl<'a> Io<'a> {
 
     /// When an endpoint that stopped listening is due to listen again.
     pub fn rebind_deadline(&self) -> Option<Instant> {
-        self.listeners.iter().filter_map(Listener::deadline).min()
+        let local = self.locals.listeners.iter().flatten().filter_map(|(_, backoff)| backoff.deadline());
+        self.listeners.iter().filter_map(Listener::deadline).chain(local).min()
     }
 
     /// Listens again on the endpoints whose pause is over.
     pub fn rebind_if_due(&mut self, now: Instant) {
         for listener in &mut self.listeners {
             listener.rebind_if_due(now, &mut self.warnings);
+        }
+        for (_, backoff) in self.locals.listeners.iter_mut().flatten() {
+            if backoff.deadline().is_some_and(|at| at <= now) {
+                backoff.rebound();
+            }
         }
     }
 
@@ -141,7 +155,8 @@ impl<'a> Io<'a> {
             workers: if role.sees_workers() { state.workers(now) } else { Vec::new() },
             counters: Counters {
                 replies_dropped: self.replies_dropped,
-                accept_failures: self.listeners.iter().map(|l| l.failures).sum(),
+                accept_failures: self.listeners.iter().map(|l| l.failures).sum::<u64>()
+                    + self.listeners_failed.iter().sum::<u64>(),
                 ..state.counters.clone()
             },
             latency_ms: state.latency.latency(),

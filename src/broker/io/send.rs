@@ -30,7 +30,7 @@ impl Io<'_> {
                     let arg = job_arg(timeout_ms, backlog);
                     if inline && state.worker_reads_inline(worker) {
                         inline::request_into_job(&mut data, job_id, arg);
-                        send_parts(self.back, [identity.into(), data])
+                        self.send_to(true, [identity.into(), data])
                     } else if inline {
                         // A worker that reads only two-frame JOBs: unpack the request.
                         let Ok((headers, bytes)) = inline::unpack_request(&data) else {
@@ -38,20 +38,20 @@ impl Io<'_> {
                             continue;
                         };
                         CommandFrame::new(Command::Job, job_id, arg, headers).encode_into(&mut self.buf);
-                        send_parts(self.back, [identity.into(), (&self.buf[..]).into(), bytes.into()])
+                        self.send_to(true, [identity.into(), (&self.buf[..]).into(), bytes.into()])
                     } else {
                         CommandFrame::new(Command::Job, job_id, arg, &headers).encode_into(&mut self.buf);
-                        send_parts(self.back, [identity.into(), (&self.buf[..]).into(), data])
+                        self.send_to(true, [identity.into(), (&self.buf[..]).into(), data])
                     }
                 }
                 Output::Heartbeat { worker } => {
                     let Some(identity) = state.worker_identity(worker) else { continue };
                     CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);
-                    send_parts(self.back, [identity.into(), (&self.buf[..]).into()])
+                    self.send_to(true, [identity.into(), (&self.buf[..]).into()])
                 }
                 Output::Disconnect { identity } => {
                     CommandFrame::new(Command::Disconnect, 0, 0, b"").encode_into(&mut self.buf);
-                    send_parts(self.back, [identity.into(), (&self.buf[..]).into()])
+                    self.send_to(true, [identity.into(), (&self.buf[..]).into()])
                 }
             };
             if let Err(e) = result {
@@ -78,7 +78,7 @@ impl Io<'_> {
                 (Body::Text(_), Status::Ok) => bytes.to_vec(),
                 _ => legacy::encode_reply(pid, status == Status::Ok, bytes),
             };
-            return send_parts(self.front, [route.identity, Msg::new(), reply.into()]);
+            return self.send_to(false, [route.identity, Msg::new(), reply.into()]);
         }
         let pid_bytes = pid.to_le_bytes();
         let reply = CommandFrame::new(Command::Reply, route.req_id, status as u32, &pid_bytes);
@@ -88,16 +88,32 @@ impl Io<'_> {
             // The RESULT frame becomes the REPLY.
             Body::Frame(mut frame) => {
                 if inline::result_into_reply(&mut frame, route.req_id, status, pid) {
-                    return send_parts(self.front, [route.identity, frame]);
+                    return self.send_to(false, [route.identity, frame]);
                 }
-                return send_parts(
-                    self.front,
+                return self.send_to(
+                    false,
                     [route.identity, reply.with_data(inline::inline_data(&frame)).message()],
                 );
             }
         };
         reply.encode_into(&mut self.buf);
-        send_parts(self.front, [route.identity, (&self.buf[..]).into(), body])
+        self.send_to(false, [route.identity, (&self.buf[..]).into(), body])
+    }
+}
+
+impl Io<'_> {
+    /// Sends `[identity, frames..]` to the peer behind `identity` on the
+    /// back (workers) or the front (clients): over its local connection if
+    /// it has one, else on the ZeroMQ socket.
+    fn send_to<const N: usize>(&mut self, back: bool, parts: [Msg; N]) -> Result<(), zmq::Error> {
+        if let Some(i) = self.locals.find(back, &parts[0]) {
+            let mut frames: [&[u8]; N] = [&[]; N];
+            for (frame, part) in frames.iter_mut().zip(&parts) {
+                *frame = part;
+            }
+            return self.send_local(i, &frames[1..]);
+        }
+        send_parts(if back { self.back } else { self.front }, parts)
     }
 }
 

@@ -237,6 +237,12 @@ impl<M: Payload> BrokerState<M> {
         }
     }
 
+    /// A local worker's connection closed (its process exited, or it gave
+    /// up on this broker): its jobs are retried or answered now.
+    pub fn worker_connection_closed(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {
+        self.remove_worker(now, identity, "the worker's connection closed", out);
+    }
+
     /// The worker's key was removed from the allow-list: it is dropped now
     /// (its jobs retried or answered, as if it died) and told to go.
     pub fn worker_revoked(&mut self, now: Instant, identity: &[u8], out: &mut Vec<Output<M>>) {

@@ -352,25 +352,10 @@ impl Mux {
                 }
                 extra += 1;
             }
-            let cmd = match CommandFrame::decode(&head) {
-                Ok(cmd) if cmd.command == Command::Reply && extra <= usize::from(cmd.data.is_none()) => cmd,
-                _ => {
-                    tracing::warn!("malformed reply from the broker ignored");
-                    continue;
-                }
-            };
-            let Some(status) = Status::from_u32(cmd.arg) else {
-                tracing::warn!(status = cmd.arg, "reply with an unknown status ignored");
-                continue;
-            };
-            // The pid is the tail's first 4 bytes; an inline REPLY may have more.
-            let pid = cmd.tail.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-            let (id, end) = (cmd.id, head.len());
-            let reply = match cmd.data.map(|d| d.len()) {
-                Some(n) => Reply { status, pid, frame: head, body: end - 4 - n..end - 4 },
-                None => Reply { status, pid, body: 0..body.len(), frame: body },
-            };
-            return Ok(Some((id, reply)));
+            match reply_of(head, body, extra) {
+                Some(got) => return Ok(Some(got)),
+                None => continue,
+            }
         }
     }
 
@@ -397,4 +382,29 @@ impl Mux {
         }
         Ok(own)
     }
+}
+
+/// A reply's request id and contents from its first frame (`head`) and the
+/// body frame that followed it (`extra` frames in all after `head`); `None`
+/// for a malformed one (logged: it is skipped).
+pub(crate) fn reply_of(head: zmq::Message, body: zmq::Message, extra: usize) -> Option<(u64, Reply)> {
+    let cmd = match CommandFrame::decode(&head) {
+        Ok(cmd) if cmd.command == Command::Reply && extra <= usize::from(cmd.data.is_none()) => cmd,
+        _ => {
+            tracing::warn!("malformed reply from the broker ignored");
+            return None;
+        }
+    };
+    let Some(status) = Status::from_u32(cmd.arg) else {
+        tracing::warn!(status = cmd.arg, "reply with an unknown status ignored");
+        return None;
+    };
+    // The pid is the tail's first 4 bytes; an inline REPLY may have more.
+    let pid = cmd.tail.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let (id, end) = (cmd.id, head.len());
+    let reply = match cmd.data.map(|d| d.len()) {
+        Some(n) => Reply { status, pid, frame: head, body: end - 4 - n..end - 4 },
+        None => Reply { status, pid, body: 0..body.len(), frame: body },
+    };
+    Some((id, reply))
 }
