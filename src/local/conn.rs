@@ -183,6 +183,14 @@ impl Conn {
         }
     }
 
+    /// Whether a complete message was read and not yet taken (polling
+    /// the descriptor would not show it).
+    pub fn has_message(&self) -> bool {
+        let skip = if self.greeted { 0 } else { GREETING.len() };
+        let buf = self.inbuf.get(self.start + skip..).unwrap_or_default();
+        matches!(frame::decode(buf, self.limit), Ok(Some(_)) | Err(_))
+    }
+
     /// The next complete message already read, if any.
     pub fn next_message(&mut self) -> Result<Option<Frames>, FrameError> {
         if !self.greeted {

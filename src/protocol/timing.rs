@@ -57,6 +57,13 @@ pub const FRONT_SEND_HWM: i32 = 10_000;
 /// not read them; past it, further replies to it are dropped and counted
 /// (the local transport's `FRONT_SEND_HWM`).
 pub const LOCAL_SEND_MAX: usize = 64 << 20;
+/// How often a worker dials a local (`unix://`) broker that is not there:
+/// ZeroMQ's own reconnection interval, which the other transports get.
+pub const LOCAL_REDIAL: Duration = Duration::from_millis(100);
+/// How long a worker waits for its local broker to take a message before
+/// it counts the connection as dead (the broker reads its workers at every
+/// turn of its loop: only a hung broker makes this wait).
+pub const LOCAL_SEND_WAIT: Duration = Duration::from_secs(5);
 
 /// Bytes (headers and data) that waiting jobs may hold in all before new
 /// ones are refused `BUSY`: the broker's memory bound, sized for a small

@@ -11,6 +11,7 @@
 //! stretch that: a timer ([`crate::sys::Timer`]) wakes the pulse thread,
 //! which sends them.
 
+use super::socket::BrokerSocket;
 use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
@@ -31,10 +32,10 @@ pub struct Finished {
 
 impl Finished {
     /// Sends it to its broker without blocking; false when that one is not connected.
-    pub fn send(self, sockets: &[zmq::Socket]) -> crate::error::Result<bool> {
+    pub fn send(self, sockets: &[BrokerSocket]) -> crate::error::Result<bool> {
         let socket = &sockets[self.origin];
         if self.inline {
-            return send_raw(socket, self.body);
+            return send_raw(socket, &self.body);
         }
         let tail = ResultTail { still_busy: false, run_us: Some(self.run_us) };
         send_result(socket, self.job_id, self.status, tail, self.body)
@@ -82,7 +83,7 @@ impl Held {
 
     /// Sends every held result, oldest first; false if a send found no broker
     /// (the rest are dropped too: their clients' deadlines end them).
-    pub fn flush(&mut self, sockets: &[zmq::Socket]) -> crate::error::Result<bool> {
+    pub fn flush(&mut self, sockets: &[BrokerSocket]) -> crate::error::Result<bool> {
         self.since = None;
         let mut all = true;
         for f in self.results.drain(..) {

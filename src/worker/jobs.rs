@@ -230,8 +230,9 @@ impl JobLoop<'_> {
                 tracing::warn!("no acknowledgement from every broker; leaving anyway");
                 break;
             }
-            let mut items: Vec<_> = sockets.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
-            crate::wakeup::poll(&mut items, (deadline - now).as_millis() as i64 + 1)?;
+            let mut items: Vec<_> = sockets.iter().map(|s| s.poll_item(zmq::POLLIN)).collect();
+            let wait = if sockets.iter().any(|s| s.buffered()) { 0 } else { (deadline - now).as_millis() as i64 + 1 };
+            crate::wakeup::poll(&mut items, wait)?;
             while let Some(origin) = self.next_message(&sockets, frames, None)? {
                 (sockets, _) = self.handle(sockets, origin, frames)?;
             }

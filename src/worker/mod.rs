@@ -13,10 +13,12 @@
 mod coalesce;
 mod jobs;
 mod pulse;
+mod socket;
 pub mod stackdump;
 mod turns;
 mod wire;
 
+use socket::BrokerSocket;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +31,7 @@ use crate::sys::Timer;
 use crate::wakeup::Wakeup;
 use coalesce::Held;
 use jobs::JobLoop;
-use wire::{connect, identity, jitter, send};
+use wire::{identity, jitter, send};
 
 /// Exit status of a worker whose handler stayed stuck past the hard limit.
 pub const EXIT_STUCK: i32 = 4;
@@ -112,7 +114,7 @@ fn answer_delay(options: &WorkerOptions, batched_io: bool) -> Duration {
 }
 
 /// The sockets, one per broker (in `backends` order), locked.
-type Guard<'s> = MutexGuard<'s, Vec<zmq::Socket>>;
+type Guard<'s> = MutexGuard<'s, Vec<BrokerSocket>>;
 
 /// The job in progress, as the pulse thread sees it.
 #[derive(Clone, Debug)]
@@ -143,7 +145,7 @@ type FromBroker = (usize, Vec<zmq::Message>);
 
 /// Shared between the job thread and the pulse thread.
 struct Link {
-    sockets: Mutex<Vec<zmq::Socket>>,
+    sockets: Mutex<Vec<BrokerSocket>>,
     peers: Vec<Peer>,
     running: Mutex<Option<Running>>,
     /// DISCONNECT sent: no new job will come once the brokers acknowledge.
@@ -177,7 +179,7 @@ impl Link {
     }
 
     /// Sends the held results, if any; call with the sockets locked.
-    fn flush_held(&self, sockets: &[zmq::Socket]) -> Result<()> {
+    fn flush_held(&self, sockets: &[BrokerSocket]) -> Result<()> {
         let mut held = Link::lock(&self.held);
         if held.is_empty() {
             return Ok(());
@@ -190,7 +192,7 @@ impl Link {
     }
 
     /// Sends DISCONNECT to every broker, once.
-    fn unregister(&self, sockets: &[zmq::Socket]) -> Result<()> {
+    fn unregister(&self, sockets: &[BrokerSocket]) -> Result<()> {
         if !self.unregistered.swap(true, Ordering::AcqRel) {
             for socket in sockets {
                 send(socket, CommandFrame::new(Command::Disconnect, 0, 0, b""), None)?;
@@ -240,7 +242,9 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         return Err(Error::BadFlag("a worker needs at least one --backend".into()));
     }
     let ctx = zmq::Context::new();
-    let sockets = options.backends.iter().map(|b| connect(&ctx, options, &id, b)).collect::<Result<Vec<_>>>()?;
+    let sockets = (options.backends.iter())
+        .map(|b| socket::BrokerSocket::connect(&ctx, options, &id, b))
+        .collect::<Result<Vec<_>>>()?;
     let link = Arc::new(Link {
         sockets: Mutex::new(sockets),
         peers: options.backends.iter().map(|_| Peer::default()).collect(),

@@ -7,6 +7,7 @@
 //! brokers, gives back within [`ELSEWHERE_SWEEP`] a job another broker sent
 //! meanwhile, so that job does not wait behind this one.
 
+use super::socket::BrokerSocket;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -126,7 +127,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
 
 /// Answers the job `TIMEOUT` (the worker stays busy: tail flag 1) and logs
 /// where the handler is stuck.
-fn time_out(link: &Link, sockets: &[zmq::Socket], running: &super::Running, limit: Duration) {
+fn time_out(link: &Link, sockets: &[BrokerSocket], running: &super::Running, limit: Duration) {
     let _ = link.flush_held(sockets);
     if let Some(r) = Link::lock(&link.running).as_mut().filter(|r| r.job_id == running.job_id) {
         r.timed_out = true;
@@ -162,24 +163,14 @@ fn time_out(link: &Link, sockets: &[zmq::Socket], running: &super::Running, limi
     );
 }
 
-fn recv(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
+fn recv(socket: &BrokerSocket) -> Option<Vec<zmq::Message>> {
     let mut frames = Vec::new();
-    loop {
-        let mut msg = zmq::Message::new();
-        if crate::sys::zmq_recv(socket, &mut msg, zmq::DONTWAIT).is_err() {
-            return (!frames.is_empty()).then_some(frames);
-        }
-        let more = msg.get_more();
-        frames.push(msg);
-        if !more {
-            return Some(frames);
-        }
-    }
+    socket.recv_frames(&mut frames).ok().filter(|&got| got).map(|_| frames)
 }
 
 /// `RETURN`s a job the worker will not run: always headers in the command
 /// frame and data in a frame of its own, whichever form the `JOB` had.
-pub(super) fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>, arg: u32) {
+pub(super) fn give_back(socket: &BrokerSocket, frames: Vec<zmq::Message>, arg: u32) {
     let mut frames = frames.into_iter();
     let Some(head) = frames.next() else { return };
     let Ok(cmd) = CommandFrame::decode(&head) else { return };
@@ -191,8 +182,7 @@ pub(super) fn give_back(socket: &zmq::Socket, frames: Vec<zmq::Message>, arg: u3
         (None, Some(data)) => (cmd.tail, data),
         _ => return,
     };
-    let frame = CommandFrame::new(Command::Return, cmd.id, arg, headers).encode();
-    let _ = socket.send(frame, zmq::SNDMORE | zmq::DONTWAIT).and_then(|_| socket.send(data, zmq::DONTWAIT));
+    let _ = super::wire::send(socket, CommandFrame::new(Command::Return, cmd.id, arg, headers), Some(data));
     if arg & RETURN_ELSEWHERE != 0 {
         tracing::debug!(job_id = cmd.id, "job given back: busy with another broker's job");
     } else {

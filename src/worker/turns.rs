@@ -3,6 +3,7 @@
 //! brokers in turn, so that one broker's stream never starves another's;
 //! the jobs themselves are run by [`super::jobs`].
 
+use super::socket::BrokerSocket;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -79,10 +80,19 @@ impl JobLoop<'_> {
                     );
                     broker.lost = true;
                 }
-                let connected = socket.get_events().map_err(Error::zmq("socket events"))?.contains(zmq::POLLOUT);
+                let connected = socket.connected(now)?;
+                if socket.take_reconnected() {
+                    // A new local connection: the broker behind it may not
+                    // know us (it restarted), so register on it now.
+                    (broker.lost, broker.next_ready) = (true, now);
+                }
                 // Read once per turn; a dial below makes it unconnected.
                 broker.connected = connected;
-                if broker.redial.check(socket, connected || !broker.lost, now)? {
+                let redialled = match socket.zmq() {
+                    Some(zmq) => broker.redial.check(zmq, connected || !broker.lost, now)?,
+                    None => false,
+                };
+                if redialled {
                     broker.connected = false;
                     tracing::warn!(
                         "no connection to the broker at {} for {:.0?}; dialling again (a broker with \
@@ -133,6 +143,9 @@ impl JobLoop<'_> {
             let mut items = Vec::with_capacity(sockets.len() + 1);
             for (i, broker) in brokers.iter().enumerate() {
                 let connected = broker.connected;
+                if let Some(at) = sockets[i].dial_at() {
+                    wake = wake.min(at);
+                }
                 if broker.lost {
                     wake = wake.min(broker.next_ready);
                     if let Some(at) = broker.redial.next() {
@@ -143,14 +156,14 @@ impl JobLoop<'_> {
                 }
                 // While lost and unconnected, a new connection (POLLOUT) wakes us to register.
                 let events = if broker.lost && !connected { zmq::POLLIN | zmq::POLLOUT } else { zmq::POLLIN };
-                items.push(sockets[i].as_poll_item(events));
+                items.push(sockets[i].poll_item(events));
             }
             if let Some(at) = self.retire_at {
                 wake = wake.min(at);
             }
             items.push(shutdown.poll_item());
             // Messages already read (stashed) are handled without waiting.
-            let timeout = if Link::lock(&self.link.stash).is_empty() {
+            let timeout = if Link::lock(&self.link.stash).is_empty() && !sockets.iter().any(|s| s.buffered()) {
                 wake.saturating_duration_since(now).as_millis() as i64 + 1
             } else {
                 0
@@ -161,7 +174,7 @@ impl JobLoop<'_> {
                 if item.is_writable() {
                     brokers[i].next_ready = Instant::now();
                 }
-                readable |= item.is_readable();
+                readable |= item.is_readable() || sockets[i].buffered();
             }
             drop(items);
             if !readable && Link::lock(&self.link.stash).is_empty() {
@@ -180,7 +193,7 @@ impl JobLoop<'_> {
                             self.link.flush_held(&sockets)?;
                             let mut items: Vec<_> = (f.iter().zip(sockets.iter()))
                                 .filter(|(on, _)| **on)
-                                .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
+                                .map(|(_, s)| s.poll_item(zmq::POLLIN))
                                 .collect();
                             crate::wakeup::poll(&mut items, (*until - now).as_micros().div_ceil(1000) as i64)?;
                             continue;
@@ -214,7 +227,7 @@ impl JobLoop<'_> {
 
     /// Gives back the jobs stashed from brokers other than `origin`, as
     /// busy elsewhere: they must not wait behind `origin`'s job.
-    pub(super) fn give_back_others(&self, sockets: &[zmq::Socket], origin: usize) {
+    pub(super) fn give_back_others(&self, sockets: &[BrokerSocket], origin: usize) {
         let others: Vec<super::FromBroker> = {
             let mut stash = Link::lock(&self.link.stash);
             if stash.iter().all(|(o, _)| *o == origin) {
@@ -232,7 +245,7 @@ impl JobLoop<'_> {
 
     /// `READY` to each broker we gave a job back as busy elsewhere: we are idle.
     /// Returns, per broker, whether it was told.
-    pub(super) fn free_again(&self, sockets: &[zmq::Socket]) -> Result<Vec<bool>> {
+    pub(super) fn free_again(&self, sockets: &[BrokerSocket]) -> Result<Vec<bool>> {
         let mut told = vec![false; sockets.len()];
         for (i, peer) in self.link.peers.iter().enumerate() {
             if peer.owes_ready.swap(false, Ordering::AcqRel) && !self.link.unregistered.load(Ordering::Acquire) {
@@ -254,7 +267,7 @@ impl JobLoop<'_> {
     /// With `only`, the brokers marked there alone.
     pub(super) fn next_message(
         &self,
-        sockets: &[zmq::Socket],
+        sockets: &[BrokerSocket],
         frames: &mut Vec<zmq::Message>,
         only: Option<&[bool]>,
     ) -> Result<Option<usize>> {

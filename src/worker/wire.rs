@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::socket::BrokerSocket;
 use super::WorkerOptions;
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, ResultTail, Status};
@@ -51,7 +52,17 @@ pub(super) fn connect(
 
 /// Sends without ever blocking; `Ok(false)` when no broker is connected (the
 /// message is dropped: the broker that would have read it is gone).
-pub(super) fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<bool> {
+pub(super) fn send(socket: &BrokerSocket, frame: CommandFrame<'_>, body: Option<zmq::Message>) -> Result<bool> {
+    let socket = match socket {
+        BrokerSocket::Zmq(socket) => socket,
+        BrokerSocket::Local(local) => {
+            let head = frame.encode();
+            return match &body {
+                Some(body) => BrokerSocket::send_local(local, &[&head, body]),
+                None => BrokerSocket::send_local(local, &[&head]),
+            };
+        }
+    };
     let more = if body.is_some() { zmq::SNDMORE } else { 0 };
     loop {
         // Built again when a signal interrupts the send (see crate::sys).
@@ -71,7 +82,7 @@ pub(super) fn send(socket: &zmq::Socket, frame: CommandFrame<'_>, body: Option<z
 
 /// Sends one two-frame `RESULT` without blocking; false when no broker is connected.
 pub(super) fn send_result(
-    socket: &zmq::Socket,
+    socket: &BrokerSocket,
     job_id: u64,
     status: Status,
     tail: ResultTail,
@@ -83,7 +94,11 @@ pub(super) fn send_result(
 
 /// Sends a prepared one-frame message (READY, an inline `RESULT`) without
 /// blocking; `Ok(false)` when not connected.
-pub(super) fn send_raw(socket: &zmq::Socket, frame: impl zmq::Sendable) -> Result<bool> {
+pub(super) fn send_raw(socket: &BrokerSocket, frame: &[u8]) -> Result<bool> {
+    let socket = match socket {
+        BrokerSocket::Zmq(socket) => socket,
+        BrokerSocket::Local(local) => return BrokerSocket::send_local(local, &[frame]),
+    };
     match socket.send(frame, zmq::DONTWAIT) {
         Ok(()) => Ok(true),
         Err(zmq::Error::EAGAIN) => Ok(false),
@@ -96,8 +111,13 @@ pub(super) fn jitter(max: Duration) -> Duration {
     max.mul_f64(u64::from_le_bytes(random_or_clock()) as f64 / u64::MAX as f64)
 }
 
-/// Reads one multipart message without blocking; `false` when none is waiting.
-pub(super) fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
+/// Reads one message without blocking; `false` when none is waiting.
+pub(super) fn recv_frames(socket: &BrokerSocket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
+    socket.recv_frames(frames)
+}
+
+/// [`recv_frames`] from a ZeroMQ socket.
+pub(super) fn recv_zmq(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
     frames.clear();
     loop {
         let mut msg = zmq::Message::new();
