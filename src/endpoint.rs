@@ -73,21 +73,32 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The default front (client) endpoint in runtime directory `dir`: the
+/// local transport, which our clients use.
+pub fn frontend_in(dir: &Path) -> String {
+    format!("{}{}", crate::local::SCHEME, dir.join("front.sock").display())
+}
+
 /// The default front (client) endpoint.
 pub fn default_frontend() -> Result<String> {
+    Ok(frontend_in(&runtime_dir()?))
+}
+
+/// The default ZeroMQ front endpoint, served beside [`default_frontend`]
+/// by default: for ZeroMQ clients (Powerhose 0.7's, pyzmq).
+pub fn default_zmq_frontend() -> Result<String> {
     Ok(format!("ipc://{}", runtime_dir()?.join("front.ipc").display()))
 }
 
 /// The default front endpoint, computed without creating the runtime
 /// directory: for checks that must leave no trace.
 pub fn default_frontend_path() -> String {
-    let dir = runtime_dir_path(|name| std::env::var_os(name), crate::sys::uid());
-    format!("ipc://{}", dir.join("front.ipc").display())
+    frontend_in(&runtime_dir_path(|name| std::env::var_os(name), crate::sys::uid()))
 }
 
-/// The default back (worker) endpoint.
+/// The default back (worker) endpoint: the local transport.
 pub fn default_backend() -> Result<String> {
-    Ok(format!("ipc://{}", runtime_dir()?.join("back.ipc").display()))
+    Ok(format!("{}{}", crate::local::SCHEME, runtime_dir()?.join("back.sock").display()))
 }
 
 /// The socket path of an `ipc://` or `unix://` endpoint, `None` for other

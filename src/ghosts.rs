@@ -67,7 +67,7 @@ fn frontend_of(pid: u32) -> Option<String> {
             Some(OsString::from_vec(rest.to_vec()))
         })
     };
-    Some(format!("ipc://{}", runtime_dir_path(var, uid).join("front.ipc").display()))
+    Some(crate::endpoint::frontend_in(&runtime_dir_path(var, uid)))
 }
 
 /// Whether process `pid` exists and is not a zombie.
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn this_test_process_is_not_a_broker() {
         assert!(!is_serving_broker(std::process::id()));
-        assert!(frontend_of(std::process::id()).is_some_and(|f| f.starts_with("ipc://")));
+        assert!(frontend_of(std::process::id()).is_some_and(|f| f.starts_with("unix://")));
         assert!(find_ghosts("ipc:///nonexistent/front.ipc", None).is_empty());
     }
 

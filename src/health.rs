@@ -121,9 +121,9 @@ fn summary(pid: u32, frontend: &str, workers: usize, queued: usize) -> String {
 /// Catches endpoints ZeroMQ would reject or silently never reach.
 pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("bad endpoint {endpoint:?}: {why}"));
-    if let Some(path) = endpoint.strip_prefix("ipc://") {
+    if let Some(path) = endpoint.strip_prefix("ipc://").or_else(|| endpoint.strip_prefix(crate::local::SCHEME)) {
         if path.is_empty() {
-            return bad("empty ipc path");
+            return bad("empty socket path");
         }
         if path.len() > 107 {
             return bad("ipc path longer than 107 bytes");
@@ -191,6 +191,8 @@ mod tests {
     #[test]
     fn endpoints_are_validated() {
         assert!(validate_endpoint("ipc:///run/x.ipc").is_ok());
+        assert!(validate_endpoint("unix:///run/x.sock").is_ok());
+        assert!(validate_endpoint("unix://").is_err());
         assert!(validate_endpoint("tcp://127.0.0.1:5555").is_ok());
         for bad in ["", "ipc://", "tcp://nohost", "tcp://h:0", "tcp://h:99999", "udp://x:1", "/tmp/x"] {
             assert!(validate_endpoint(bad).is_err(), "{bad}");

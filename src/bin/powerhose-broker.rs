@@ -9,11 +9,13 @@ use powerhose::{broker, cli, endpoint, ghosts, health, protocol, wakeup::Wakeup,
 #[derive(Parser, Debug)]
 #[command(version, about = "Route jobs from clients to powerhose workers")]
 struct Args {
-    /// Endpoint for clients [default: ipc://<runtime dir>/front.ipc]; with
-    /// --check or --status, repeat it to look at every broker of a deployment
+    /// Endpoint for clients; repeated, each is served (one ipc:// or tcp://
+    /// at most, and unix:// ones) [default: unix://<runtime dir>/front.sock,
+    /// and ipc://<runtime dir>/front.ipc for ZeroMQ clients]; with --check
+    /// or --status, repeat it to look at every broker of a deployment
     #[arg(long)]
     frontend: Vec<String>,
-    /// Endpoint for workers [default: ipc://<runtime dir>/back.ipc]
+    /// Endpoint for workers [default: unix://<runtime dir>/back.sock]
     #[arg(long)]
     backend: Option<String>,
     /// Timeout for Powerhose-format jobs (they carry none), in milliseconds.
@@ -78,14 +80,10 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     if args.status && args.frontend.len() > 1 {
         return status_of_each(args, timeout);
     }
-    let frontend = match args.frontend.as_slice() {
-        [] => endpoint::default_frontend()?,
-        [one] => one.clone(),
-        _ => {
-            return Err(
-                Error::BadFlag("a broker binds one --frontend (repeat it with --check or --status)".into()).into()
-            )
-        }
+    // Served: every --frontend; asked (--status, --purge-ghosts): the first.
+    let (frontend, more_frontends) = match args.frontend.split_first() {
+        None => (endpoint::default_frontend()?, vec![endpoint::default_zmq_frontend()?]),
+        Some((first, more)) => (first.clone(), more.to_vec()),
     };
     if args.status {
         let status = Client::connect_with(&frontend, credentials(args)?.as_ref())?.status(timeout)?;
@@ -103,6 +101,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     }
     let backend = args.backend.clone().map_or_else(endpoint::default_backend, Ok)?;
     let mut options = broker::BrokerOptions::new(frontend, backend);
+    options.more_frontends = more_frontends;
     options.config = args.broker.config();
     options.max_message_bytes = args.broker.max_message_bytes;
     options.io_cpu = args.broker.io_cpu;

@@ -9,7 +9,7 @@ use powerhose::{cli, endpoint, Client, Error, JobRequest};
 #[derive(Parser, Debug)]
 #[command(version, about = "Send a job or a ping to a powerhose broker")]
 struct Args {
-    /// The broker's client endpoint [default: ipc://<runtime dir>/front.ipc];
+    /// The broker's client endpoint [default: unix://<runtime dir>/front.sock];
     /// repeated, the job goes to one broker that answers, and to another if
     /// that one is down (see the README's "Several brokers").
     #[arg(long, global = true)]

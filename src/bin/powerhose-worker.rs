@@ -21,7 +21,7 @@ struct Args {
     params: Option<String>,
     /// A broker's worker endpoint; repeat it to serve several brokers (one
     /// job at a time, answering each job's broker)
-    /// [default: ipc://<runtime dir>/back.ipc]
+    /// [default: unix://<runtime dir>/back.sock]
     #[arg(long)]
     backend: Vec<String>,
     /// Service to register [default: the plugin's name]

@@ -25,10 +25,12 @@ struct Args {
     /// many workers [default: four per CPU]
     #[arg(long)]
     max_workers: Option<usize>,
-    /// Endpoint for clients [default: ipc://<runtime dir>/front.ipc]
+    /// Endpoint for clients; repeated, each is served (one ipc:// or tcp://
+    /// at most, and unix:// ones) [default: unix://<runtime dir>/front.sock,
+    /// and ipc://<runtime dir>/front.ipc for ZeroMQ clients]
     #[arg(long)]
-    frontend: Option<String>,
-    /// Endpoint for workers [default: ipc://<runtime dir>/back.ipc]
+    frontend: Vec<String>,
+    /// Endpoint for workers [default: unix://<runtime dir>/back.sock]
     #[arg(long)]
     backend: Option<String>,
     /// The worker executable [default: powerhose-worker next to this program, or on PATH]
@@ -61,7 +63,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     options.workers = args.workers.unwrap_or(options.workers);
     options.max_workers = args.max_workers.unwrap_or(options.max_workers);
-    options.frontend = args.frontend.clone().unwrap_or(options.frontend);
+    if let Some((first, more)) = args.frontend.split_first() {
+        (options.frontend, options.more_frontends) = (first.clone(), more.to_vec());
+    }
     options.backend = args.backend.clone().unwrap_or(options.backend);
     options.worker_exe = args.worker_exe.clone();
     options.broker = args.broker.config();

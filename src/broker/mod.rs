@@ -1,6 +1,7 @@
 //! The broker: binds the front (clients) and back (workers) sockets and moves
 //! messages between them and [`state::BrokerState`]; this loop only does I/O.
 
+mod bind;
 mod io;
 mod listen;
 pub mod state;
@@ -10,11 +11,10 @@ mod warnings;
 use std::time::{Duration, Instant};
 
 use crate::auth::allow::AllowLists;
-use crate::auth::exposure::{check_bind, reach, Reach};
 use crate::auth::zap::Zap;
-use crate::auth::{CurveServer, BACK_DOMAIN, FRONT_DOMAIN};
+use crate::auth::CurveServer;
 use crate::endpoint::EndpointLock;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::protocol::Control;
 use crate::sys::notify::Watchdog;
 use crate::wakeup::Wakeup;
@@ -25,8 +25,12 @@ use vitals::Vitals;
 /// Everything a broker needs to start.
 #[derive(Clone, Debug)]
 pub struct BrokerOptions {
-    /// The endpoint clients connect to (`ipc://...` or `tcp://...`).
+    /// The endpoint clients connect to (`unix://...`, `ipc://...` or `tcp://...`).
     pub frontend: String,
+    /// More endpoints for clients: with a `unix://` frontend, an `ipc://`
+    /// or `tcp://` one serves ZeroMQ clients (Powerhose 0.7's among them)
+    /// beside the local ones. One ZeroMQ endpoint at most, in all.
+    pub more_frontends: Vec<String>,
     /// The endpoint workers connect to.
     pub backend: String,
     /// The routing rules' tunables: queue bound, heartbeats, prefetch.
@@ -84,6 +88,7 @@ impl BrokerOptions {
     pub fn new(frontend: impl Into<String>, backend: impl Into<String>) -> Self {
         BrokerOptions {
             frontend: frontend.into(),
+            more_frontends: Vec::new(),
             backend: backend.into(),
             config: Config::default(),
             legacy_timeout: crate::protocol::LEGACY_TIMEOUT,
@@ -111,147 +116,15 @@ pub struct Broker {
     front_events: zmq::Socket,
     /// systemd's watchdog, fed from the loop (see [`Broker::with_watchdog`]).
     watchdog: Option<Watchdog>,
-    /// The listeners of `unix://` endpoints (`[front, back]`).
-    locals: [Option<crate::local::Listener>; 2],
+    /// The listeners of `unix://` endpoints, and whether each is the back's.
+    locals: Vec<(crate::local::Listener, bool)>,
     // Dropped after the sockets: removes the socket files, then unlocks.
-    // The front's, then the back's (none for tcp).
+    // The front's, then the back's (none for tcp), then the local ones'.
     locks: [Option<EndpointLock>; 2],
-}
-
-fn router(ctx: &zmq::Context, max_message_bytes: i64, sndhwm: i32) -> Result<zmq::Socket> {
-    let socket = ctx.socket(zmq::ROUTER).map_err(Error::zmq("creating a ROUTER socket"))?;
-    // libzmq's cap is a frame's, checked before reading it, and its only
-    // sign is a disconnection: the broker's own limit, below it, is the one
-    // that is counted and answered.
-    let hard = match max_message_bytes {
-        limit if limit < 0 => -1,
-        limit => limit.saturating_mul(crate::protocol::MAX_MESSAGE_HARD_FACTOR as i64),
-    };
-    socket.set_maxmsgsize(hard).map_err(Error::zmq("maxmsgsize"))?;
-    // Unknown peers must be errors, not silent drops; the queue bound is ours
-    // (max_queue), not ZeroMQ's 1000-message high-water mark. What we send
-    // is bounded by the caller: replies to a client per FRONT_SEND_HWM, jobs
-    // to a worker by its prefetch limit.
-    socket.set_router_mandatory(true).map_err(Error::zmq("router_mandatory"))?;
-    socket.set_sndhwm(sndhwm).map_err(Error::zmq("sndhwm"))?;
-    socket.set_rcvhwm(0).map_err(Error::zmq("rcvhwm"))?;
-    socket.set_linger(0).map_err(Error::zmq("linger"))?;
-    Ok(socket)
-}
-
-fn bind(socket: &zmq::Socket, endpoint: &str, role: &'static str) -> Result<()> {
-    socket.bind(endpoint).map_err(|e| match e {
-        // tcp refuses a second bind by itself; name the broker if one answers there.
-        zmq::Error::EADDRINUSE => {
-            let pid = crate::client::Client::connect(endpoint).ok().and_then(|c| c.ping(Duration::from_secs(1)).ok());
-            match pid {
-                Some(pid) => Error::BrokerAlreadyRunning { endpoint: endpoint.to_string(), pid: Some(pid) },
-                None => Error::EndpointInUse { endpoint: endpoint.to_string(), role },
-            }
-        }
-        e => Error::Zmq { context: format!("binding the {role} endpoint {endpoint}"), source: e },
-    })
-}
-
-/// Listens on a `unix://` endpoint whose lock is held: a socket file left
-/// by a broker that died is removed first (the lock says none serves it).
-fn bind_local(path: &std::path::Path, endpoint: &str, role: &'static str) -> Result<crate::local::Listener> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io(format!("removing the stale socket {}", path.display()))(e))
-        }
-        _ => {}
-    }
-    crate::local::Listener::bind(path).map_err(Error::io(format!("binding the {role} endpoint {endpoint}")))
-}
-
-/// A socket that reads `socket`'s `watched` events: connections accepted,
-/// or not (see [`listen`]), and on the back, closed: which processes are
-/// connected over ipc (see [`vitals`]).
-fn monitor(ctx: &zmq::Context, socket: &zmq::Socket, role: &str, watched: i32) -> Result<zmq::Socket> {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let endpoint = format!("inproc://powerhose-{role}-monitor-{}-{n}", std::process::id());
-    socket.monitor(&endpoint, watched).map_err(Error::zmq(format!("monitoring the {role} socket")))?;
-    let events = ctx.socket(zmq::PAIR).map_err(Error::zmq("creating the monitor socket"))?;
-    events.connect(&endpoint).map_err(Error::zmq("connecting the monitor socket"))?;
-    Ok(events)
+    _local_locks: Vec<EndpointLock>,
 }
 
 impl Broker {
-    /// Takes the endpoint locks and binds; when this returns, clients and
-    /// workers can connect.
-    pub fn bind(options: BrokerOptions) -> Result<Broker> {
-        let curve = options.curve.is_some();
-        let mut exposed = false;
-        for (flag, endpoint) in [("--frontend", &options.frontend), ("--backend", &options.backend)] {
-            exposed |= check_bind(flag, endpoint, curve, options.insecure)?;
-        }
-        let lists = options.curve.as_ref().map(|c| AllowLists::load(c, Instant::now())).transpose()?;
-        let mut locks = [EndpointLock::acquire(&options.frontend)?, EndpointLock::acquire(&options.backend)?];
-        // Each connection takes a descriptor: the most the system allows us.
-        match crate::sys::raise_fd_limit() {
-            Ok(limit) => tracing::debug!(limit, "open file limit"),
-            Err(e) => tracing::debug!("could not raise the open file limit: {e}"),
-        }
-        // libzmq's I/O thread starts with the first socket and inherits this pin.
-        let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
-        let ctx = zmq::Context::new();
-        let front = router(&ctx, options.max_message_bytes, crate::protocol::FRONT_SEND_HWM)?;
-        let back = router(&ctx, options.max_message_bytes, 0)?;
-        // The handler first: a CURVE socket without one admits any key.
-        let zap = match lists {
-            Some(lists) => Some((Zap::bind(&ctx)?, lists)),
-            None => None,
-        };
-        if let Some(curve) = &options.curve {
-            for (socket, endpoint, domain) in
-                [(&front, &options.frontend, FRONT_DOMAIN), (&back, &options.backend, BACK_DOMAIN)]
-            {
-                if reach(endpoint) != Reach::Owner {
-                    curve.apply(socket, domain)?;
-                }
-            }
-        }
-        // Watched before they bind: no worker's connection goes unseen.
-        let (accepted, failed) = (zmq::SocketEvent::ACCEPTED as i32, zmq::SocketEvent::ACCEPT_FAILED as i32);
-        // On a CURVE socket, a peer that speaks no CURVE fails before ZAP:
-        // counted from these events.
-        let handshakes = |endpoint: &str| match options.curve.is_some() && reach(endpoint) != Reach::Owner {
-            true => {
-                zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32 | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
-            }
-            false => 0,
-        };
-        let back_events = monitor(
-            &ctx,
-            &back,
-            "back",
-            accepted | failed | zmq::SocketEvent::DISCONNECTED as i32 | handshakes(&options.backend),
-        )?;
-        let front_events = monitor(&ctx, &front, "front", accepted | failed | handshakes(&options.frontend))?;
-        let mut locals: [Option<crate::local::Listener>; 2] = [None, None];
-        for (i, (socket, endpoint, role)) in
-            [(&front, &options.frontend, "front"), (&back, &options.backend, "back")].into_iter().enumerate()
-        {
-            match crate::local::path_of(endpoint) {
-                Some(path) => locals[i] = Some(bind_local(&path, endpoint, role)?),
-                None => bind(socket, endpoint, role)?,
-            }
-        }
-        for lock in locks.iter_mut().flatten() {
-            lock.bound()?;
-        }
-        drop(pin);
-        if exposed {
-            tracing::warn!(
-                front = %options.frontend, back = %options.backend,
-                "--insecure: serving the network without authentication; anyone who can connect may submit jobs or register as a worker"
-            );
-        }
-        Ok(Broker { options, _ctx: ctx, front, back, back_events, front_events, zap, locks, locals, watchdog: None })
-    }
-
     /// Feeds systemd's watchdog from the loop: `WATCHDOG=1` goes out only
     /// while the loop turns (the poll wakes for it), so a broker that hangs
     /// or is stopped falls silent and systemd restarts it.
@@ -272,18 +145,18 @@ impl Broker {
             Some((zap, lists)) => (Some(zap), Some(lists)),
             None => (None, None),
         };
-        let gate = io::Gate::new(&self.options.frontend, &self.options.backend, lists);
+        let (front_side, back_side) = (bind::Side::front(&self.options)?, bind::Side::back(&self.options)?);
+        let gate = io::Gate::new(front_side.trust_endpoint(), back_side.trust_endpoint(), lists);
         let mut io = Io::new(&self.front, &self.back, &self.options, gate);
-        let [front_local, back_local] = std::mem::take(&mut self.locals);
-        io.locals.listeners = [front_local.map(|l| (l, Default::default())), back_local.map(|l| (l, Default::default()))];
+        io.locals.listeners = std::mem::take(&mut self.locals).into_iter().map(|(l, back)| (l, Default::default(), back)).collect();
         let [front_lock, back_lock] = &mut self.locks;
-        let (front, back) = (&self.options.frontend, &self.options.backend);
+        let (front, back) = (front_side.zmq, back_side.zmq);
         io.watch(
             &self.back_events,
             &self.front_events,
             [
-                listen::Listener::new("front", warnings::Kind::Client, &self.front, front, front_lock.as_mut()),
-                listen::Listener::new("back", warnings::Kind::Worker, &self.back, back, back_lock.as_mut()),
+                front.map(|e| listen::Listener::new("front", warnings::Kind::Client, &self.front, e, front_lock.as_mut())),
+                back.map(|e| listen::Listener::new("back", warnings::Kind::Worker, &self.back, e, back_lock.as_mut())),
             ],
         );
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());

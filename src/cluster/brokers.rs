@@ -22,6 +22,7 @@ pub(super) fn local_broker(
     stop: &Wakeup,
 ) -> Result<(Registry, JoinHandle<Result<()>>)> {
     let mut broker_options = BrokerOptions::new(&options.frontend, &options.backend);
+    broker_options.more_frontends = options.more_frontends.clone();
     broker_options.config = options.broker.clone();
     // Unnamed jobs go to this pool's service (else to the first to
     // register, which is this pool's own workers anyway).

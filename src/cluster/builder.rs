@@ -45,6 +45,7 @@ impl ClusterBuilder {
         let (f, b) = (frontend.into(), backend.into());
         self.with(|o| {
             o.frontend = f;
+            o.more_frontends.clear();
             o.backend = b;
         })
     }

@@ -82,8 +82,10 @@ impl Cluster {
         let options = ClusterOptions::new(plugin).and_then(|mut o| {
             let dir = crate::endpoint::runtime_dir()?;
             let tag = format!("cluster-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-            o.frontend = format!("ipc://{}", dir.join(format!("{tag}-front.ipc")).display());
-            o.backend = format!("ipc://{}", dir.join(format!("{tag}-back.ipc")).display());
+            // An embedded pool's clients are this process's: the local transport only.
+            o.frontend = format!("{}{}", crate::local::SCHEME, dir.join(format!("{tag}-front.sock")).display());
+            o.more_frontends.clear();
+            o.backend = format!("{}{}", crate::local::SCHEME, dir.join(format!("{tag}-back.sock")).display());
             Ok(o)
         });
         ClusterBuilder { options }

@@ -22,6 +22,11 @@ pub struct ClusterOptions {
     pub workers: usize,
     /// The endpoint clients connect to.
     pub frontend: String,
+    /// More endpoints for clients (see [`BrokerOptions::more_frontends`]):
+    /// by default the ZeroMQ `ipc://` one beside the local `frontend`.
+    ///
+    /// [`BrokerOptions::more_frontends`]: crate::broker::BrokerOptions::more_frontends
+    pub more_frontends: Vec<String>,
     /// The endpoint the workers connect to.
     pub backend: String,
     /// The broker's routing tunables (its heartbeat and liveness also go to the workers).
@@ -74,6 +79,7 @@ impl ClusterOptions {
             params: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             frontend: crate::endpoint::default_frontend()?,
+            more_frontends: vec![crate::endpoint::default_zmq_frontend()?],
             backend: crate::endpoint::default_backend()?,
             broker: Config::default(),
             worker,
@@ -136,7 +142,8 @@ impl ClusterOptions {
         }
         // Over ipc the socket file is the credential; over tcp, the broker's
         // own key, or with remote brokers the workers' own.
-        let own = self.curve.as_ref().filter(|_| self.connect.is_empty() && !self.backend.starts_with("ipc://"));
+        let owner_only = crate::auth::exposure::reach(&self.backend) == crate::auth::exposure::Reach::Owner;
+        let own = self.curve.as_ref().filter(|_| self.connect.is_empty() && !owner_only);
         if let Some(curve) = own.map(crate::auth::CurveServer::owner_credentials).or_else(|| w.curve.clone()) {
             args.extend(curve.args().into_iter().map(OsString::from));
         }

@@ -24,10 +24,11 @@ struct Peer {
     pid: u32,
 }
 
-/// Both sides' listeners (`[front, back]`) and every local connection.
+/// The listeners (each with its backoff, and whether it is the back's) and
+/// every local connection.
 #[derive(Debug, Default)]
 pub(in crate::broker) struct Locals {
-    pub listeners: [Option<(Listener, Backoff)>; 2],
+    pub listeners: Vec<(Listener, Backoff, bool)>,
     peers: Vec<Option<Peer>>,
     free: Vec<usize>,
     /// Connection index by identity, per side (`[front, back]`).
@@ -46,8 +47,8 @@ pub(in crate::broker) struct Locals {
 /// What a poll item of the local side stands for.
 #[derive(Clone, Copy, Debug)]
 pub(in crate::broker) enum Ready {
-    /// A listener (back if true) has connections waiting.
-    Accept(bool),
+    /// Listener `.0` has connections waiting.
+    Accept(usize),
     /// Connection `.0` is readable (`.1`) and/or writable (`.2`).
     Peer(usize, bool, bool),
 }
@@ -82,10 +83,10 @@ impl Io<'_> {
     pub fn local_poll_items(&mut self, items: &mut Vec<zmq::PollItem<'_>>, front_paused: bool) {
         let locals = &mut self.locals;
         locals.polled.clear();
-        for (side, listener) in locals.listeners.iter().enumerate() {
-            if let Some((listener, _)) = listener.as_ref().filter(|(_, b)| b.deadline().is_none()) {
+        for (n, (listener, backoff, _)) in locals.listeners.iter().enumerate() {
+            if backoff.deadline().is_none() {
                 items.push(zmq::PollItem::from_fd(listener.fd(), zmq::POLLIN));
-                locals.polled.push(Ready::Accept(side == 1));
+                locals.polled.push(Ready::Accept(n));
             }
         }
         for (i, peer) in locals.peers.iter().enumerate() {
@@ -118,7 +119,7 @@ impl Io<'_> {
         for &what in ready {
             let now = Instant::now();
             match what {
-                Ready::Accept(back) => self.accept_local(now, back),
+                Ready::Accept(n) => self.accept_local(now, n),
                 Ready::Peer(i, read, write) => {
                     if write {
                         self.flush_local(i, now, state, out);
@@ -131,12 +132,12 @@ impl Io<'_> {
         }
     }
 
-    /// Accepts every connection waiting on side `back`'s listener.
-    pub fn accept_local(&mut self, now: Instant, back: bool) {
-        let side = usize::from(back);
+    /// Accepts every connection waiting on listener `n`.
+    pub fn accept_local(&mut self, now: Instant, n: usize) {
         let limit = self.hard_limit();
         loop {
-            let Some((listener, backoff)) = self.locals.listeners[side].as_mut() else { return };
+            let (listener, backoff, back) = &mut self.locals.listeners[n];
+            let (back, side) = (*back, usize::from(*back));
             let fd = match listener.accept() {
                 Ok(Some(fd)) => fd,
                 Ok(None) => return,

@@ -53,7 +53,7 @@ pub(super) struct Io<'a> {
     /// The front socket's monitor (accepts only), and both listening
     /// endpoints, stopped while descriptors run out.
     front_events: Option<&'a zmq::Socket>,
-    listeners: Vec<Listener<'a>>,
+    listeners: [Option<Listener<'a>>; 2],
     /// Rate limits of the warnings peers' messages cause.
     pub warnings: Warnings,
     /// Replies dropped because their client did not read (see `FRONT_SEND_HWM`).
@@ -82,7 +82,7 @@ impl<'a> Io<'a> {
             events: None,
             peers: Peers::default(),
             front_events: None,
-            listeners: Vec::new(),
+            listeners: [None, None],
             warnings: Warnings::default(),
             replies_dropped: 0,
             gate,
@@ -93,10 +93,15 @@ impl<'a> Io<'a> {
 
     /// Reads the back socket's connections from its monitor, and the
     /// front's accepts from its own; `[front, back]` listen.
-    pub fn watch(&mut self, events: &'a zmq::Socket, front_events: &'a zmq::Socket, listeners: [Listener<'a>; 2]) {
+    pub fn watch(
+        &mut self,
+        events: &'a zmq::Socket,
+        front_events: &'a zmq::Socket,
+        listeners: [Option<Listener<'a>>; 2],
+    ) {
         self.events = Some(events);
         self.front_events = Some(front_events);
-        self.listeners = listeners.into();
+        self.listeners = listeners;
     }
 
     /// Applies pending monitor events of the back socket.
@@ -105,7 +110,7 @@ impl<'a> Io<'a> {
         while let Some((event, value)) = super::vitals::read_event(events) {
             self.peers.on_event(event, value);
             self.handshake_event(Instant::now(), true, event);
-            if let Some(back) = self.listeners.get_mut(1) {
+            if let Some(back) = self.listeners[1].as_mut() {
                 back.on_event(Instant::now(), event, value, &mut self.warnings);
             }
         }
@@ -116,7 +121,7 @@ impl<'a> Io<'a> {
         let Some(events) = self.front_events else { return };
         while let Some((event, value)) = super::vitals::read_event(events) {
             self.handshake_event(Instant::now(), false, event);
-            if let Some(front) = self.listeners.first_mut() {
+            if let Some(front) = self.listeners[0].as_mut() {
                 front.on_event(Instant::now(), event, value, &mut self.warnings);
             }
         }
@@ -124,16 +129,16 @@ impl<'a> Io<'a> {
 
     /// When an endpoint that stopped listening is due to listen again.
     pub fn rebind_deadline(&self) -> Option<Instant> {
-        let local = self.locals.listeners.iter().flatten().filter_map(|(_, backoff)| backoff.deadline());
-        self.listeners.iter().filter_map(Listener::deadline).chain(local).min()
+        let local = self.locals.listeners.iter().filter_map(|(_, backoff, _)| backoff.deadline());
+        self.listeners.iter().flatten().filter_map(Listener::deadline).chain(local).min()
     }
 
     /// Listens again on the endpoints whose pause is over.
     pub fn rebind_if_due(&mut self, now: Instant) {
-        for listener in &mut self.listeners {
+        for listener in self.listeners.iter_mut().flatten() {
             listener.rebind_if_due(now, &mut self.warnings);
         }
-        for (_, backoff) in self.locals.listeners.iter_mut().flatten() {
+        for (_, backoff, _) in &mut self.locals.listeners {
             if backoff.deadline().is_some_and(|at| at <= now) {
                 backoff.rebound();
             }
@@ -155,7 +160,7 @@ impl<'a> Io<'a> {
             workers: if role.sees_workers() { state.workers(now) } else { Vec::new() },
             counters: Counters {
                 replies_dropped: self.replies_dropped,
-                accept_failures: self.listeners.iter().map(|l| l.failures).sum::<u64>()
+                accept_failures: self.listeners.iter().flatten().map(|l| l.failures).sum::<u64>()
                     + self.listeners_failed.iter().sum::<u64>(),
                 ..state.counters.clone()
             },
