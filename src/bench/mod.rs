@@ -14,6 +14,7 @@ mod relay_hub;
 mod seqpacket;
 mod soak;
 mod suite;
+mod suite_callers;
 
 use std::path::PathBuf;
 use std::time::Duration;
