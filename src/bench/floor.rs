@@ -1,7 +1,8 @@
 //! The raw ZeroMQ floor, on the same transport and payload as our figures:
 //! a REQ/REP round trip between two processes, a REQ → `zmq::proxy` → REP
 //! hop, and pipelined DEALER traffic through a proxy hop to two echo
-//! processes. The helper processes are this executable run with `--helper`.
+//! processes; and the relay floor (bench/relay.rs), which has no ZeroMQ.
+//! The helper processes are this executable run with `--helper`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,13 +20,19 @@ pub struct Floor {
     pub proxy: Lat,
     /// DEALER → proxy → 2 DEALER echo processes, `window` messages in flight.
     pub pipelined_msgs_per_s: f64,
+    /// Client → epoll relay → worker over Unix `SOCK_SEQPACKET`, no ZeroMQ.
+    pub relay: super::relay::RelayFloor,
 }
 
 /// Runs a helper role; never returns while the role serves.
 pub fn helper(args: &[String]) -> Result<()> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(served) = super::relay::helper(&args) {
+        return served;
+    }
     let ctx = zmq::Context::new();
     let z = |what: &'static str| Error::zmq(what);
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+    match args[..] {
         ["rep", endpoint] => {
             let rep = ctx.socket(zmq::REP).map_err(z("socket"))?;
             rep.bind(endpoint).map_err(z("bind"))?;
@@ -110,7 +117,7 @@ impl Setup<'_> {
     }
 }
 
-/// Measures the three floors.
+/// Measures the floors: the three ZeroMQ ones, then the relay.
 pub fn measure(setup: &Setup<'_>) -> Result<Floor> {
     let (ep, payload, duration) = (|name: &str| setup.endpoint(name), setup.payload, setup.duration);
     let ctx = zmq::Context::new();
@@ -131,7 +138,8 @@ pub fn measure(setup: &Setup<'_>) -> Result<Floor> {
     let (proxy, _) = latency_loop(duration, || round_trip(&s, payload))?;
     drop(proxy_helpers);
 
-    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s: pipelined(setup)? })
+    let pipelined_msgs_per_s = pipelined(setup)?;
+    Ok(Floor { reqrep, proxy, pipelined_msgs_per_s, relay: super::relay::measure(setup)? })
 }
 
 /// Pipelined DEALER traffic through a `zmq::proxy` hop to two echo

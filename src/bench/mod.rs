@@ -9,8 +9,12 @@ mod cluster;
 pub mod floor;
 pub mod measure;
 pub mod procs;
+pub mod relay;
+mod relay_hub;
+mod seqpacket;
 mod soak;
 mod suite;
+mod suite_callers;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,7 +61,8 @@ pub struct BenchOptions {
     pub frontend: Vec<String>,
     /// CURVE credentials for `frontend` (a broker started with `--curve-secret`).
     pub curve: Option<CurveClient>,
-    /// Also measure the raw ZeroMQ floor on the same transport and payload.
+    /// Also measure the raw ZeroMQ floor on the same transport and payload,
+    /// and the relay floor ([`relay`]).
     pub floor: bool,
     /// Pin this process, the broker, the workers and the floor helpers to this CPU.
     pub pin: Option<usize>,
@@ -213,7 +218,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
     report.errors = errors;
     drop(cluster);
     if options.floor {
-        progress("raw ZeroMQ floor");
+        progress("raw ZeroMQ floor and relay floor");
         let dir = crate::endpoint::runtime_dir()?.join(format!("floor-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(Error::io("creating the floor directory"))?;
         let window = match options.mode {
@@ -238,6 +243,21 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         report.floor = Some(f);
     }
     Ok(report)
+}
+
+/// The relay floor's line (for `--floor` and `--suite`).
+fn format_relay(f: &relay::RelayFloor) -> String {
+    let callers: Vec<String> = f
+        .callers
+        .iter()
+        .map(|c| format!("{} callers {:.0} jobs/s ({:.1} µs CPU/job)", c.callers, c.jobs_per_s, c.cpu_us_per_job))
+        .collect();
+    format!(
+        "relay floor (SOCK_SEQPACKET, epoll hub, 2 workers): p50 {:.0} µs, {:.1} µs CPU/job; {}\n",
+        f.sequential.p50_us,
+        f.cpu_us_per_job,
+        callers.join(", ")
+    )
 }
 
 /// The human report.
@@ -288,6 +308,8 @@ pub fn format_report(r: &Report) -> String {
             r.latency_ratio_to_proxy_floor.unwrap_or(0.0),
             r.throughput_ratio_to_pipelined_floor.unwrap_or(0.0) * 100.0
         );
+        s += &format_relay(&f.relay);
+        s += &format!("ours vs relay: p50 latency {:.2}×\n", r.latency.p50_us / f.relay.sequential.p50_us.max(1.0));
     }
     s
 }

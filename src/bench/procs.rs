@@ -4,7 +4,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -42,10 +42,24 @@ fn pin_to(cpu: usize) -> std::io::Result<()> {
     unsafe { syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)) }.map(drop)
 }
 
-/// Starts `exe args`, pinned to `pin` if given, output discarded unless `quiet` is false.
+/// Starts `exe args`, pinned to `pin` if given, its output discarded.
 pub fn spawn(exe: &Path, args: &[&str], pin: Option<usize>, env: &[(&str, &str)]) -> Result<Guarded> {
+    start(exe, args, pin, env, Stdio::null())
+}
+
+/// Like [`spawn`], with its standard output a pipe to read: how a helper
+/// says it is ready.
+pub fn spawn_reporting(exe: &Path, args: &[&str], pin: Option<usize>) -> Result<(Guarded, ChildStdout)> {
+    let mut guarded = start(exe, args, pin, &[], Stdio::piped())?;
+    let out = guarded.child.stdout.take().ok_or_else(|| {
+        Error::io(format!("reading {}'s output", exe.display()))(std::io::ErrorKind::BrokenPipe.into())
+    })?;
+    Ok((guarded, out))
+}
+
+fn start(exe: &Path, args: &[&str], pin: Option<usize>, env: &[(&str, &str)], stdout: Stdio) -> Result<Guarded> {
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(args).stdout(stdout).stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }

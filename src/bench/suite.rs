@@ -1,10 +1,13 @@
 //! `powerhose-bench --suite`: every target of the project in one run, each
-//! measured side by side with its reference (the ZeroMQ floor, or the plugin
-//! in-process) so a noisy machine shifts both alike.
+//! measured side by side with its reference (the ZeroMQ floor, the relay
+//! floor, or the plugin in-process) so a noisy machine shifts both alike;
+//! each line also says how far it is from the relay floor (bench/relay.rs).
+//! The targets with concurrent callers are in suite_callers.rs.
 
 use std::time::{Duration, Instant};
 
-use super::{drive, floor, procs, BenchCluster, Limit, Mode, Wire};
+use super::suite_callers;
+use super::{drive, floor, procs, BenchCluster, CpuPerJob, Limit, Mode, Wire};
 use crate::client::{Client, JobRequest};
 use crate::error::{Error, Result};
 use crate::plugin::{locate, LoadedPlugin};
@@ -19,7 +22,33 @@ pub struct Target {
     pub rule: String,
     /// Whether the rule holds; `None` for a figure only reported (no target).
     pub pass: Option<bool>,
+    /// How far from the relay floor's like figure: ours ÷ relay for times,
+    /// relay ÷ ours for jobs/s, so above 1 the relay does better either way;
+    /// `None` where the relay has no like figure (CPU-bound jobs, memory).
+    pub relay: Option<f64>,
+    /// CPU time per job of each process, where the run measured it.
+    pub cpu: Option<CpuPerJob>,
 }
+
+impl Target {
+    /// Adds the ratio to `relay`, the relay floor's like figure (see [`Target::relay`]).
+    pub(super) fn against_relay(mut self, relay: Option<f64>) -> Target {
+        self.relay = relay.map(|r| match self.unit.as_str() {
+            "jobs/s" => r / self.ours.max(1e-9),
+            _ => self.ours / r.max(1e-9),
+        });
+        self
+    }
+
+    pub(super) fn with_cpu(mut self, cpu: CpuPerJob) -> Target {
+        self.cpu = Some(cpu);
+        self
+    }
+}
+
+/// The transport of the suite's local clusters: one place to switch them
+/// all to another local transport, whose figures the relay lines judge.
+pub(super) const LOCAL: Wire = Wire::Ipc;
 
 /// Every target's figures, and the floors they were compared with.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -36,8 +65,17 @@ pub struct SuiteReport {
     pub floor_pinned: floor::Floor,
 }
 
-fn target(name: &str, ours: f64, reference: f64, unit: &str, rule: &str, pass: bool) -> Target {
-    Target { name: name.into(), ours, reference, unit: unit.into(), rule: rule.into(), pass: Some(pass) }
+pub(super) fn target(name: &str, ours: f64, reference: f64, unit: &str, rule: &str, pass: bool) -> Target {
+    Target {
+        name: name.into(),
+        ours,
+        reference,
+        unit: unit.into(),
+        rule: rule.into(),
+        pass: Some(pass),
+        relay: None,
+        cpu: None,
+    }
 }
 
 /// A figure reported next to its reference, with no target to meet.
@@ -49,6 +87,8 @@ fn report(name: &str, m: &Medians, unit: &str, what: &str) -> Target {
         unit: unit.into(),
         rule: format!("{what} [{}]", m.spread()),
         pass: None,
+        relay: None,
+        cpu: None,
     }
 }
 
@@ -118,20 +158,25 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     // Sequential latency and pipelined throughput (echo, 100 B, 2 workers), unpinned.
     progress("floor, unpinned");
     let floor_unpinned = floor::measure(&floor_setup(None))?;
+    // The relay's best throughput: its most callers.
+    let relay_best = floor_unpinned.relay.callers.iter().map(|c| c.jobs_per_s).reduce(f64::max);
     {
-        let cluster = BenchCluster::start(Wire::Ipc, &echo, None, 2, None, &[], &[])?;
+        let cluster = BenchCluster::start(LOCAL, &echo, None, 2, None, &[], &[])?;
         let client = Client::connect(&cluster.frontend)?;
         progress("sequential latency, unpinned");
         let (_, lat, _) = drive(&client, &small, Mode::Callers(1), Limit::Time(duration))?;
         let floor = floor_unpinned.proxy.p50_us;
-        targets.push(target(
-            "sequential p50, unpinned",
-            lat.p50_us,
-            floor,
-            "µs",
-            "≤ 1.3 × proxy-hop floor",
-            lat.p50_us <= 1.3 * floor,
-        ));
+        targets.push(
+            target(
+                "sequential p50, unpinned",
+                lat.p50_us,
+                floor,
+                "µs",
+                "≤ 1.3 × proxy-hop floor",
+                lat.p50_us <= 1.3 * floor,
+            )
+            .against_relay(Some(floor_unpinned.relay.sequential.p50_us)),
+        );
         // Rounds of (floor, ours) back to back; the median ratio decides.
         let mut rounds = Vec::new();
         for round in 0..ROUNDS {
@@ -147,15 +192,19 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             rounds.push((rate.jobs_per_s, floor));
         }
         let m = Medians::of(&rounds);
-        targets.push(target(
-            "pipelined jobs/s",
-            m.ours,
-            m.reference,
-            "jobs/s",
-            &format!("≥ 50% of pipelined floor and ≥ 100,000 [{}]", m.spread()),
-            m.ratio >= 0.5 && m.ours >= 100_000.0,
-        ));
+        targets.push(
+            target(
+                "pipelined jobs/s",
+                m.ours,
+                m.reference,
+                "jobs/s",
+                &format!("≥ 50% of pipelined floor and ≥ 100,000 [{}]", m.spread()),
+                m.ratio >= 0.5 && m.ours >= 100_000.0,
+            )
+            .against_relay(relay_best),
+        );
     }
+    targets.push(suite_callers::echo_callers(&echo, &floor_setup(None), &small, duration, &mut progress)?);
 
     // Report only: the cost of CURVE on loopback tcp, echo, 100 B, 2 workers.
     // Both clusters run throughout; each round measures plaintext, then
@@ -183,23 +232,29 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             pipelined.push((rate[1], rate[0]));
         }
         let what = "report: CURVE vs tcp plaintext";
-        targets.push(report("tcp sequential p50, CURVE", &Medians::of(&sequential), "µs", what));
-        targets.push(report("tcp pipelined jobs/s, CURVE", &Medians::of(&pipelined), "jobs/s", what));
+        let relay_p50 = Some(floor_unpinned.relay.sequential.p50_us);
+        targets
+            .push(report("tcp sequential p50, CURVE", &Medians::of(&sequential), "µs", what).against_relay(relay_p50));
+        targets.push(
+            report("tcp pipelined jobs/s, CURVE", &Medians::of(&pipelined), "jobs/s", what).against_relay(relay_best),
+        );
     }
 
     // CPU-bound jobs: crypto_job sized to ~1 ms and ~100 µs, 2 workers vs 2 threads in-process.
     let plugin = LoadedPlugin::load(&crypto, "")?;
+    let mut sized = Vec::new();
     for (goal, name, share) in
         [(Duration::from_millis(1), "~1 ms", 0.95), (Duration::from_micros(100), "~100 µs", 0.75)]
     {
         let rounds = calibrate(&plugin, goal)?;
         let job = JobRequest::new(vec![7u8; 100]).header("op", "sign").header("rounds", rounds.to_string());
+        sized.push((name, job.clone()));
         // With --io-cpu 0 (the target's configuration), and without for
         // comparison; rounds of (in-process, cluster) back to back.
         for io_cpu in [Some(0), None] {
             let io_args: &[&str] = if io_cpu.is_some() { &["--io-cpu", "0"] } else { &[] };
             let how = if io_cpu.is_some() { "--io-cpu 0" } else { "no --io-cpu" };
-            let cluster = BenchCluster::start(Wire::Ipc, &crypto, None, 2, None, io_args, io_args)?;
+            let cluster = BenchCluster::start(LOCAL, &crypto, None, 2, None, io_args, io_args)?;
             let mut samples = Vec::new();
             for round in 0..ROUNDS {
                 progress(&format!("CPU-bound {name} ({rounds} signatures per job), {how}, round {}", round + 1));
@@ -222,12 +277,14 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         }
     }
 
+    targets.extend(suite_callers::crypto_callers(&crypto, &plugin, &sized, duration, &mut progress)?);
+
     // Memory.
     progress("memory");
     {
         // One client may queue at most half of --max-queue (10,000 by default).
         let broker_args = ["--no-worker-grace-ms", "600000", "--max-queue", "20000"];
-        let cluster = BenchCluster::start(Wire::Ipc, &echo, None, 0, None, &broker_args, &[])?;
+        let cluster = BenchCluster::start(LOCAL, &echo, None, 0, None, &broker_args, &[])?;
         let client = Client::connect(&cluster.frontend)?;
         client.ping(Duration::from_secs(5))?;
         let idle = procs::rss(cluster.broker.pid());
@@ -257,7 +314,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             queued <= allowed,
         ));
         filler.join().map_err(|_| Error::ThreadPanicked { thread: "filler" })??;
-        let one = BenchCluster::start(Wire::Ipc, &echo, None, 1, None, &[], &[])?;
+        let one = BenchCluster::start(LOCAL, &echo, None, 1, None, &[], &[])?;
         std::thread::sleep(Duration::from_millis(200)); // let the worker settle idle
         let worker = procs::rss(one.workers[0].pid());
         targets.push(target("echo worker RSS, idle", mib(worker), 8.0, "MiB", "≤ 8 MiB", worker <= 8 << 20));
@@ -268,19 +325,7 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     let machine = procs::machine();
     procs::pin_self(0)?;
     let floor_pinned = floor::measure(&floor_setup(Some(0)))?;
-    {
-        let cluster = BenchCluster::start(Wire::Ipc, &echo, None, 2, Some(0), &[], &[])?;
-        let (_, lat, _) = drive(&Client::connect(&cluster.frontend)?, &small, Mode::Callers(1), Limit::Time(duration))?;
-        let floor = floor_pinned.proxy.p50_us;
-        targets.push(target(
-            "sequential p50, pinned",
-            lat.p50_us,
-            floor,
-            "µs",
-            "≤ 1.3 × proxy-hop floor",
-            lat.p50_us <= 1.3 * floor,
-        ));
-    }
+    targets.extend(suite_callers::sequential_pinned(&echo, &floor_pinned, &small, duration)?);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(SuiteReport { machine, seconds: t0.elapsed().as_secs_f64(), targets, floor_unpinned, floor_pinned })
 }
@@ -292,13 +337,17 @@ fn mib(bytes: u64) -> f64 {
 /// The human suite report.
 pub fn format_suite(r: &SuiteReport) -> String {
     let mut s = format!("machine: {} ({:.0} s)\n\n", r.machine, r.seconds);
-    s += &format!("{:<40} {:>12} {:>12} {:<8} {:<42} {}\n", "TARGET", "OURS", "REFERENCE", "UNIT", "RULE", "");
+    s += &format!(
+        "{:<40} {:>12} {:>12} {:>7} {:<8} {:<42} {}\n",
+        "TARGET", "OURS", "REFERENCE", "RELAY×", "UNIT", "RULE", ""
+    );
     for t in &r.targets {
         s += &format!(
-            "{:<40} {:>12.1} {:>12.1} {:<8} {:<42} {}\n",
+            "{:<40} {:>12.1} {:>12.1} {:>7} {:<8} {:<42} {}\n",
             t.name,
             t.ours,
             t.reference,
+            t.relay.map_or("—".into(), |x| format!("{x:.2}")),
             t.unit,
             t.rule,
             match t.pass {
@@ -308,23 +357,35 @@ pub fn format_suite(r: &SuiteReport) -> String {
             }
         );
     }
+    s += "\nRELAY×: ours ÷ relay floor for times, relay ÷ ours for jobs/s (above 1, the relay does better);\n\
+          jobs/s lines are held to the relay's best (most callers), unless their reference is the relay.\n";
     for (name, f) in [("unpinned", &r.floor_unpinned), ("pinned", &r.floor_pinned)] {
         s += &format!(
-            "\nfloor {name}: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s",
+            "\nfloor {name}: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s\n",
             f.reqrep.p50_us, f.proxy.p50_us, f.pipelined_msgs_per_s
         );
+        s += &format!("floor {name}: {}", super::format_relay(&f.relay));
     }
-    s + "\n"
+    s
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Medians;
+    use super::{target, Medians};
 
     #[test]
     fn medians_take_the_middle_ratio_not_the_ratio_of_middles() {
         let m = Medians::of(&[(1.0, 2.0), (3.0, 4.0), (2.0, 2.0)]);
         assert_eq!((m.ours, m.reference, m.ratio), (2.0, 2.0, 0.75));
         assert_eq!(m.spread(), "median 75.0%: 50.0 / 75.0 / 100.0%");
+    }
+
+    #[test]
+    fn the_relay_ratio_is_above_one_when_the_relay_does_better() {
+        let lat = target("p50", 60.0, 0.0, "µs", "", true).against_relay(Some(20.0));
+        assert_eq!(lat.relay, Some(3.0));
+        let rate = target("jobs", 10_000.0, 0.0, "jobs/s", "", true).against_relay(Some(40_000.0));
+        assert_eq!(rate.relay, Some(4.0));
+        assert_eq!(target("rss", 1.0, 0.0, "MiB", "", true).against_relay(None).relay, None);
     }
 }

@@ -49,7 +49,8 @@ struct Args {
     // With --frontend, a broker started with --curve-secret: this client's keys.
     #[command(flatten)]
     curve: cli::CurveClientArgs,
-    /// Also measure the raw ZeroMQ floor on the same transport and payload.
+    /// Also measure the raw ZeroMQ floor on the same transport and payload,
+    /// and a relay over Unix SOCK_SEQPACKET (an epoll hub, no ZeroMQ).
     #[arg(long)]
     floor: bool,
     /// Pin this process, the broker, the workers and the floor helpers to one CPU.

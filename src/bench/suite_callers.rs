@@ -1,0 +1,209 @@
+//! The suite's targets with callers (threads each with one job at a time):
+//! sequential echo against the relay floor, pinned (latency and the CPU all
+//! processes spend per job), echo with 4 callers against the relay with 4,
+//! and crypto_job with 4 and 16 callers against the plugin in-process.
+//! Each reports the CPU per job of the client, the broker and the workers,
+//! for before/after comparisons of the transport.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::floor::{Floor, Setup};
+use super::measure::{self, Lat, Rate};
+use super::relay::Relay;
+use super::suite::{target, Medians, Target, LOCAL, ROUNDS};
+use super::{procs, BenchCluster, CpuPerJob, Limit};
+use crate::client::{Client, JobRequest};
+use crate::error::{Error, Result};
+use crate::plugin::LoadedPlugin;
+
+/// CPU time spent and jobs done, over one run or several.
+#[derive(Debug, Default)]
+struct CpuTotals {
+    client: Duration,
+    broker: Duration,
+    workers: Duration,
+    jobs: u64,
+}
+
+impl CpuTotals {
+    fn per_job(&self) -> CpuPerJob {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / self.jobs.max(1) as f64;
+        CpuPerJob { client_us: per(self.client), broker_us: per(self.broker), workers_us: per(self.workers) }
+    }
+
+    /// All processes together, per job, in µs.
+    fn total_us(&self) -> f64 {
+        let c = self.per_job();
+        c.client_us + c.broker_us + c.workers_us
+    }
+}
+
+/// `callers` threads running `job` through `cluster` with `client`, after
+/// a warm-up left out of the figures; the CPU every process spent in the
+/// run is added to `cpu`. The client's is this whole process's (its I/O
+/// thread included): nothing else runs in it meanwhile.
+fn callers_run(
+    cluster: &BenchCluster,
+    client: &Client,
+    job: &JobRequest,
+    callers: usize,
+    limit: Limit,
+    cpu: &mut CpuTotals,
+) -> Result<(Rate, Lat)> {
+    for _ in 0..50 {
+        client.execute(job.clone(), Duration::from_secs(30))?;
+    }
+    let (own, (broker, workers)) = (procs::own_cpu_time(), cluster.cpu());
+    let (rate, lat, errors) = measure::concurrent(client, job, callers, limit);
+    let (broker_after, workers_after) = cluster.cpu();
+    cpu.client += procs::own_cpu_time().saturating_sub(own);
+    cpu.broker += broker_after.saturating_sub(broker);
+    cpu.workers += workers_after.saturating_sub(workers);
+    cpu.jobs += rate.jobs;
+    if errors > 0 {
+        return Err(Error::JobsFailed { failed: errors, run: "jobs by callers" });
+    }
+    Ok((rate, lat))
+}
+
+/// Sequential echo (100 B, 2 workers) with everything on CPU 0 (the caller
+/// pinned it): p50 against the proxy-hop floor and against the relay, and
+/// the CPU of client, broker and workers per job against the relay's.
+pub(super) fn sequential_pinned(
+    echo: &Path,
+    floor: &Floor,
+    small: &JobRequest,
+    duration: Duration,
+) -> Result<Vec<Target>> {
+    let cluster = BenchCluster::start(LOCAL, echo, None, 2, Some(0), &[], &[])?;
+    let mut cpu = CpuTotals::default();
+    let (_, lat) = callers_run(&cluster, &cluster.client()?, small, 1, Limit::Time(duration), &mut cpu)?;
+    let (proxy, relay) = (floor.proxy.p50_us, &floor.relay);
+    let relay_p50 = relay.sequential.p50_us;
+    let ours_cpu = cpu.total_us();
+    Ok(vec![
+        target("sequential p50, pinned", lat.p50_us, proxy, "µs", "≤ 1.3 × proxy-hop floor", lat.p50_us <= 1.3 * proxy)
+            .against_relay(Some(relay_p50)),
+        target(
+            "sequential echo p50, pinned",
+            lat.p50_us,
+            relay_p50,
+            "µs",
+            "≤ 2 × relay round trip p50",
+            lat.p50_us <= 2.0 * relay_p50,
+        )
+        .against_relay(Some(relay_p50))
+        .with_cpu(cpu.per_job()),
+        // Echo's handler costs next to nothing: this is the transport's CPU.
+        target(
+            "sequential CPU per job, pinned",
+            ours_cpu,
+            relay.cpu_us_per_job,
+            "µs/job",
+            "≤ 2 × relay's (client+broker+workers)",
+            ours_cpu <= 2.0 * relay.cpu_us_per_job,
+        )
+        .against_relay(Some(relay.cpu_us_per_job))
+        .with_cpu(cpu.per_job()),
+    ])
+}
+
+/// Callers in the echo line, and in the relay figure it is held to.
+const ECHO_CALLERS: usize = 4;
+
+/// Echo (100 B, 2 workers, unpinned) with 4 callers against the relay with
+/// 4 (`relay_setup`'s helpers): rounds of (relay, ours) back to back.
+pub(super) fn echo_callers(
+    echo: &Path,
+    relay_setup: &Setup<'_>,
+    small: &JobRequest,
+    duration: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Target> {
+    let relay = Relay::start(relay_setup)?;
+    let cluster = BenchCluster::start(LOCAL, echo, None, 2, None, &[], &[])?;
+    let client = cluster.client()?;
+    let (mut rounds, mut cpu) = (Vec::new(), CpuTotals::default());
+    for round in 0..ROUNDS {
+        progress(&format!("echo, {ECHO_CALLERS} callers, relay then ours, round {}", round + 1));
+        let theirs = relay.callers(ECHO_CALLERS, &small.data, duration)?;
+        let (ours, _) = callers_run(&cluster, &client, small, ECHO_CALLERS, Limit::Time(duration), &mut cpu)?;
+        rounds.push((ours.jobs_per_s, theirs.jobs_per_s));
+    }
+    let m = Medians::of(&rounds);
+    Ok(target(
+        &format!("echo, {ECHO_CALLERS} callers jobs/s"),
+        m.ours,
+        m.reference,
+        "jobs/s",
+        &format!("≥ 50% of relay, {ECHO_CALLERS} callers [{}]", m.spread()),
+        m.ratio >= 0.5,
+    )
+    .against_relay(Some(m.reference))
+    .with_cpu(cpu.per_job()))
+}
+
+/// The crypto_job lines with callers: (job size, callers, share of the
+/// in-process 2-thread throughput to reach).
+const CRYPTO_CALLERS: [(&str, usize, f64); 3] = [("~1 ms", 4, 0.90), ("~1 ms", 16, 0.95), ("~100 µs", 16, 0.80)];
+
+/// crypto_job with callers through 2 workers (default flags: no --io-cpu)
+/// against `plugin` in-process on 2 threads, in rounds of (in-process,
+/// cluster) back to back; `sized` holds each job size's calibrated job.
+pub(super) fn crypto_callers(
+    crypto: &Path,
+    plugin: &LoadedPlugin,
+    sized: &[(&str, JobRequest)],
+    duration: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for (size, job) in sized {
+        let cases: Vec<_> = CRYPTO_CALLERS.iter().filter(|(s, ..)| s == size).collect();
+        if cases.is_empty() {
+            continue;
+        }
+        let cluster = BenchCluster::start(LOCAL, crypto, None, 2, None, &[], &[])?;
+        let client = cluster.client()?;
+        for &&(_, callers, share) in &cases {
+            let (mut rounds, mut cpu) = (Vec::new(), CpuTotals::default());
+            for round in 0..ROUNDS {
+                progress(&format!("crypto_job {size}, {callers} callers, round {}", round + 1));
+                let ideal = measure::in_process(plugin, job, 2, Limit::Time(duration))?;
+                let (ours, _) = callers_run(&cluster, &client, job, callers, Limit::Time(duration), &mut cpu)?;
+                rounds.push((ours.jobs_per_s, ideal.jobs_per_s));
+            }
+            let m = Medians::of(&rounds);
+            targets.push(
+                target(
+                    &format!("crypto_job {size}, {callers} callers"),
+                    m.ours,
+                    m.reference,
+                    "jobs/s",
+                    &format!("≥ {:.0}% of in-process 2 threads [{}]", share * 100.0, m.spread()),
+                    m.ratio >= share,
+                )
+                .with_cpu(cpu.per_job()),
+            );
+        }
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_totals_are_per_job_over_all_runs() {
+        let ms = Duration::from_millis;
+        let mut t = CpuTotals { client: ms(1), broker: ms(2), workers: ms(3), jobs: 10 };
+        t.client += ms(1);
+        t.jobs += 10;
+        let c = t.per_job();
+        assert_eq!((c.client_us, c.broker_us, c.workers_us), (100.0, 100.0, 150.0));
+        assert_eq!(t.total_us(), 350.0);
+        assert_eq!(CpuTotals::default().total_us(), 0.0, "no jobs: no division by zero");
+    }
+}
