@@ -130,8 +130,8 @@ fn check_without_a_socket_file_fails_at_once_and_creates_nothing() {
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
     assert_eq!(status.code(), Some(2), "{}", proc.stderr());
     let line = proc.wait_line("CRITICAL", Duration::from_secs(5));
-    let socket = runtime.join("front.ipc");
-    assert_eq!(line, format!("CRITICAL - no broker on ipc://{0}: {0} does not exist", socket.display()));
+    let socket = runtime.join("front.sock");
+    assert_eq!(line, format!("CRITICAL - no broker on unix://{0}: {0} does not exist", socket.display()));
     assert!(!runtime.exists(), "the check created {}", runtime.display());
 }
 

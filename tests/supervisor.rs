@@ -45,9 +45,16 @@ fn default_endpoints_live_in_a_private_runtime_directory() {
     let mut cluster = Proc::spawn_cmd(cmd, &dir, "powerhose");
     let ready = cluster.wait_line("powerhose ready", Duration::from_secs(60));
     let private = xdg.join("powerhose");
-    assert!(ready.contains(&format!("ipc://{}/front.ipc", private.display())), "{ready}");
+    assert!(ready.contains(&format!("unix://{}/front.sock", private.display())), "{ready}");
     let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
+    // Beside it, the ZeroMQ front for ZeroMQ clients (Powerhose 0.7's), 0600.
+    for name in ["front.sock", "front.ipc", "back.sock"] {
+        let mode = std::fs::metadata(private.join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    let zmq_client = powerhose::Client::connect(&format!("ipc://{}/front.ipc", private.display())).unwrap();
+    assert_eq!(zmq_client.execute("over zeromq", T).unwrap(), b"over zeromq");
 
     // The client CLI finds the same default endpoint.
     let out = Command::new(CLIENT)
