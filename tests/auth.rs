@@ -99,7 +99,7 @@ fn a_role_without_an_allow_list_is_admitted_by_no_key() {
 
 #[test]
 fn the_python_worker_and_a_pyzmq_client_use_keygen_certificates() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let pki = Pki::new(&dir);
     pki.allow_all(&[("clients", "pyclient"), ("workers", "pyworker"), ("operators", "op")]);
     let (_broker, front, back) = curve_broker(&dir, &pki, &["--heartbeat-ms", "200"]);

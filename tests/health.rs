@@ -34,7 +34,7 @@ fn check_follows_nagios_conventions() {
     let t = Instant::now();
     let (code, line) = check(&dir, &[]);
     assert_eq!(code, 2);
-    let socket = dir.front().trim_start_matches("ipc://").to_string();
+    let socket = dir.socket("front").display().to_string();
     assert_eq!(line, format!("CRITICAL - no broker on {}: {socket} does not exist", dir.front()));
     assert!(t.elapsed() < Duration::from_secs(3), "within the timeout");
 
@@ -90,7 +90,7 @@ fn a_sigkilled_brokers_socket_does_not_block_a_restart_and_tcp_in_use_is_refused
     let mut first = start_broker(&dir, &[]);
     first.child.kill().unwrap();
     first.child.wait().unwrap();
-    assert!(dir.path().join("front.ipc").exists(), "SIGKILL left the socket file");
+    assert!(dir.socket("front").exists(), "SIGKILL left the socket file");
     let second = start_broker(&dir, &[]);
     assert_eq!(dir.client().ping(T).unwrap(), second.pid());
 
@@ -125,10 +125,11 @@ fn purge_ghosts_kills_ghosts_and_spares_the_live_broker_and_strangers() {
     // A ghost: a broker whose endpoint files were removed behind its back, so
     // a new broker took the endpoint (the seed post's zombie).
     let ghost = start_broker(&dir, &[]);
-    std::fs::remove_file(dir.path().join("front.ipc")).unwrap();
-    std::fs::remove_file(dir.path().join("front.ipc.lock")).unwrap();
-    std::fs::remove_file(dir.path().join("back.ipc")).unwrap();
-    std::fs::remove_file(dir.path().join("back.ipc.lock")).unwrap();
+    for name in ["front", "back"] {
+        let socket = dir.socket(name);
+        std::fs::remove_file(&socket).unwrap();
+        std::fs::remove_file(format!("{}.lock", socket.display())).unwrap();
+    }
     let live = start_broker(&dir, &[]);
     let stranger = impostor(&dir, &front);
 

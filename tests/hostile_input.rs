@@ -16,7 +16,7 @@ fn cmd(c: Command, id: u64, arg: u32, tail: &[u8]) -> Vec<u8> {
 
 #[test]
 fn garbage_on_the_front_is_counted_answered_when_possible_and_survived() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &["--max-message-bytes", "65536"]);
     let _worker = start_worker(&dir, "echo", &[], "worker");
     let ctx = zmq::Context::new();
@@ -80,7 +80,7 @@ fn garbage_on_the_front_is_counted_answered_when_possible_and_survived() {
 
 #[test]
 fn garbage_on_the_back_is_counted_and_survived() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &["--max-message-bytes", "65536"]);
     let _worker = start_worker(&dir, "echo", &[], "worker");
     let ctx = zmq::Context::new();

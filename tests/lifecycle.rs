@@ -72,7 +72,7 @@ fn workers_that_cannot_start_stop_the_respawning_with_one_error() {
     let log = cluster.stderr();
     let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("powerhose: error:")).collect();
     assert_eq!(errors, ["powerhose: error: workers keep failing at start (5 in a row, last: could not load its plugin); stopped respawning"], "{log}");
-    assert!(dir.leftovers().iter().all(|f| !f.ends_with(".ipc")), "{:?}", dir.leftovers());
+    assert!(dir.leftovers().iter().all(|f| f.ends_with(".lock")), "{:?}", dir.leftovers());
 }
 
 #[test]

@@ -49,7 +49,7 @@ fn a_flooding_client_is_bounded_in_bytes_and_others_are_still_served() {
 #[test]
 fn replies_to_a_client_that_never_reads_are_dropped_and_counted() {
     use powerhose::protocol::{Command, CommandFrame};
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &[]);
     let (_ctx, deaf) = front_socket(&dir, zmq::DEALER);
     deaf.set_rcvhwm(1).unwrap();
@@ -68,7 +68,7 @@ fn replies_to_a_client_that_never_reads_are_dropped_and_counted() {
 #[test]
 fn a_message_over_the_limit_is_answered_counted_and_logged() {
     use powerhose::protocol::{Command, CommandFrame};
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
     let _worker = start_worker(&dir, "echo", &[], "worker");
     let client = dir.client();
@@ -104,7 +104,7 @@ fn a_message_over_the_limit_is_answered_counted_and_logged() {
 /// before reading the message: not countable, but nobody else is affected.
 #[test]
 fn a_message_over_the_hard_cap_drops_only_its_connection() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
     let _worker = start_worker(&dir, "echo", &[], "worker");
     let client = dir.client();

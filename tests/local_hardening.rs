@@ -21,7 +21,7 @@ fn subdir(dir: &TestDir, name: &str, mode: u32) -> std::path::PathBuf {
 
 #[test]
 fn a_req_client_sending_too_many_frames_gets_an_answer() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &[]);
     let (_ctx, req) = front_socket(&dir, zmq::REQ);
     // REQ adds the empty delimiter: the broker reads 6 frames after the identity.
@@ -85,17 +85,19 @@ fn a_runtime_directory_open_to_others_is_refused_not_chmodded() {
     assert_eq!(std::fs::read_dir(&runtime).unwrap().count(), 0, "nothing created in it");
 }
 
-#[test]
-fn ipc_socket_files_are_0600_even_outside_the_runtime_directory() {
-    let dir = TestDir::new();
-    let elsewhere = subdir(&dir, "shared", 0o755);
-    let (front, back) = (elsewhere.join("front.ipc"), elsewhere.join("back.ipc"));
-    let (front_ep, back_ep) = (format!("ipc://{}", front.display()), format!("ipc://{}", back.display()));
-    let broker = Proc::spawn(BROKER, &["--frontend", &front_ep, "--backend", &back_ep], &dir, "broker");
-    let client = powerhose::Client::connect(&front_ep).unwrap();
-    assert_eq!(client.ping(T).unwrap_or_else(|e| panic!("{e}: {}", broker.stderr())), broker.pid());
-    for socket in [&front, &back] {
-        assert_eq!(std::fs::metadata(socket).unwrap().mode() & 0o777, 0o600, "{}", socket.display());
+both_transports! {
+    fn socket_files_are_0600_even_outside_the_runtime_directory(t) {
+        let dir = TestDir::on(t);
+        let elsewhere = subdir(&dir, "shared", 0o755);
+        let (scheme, ext) = if t == Transport::Local { ("unix", "sock") } else { ("ipc", "ipc") };
+        let (front, back) = (elsewhere.join(format!("front.{ext}")), elsewhere.join(format!("back.{ext}")));
+        let (front_ep, back_ep) = (format!("{scheme}://{}", front.display()), format!("{scheme}://{}", back.display()));
+        let broker = Proc::spawn(BROKER, &["--frontend", &front_ep, "--backend", &back_ep], &dir, "broker");
+        let client = powerhose::Client::connect(&front_ep).unwrap();
+        assert_eq!(client.ping(T).unwrap_or_else(|e| panic!("{e}: {}", broker.stderr())), broker.pid());
+        for socket in [&front, &back] {
+            assert_eq!(std::fs::metadata(socket).unwrap().mode() & 0o777, 0o600, "{}", socket.display());
+        }
     }
 }
 
@@ -135,7 +137,7 @@ fn purge_ghosts_spares_a_stopped_broker_unless_forced() {
 /// message is still counted.
 #[test]
 fn a_flood_of_garbage_is_counted_in_full_but_logged_in_few_lines() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &[]);
     let (_ctx, stranger) = front_socket(&dir, zmq::DEALER);
     for _ in 0..50_000 {

@@ -23,7 +23,7 @@ fn ask(socket: &zmq::Socket, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn powerhose_format_jobs_and_ping() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let cluster = start_cluster(&dir, "test_plugin", 1, &[]);
     let (_ctx, socket) = req(&dir.front());
 
@@ -52,7 +52,7 @@ fn powerhose_format_jobs_and_ping() {
 
 #[test]
 fn powerhose_format_job_with_no_worker_gets_an_error_not_silence() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &["--no-worker-grace-ms", "100"]);
     let (_ctx, socket) = req(&dir.front());
     let reply = String::from_utf8(ask(&socket, b"NONE:::x")).unwrap();

@@ -18,7 +18,7 @@ fn the_python_worker_written_from_protocol_md_serves_jobs() {
         probe.as_ref().is_ok_and(|o| o.status.success()),
         "python3 with pyzmq is required (`pip install pyzmq`; .ci/run installs it)"
     );
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &["--heartbeat-ms", "100", "--liveness", "3"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/worker.py");
     let back = dir.back();

@@ -154,7 +154,7 @@ fn a_worker_can_exit_instead_when_the_broker_is_lost() {
 
 #[test]
 fn two_services_behind_one_broker() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &[]);
     let _echo = start_worker(&dir, "echo", &[], "echo");
     let _test = start_worker(&dir, "test_plugin", &["--service", "tools"], "tools");
@@ -289,7 +289,7 @@ fn a_pipeline_is_not_held_back_by_a_slow_call_on_the_same_client() {
 #[test]
 fn a_service_that_comes_and_goes_does_not_reshape_where_unnamed_jobs_go() {
     use powerhose::protocol::{Command, CommandFrame, Registration};
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &[]);
     let _echo = start_worker(&dir, "echo", &[], "echo");
     let client = dir.client();

@@ -21,7 +21,7 @@ fn sigterm_and_sigint_stop_broker_and_workers_leaving_nothing_behind() {
         assert_eq!(workers.len(), 3, "three worker processes");
         let client = dir.client();
         assert_eq!(client.execute("hi", T).unwrap(), b"hi");
-        assert!(dir.leftovers().iter().any(|f| f == "front.ipc"));
+        assert!(dir.leftovers().iter().any(|f| f == "front.sock"));
 
         cluster.signal(sig);
         let status = cluster.wait_exit(Duration::from_secs(20)).expect("powerhose stops");

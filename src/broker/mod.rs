@@ -148,14 +148,17 @@ impl Broker {
         let (front_side, back_side) = (bind::Side::front(&self.options)?, bind::Side::back(&self.options)?);
         let gate = io::Gate::new(front_side.trust_endpoint(), back_side.trust_endpoint(), lists);
         let mut io = Io::new(&self.front, &self.back, &self.options, gate);
-        io.locals.listeners = std::mem::take(&mut self.locals).into_iter().map(|(l, back)| (l, Default::default(), back)).collect();
+        io.locals.listeners =
+            std::mem::take(&mut self.locals).into_iter().map(|(l, back)| (l, Default::default(), back)).collect();
         let [front_lock, back_lock] = &mut self.locks;
         let (front, back) = (front_side.zmq, back_side.zmq);
         io.watch(
             &self.back_events,
             &self.front_events,
             [
-                front.map(|e| listen::Listener::new("front", warnings::Kind::Client, &self.front, e, front_lock.as_mut())),
+                front.map(|e| {
+                    listen::Listener::new("front", warnings::Kind::Client, &self.front, e, front_lock.as_mut())
+                }),
                 back.map(|e| listen::Listener::new("back", warnings::Kind::Worker, &self.back, e, back_lock.as_mut())),
             ],
         );

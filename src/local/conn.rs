@@ -33,7 +33,8 @@ pub struct Conn {
 
 fn stream_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe { syscall!(socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)) }?;
+    let fd =
+        unsafe { syscall!(socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)) }?;
     // SAFETY: fd was just created and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -146,9 +147,7 @@ impl Conn {
     pub fn flush(&mut self) -> io::Result<bool> {
         while !self.out.is_empty() {
             // SAFETY: the pointer and length describe `out`, alive for the call.
-            let n = unsafe {
-                syscall!(send(self.fd(), self.out.as_ptr().cast(), self.out.len(), libc::MSG_NOSIGNAL))
-            };
+            let n = unsafe { syscall!(send(self.fd(), self.out.as_ptr().cast(), self.out.len(), libc::MSG_NOSIGNAL)) };
             match n {
                 Ok(n) => drop(self.out.drain(..n as usize)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

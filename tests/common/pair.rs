@@ -1,5 +1,6 @@
 //! Two lone brokers, "a" and "b", on ipc endpoints of their own, for the
-//! tests of workers and pools that serve several brokers.
+//! tests of workers and pools that serve several brokers (over ZeroMQ: a
+//! client of several brokers takes no unix:// endpoints).
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ pub struct Pair {
 
 impl Pair {
     pub fn start() -> Pair {
-        let dir = TestDir::new();
+        let dir = TestDir::zmq();
         let brokers = ["a", "b"].iter().map(|n| Pair::broker(&dir, n)).collect();
         Pair { dir, brokers }
     }

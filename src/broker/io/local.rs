@@ -144,7 +144,8 @@ impl Io<'_> {
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(0);
                     if let Some(pause) = backoff.accept_failed(now, errno) {
-                        let message = format_args!("cannot accept on {}: {e}; pausing {pause:?}", listener.path().display());
+                        let message =
+                            format_args!("cannot accept on {}: {e}; pausing {pause:?}", listener.path().display());
                         self.warnings.warn(now, if back { Kind::Worker } else { Kind::Client }, message);
                     }
                     self.listeners_failed[side] += 1;
@@ -230,7 +231,8 @@ impl Io<'_> {
         }
         if let Some(why) = why {
             if !why.is_empty() {
-                let kind = if self.locals.peers[i].as_ref().is_some_and(|p| p.back) { Kind::Worker } else { Kind::Client };
+                let kind =
+                    if self.locals.peers[i].as_ref().is_some_and(|p| p.back) { Kind::Worker } else { Kind::Client };
                 self.warnings.warn(now, kind, format_args!("a local connection dropped: {why}"));
             }
             self.close_local(i, now, state, out);

@@ -90,10 +90,7 @@ impl Io<'_> {
                 if inline::result_into_reply(&mut frame, route.req_id, status, pid) {
                     return self.send_to(false, [route.identity, frame]);
                 }
-                return self.send_to(
-                    false,
-                    [route.identity, reply.with_data(inline::inline_data(&frame)).message()],
-                );
+                return self.send_to(false, [route.identity, reply.with_data(inline::inline_data(&frame)).message()]);
             }
         };
         reply.encode_into(&mut self.buf);
