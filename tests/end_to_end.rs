@@ -146,9 +146,11 @@ fn client_errors_are_typed_and_bounded() {
     assert_eq!(client.execute("next", T).unwrap(), b"next");
 }
 
-#[test]
-fn a_client_is_not_stuck_when_the_broker_dies_mid_request() {
-    let dir = TestDir::new();
+both_transports! {
+    /// Over ZeroMQ the caller waits out its timeout; over the local
+    /// transport the closed connection answers `BrokerLost` at once.
+    fn a_client_is_not_stuck_when_the_broker_dies_mid_request(t) {
+    let dir = TestDir::on(t);
     let mut broker = start_broker(&dir, &[]);
     let _worker = start_worker(&dir, "test_plugin", &[], "worker");
     let client = std::sync::Arc::new(dir.client());
@@ -164,6 +166,11 @@ fn a_client_is_not_stuck_when_the_broker_dies_mid_request() {
     wait_until("the job to start in the worker", T, || started.exists());
     broker.child.kill().unwrap();
     let (result, took) = call.join().unwrap();
-    assert!(matches!(result, Err(Error::Timeout(_)) | Err(Error::BrokerUnreachable { .. })), "{result:?}");
+    let expected = match t {
+        Transport::Zmq => matches!(result, Err(Error::Timeout(_)) | Err(Error::BrokerUnreachable { .. })),
+        Transport::Local => matches!(result, Err(Error::BrokerLost { .. })),
+    };
+    assert!(expected, "{result:?}");
     assert!(took < Duration::from_millis(2500), "bounded by the timeout, took {took:?}");
+}
 }

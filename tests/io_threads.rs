@@ -2,7 +2,9 @@
 //! processes: with `--io-cpu` the broker and the workers' I/O threads sit on
 //! one CPU while job threads keep every CPU (a CPU that cannot be used is a
 //! one-line error); a worker's I/O threads run under SCHED_BATCH unless
-//! `--preemptive-io`, its job thread never.
+//! `--preemptive-io`, its job thread never. Over ZeroMQ, whose I/O threads
+//! these are (over the local transport a worker has no thread but its job
+//! thread and pulse, and the broker's loop is its I/O).
 
 mod common;
 
@@ -82,7 +84,7 @@ fn assert_worker_split(pid: u32) {
 
 #[test]
 fn broker_and_worker_io_threads_run_on_the_io_cpu_and_jobs_flow() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let broker = start_broker(&dir, &["--io-cpu", "0"]);
     let worker = start_worker(&dir, "echo", &["--io-cpu", "0"], "worker");
     let client = dir.client();
@@ -100,7 +102,7 @@ fn broker_and_worker_io_threads_run_on_the_io_cpu_and_jobs_flow() {
 
 #[test]
 fn preemptive_io_leaves_a_workers_io_threads_under_the_default_policy() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &[]);
     let batched = start_worker(&dir, "echo", &[], "batched");
     let preemptive = start_worker(&dir, "echo", &["--preemptive-io"], "preemptive");
@@ -115,7 +117,7 @@ fn preemptive_io_leaves_a_workers_io_threads_under_the_default_policy() {
 
 #[test]
 fn a_worker_started_under_another_policy_keeps_it_on_every_thread() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _broker = start_broker(&dir, &[]);
     let (plugin, back) = (plugin("echo"), dir.back());
     let mut cmd = std::process::Command::new(WORKER);
@@ -144,7 +146,7 @@ fn a_worker_started_under_another_policy_keeps_it_on_every_thread() {
 
 #[test]
 fn a_cluster_passes_io_cpu_and_preemptive_io_to_its_workers() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let _cluster = start_cluster(&dir, "echo", 2, &["--io-cpu", "0", "--preemptive-io"]);
     let client = dir.client();
     assert_eq!(client.execute(JobRequest::new("hi"), T).unwrap(), b"hi");
@@ -158,7 +160,7 @@ fn a_cluster_passes_io_cpu_and_preemptive_io_to_its_workers() {
 
 #[test]
 fn an_unusable_cpu_is_a_one_line_error_for_broker_and_worker() {
-    let dir = TestDir::new();
+    let dir = TestDir::zmq();
     let (front, back) = (dir.front(), dir.back());
     let plugin = plugin("echo");
     for (program, args) in [
