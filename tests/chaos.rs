@@ -25,9 +25,9 @@ fn random_below(n: u64) -> u64 {
     u64::from_le_bytes(b) % n
 }
 
-#[test]
-fn workers_killed_at_random_every_request_answered_once_and_in_time() {
-    let dir = TestDir::new();
+both_transports! {
+    fn workers_killed_at_random_every_request_answered_once_and_in_time(t) {
+    let dir = TestDir::on(t);
     let cluster = start_cluster(&dir, "test_plugin", 4, &[]);
     let client = Arc::new(dir.client());
     // Warm up, then take the broker's memory as the baseline.
@@ -107,11 +107,12 @@ fn workers_killed_at_random_every_request_answered_once_and_in_time() {
         rss_start >> 10,
         rss_end >> 10
     );
+    }
 }
 
-#[test]
-fn clients_get_errors_not_hangs_while_the_broker_is_down_then_succeed_again() {
-    let dir = TestDir::new();
+both_transports! {
+    fn clients_get_errors_not_hangs_while_the_broker_is_down_then_succeed_again(t) {
+    let dir = TestDir::on(t);
     let hb = ["--heartbeat-ms", "100", "--liveness", "3"];
     let mut broker = start_broker(&dir, &hb);
     let workers: Vec<Proc> = (0..2).map(|i| start_worker(&dir, "echo", &hb, &format!("w{i}"))).collect();
@@ -147,4 +148,5 @@ fn clients_get_errors_not_hangs_while_the_broker_is_down_then_succeed_again() {
         assert!(tail.iter().all(|ok| *ok), "success again after the restart: {tail:?}");
     }
     assert!(workers.iter().all(|w| alive(w.pid())), "no worker restarted by hand");
+    }
 }

@@ -60,9 +60,9 @@ fn check_follows_nagios_conventions() {
     }
 }
 
-#[test]
-fn two_brokers_started_at_once_leave_exactly_one_running() {
-    let dir = TestDir::new();
+both_transports! {
+    fn two_brokers_started_at_once_leave_exactly_one_running(t) {
+    let dir = TestDir::on(t);
     let (front, back) = (dir.front(), dir.back());
     let args = ["--frontend", front.as_str(), "--backend", back.as_str()];
     for round in 0..20 {
@@ -82,11 +82,12 @@ fn two_brokers_started_at_once_leave_exactly_one_running() {
         winner.signal(libc::SIGTERM);
         assert_eq!(winner.wait_exit(T).unwrap().code(), Some(0));
     }
+    }
 }
 
-#[test]
-fn a_sigkilled_brokers_socket_does_not_block_a_restart_and_tcp_in_use_is_refused() {
-    let dir = TestDir::new();
+both_transports! {
+    fn a_sigkilled_brokers_socket_does_not_block_a_restart_and_tcp_in_use_is_refused(t) {
+    let dir = TestDir::on(t);
     let mut first = start_broker(&dir, &[]);
     first.child.kill().unwrap();
     first.child.wait().unwrap();
@@ -102,6 +103,7 @@ fn a_sigkilled_brokers_socket_does_not_block_a_restart_and_tcp_in_use_is_refused
     let (code, _, err) = broker_cmd(&dir, &["--frontend", &front, "--backend", &back3]);
     assert_eq!(code, 1);
     assert!(err.contains(&format!("a broker is already running on {front} (pid {})", tcp.pid())), "{err}");
+    }
 }
 
 /// A broker started with `exec -a` under another name would still be found by

@@ -13,9 +13,9 @@ use powerhose::{Error, JobRequest};
 
 const T: Duration = Duration::from_secs(10);
 
-#[test]
-fn a_killed_worker_is_replaced_within_a_second_and_its_job_is_not_left_waiting() {
-    let dir = TestDir::new();
+both_transports! {
+    fn a_killed_worker_is_replaced_within_a_second_and_its_job_is_not_left_waiting(t) {
+    let dir = TestDir::on(t);
     let cluster = start_cluster(&dir, "test_plugin", 2, &[]);
     let before = children(cluster.pid());
     let client = Arc::new(dir.client());
@@ -45,6 +45,7 @@ fn a_killed_worker_is_replaced_within_a_second_and_its_job_is_not_left_waiting()
     let (result, _) = call.join().unwrap();
     assert_eq!(result.unwrap(), b"x");
     assert_eq!(children(cluster.pid()).len(), before.len());
+    }
 }
 
 #[test]

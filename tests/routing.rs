@@ -55,9 +55,9 @@ fn a_job_goes_to_the_idle_worker_not_behind_a_busy_one() {
     assert_eq!(slow.join().unwrap().unwrap(), b"slept");
 }
 
-#[test]
-fn a_worker_killed_mid_job_is_noticed_and_its_job_answered_or_retried() {
-    let dir = TestDir::new();
+both_transports! {
+    fn a_worker_killed_mid_job_is_noticed_and_its_job_answered_or_retried(t) {
+    let dir = TestDir::on(t);
     let _broker = start_broker(&dir, &HB);
     let _workers: Vec<Proc> = (0..3).map(|i| start_worker(&dir, "test_plugin", &HB, &format!("w{i}"))).collect();
     let client = Arc::new(dir.client());
@@ -87,11 +87,12 @@ fn a_worker_killed_mid_job_is_noticed_and_its_job_answered_or_retried() {
     let status = client.status(T).unwrap();
     assert_eq!((status.counters.lost, status.counters.retried), (1, 1));
     assert_eq!(status.workers.len(), 1);
+    }
 }
 
-#[test]
-fn a_full_queue_answers_busy_at_once_and_an_expired_queued_job_never_runs() {
-    let dir = TestDir::new();
+both_transports! {
+    fn a_full_queue_answers_busy_at_once_and_an_expired_queued_job_never_runs(t) {
+    let dir = TestDir::on(t);
     let _broker = start_broker(&dir, &["--max-queue", "1"]);
     let _worker = start_worker(&dir, "test_plugin", &[], "worker");
     let client = Arc::new(dir.client());
@@ -119,11 +120,12 @@ fn a_full_queue_answers_busy_at_once_and_an_expired_queued_job_never_runs() {
     assert!(!marks.exists(), "the expired job ran");
     let counters = client.status(T).unwrap().counters;
     assert_eq!((counters.busy, counters.timeouts, counters.ok), (1, 1, 2));
+    }
 }
 
-#[test]
-fn workers_rejoin_a_restarted_broker_by_themselves() {
-    let dir = TestDir::new();
+both_transports! {
+    fn workers_rejoin_a_restarted_broker_by_themselves(t) {
+    let dir = TestDir::on(t);
     let mut broker = start_broker(&dir, &HB);
     let workers: Vec<Proc> = (0..2).map(|i| start_worker(&dir, "echo", &HB, &format!("w{i}"))).collect();
     let client = dir.client();
@@ -137,11 +139,12 @@ fn workers_rejoin_a_restarted_broker_by_themselves() {
     for w in &workers {
         assert!(alive(w.pid()), "no worker was restarted");
     }
+    }
 }
 
-#[test]
-fn a_worker_can_exit_instead_when_the_broker_is_lost() {
-    let dir = TestDir::new();
+both_transports! {
+    fn a_worker_can_exit_instead_when_the_broker_is_lost(t) {
+    let dir = TestDir::on(t);
     let mut broker = start_broker(&dir, &HB);
     let mut args = HB.to_vec();
     args.push("--exit-on-broker-loss");
@@ -150,6 +153,7 @@ fn a_worker_can_exit_instead_when_the_broker_is_lost() {
     let status = worker.wait_exit(Duration::from_secs(5)).expect("the worker exits");
     assert_eq!(status.code(), Some(1));
     assert!(worker.stderr().contains("broker silent"), "{}", worker.stderr());
+    }
 }
 
 #[test]
@@ -181,9 +185,9 @@ fn two_services_behind_one_broker() {
     assert!(reply.ends_with(":OK:legacy"), "{reply}");
 }
 
-#[test]
-fn sixty_four_threads_share_one_client_and_get_their_own_replies() {
-    let dir = TestDir::new();
+both_transports! {
+    fn sixty_four_threads_share_one_client_and_get_their_own_replies(t) {
+    let dir = TestDir::on(t);
     let _cluster = start_cluster(&dir, "echo", 2, &[]);
     let client = Arc::new(dir.client());
     let threads: Vec<_> = (0..64)
@@ -208,6 +212,7 @@ fn sixty_four_threads_share_one_client_and_get_their_own_replies() {
         assert_eq!(r.unwrap(), format!("batch {i}").into_bytes());
     }
     assert_eq!(client.status(T).unwrap().counters.ok, 11_000);
+    }
 }
 
 #[test]
@@ -242,9 +247,9 @@ fn status_reports_workers_services_and_latency() {
     assert!(status.latency_ms.p50 > 0.0 && status.latency_ms.p50 <= status.latency_ms.max);
 }
 
-#[test]
-fn a_pipelined_stream_keeps_a_window_in_flight_and_reports_every_job() {
-    let dir = TestDir::new();
+both_transports! {
+    fn a_pipelined_stream_keeps_a_window_in_flight_and_reports_every_job(t) {
+    let dir = TestDir::on(t);
     let _cluster = start_cluster(&dir, "echo", 2, &[]);
     let client = Arc::new(dir.client());
     // Another thread's calls keep working while one thread pipelines.
@@ -261,6 +266,7 @@ fn a_pipelined_stream_keeps_a_window_in_flight_and_reports_every_job() {
         .unwrap();
     assert!(seen.iter().all(|s| *s));
     assert!(other.join().unwrap());
+    }
 }
 
 #[test]

@@ -126,12 +126,12 @@ fn a_worker_pelted_with_sigterm_finishes_every_job_it_holds() {
     eprintln!("{sent} SIGTERMs to a busy worker: {done} jobs, 0 failures");
 }
 
-/// The other side of judging a local worker by its process: one that is
-/// stopped while it holds a job is hung, not starved, and its job is
-/// answered once its heartbeats are missed (here 3 × 200 ms).
-#[test]
-fn a_stopped_local_worker_loses_its_job_after_its_heartbeats() {
-    let dir = TestDir::new();
+both_transports! {
+    /// The other side of judging a local worker by its process: one that is
+    /// stopped while it holds a job is hung, not starved, and its job is
+    /// answered once its heartbeats are missed (here 3 × 200 ms).
+    fn a_stopped_local_worker_loses_its_job_after_its_heartbeats(t) {
+    let dir = TestDir::on(t);
     let fast = ["--heartbeat-ms", "200"];
     let _broker = start_broker(&dir, &fast);
     let worker = start_worker(&dir, "test_plugin", &fast, "worker");
@@ -148,4 +148,5 @@ fn a_stopped_local_worker_loses_its_job_after_its_heartbeats() {
     worker.signal(libc::SIGCONT);
     assert!(matches!(result, Err(powerhose::Error::WorkerLost(_))), "{result:?}");
     assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    }
 }
