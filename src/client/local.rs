@@ -40,21 +40,21 @@ impl Local {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// An idle connection that is still open (answers that came too late
-    /// for their callers are read off and dropped), or a new one; `None`
-    /// when no broker listens before `deadline`.
-    fn checkout(&self, deadline: Instant) -> Result<Option<Conn>> {
-        loop {
-            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some(mut conn) = pooled else { break };
-            loop {
-                match conn.try_recv() {
-                    Ok(Some(_late)) => continue,
-                    Ok(None) => return Ok(Some(conn)),
-                    Err(_) => break,
-                }
-            }
+    /// An idle connection (true), or a new one (false); `None` when no
+    /// broker listens before `deadline`. An idle one is not checked: one
+    /// whose broker is gone fails its first write at once ([`Local::call`]
+    /// then dials), and answers that came too late for their callers are
+    /// skipped by request id.
+    fn checkout(&self, deadline: Instant) -> Result<Option<(Conn, bool)>> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(conn) = pooled {
+            return Ok(Some((conn, true)));
         }
+        Ok(self.dial(deadline)?.map(|conn| (conn, false)))
+    }
+
+    /// A new connection, dialled until `deadline`.
+    fn dial(&self, deadline: Instant) -> Result<Option<Conn>> {
         let mut pause = DIAL_FIRST;
         loop {
             match crate::local::connect(&self.path, b"") {
@@ -84,14 +84,21 @@ impl Local {
     /// Sends every request (id, frames) and waits for their replies until `deadline`.
     pub(crate) fn call(&self, requests: Vec<(u64, Vec<zmq::Message>)>, deadline: Instant) -> Result<Vec<Outcome>> {
         let ids: Vec<u64> = requests.iter().map(|(id, _)| *id).collect();
-        let Some(mut conn) = self.checkout(deadline)? else {
-            return Ok(ids.iter().map(|_| Outcome::Unreachable).collect());
-        };
+        let unreachable = || Ok(ids.iter().map(|_| Outcome::Unreachable).collect());
+        let Some((mut conn, mut pooled)) = self.checkout(deadline)? else { return unreachable() };
         let mut got: HashMap<u64, Outcome> = HashMap::with_capacity(ids.len());
         let mut sent = 0;
-        for (_, frames) in &requests {
+        let mut requests = requests.iter().peekable();
+        while let Some((_, frames)) = requests.peek() {
             let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-            if let Err(e) = conn.send_by(&parts, Some(deadline)) {
+            let result = conn.send_by(&parts, Some(deadline));
+            if result.is_err() && sent == 0 && std::mem::replace(&mut pooled, false) {
+                // An idle connection whose broker went: nothing was sent on it.
+                let Some(fresh) = self.dial(deadline)? else { return unreachable() };
+                conn = fresh;
+                continue;
+            }
+            if let Err(e) = result {
                 // Cut mid-message or gone: the connection is not reused. A
                 // broker that stopped reading until the deadline: all timed
                 // out; one that is gone: those sent are lost, the rest unsent.
@@ -104,6 +111,7 @@ impl Local {
                 return Ok((0..ids.len()).map(outcome).collect());
             }
             sent += 1;
+            requests.next();
         }
         let healthy = loop {
             if got.len() == ids.len() {
@@ -156,7 +164,7 @@ impl Local {
         let mut conn = None;
         loop {
             let Some(c) = conn.as_mut() else {
-                match self.checkout(Instant::now() + timeout)? {
+                match self.dial(Instant::now() + timeout)? {
                     Some(c) => conn = Some(c),
                     None => {
                         // No broker: what is left is unreachable.
