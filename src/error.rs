@@ -292,6 +292,13 @@ pub enum Error {
         /// The endpoint of the broker whose connection dropped.
         endpoint: String,
     },
+    /// A local (`unix://`) broker closed the connection as soon as it was
+    /// made: it takes local connections from its own user only.
+    #[error("broker {endpoint} closed the connection at once: it takes local connections from its own user only")]
+    LocalRefused {
+        /// The endpoint.
+        endpoint: String,
+    },
 
     // --- benchmarks
     /// A handler called in-process (no worker around it) returned an error.

@@ -264,3 +264,38 @@ fn bad_curve_flags_get_one_line_and_a_defined_exit() {
     let (code, err) = broker_with(&["--curve-secret", &broker_secret, "--allow-clients", &missing]);
     assert!(code.is_some_and(|c| c != 0) && err.contains("nowhere") && err.trim_end().lines().count() == 1, "{err}");
 }
+
+/// The local transport lets in only the broker's user (and root): a socket
+/// file opened to everyone (by default it is 0600 in a 0700 directory)
+/// still refuses another uid's connection, and counts it.
+#[test]
+fn a_local_endpoint_refuses_another_users_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TestDir::new();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    for path in [dir.path(), open.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (front, back) =
+        (format!("unix://{}/front.sock", open.display()), format!("unix://{}/back.sock", open.display()));
+    let broker = Proc::spawn(BROKER, &["--frontend", &front, "--backend", &back], &dir, "broker");
+    let client = Client::connect(&front).unwrap();
+    assert_eq!(client.ping(T).unwrap_or_else(|e| panic!("{e}: {}", broker.stderr())), broker.pid());
+    std::fs::set_permissions(open.join("front.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new(CLIENT)
+        .args(["--frontend", &front, "--timeout", "5", "ping"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "another user got in: {}", String::from_utf8_lossy(&out.stdout));
+    // Refused as it connects, or (if the broker took longer to look) its
+    // request's connection dropped.
+    assert!(err.contains("its own user only") || err.contains("dropped"), "{err}");
+    let status = client.status(T).unwrap();
+    assert_eq!(status.auth_failures.clients, 1, "{}", broker.stderr());
+    assert!(broker.stderr().contains("a local connection from uid 65534"), "{}", broker.stderr());
+}

@@ -62,6 +62,10 @@ impl Local {
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {}
                 // EAGAIN: the listener's queue is full, as good as refused.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Accepted, then closed at once: the broker refuses us (another user).
+                Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                    return Err(Error::LocalRefused { endpoint: format!("unix://{}", self.path.display()) })
+                }
                 Err(e) => return Err(Error::io(format!("connecting to unix://{}", self.path.display()))(e)),
             }
             let now = Instant::now();
