@@ -40,9 +40,9 @@ fn pool(pair: &Pair, workers: &str) -> Proc {
     pool
 }
 
-#[test]
-fn a_pool_without_a_broker_serves_remote_brokers_and_supervises_its_workers() {
-    let pair = Pair::start();
+both_transports! {
+    fn a_pool_without_a_broker_serves_remote_brokers_and_supervises_its_workers(t) {
+    let pair = Pair::start_on(t);
     let pool = pool(&pair, "2");
     let notify = std::fs::read_dir(pair.dir.path())
         .unwrap()
@@ -77,11 +77,12 @@ fn a_pool_without_a_broker_serves_remote_brokers_and_supervises_its_workers() {
     let pid: u32 =
         String::from_utf8(b.execute(JobRequest::new("").header("action", "pid"), T).unwrap()).unwrap().parse().unwrap();
     assert!(children(pool.pid()).contains(&pid));
+    }
 }
 
-#[test]
-fn stopping_a_remote_pool_unregisters_its_workers_from_every_broker() {
-    let pair = Pair::start();
+both_transports! {
+    fn stopping_a_remote_pool_unregisters_its_workers_from_every_broker(t) {
+    let pair = Pair::start_on(t);
     let mut pool = pool(&pair, "2");
     let (a, b) = (pair.client("a"), pair.client("b"));
     pool.signal(libc::SIGTERM);
@@ -92,4 +93,5 @@ fn stopping_a_remote_pool_unregisters_its_workers_from_every_broker() {
     let files: Vec<String> =
         std::fs::read_dir(pair.dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     assert!(files.iter().all(|f| !f.ends_with(".notify")), "the pool's notify socket is removed: {files:?}");
+    }
 }

@@ -23,9 +23,9 @@ fn wait_registered(client: &Client, n: usize) {
     wait_until(&format!("{n} workers"), T, || client.workers("", T).unwrap() == n);
 }
 
-#[test]
-fn a_worker_serves_two_brokers_and_answers_each_its_own_jobs() {
-    let pair = Pair::start();
+both_transports! {
+    fn a_worker_serves_two_brokers_and_answers_each_its_own_jobs(t) {
+    let pair = Pair::start_on(t);
     let worker = pair.worker(&["a", "b"], "dual");
     let (a, b) = (pair.client("a"), pair.client("b"));
     wait_registered(&a, 1);
@@ -47,11 +47,12 @@ fn a_worker_serves_two_brokers_and_answers_each_its_own_jobs() {
     for t in threads {
         t.join().unwrap();
     }
+    }
 }
 
-#[test]
-fn a_job_from_one_broker_does_not_wait_behind_anothers_long_job() {
-    let pair = Pair::start();
+both_transports! {
+    fn a_job_from_one_broker_does_not_wait_behind_anothers_long_job(t) {
+    let pair = Pair::start_on(t);
     let dual = pair.worker(&["a", "b"], "dual");
     let (a, b) = (pair.client("a"), pair.client("b"));
     wait_registered(&a, 1);
@@ -84,11 +85,12 @@ fn a_job_from_one_broker_does_not_wait_behind_anothers_long_job() {
     });
     assert_eq!(pid_of(&a), dual.pid());
     assert_eq!(b.status(T).unwrap().counters.lost, 0);
+    }
 }
 
-#[test]
-fn a_broker_that_dies_and_returns_is_joined_again_while_the_other_serves() {
-    let mut pair = Pair::start();
+both_transports! {
+    fn a_broker_that_dies_and_returns_is_joined_again_while_the_other_serves(t) {
+    let mut pair = Pair::start_on(t);
     let worker = pair.worker(&["a", "b"], "dual");
     let (a, b) = (pair.client("a"), pair.client("b"));
     wait_registered(&a, 1);
@@ -106,6 +108,7 @@ fn a_broker_that_dies_and_returns_is_joined_again_while_the_other_serves() {
     eprintln!("rejoined the restarted broker after {:?}", t.elapsed());
     assert_eq!(pid_of(&a), worker.pid());
     assert_eq!(pid_of(&b), worker.pid());
+    }
 }
 
 #[test]
@@ -145,9 +148,9 @@ fn check_and_status_name_every_broker_of_a_deployment() {
     assert!(text.contains(&format!("== {a}")) && text.contains(&format!("== {b}\nno answer")), "{text}");
 }
 
-#[test]
-fn two_loaded_brokers_share_one_worker_fairly() {
-    let pair = Pair::start();
+both_transports! {
+    fn two_loaded_brokers_share_one_worker_fairly(t) {
+    let pair = Pair::start_on(t);
     let _worker = pair.worker(&["a", "b"], "dual");
     wait_registered(&pair.client("a"), 1);
     wait_registered(&pair.client("b"), 1);
@@ -179,4 +182,5 @@ fn two_loaded_brokers_share_one_worker_fairly() {
     let share = a.min(b) as f64 / (a + b) as f64;
     assert!(share >= 0.45, "a got {a} jobs, b got {b}");
     eprintln!("one worker, two loaded brokers: a {a} jobs, b {b} jobs");
+    }
 }

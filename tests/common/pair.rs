@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use powerhose::Client;
 
-use super::{plugin, Proc, TestDir, BROKER, WORKER};
+use super::{plugin, Proc, TestDir, Transport, BROKER, WORKER};
 
 /// Two lone brokers, "a" and "b", each with its own pair of ipc endpoints.
 pub struct Pair {
@@ -16,7 +16,13 @@ pub struct Pair {
 
 impl Pair {
     pub fn start() -> Pair {
-        let dir = TestDir::zmq();
+        Pair::start_on(Transport::Zmq)
+    }
+
+    /// The workers' side (the back) on transport `t`; the fronts are ipc,
+    /// which a client of several brokers needs.
+    pub fn start_on(t: Transport) -> Pair {
+        let dir = TestDir::on(t);
         let brokers = ["a", "b"].iter().map(|n| Pair::broker(&dir, n)).collect();
         Pair { dir, brokers }
     }
@@ -26,7 +32,7 @@ impl Pair {
     }
 
     pub fn back(dir: &TestDir, name: &str) -> String {
-        format!("ipc://{}/{name}-back.ipc", dir.path().display())
+        dir.endpoint(&format!("{name}-back"))
     }
 
     pub fn broker(dir: &TestDir, name: &str) -> Proc {
