@@ -87,13 +87,76 @@ impl Wakeup {
 
 /// `zmq::poll` that treats a signal's interruption (EINTR) as "nothing ready":
 /// the signal handlers here only write to a [`Wakeup`] pipe, which the next
-/// poll sees.
+/// poll sees. Items that are all plain descriptors (no ZeroMQ socket) go to
+/// one `poll(2)`: `zmq_poll` makes two (a first pass that does not wait).
 pub fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32> {
+    if let Some(n) = poll_fds(items, timeout_ms)? {
+        return Ok(n);
+    }
     match zmq::poll(items, timeout_ms) {
         Ok(n) => Ok(n),
         Err(zmq::Error::EINTR) => Ok(0),
         Err(e) => Err(Error::zmq("polling")(e)),
     }
+}
+
+/// `zmq_pollitem_t`, which `zmq::PollItem` is (`#[repr(C)]`, the same
+/// fields in the same order: the zmq crate passes it to `zmq_poll` as one).
+#[repr(C)]
+struct RawItem {
+    socket: *mut std::ffi::c_void,
+    fd: RawFd,
+    events: libc::c_short,
+    revents: libc::c_short,
+}
+
+const _: () = assert!(std::mem::size_of::<RawItem>() == std::mem::size_of::<zmq::PollItem<'static>>());
+const _: () = assert!(std::mem::align_of::<RawItem>() == std::mem::align_of::<zmq::PollItem<'static>>());
+
+/// [`poll`] for descriptors only; `None` if an item is a ZeroMQ socket.
+fn poll_fds(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<Option<i32>> {
+    // SAFETY: RawItem has PollItem's layout (checked above for size and
+    // alignment; both are zmq_pollitem_t), and the slice is borrowed
+    // mutably for as long as `raw` lives.
+    let raw = unsafe { std::slice::from_raw_parts_mut(items.as_mut_ptr().cast::<RawItem>(), items.len()) };
+    if raw.iter().any(|item| !item.socket.is_null()) {
+        return Ok(None);
+    }
+    // ZeroMQ's event bits differ from poll(2)'s past POLLIN (and the zmq
+    // crate has no POLLPRI, which nothing here asks for).
+    let to_libc = |e: libc::c_short| {
+        let e = e as i16;
+        let mut out = 0;
+        for (z, l) in [(zmq::POLLIN, libc::POLLIN), (zmq::POLLOUT, libc::POLLOUT)] {
+            if e & z.bits() != 0 {
+                out |= l;
+            }
+        }
+        out
+    };
+    let mut fds: Vec<libc::pollfd> =
+        raw.iter().map(|item| libc::pollfd { fd: item.fd, events: to_libc(item.events), revents: 0 }).collect();
+    let timeout = timeout_ms.clamp(-1, i32::MAX as i64) as i32;
+    // SAFETY: `fds` is a valid array of fds.len() pollfds.
+    let n = match unsafe { crate::syscall!(poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout)) } {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+        Err(e) => return Err(Error::io("polling")(e)),
+    };
+    for (item, fd) in raw.iter_mut().zip(&fds) {
+        let mut revents = 0;
+        for (l, z) in [(libc::POLLIN, zmq::POLLIN), (libc::POLLOUT, zmq::POLLOUT)] {
+            if fd.revents & l != 0 {
+                revents |= z.bits();
+            }
+        }
+        // As zmq_poll does: anything else (POLLERR, POLLHUP, POLLNVAL) is an error.
+        if fd.revents & !(libc::POLLIN | libc::POLLOUT) != 0 {
+            revents |= zmq::POLLERR.bits();
+        }
+        item.revents = revents as libc::c_short;
+    }
+    Ok(Some(n))
 }
 
 #[cfg(test)]
@@ -111,5 +174,29 @@ mod tests {
         assert_eq!(zmq::poll(&mut items, 0).unwrap(), 1);
         b.clear();
         assert!(!a.requested());
+    }
+
+    #[test]
+    fn descriptors_alone_are_polled_directly_with_zeromqs_event_bits() {
+        let (a, b) = (Wakeup::new().unwrap(), Wakeup::new().unwrap());
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(y);
+        let mut items = [
+            a.poll_item(),
+            b.poll_item(),
+            zmq::PollItem::from_fd(x.as_raw_fd(), zmq::POLLOUT),
+            zmq::PollItem::from_fd(-1, zmq::POLLIN),
+        ];
+        assert_eq!(poll(&mut items, 0).unwrap(), 1);
+        assert!(!items[0].is_readable() && items[2].is_error() && items[3].get_revents().is_empty());
+        b.trigger();
+        assert_eq!(poll(&mut items, 1000).unwrap(), 2);
+        assert!(!items[0].is_readable() && items[1].is_readable());
+        // With a ZeroMQ socket among them, zmq_poll does it.
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::PAIR).unwrap();
+        let mut items = [b.poll_item(), socket.as_poll_item(zmq::POLLIN)];
+        assert_eq!(poll(&mut items, 0).unwrap(), 1);
+        assert!(items[0].is_readable() && !items[1].is_readable());
     }
 }

@@ -7,6 +7,7 @@ mod listen;
 pub mod state;
 mod vitals;
 mod warnings;
+mod watch;
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,14 @@ use crate::wakeup::Wakeup;
 use io::Io;
 use state::{BrokerState, Config};
 use vitals::Vitals;
+
+/// The loop's ZeroMQ sockets, in [`watch::Watch`]'s order.
+const FRONT: usize = 0;
+const BACK: usize = 1;
+const BACK_EVENTS: usize = 2;
+const FRONT_EVENTS: usize = 3;
+const ZAP: usize = 4;
+const ZMQ_SOCKETS: usize = 5;
 
 /// Everything a broker needs to start.
 #[derive(Clone, Debug)]
@@ -168,6 +177,13 @@ impl Broker {
         tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
         let mut front_backlog = false;
         let mut watchdog = self.watchdog.take();
+        let mut watch = watch::Watch::new(vec![
+            Some(&self.front),
+            Some(&self.back),
+            Some(&self.back_events),
+            Some(&self.front_events),
+            zap.as_ref().map(|z| z.socket()),
+        ])?;
         loop {
             let now = Instant::now();
             if let Some(watchdog) = watchdog.as_mut() {
@@ -177,36 +193,33 @@ impl Broker {
             let next = io.next_scan().map_or(next, |scan| scan.min(next));
             let wake = io.rebind_deadline().map_or(next, |at| at.min(next));
             let wake = watchdog.as_ref().map_or(wake, |w| w.deadline().min(wake));
-            let timeout = wake.saturating_duration_since(now).as_millis().min(i64::MAX as u128) as i64;
+            // Rounded up: a wait rounded down to 0 ms would spin through the
+            // last millisecond before a deadline.
+            let timeout = wake.saturating_duration_since(now).as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
             let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
             // wakes anyway (the timeout is then at most QUEUE_CHECK), unless
             // the last read stopped at its bound: a flood must still reach
             // the queue limit and its prompt `Busy` answers.
             let front_paused = state.saturated() && !front_backlog;
-            let front_events = if front_paused { zmq::PollEvents::empty() } else { zmq::POLLIN };
-            let mut items = vec![
-                self.front.as_poll_item(front_events),
-                self.back.as_poll_item(zmq::POLLIN),
-                shutdown.poll_item(),
-                inbox_item,
-                self.back_events.as_poll_item(zmq::POLLIN),
-                self.front_events.as_poll_item(zmq::POLLIN),
-                zap.as_ref().map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |z| {
-                    z.socket().as_poll_item(zmq::POLLIN)
-                }),
-            ];
+            watch.settle()?;
+            let waiting = (0..ZMQ_SOCKETS).any(|i| watch.readable(i) && !(i == FRONT && front_paused));
+            let timeout = if waiting { 0 } else { timeout };
+            let mut items: Vec<zmq::PollItem> = watch.items().collect();
+            items.extend([shutdown.poll_item(), inbox_item]);
             let local_from = items.len();
             io.local_poll_items(&mut items, front_paused);
             crate::wakeup::poll(&mut items, timeout)?;
+            watch.polled(&items[..ZMQ_SOCKETS])?;
             let local_ready = io.local_ready(&items[local_from..], front_paused);
-            if items[2].is_readable() {
+            let zmq_turn = watch.any() || front_paused;
+            if items[ZMQ_SOCKETS].is_readable() {
                 state.abandon(&mut out);
                 io.flush(&state, &mut out);
                 io.flush_locals(&mut state, &mut out);
                 break;
             }
-            if let Some(inbox) = inbox.filter(|_| items[3].is_readable()) {
+            if let Some(inbox) = inbox.filter(|_| items[ZMQ_SOCKETS + 1].is_readable()) {
                 inbox.wake.clear();
                 while let Ok(notice) = inbox.rx.try_recv() {
                     match notice {
@@ -226,21 +239,21 @@ impl Broker {
                 }
                 io.flush(&state, &mut out);
             }
-            if items[4].is_readable() {
+            if watch.readable(BACK_EVENTS) {
                 io.read_events();
             }
-            if items[5].is_readable() {
+            if watch.readable(FRONT_EVENTS) {
                 io.read_front_events();
             }
-            if let Some(zap) = zap.as_ref().filter(|_| items[6].is_readable()) {
+            if let Some(zap) = zap.as_ref().filter(|_| watch.readable(ZAP)) {
                 io.serve_zap(zap, Instant::now())?;
             }
             // Workers first: their answers free capacity for the waiting jobs.
-            if items[1].is_readable() {
+            if watch.readable(BACK) {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
             }
             io.serve_locals(&local_ready, &mut state, &mut out);
-            front_backlog = if items[0].is_readable() || front_paused {
+            front_backlog = if watch.readable(FRONT) || front_paused {
                 io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?
             } else {
                 false
@@ -256,6 +269,9 @@ impl Broker {
             io.rebind_if_due(now);
             io.warnings.flush(now);
             io.flush_locals(&mut state, &mut out);
+            if zmq_turn || io.take_zmq_used() {
+                watch.used();
+            }
         }
         tracing::info!("broker stopping");
         Ok(())

@@ -54,29 +54,44 @@ impl Conn {
     }
 
     /// The next message, waiting until `deadline` (`Ok(None)` then); the
-    /// end of the stream is `UnexpectedEof`, bad bytes `InvalidData`.
+    /// end of the stream is `UnexpectedEof`, bad bytes `InvalidData`. It
+    /// waits before it reads: the answer a caller waits for is rarely there
+    /// yet, and a read that finds nothing is a system call for nothing.
     pub fn recv_by(&mut self, deadline: Option<Instant>) -> io::Result<Option<Frames>> {
         loop {
-            if let Some(frames) = self.next_message().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            if let Some(frames) = self.take()? {
                 return Ok(Some(frames));
-            }
-            match self.fill() {
-                // A peer that closed with our bytes unread resets: gone all the same.
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
             }
             if !self.wait(false, deadline)? {
                 return Ok(None);
             }
+            self.read_some()?;
         }
     }
 
     /// The next message if one is already there or readable now.
     pub fn try_recv(&mut self) -> io::Result<Option<Frames>> {
-        self.recv_by(Some(Instant::now()))
+        if let Some(frames) = self.take()? {
+            return Ok(Some(frames));
+        }
+        self.read_some()?;
+        self.take()
+    }
+
+    fn take(&mut self) -> io::Result<Option<Frames>> {
+        self.next_message().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// One read; nothing there is not an error, the end of the stream is.
+    fn read_some(&mut self) -> io::Result<()> {
+        match self.fill() {
+            // A peer that closed with our bytes unread resets: gone all the same.
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

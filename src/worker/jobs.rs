@@ -233,6 +233,10 @@ impl JobLoop<'_> {
             let mut items: Vec<_> = sockets.iter().map(|s| s.poll_item(zmq::POLLIN)).collect();
             let wait = if sockets.iter().any(|s| s.buffered()) { 0 } else { (deadline - now).as_millis() as i64 + 1 };
             crate::wakeup::poll(&mut items, wait)?;
+            for (socket, item) in sockets.iter().zip(&items) {
+                socket.polled(item);
+            }
+            drop(items);
             while let Some(origin) = self.next_message(&sockets, frames, None)? {
                 (sockets, _) = self.handle(sockets, origin, frames)?;
             }

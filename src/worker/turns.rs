@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::jobs::JobLoop;
-use super::wire::{recv_frames, send, send_raw};
+use super::wire::{send, send_raw};
 use super::Link;
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, RETURN_ELSEWHERE};
@@ -55,9 +55,12 @@ impl JobLoop<'_> {
         // --exit-on-broker-loss: only once a broker was had, and every one is lost.
         let mut registered_once = false;
         let mut sockets = Link::lock(&self.link.sockets);
+        // A stop request is seen by the poll below (its pipe stays
+        // readable): no system call of its own at every turn.
+        let mut stop = shutdown.requested();
         loop {
             let retiring = self.retire_at.is_some_and(|at| Instant::now() >= at);
-            if shutdown.requested() || retiring || self.link.unregistered.load(Ordering::Acquire) {
+            if stop || retiring || self.link.unregistered.load(Ordering::Acquire) {
                 let why = if retiring { "max age reached" } else { "stop requested" };
                 // Acknowledgements are awaited from the brokers that hear us.
                 let live: Vec<bool> = brokers.iter().map(|b| !b.lost).collect();
@@ -169,8 +172,13 @@ impl JobLoop<'_> {
                 0
             };
             crate::wakeup::poll(&mut items, timeout)?;
+            if items[brokers.len()].is_readable() {
+                stop = true;
+                continue;
+            }
             let mut readable = false;
             for (i, item) in items[..brokers.len()].iter().enumerate() {
+                sockets[i].polled(item);
                 if item.is_writable() {
                     brokers[i].next_ready = Instant::now();
                 }
@@ -196,6 +204,11 @@ impl JobLoop<'_> {
                                 .map(|(_, s)| s.poll_item(zmq::POLLIN))
                                 .collect();
                             crate::wakeup::poll(&mut items, (*until - now).as_micros().div_ceil(1000) as i64)?;
+                            drop(items);
+                            // Looked at again whatever the poll said: a rare path.
+                            for (_, socket) in f.iter().zip(sockets.iter()).filter(|(on, _)| **on) {
+                                socket.mark_readable();
+                            }
                             continue;
                         }
                         _ => break,
@@ -288,7 +301,7 @@ impl JobLoop<'_> {
                     *frames = message;
                     true
                 }
-                None => recv_frames(&sockets[i], frames)?,
+                None => sockets[i].recv_polled(frames)?,
             };
             if got {
                 self.turn.set((i + 1) % n);

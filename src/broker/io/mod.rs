@@ -64,6 +64,8 @@ pub(super) struct Io<'a> {
     pub locals: Locals,
     /// Accepts that failed on the local listeners (`[front, back]`).
     listeners_failed: [u64; 2],
+    /// A ZeroMQ socket was written (see [`Io::take_zmq_used`]).
+    zmq_used: bool,
 }
 
 impl<'a> Io<'a> {
@@ -88,6 +90,7 @@ impl<'a> Io<'a> {
             gate,
             locals: Locals::default(),
             listeners_failed: [0; 2],
+            zmq_used: false,
         }
     }
 
@@ -107,6 +110,7 @@ impl<'a> Io<'a> {
     /// Applies pending monitor events of the back socket.
     pub fn read_events(&mut self) {
         let Some(events) = self.events else { return };
+        self.zmq_used = true;
         while let Some((event, value)) = super::vitals::read_event(events) {
             self.peers.on_event(event, value);
             self.handshake_event(Instant::now(), true, event);
@@ -119,6 +123,7 @@ impl<'a> Io<'a> {
     /// Applies pending monitor events of the front socket.
     pub fn read_front_events(&mut self) {
         let Some(events) = self.front_events else { return };
+        self.zmq_used = true;
         while let Some((event, value)) = super::vitals::read_event(events) {
             self.handshake_event(Instant::now(), false, event);
             if let Some(front) = self.listeners[0].as_mut() {
@@ -174,6 +179,7 @@ impl<'a> Io<'a> {
     /// Reads up to [`READS_PER_TURN`] messages from `socket` without blocking; true
     /// when it stopped at that bound (more may wait).
     pub fn drain(&mut self, socket: &zmq::Socket, mut handle: impl FnMut(&mut Self, Instant)) -> Result<bool> {
+        self.zmq_used = true;
         for _ in 0..READS_PER_TURN {
             self.frames.clear();
             self.truncated = false;

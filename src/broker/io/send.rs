@@ -110,7 +110,13 @@ impl Io<'_> {
             }
             return self.send_local(i, &frames[1..]);
         }
+        self.zmq_used = true;
         send_parts(if back { self.back } else { self.front }, parts)
+    }
+
+    /// Whether a ZeroMQ socket was written since the last call.
+    pub fn take_zmq_used(&mut self) -> bool {
+        std::mem::take(&mut self.zmq_used)
     }
 }
 
