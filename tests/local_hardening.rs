@@ -45,7 +45,7 @@ fn a_planted_lock_symlink_is_refused_and_its_target_untouched() {
     let dir = TestDir::new();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
-    let lock = dir.path().join("front.ipc.lock");
+    let lock = std::path::PathBuf::from(format!("{}.lock", dir.socket("front").display()));
     std::os::unix::fs::symlink(&victim, &lock).unwrap();
     let (code, err) = broker_cmd(&dir, &["--frontend", &dir.front(), "--backend", &dir.back()], "broker");
     assert_eq!(code, 1, "{err}");
@@ -57,7 +57,7 @@ fn a_planted_lock_symlink_is_refused_and_its_target_untouched() {
 #[test]
 fn a_lock_file_of_another_user_is_refused_without_its_pid() {
     let dir = TestDir::new();
-    let lock = dir.path().join("front.ipc.lock");
+    let lock = std::path::PathBuf::from(format!("{}.lock", dir.socket("front").display()));
     std::fs::write(&lock, b"4242").unwrap();
     std::os::unix::fs::chown(&lock, Some(65534), None).unwrap();
     let (code, err) = broker_cmd(&dir, &["--frontend", &dir.front(), "--backend", &dir.back()], "broker");
