@@ -125,7 +125,6 @@ fn poll_fds(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<Option<i
     // ZeroMQ's event bits differ from poll(2)'s past POLLIN (and the zmq
     // crate has no POLLPRI, which nothing here asks for).
     let to_libc = |e: libc::c_short| {
-        let e = e as i16;
         let mut out = 0;
         for (z, l) in [(zmq::POLLIN, libc::POLLIN), (zmq::POLLOUT, libc::POLLOUT)] {
             if e & z.bits() != 0 {
@@ -154,7 +153,7 @@ fn poll_fds(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<Option<i
         if fd.revents & !(libc::POLLIN | libc::POLLOUT) != 0 {
             revents |= zmq::POLLERR.bits();
         }
-        item.revents = revents as libc::c_short;
+        item.revents = revents;
     }
     Ok(Some(n))
 }

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::RawPeer;
 use common::*;
+use powerhose::protocol::{Command, CommandFrame};
 use powerhose::{Error, JobRequest};
 
 const T: Duration = Duration::from_secs(20);
@@ -43,80 +45,98 @@ fn a_flooding_client_is_bounded_in_bytes_and_others_are_still_served() {
     assert!(rss_mib < 64, "broker RSS {rss_mib} MiB after a 40 MiB flood");
 }
 
-/// Replies to a client that never reads them were held without bound (front
-/// HWM 0): now past `FRONT_SEND_HWM` they are dropped and counted, and the
-/// broker goes on serving everyone else.
-#[test]
-fn replies_to_a_client_that_never_reads_are_dropped_and_counted() {
-    use powerhose::protocol::{Command, CommandFrame};
-    let dir = TestDir::zmq();
-    let _broker = start_broker(&dir, &[]);
-    let (_ctx, deaf) = front_socket(&dir, zmq::DEALER);
-    deaf.set_rcvhwm(1).unwrap();
-    for id in 0..60_000u64 {
-        deaf.send(CommandFrame::new(Command::Ping, id, 0, b"").encode(), 0).unwrap();
+both_transports! {
+    /// Replies to a client that never reads them were held without bound (front
+    /// HWM 0): now past a bound they are dropped and counted, and the broker
+    /// goes on serving everyone else. ZeroMQ's bound is a count of messages
+    /// (`FRONT_SEND_HWM`), met with many small replies; the local transport's
+    /// is bytes (`LOCAL_SEND_MAX`), met with a few large ones.
+    fn replies_to_a_client_that_never_reads_are_dropped_and_counted(t) {
+        let dir = TestDir::on(t);
+        let _broker = start_broker(&dir, &[]);
+        let mut deaf = RawPeer::deaf_front(&dir);
+        let client = dir.client();
+        if t == Transport::Zmq {
+            for id in 0..60_000u64 {
+                deaf.send(&[CommandFrame::new(Command::Ping, id, 0, b"").encode()]);
+            }
+            wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped > 10_000);
+        } else {
+            let _worker = start_worker(&dir, "echo", &[], "worker");
+            // 16 echoes of 8 MiB: twice LOCAL_SEND_MAX, so about half are dropped.
+            const BIG: usize = 8 * MIB;
+            let requests = 2 * powerhose::protocol::LOCAL_SEND_MAX / BIG;
+            let (tail, data) = (powerhose::protocol::encode_request_tail("", &[]), vec![b'x'; BIG]);
+            for id in 0..requests as u64 {
+                deaf.send(&[CommandFrame::new(Command::Request, id, 60_000, &tail).encode(), data.clone()]);
+            }
+            wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped >= 4);
+        }
+        assert!(client.ping(T).is_ok(), "others are still answered");
     }
-    let client = dir.client();
-    wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped > 10_000);
-    assert!(client.ping(T).is_ok(), "others are still answered");
 }
 
-/// A message just over `--max-message-bytes` used to cost its sender the
-/// connection, uncounted and unlogged: now it is read, counted (`oversized`),
-/// logged, and answered, natively and in the Powerhose 0.7 format; a
-/// worker's is dropped and counted; everyone else is still served.
-#[test]
-fn a_message_over_the_limit_is_answered_counted_and_logged() {
-    use powerhose::protocol::{Command, CommandFrame};
-    let dir = TestDir::zmq();
-    let broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
-    let _worker = start_worker(&dir, "echo", &[], "worker");
-    let client = dir.client();
-    let started = std::time::Instant::now();
-    let err = client.execute(vec![b'x'; MIB + 1], T).unwrap_err();
-    let Error::BadRequest(text) = &err else { panic!("not a BadRequest: {err}") };
-    assert!(text.contains(&format!("bytes is over the broker's --max-message-bytes {MIB}")), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(5), "answered promptly: {:?}", started.elapsed());
-    assert_eq!(client.status(T).unwrap().counters.oversized, 1);
+both_transports! {
+    /// A message just over `--max-message-bytes` used to cost its sender the
+    /// connection, uncounted and unlogged: now it is read, counted (`oversized`),
+    /// logged, and answered, natively and (over ZeroMQ) in the Powerhose 0.7
+    /// format; a worker's is dropped and counted; everyone else is still served.
+    fn a_message_over_the_limit_is_answered_counted_and_logged(t) {
+        let dir = TestDir::on(t);
+        let broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
+        let _worker = start_worker(&dir, "echo", &[], "worker");
+        let client = dir.client();
+        let started = std::time::Instant::now();
+        let err = client.execute(vec![b'x'; MIB + 1], T).unwrap_err();
+        let Error::BadRequest(text) = &err else { panic!("not a BadRequest: {err}") };
+        assert!(text.contains(&format!("bytes is over the broker's --max-message-bytes {MIB}")), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(5), "answered promptly: {:?}", started.elapsed());
+        assert_eq!(client.status(T).unwrap().counters.oversized, 1);
+        let mut oversized = 1;
 
-    let (_ctx, req) = front_socket(&dir, zmq::REQ);
-    req.send(vec![b'y'; MIB + 1], 0).unwrap();
-    let reply = String::from_utf8(req.recv_bytes(0).expect("a legacy answer")).unwrap();
-    assert!(reply.starts_with(&format!("{}:ERROR:request of ", broker.pid())), "{reply}");
+        if t == Transport::Zmq {
+            let (_ctx, req) = front_socket(&dir, zmq::REQ);
+            req.send(vec![b'y'; MIB + 1], 0).unwrap();
+            let reply = String::from_utf8(req.recv_bytes(0).expect("a legacy answer")).unwrap();
+            assert!(reply.starts_with(&format!("{}:ERROR:request of ", broker.pid())), "{reply}");
+            oversized += 1;
+        }
 
-    // A worker's: nobody to answer, dropped and counted.
-    let back_ctx = zmq::Context::new();
-    let rogue = back_ctx.socket(zmq::DEALER).unwrap();
-    rogue.set_linger(0).unwrap();
-    rogue.connect(&dir.back()).unwrap();
-    rogue.send_multipart([CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode(), vec![0; MIB]], 0).unwrap();
-    wait_until("the worker's message counted", T, || client.status(T).unwrap().counters.oversized == 3);
+        // A worker's: nobody to answer, dropped and counted.
+        let mut rogue = RawPeer::back(&dir, b"rogue");
+        rogue.send(&[CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode(), vec![0; MIB]]);
+        oversized += 1;
+        wait_until("the worker's message counted", T, || client.status(T).unwrap().counters.oversized == oversized);
 
-    let log = broker.stderr();
-    let over = format!("refused: over --max-message-bytes {MIB}");
-    assert!(log.contains("a client's message of ") && log.contains(&over), "{log}");
-    assert!(log.contains(&format!("a worker's message of {} bytes dropped", MIB + 16)), "{log}");
-    assert_eq!(client.execute("still served", T).unwrap(), b"still served");
-    assert_eq!(dir.client().execute(vec![b'z'; MIB / 2], T).unwrap(), vec![b'z'; MIB / 2], "under the limit");
+        let log = broker.stderr();
+        let over = format!("refused: over --max-message-bytes {MIB}");
+        assert!(log.contains("a client's message of ") && log.contains(&over), "{log}");
+        assert!(log.contains(&format!("a worker's message of {} bytes dropped", MIB + 16)), "{log}");
+        assert_eq!(client.execute("still served", T).unwrap(), b"still served");
+        assert_eq!(dir.client().execute(vec![b'z'; MIB / 2], T).unwrap(), vec![b'z'; MIB / 2], "under the limit");
+    }
 }
 
-/// Past the hard cap (twice the limit) ZeroMQ drops the sender's connection
-/// before reading the message: not countable, but nobody else is affected.
-#[test]
-fn a_message_over_the_hard_cap_drops_only_its_connection() {
-    let dir = TestDir::zmq();
-    let _broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
-    let _worker = start_worker(&dir, "echo", &[], "worker");
-    let client = dir.client();
-    assert_eq!(client.execute("connected", T).unwrap(), b"connected");
-    let (ctx, stranger) = front_socket(&dir, zmq::DEALER);
-    stranger.monitor("inproc://stranger", zmq::SocketEvent::DISCONNECTED as i32).unwrap();
-    let events = ctx.socket(zmq::PAIR).unwrap();
-    events.connect("inproc://stranger").unwrap();
-    stranger.send(vec![0u8; 2 * MIB + 1], 0).unwrap();
-    let mut items = [events.as_poll_item(zmq::POLLIN)];
-    assert_eq!(zmq::poll(&mut items, 10_000).unwrap(), 1, "the stranger's connection was dropped");
-    // The client connected before goes on, on the same connection.
-    assert_eq!(client.execute("still served", T).unwrap(), b"still served");
-    assert_eq!(client.status(T).unwrap().counters.oversized, 0, "ZeroMQ's drop cannot be counted");
+both_transports! {
+    /// Past the hard cap (twice the limit) the sender's connection is dropped
+    /// before the message is read: ZeroMQ does it without telling the broker
+    /// (not countable), the local transport as soon as the frame header says
+    /// so (logged). Nobody else is affected.
+    fn a_message_over_the_hard_cap_drops_only_its_connection(t) {
+        let dir = TestDir::on(t);
+        let broker = start_broker(&dir, &["--max-message-bytes", &MIB.to_string()]);
+        let _worker = start_worker(&dir, "echo", &[], "worker");
+        let client = dir.client();
+        assert_eq!(client.execute("connected", T).unwrap(), b"connected");
+        let mut stranger = RawPeer::front(&dir);
+        stranger.send(&[vec![0u8; 2 * MIB + 1]]);
+        assert!(stranger.closed(T), "the stranger's connection was dropped");
+        // The client connected before goes on, on the same connection.
+        assert_eq!(client.execute("still served", T).unwrap(), b"still served");
+        assert_eq!(client.status(T).unwrap().counters.oversized, 0, "a dropped connection's message is not counted");
+        if t == Transport::Local {
+            let log = broker.stderr();
+            assert!(log.contains("a local connection dropped: a message of at least"), "{log}");
+        }
+    }
 }

@@ -57,8 +57,8 @@ impl<'s> Watch<'s> {
     /// After the poll (`items` are [`Watch::items`]'s): sockets whose
     /// `ZMQ_FD` fired are read again.
     pub fn polled(&mut self, items: &[zmq::PollItem<'_>]) -> Result<()> {
-        for i in 0..self.sockets.len() {
-            if items[i].is_readable() {
+        for (i, item) in items.iter().enumerate().take(self.sockets.len()) {
+            if item.is_readable() {
                 self.refresh(i)?;
             }
         }

@@ -18,6 +18,7 @@ pub mod hostload;
 pub mod net;
 pub mod pair;
 pub mod pki;
+pub mod raw;
 
 pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");
 pub const BROKER: &str = env!("CARGO_BIN_EXE_powerhose-broker");

@@ -214,7 +214,10 @@ impl Io<'_> {
             let identity = match named {
                 Some(identity) => identity,
                 None => {
-                    self.name_local(i, frames.first().map_or(&[][..], |f| &f[..]));
+                    if !self.name_local(i, frames.first().map_or(&[][..], |f| &f[..])) {
+                        why = Some("a worker's connection named no worker (an empty identity)".into());
+                        break;
+                    }
                     continue;
                 }
             };
@@ -239,11 +242,16 @@ impl Io<'_> {
         }
     }
 
-    /// A connection's first message: a worker's identity (refused if
-    /// empty), or a client's, made here.
-    fn name_local(&mut self, i: usize, named: &[u8]) {
+    /// A connection's first message: a worker's identity, or a client's,
+    /// made here. False for a worker's that is empty: it would name no
+    /// worker (ZeroMQ never gives one), and every nameless peer on the
+    /// back would take the one before's place.
+    fn name_local(&mut self, i: usize, named: &[u8]) -> bool {
         let peer = self.locals.peers[i].as_mut().expect("live");
         let identity = if peer.back {
+            if named.is_empty() {
+                return false;
+            }
             named.to_vec()
         } else {
             self.locals.next_client += 1;
@@ -263,6 +271,7 @@ impl Io<'_> {
                 }
             }
         }
+        true
     }
 
     /// Writes what waits for connection `i`; closes it if it is gone.
