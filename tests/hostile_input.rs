@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::raw::{encode, RawPeer, GREETING, MORE};
 use common::*;
 use powerhose::protocol::{Command, CommandFrame};
+use powerhose::JobRequest;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -238,4 +239,29 @@ fn a_back_connection_without_an_identity_is_closed() {
     assert_eq!(client.workers("echo", T).unwrap(), 1, "it registered nobody");
     assert_eq!(client.ping(T).unwrap(), broker.pid());
     assert_eq!(client.execute("still serving", T).unwrap(), b"still serving");
+}
+
+/// A worker that dials again before the broker saw its old connection close
+/// takes its identity over: the old connection is closed unheard, and the
+/// worker stays registered once, served on the new one.
+#[test]
+fn a_second_connection_with_a_workers_identity_replaces_the_first() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let reg = br#"{"service":"raw","pid":1,"host":"elsewhere","plugin":"x","plugin_version":"0"}"#;
+    let mut first = RawPeer::back(&dir, b"twin");
+    first.send(&[cmd(Command::Ready, 0, 0, reg)]);
+    let client = dir.client();
+    wait_until("the first connection to register", T, || client.workers("raw", T).unwrap() == 1);
+    let mut second = RawPeer::back(&dir, b"twin");
+    second.send(&[cmd(Command::Ready, 0, 0, reg)]);
+    assert!(first.closed(T), "the replaced connection is closed");
+    assert_eq!(client.workers("raw", T).unwrap(), 1, "one worker, not two");
+    let asker = std::thread::spawn(move || client.execute(JobRequest::new("to the twin").service("raw"), T));
+    let job = second.recv(T).expect("the job comes on the new connection");
+    let head = CommandFrame::decode(&job[0]).unwrap();
+    assert_eq!(head.command, Command::Job);
+    let (tail, n) = powerhose::protocol::ResultTail::default().encode();
+    second.send(&[CommandFrame::new(Command::Result, head.id, 0, &tail[..n]).encode(), b"answered".to_vec()]);
+    assert_eq!(asker.join().unwrap().unwrap(), b"answered");
 }

@@ -263,12 +263,16 @@ impl Io<'_> {
         let side = usize::from(peer.back);
         peer.identity = Some(identity.clone());
         // A worker that reconnects before its old connection is seen closed
-        // takes its identity over.
+        // takes its identity over; the old connection is closed here,
+        // unheard: what it held is the new one's now (its jobs stay with
+        // the worker registered under that identity).
         if let Some(old) = self.locals.by_identity[side].insert(identity, i) {
-            if old != i {
-                if let Some(stale) = self.locals.peers[old].as_mut() {
-                    stale.identity = None;
+            if let Some(stale) = self.locals.peers.get_mut(old).filter(|_| old != i).and_then(Option::take) {
+                self.locals.free.push(old);
+                if stale.back {
+                    self.peers.remove_local(stale.conn.fd());
                 }
+                tracing::info!(pid = stale.pid, "a local connection was replaced by a new one of the same identity");
             }
         }
         true
