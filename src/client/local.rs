@@ -88,8 +88,7 @@ impl Local {
             return Ok(ids.iter().map(|_| Outcome::Unreachable).collect());
         };
         let mut got: HashMap<u64, Outcome> = HashMap::with_capacity(ids.len());
-        let mut sent = 0;
-        for (_, frames) in &requests {
+        for (sent, (_, frames)) in requests.iter().enumerate() {
             let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
             if let Err(e) = conn.send_by(&parts, Some(deadline)) {
                 // Cut mid-message or gone: the connection is not reused. A
@@ -103,7 +102,6 @@ impl Local {
                 };
                 return Ok((0..ids.len()).map(outcome).collect());
             }
-            sent += 1;
         }
         let healthy = loop {
             if got.len() == ids.len() {

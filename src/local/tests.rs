@@ -147,7 +147,7 @@ fn the_socket_file_is_private_and_peers_are_named() {
     assert_eq!(mode, 0o600);
     let cred = server.peer().unwrap();
     assert_eq!(cred.pid as u32, std::process::id());
-    assert!(uid_allowed(cred.uid as u32));
+    assert!(uid_allowed(cred.uid));
     drop(client);
 }
 
