@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Instant;
 
-use super::frame::{self, FrameError, GREETING, MAX_FRAMES};
+use super::frame::{self, Decoder, FrameError, GREETING, MAX_FRAMES};
 use crate::syscall;
 
 /// Bytes asked of the kernel per read: a burst of pipelined messages.
@@ -21,14 +21,9 @@ pub type Frames = Vec<zmq::Message>;
 #[derive(Debug)]
 pub struct Conn {
     fd: OwnedFd,
-    inbuf: Vec<u8>,
-    /// Bytes of `inbuf` already handled.
-    start: usize,
-    /// Whether the peer's greeting was read.
-    greeted: bool,
+    /// The bytes read, up to the next message.
+    input: Decoder,
     out: Vec<u8>,
-    /// The largest message read (all frames).
-    limit: usize,
 }
 
 fn stream_socket() -> io::Result<OwnedFd> {
@@ -81,7 +76,7 @@ impl Conn {
     }
 
     fn new(fd: OwnedFd, limit: usize) -> Conn {
-        Conn { fd, inbuf: Vec::new(), start: 0, greeted: false, out: Vec::new(), limit }
+        Conn { fd, input: Decoder::new(limit), out: Vec::new() }
     }
 
     /// The descriptor, to poll.
@@ -161,19 +156,16 @@ impl Conn {
     /// Reads what the socket holds; `Ok(0)` at the end of the stream,
     /// `WouldBlock` when nothing is there.
     pub fn fill(&mut self) -> io::Result<usize> {
-        if self.start > 0 && self.start * 2 >= self.inbuf.len() {
-            self.inbuf.drain(..self.start);
-            self.start = 0;
-        }
-        self.inbuf.reserve(READ_CHUNK);
-        let spare = self.inbuf.spare_capacity_mut();
+        let inbuf = self.input.input();
+        inbuf.reserve(READ_CHUNK);
+        let spare = inbuf.spare_capacity_mut();
         loop {
             // SAFETY: reads into the vector's spare capacity, at most its length.
             match unsafe { syscall!(recv(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0)) } {
                 Ok(n) => {
                     let n = n as usize;
                     // SAFETY: recv initialised these n bytes.
-                    unsafe { self.inbuf.set_len(self.inbuf.len() + n) };
+                    unsafe { inbuf.set_len(inbuf.len() + n) };
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -182,33 +174,15 @@ impl Conn {
         }
     }
 
-    /// Whether a complete message was read and not yet taken (polling
-    /// the descriptor would not show it).
+    /// Whether a complete message (or bad bytes) was read and not yet
+    /// taken: polling the descriptor would not show it.
     pub fn has_message(&self) -> bool {
-        let skip = if self.greeted { 0 } else { GREETING.len() };
-        let buf = self.inbuf.get(self.start + skip..).unwrap_or_default();
-        matches!(frame::decode(buf, self.limit), Ok(Some(_)) | Err(_))
+        self.input.has_message()
     }
 
     /// The next complete message already read, if any.
     pub fn next_message(&mut self) -> Result<Option<Frames>, FrameError> {
-        if !self.greeted {
-            let have = &self.inbuf[self.start..];
-            let n = have.len().min(GREETING.len());
-            if have[..n] != GREETING[..n] {
-                return Err(FrameError::BadGreeting);
-            }
-            if n < GREETING.len() {
-                return Ok(None);
-            }
-            self.start += GREETING.len();
-            self.greeted = true;
-        }
-        let buf = &self.inbuf[self.start..];
-        let Some(found) = frame::decode(buf, self.limit)? else { return Ok(None) };
-        let frames = found.frames.iter().map(|r| zmq::Message::from(&buf[r.clone()])).collect();
-        self.start += found.end;
-        Ok(Some(frames))
+        Ok(self.input.next_message()?.map(|parts| parts.map(zmq::Message::from).collect()))
     }
 
     /// Waits until the socket is readable (or, with `write`, writable) or

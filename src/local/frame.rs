@@ -88,6 +88,105 @@ pub fn decode(buf: &[u8], limit: usize) -> Result<Option<Found>, FrameError> {
     }
 }
 
+/// The reading half of a connection, without the socket: bytes go in as
+/// they arrive, whole messages come out. [`super::Conn`] reads into one and
+/// the fuzz target feeds one chunks, so what is fuzzed is what the broker runs.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handled.
+    start: usize,
+    /// Whether the peer's greeting was read.
+    greeted: bool,
+    /// The largest message read (all frames).
+    limit: usize,
+}
+
+/// The frames of a message taken from a [`Decoder`], borrowed from its buffer.
+#[derive(Debug)]
+pub struct Parts<'a> {
+    buf: &'a [u8],
+    ranges: std::vec::IntoIter<Range<usize>>,
+}
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.ranges.next().map(|r| &self.buf[r])
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.ranges.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Parts<'_> {}
+
+impl Decoder {
+    /// A decoder for a new connection, refusing messages over `limit` bytes.
+    pub fn new(limit: usize) -> Decoder {
+        Decoder { buf: Vec::new(), start: 0, greeted: false, limit }
+    }
+
+    /// Bytes received and not yet taken (as the greeting or a message).
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Appends bytes as they arrived.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.input().extend_from_slice(bytes);
+    }
+
+    /// The buffer to append received bytes to. Handled bytes are dropped
+    /// first once they are half of it, so the move is paid for by them.
+    pub(super) fn input(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        &mut self.buf
+    }
+
+    /// The bytes after the greeting; `None` while it is incomplete.
+    fn body(&self) -> Result<Option<&[u8]>, FrameError> {
+        let have = &self.buf[self.start..];
+        if self.greeted {
+            return Ok(Some(have));
+        }
+        let n = have.len().min(GREETING.len());
+        if have[..n] != GREETING[..n] {
+            return Err(FrameError::BadGreeting);
+        }
+        Ok(have.get(GREETING.len()..))
+    }
+
+    /// Whether [`Decoder::next_message`] has a message or an error to give:
+    /// a poll of the socket would not show bytes already read.
+    pub fn has_message(&self) -> bool {
+        match self.body() {
+            Ok(Some(body)) => !matches!(decode(body, self.limit), Ok(None)),
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// The next complete message, `Ok(None)` until its last byte is in. An
+    /// error is for good: the caller closes the connection.
+    pub fn next_message(&mut self) -> Result<Option<Parts<'_>>, FrameError> {
+        if !self.greeted {
+            if self.body()?.is_none() {
+                return Ok(None);
+            }
+            self.start += GREETING.len();
+            self.greeted = true;
+        }
+        let buf = &self.buf[self.start..];
+        let Some(found) = decode(buf, self.limit)? else { return Ok(None) };
+        self.start += found.end;
+        Ok(Some(Parts { buf, ranges: found.frames.into_iter() }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

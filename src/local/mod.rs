@@ -101,4 +101,6 @@ pub fn connect(path: &Path, identity: &[u8]) -> io::Result<Conn> {
 }
 
 #[cfg(test)]
+mod frame_props;
+#[cfg(test)]
 mod tests;
