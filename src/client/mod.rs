@@ -11,6 +11,7 @@ mod job;
 mod local;
 mod many;
 mod mux;
+mod reply;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
