@@ -15,6 +15,7 @@ mod seqpacket;
 mod soak;
 mod suite;
 mod suite_callers;
+mod suite_report;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +29,8 @@ pub use cluster::{BenchCluster, Wire};
 pub use measure::Limit;
 use measure::{Lat, Rate};
 pub use soak::{soak, SoakReport};
-pub use suite::{format_suite, run_suite, SuiteReport};
+pub use suite::run_suite;
+pub use suite_report::{format_suite, SuiteReport};
 
 /// How jobs are sent through the cluster.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
