@@ -1,7 +1,8 @@
 //! The suite's report: each target as measured and judged (with its
 //! ratio to the relay floor), the medians of rounds, and the human table.
 
-use super::{floor, CpuPerJob};
+use super::suite::LOCAL;
+use super::{floor, CpuPerJob, Wire};
 
 /// One target: what was measured, against what, and whether it holds.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -109,16 +110,33 @@ impl Medians {
     }
 }
 
+/// `local`'s figure measured again on ZeroMQ ipc, the local transport
+/// before unix://: reported under it against the same reference, so one
+/// run shows before and after.
+pub(super) fn over_ipc(local: &Target, ours: f64, relay: Option<f64>) -> Target {
+    Target {
+        name: format!("{}, {}", local.name, Wire::Ipc.name()),
+        ours,
+        reference: local.reference,
+        unit: local.unit.clone(),
+        rule: format!("report: {} ÷ ipc = {:.2}", LOCAL.name(), local.ours / ours.max(1e-9)),
+        pass: None,
+        relay: None,
+        cpu: None,
+    }
+    .against_relay(relay)
+}
+
 /// The human suite report.
 pub fn format_suite(r: &SuiteReport) -> String {
     let mut s = format!("machine: {} ({:.0} s)\n\n", r.machine, r.seconds);
     s += &format!(
-        "{:<40} {:>12} {:>12} {:>7} {:<8} {:<42} {}\n",
+        "{:<46} {:>12} {:>12} {:>7} {:<8} {:<42} {}\n",
         "TARGET", "OURS", "REFERENCE", "RELAY×", "UNIT", "RULE", ""
     );
     for t in &r.targets {
         s += &format!(
-            "{:<40} {:>12.1} {:>12.1} {:>7} {:<8} {:<42} {}\n",
+            "{:<46} {:>12.1} {:>12.1} {:>7} {:<8} {:<42} {}\n",
             t.name,
             t.ours,
             t.reference,
@@ -134,6 +152,14 @@ pub fn format_suite(r: &SuiteReport) -> String {
     }
     s += "\nRELAY×: ours ÷ relay floor for times, relay ÷ ours for jobs/s (above 1, the relay does better);\n\
           jobs/s lines are held to the relay's best (most callers), unless their reference is the relay.\n";
+    // Where a transport spends its time: the split is what a change to the
+    // client, the broker or the worker loop moves.
+    s += &format!("\n{:<46} {:>8} {:>8} {:>8}\n", "CPU PER JOB (µs)", "CLIENT", "BROKER", "WORKERS");
+    for t in &r.targets {
+        if let Some(c) = &t.cpu {
+            s += &format!("{:<46} {:>8.1} {:>8.1} {:>8.1}\n", t.name, c.client_us, c.broker_us, c.workers_us);
+        }
+    }
     for (name, f) in [("unpinned", &r.floor_unpinned), ("pinned", &r.floor_pinned)] {
         s += &format!(
             "\nfloor {name}: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s\n",
@@ -146,7 +172,7 @@ pub fn format_suite(r: &SuiteReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{target, Medians};
+    use super::{over_ipc, target, Medians};
 
     #[test]
     fn medians_take_the_middle_ratio_not_the_ratio_of_middles() {
@@ -162,5 +188,14 @@ mod tests {
         let rate = target("jobs", 10_000.0, 0.0, "jobs/s", "", true).against_relay(Some(40_000.0));
         assert_eq!(rate.relay, Some(4.0));
         assert_eq!(target("rss", 1.0, 0.0, "MiB", "", true).against_relay(None).relay, None);
+    }
+
+    #[test]
+    fn an_ipc_line_keeps_the_reference_and_says_how_the_local_one_compares() {
+        let local = target("seq p50", 40.0, 50.0, "µs", "", true);
+        let ipc = over_ipc(&local, 100.0, Some(20.0));
+        assert_eq!((ipc.name.as_str(), ipc.reference, ipc.pass), ("seq p50, ipc (ZeroMQ)", 50.0, None));
+        assert_eq!(ipc.rule, "report: unix:// ÷ ipc = 0.40");
+        assert_eq!(ipc.relay, Some(5.0));
     }
 }
