@@ -212,6 +212,7 @@ pub fn brokers(workers: usize, duration: Duration, mut progress: impl FnMut(&str
     {
         progress(&format!("starting a lone broker and {workers} echo workers serving it only (the reference)"));
         let echo = crate::plugin::locate("libecho.so", None)?;
+        // On ipc like the pair: a client of several brokers reaches them over ZeroMQ only.
         let lone_cluster = super::BenchCluster::start(super::Wire::Ipc, &echo, None, workers, None, &[], &[])?;
         let (lone, a, both) = (lone_cluster.client()?, pair.client_of_a()?, pair.client_of_both()?);
         let (mut rate, mut p50, mut piped) = (Vec::new(), Vec::new(), Vec::new());

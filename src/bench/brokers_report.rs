@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::suite::Medians;
+use super::suite_report::Medians;
 
 /// One figure against broker "a" alone and against both brokers.
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -1,6 +1,6 @@
 //! The cluster a benchmark measures: a broker and its workers as separate
-//! processes of this build, on ipc, plaintext tcp or CURVE tcp (keys made
-//! for the run), killed on drop.
+//! processes of this build, on the local transport (unix://), ZeroMQ ipc,
+//! plaintext tcp or CURVE tcp (keys made for the run), killed on drop.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,9 +12,15 @@ use crate::cluster::find_executable;
 use crate::error::{Error, Result};
 
 /// How a bench cluster's broker listens, and how its peers reach it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Wire {
-    /// ipc sockets in a private directory (the default).
+    /// The local transport: unix:// sockets in a private directory (the
+    /// default for local endpoints).
+    #[default]
+    Unix,
+    /// ZeroMQ ipc sockets in a private directory (the local transport
+    /// before unix://, kept to measure both side by side).
     Ipc,
     /// Loopback tcp in plaintext.
     Tcp,
@@ -32,7 +38,7 @@ pub struct BenchCluster {
     pub workers: Vec<Guarded>,
     /// The broker's front endpoint.
     pub frontend: String,
-    /// The directory of its ipc endpoints (and keys), removed on drop.
+    /// The directory of its unix:// or ipc endpoints (and keys), removed on drop.
     pub dir: PathBuf,
     /// A client's credentials, for [`Wire::Curve`].
     pub curve: Option<CurveClient>,
@@ -43,6 +49,29 @@ fn free_tcp() -> Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("finding a free tcp port"))?;
     let port = listener.local_addr().map_err(Error::io("finding a free tcp port"))?.port();
     Ok(format!("tcp://127.0.0.1:{port}"))
+}
+
+impl Wire {
+    /// The wire as reports name it (which ones go through ZeroMQ).
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Unix => "unix://",
+            Wire::Ipc => "ipc (ZeroMQ)",
+            Wire::Tcp => "tcp (ZeroMQ)",
+            Wire::Curve => "CURVE tcp (ZeroMQ)",
+        }
+    }
+
+    /// The front and back endpoints of a broker on this wire: sockets in
+    /// `dir` for the local ones, free loopback ports for tcp.
+    pub fn endpoints(self, dir: &Path) -> Result<(String, String)> {
+        let d = dir.display();
+        Ok(match self {
+            Wire::Unix => (format!("unix://{d}/front.sock"), format!("unix://{d}/back.sock")),
+            Wire::Ipc => (format!("ipc://{d}/front.ipc"), format!("ipc://{d}/back.ipc")),
+            Wire::Tcp | Wire::Curve => (free_tcp()?, free_tcp()?),
+        })
+    }
 }
 
 /// Makes the broker's, a client's and a worker's key pairs in `dir/keys`
@@ -87,16 +116,13 @@ impl BenchCluster {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = super::private_dir(&format!("bench-{}-{n}", std::process::id()))?;
-        let (frontend, backend) = match wire {
-            Wire::Ipc => (format!("ipc://{}/front.ipc", dir.display()), format!("ipc://{}/back.ipc", dir.display())),
-            Wire::Tcp | Wire::Curve => (free_tcp()?, free_tcp()?),
-        };
+        let (frontend, backend) = wire.endpoints(&dir)?;
         let (curve_broker, curve_worker, curve) = match wire {
             Wire::Curve => {
                 let (b, w, c) = curve_keys(&dir)?;
                 (b, w, Some(c))
             }
-            Wire::Ipc | Wire::Tcp => Default::default(),
+            Wire::Unix | Wire::Ipc | Wire::Tcp => Default::default(),
         };
         let mut args = vec!["--frontend", &frontend, "--backend", &backend];
         args.extend(curve_broker.iter().map(String::as_str));
@@ -146,6 +172,17 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn local_wires_live_in_the_private_dir() {
+        let dir = Path::new("/run/user/1/bench-1-0");
+        let (front, back) = Wire::Unix.endpoints(dir).unwrap();
+        assert!(crate::local::is_local(&front) && crate::local::is_local(&back), "{front} {back}");
+        assert_eq!(crate::local::path_of(&front).unwrap(), dir.join("front.sock"));
+        let (front, _) = Wire::Ipc.endpoints(dir).unwrap();
+        assert_eq!(front, "ipc:///run/user/1/bench-1-0/front.ipc");
+        assert!(Wire::Tcp.endpoints(dir).unwrap().0.starts_with("tcp://127.0.0.1:"));
+    }
 
     #[test]
     fn curve_keys_are_private_and_the_peers_are_allowed() {

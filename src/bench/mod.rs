@@ -15,6 +15,7 @@ mod seqpacket;
 mod soak;
 mod suite;
 mod suite_callers;
+mod suite_report;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +29,8 @@ pub use cluster::{BenchCluster, Wire};
 pub use measure::Limit;
 use measure::{Lat, Rate};
 pub use soak::{soak, SoakReport};
-pub use suite::{format_suite, run_suite, SuiteReport};
+pub use suite::run_suite;
+pub use suite_report::{format_suite, SuiteReport};
 
 /// How jobs are sent through the cluster.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -64,6 +66,8 @@ pub struct BenchOptions {
     /// Also measure the raw ZeroMQ floor on the same transport and payload,
     /// and the relay floor ([`relay`]).
     pub floor: bool,
+    /// The started cluster's transport (not used with `frontend`).
+    pub wire: Wire,
     /// Pin this process, the broker, the workers and the floor helpers to this CPU.
     pub pin: Option<usize>,
     /// Extra flags for the cluster's workers.
@@ -97,6 +101,8 @@ pub struct Report {
     pub workers: usize,
     /// How jobs were sent ([`Mode`], as text).
     pub mode: String,
+    /// The started cluster's transport; `None` against running brokers.
+    pub wire: Option<Wire>,
     /// The CPU everything was pinned to (`--pin`).
     pub pinned_cpu: Option<usize>,
     /// Broker, workers' I/O threads and client on this CPU (`--io-cpu`).
@@ -165,6 +171,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         payload_bytes: options.job.data.len(),
         workers: options.workers,
         mode: format!("{:?}", options.mode),
+        wire: options.frontend.is_empty().then_some(options.wire),
         pinned_cpu: options.pin,
         io_cpu: options.io_cpu,
         ..Default::default()
@@ -183,7 +190,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
             let mut extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
             extra.extend(&io_args);
             Some(BenchCluster::start(
-                Wire::Ipc,
+                options.wire,
                 &options.plugin,
                 options.params.as_deref(),
                 options.workers,
@@ -273,7 +280,11 @@ pub fn format_report(r: &Report) -> String {
             (None, None) => ", unpinned".into(),
         }
     );
-    s += &format!("plugin {}, payload {} B, {} workers, {}\n\n", r.plugin, r.payload_bytes, r.workers, r.mode);
+    s += &format!("plugin {}, payload {} B, {} workers, {}", r.plugin, r.payload_bytes, r.workers, r.mode);
+    s += &match r.wire {
+        Some(w) => format!(", over {}\n\n", w.name()),
+        None => "\n\n".into(),
+    };
     s += &format!("in-process, 1 thread     {:>12.0} jobs/s\n", r.in_process_1_thread.jobs_per_s);
     s += &format!(
         "in-process, {} threads    {:>12.0} jobs/s   (the ideal)\n",

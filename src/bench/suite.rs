@@ -2,129 +2,27 @@
 //! measured side by side with its reference (the ZeroMQ floor, the relay
 //! floor, or the plugin in-process) so a noisy machine shifts both alike;
 //! each line also says how far it is from the relay floor (bench/relay.rs).
-//! The targets with concurrent callers are in suite_callers.rs.
+//! The targets with concurrent callers are in suite_callers.rs, the
+//! report and its table in suite_report.rs.
 
 use std::time::{Duration, Instant};
 
 use super::suite_callers;
-use super::{drive, floor, procs, BenchCluster, CpuPerJob, Limit, Mode, Wire};
+use super::suite_report::{over_ipc, report, target, Medians, SuiteReport};
+use super::{drive, floor, procs, BenchCluster, Limit, Mode, Wire};
 use crate::client::{Client, JobRequest};
 use crate::error::{Error, Result};
 use crate::plugin::{locate, LoadedPlugin};
 
-/// One target: what was measured, against what, and whether it holds.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Target {
-    pub name: String,
-    pub ours: f64,
-    pub reference: f64,
-    pub unit: String,
-    pub rule: String,
-    /// Whether the rule holds; `None` for a figure only reported (no target).
-    pub pass: Option<bool>,
-    /// How far from the relay floor's like figure: ours ÷ relay for times,
-    /// relay ÷ ours for jobs/s, so above 1 the relay does better either way;
-    /// `None` where the relay has no like figure (CPU-bound jobs, memory).
-    pub relay: Option<f64>,
-    /// CPU time per job of each process, where the run measured it.
-    pub cpu: Option<CpuPerJob>,
-}
-
-impl Target {
-    /// Adds the ratio to `relay`, the relay floor's like figure (see [`Target::relay`]).
-    pub(super) fn against_relay(mut self, relay: Option<f64>) -> Target {
-        self.relay = relay.map(|r| match self.unit.as_str() {
-            "jobs/s" => r / self.ours.max(1e-9),
-            _ => self.ours / r.max(1e-9),
-        });
-        self
-    }
-
-    pub(super) fn with_cpu(mut self, cpu: CpuPerJob) -> Target {
-        self.cpu = Some(cpu);
-        self
-    }
-}
-
 /// The transport of the suite's local clusters: one place to switch them
 /// all to another local transport, whose figures the relay lines judge.
-pub(super) const LOCAL: Wire = Wire::Ipc;
-
-/// Every target's figures, and the floors they were compared with.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SuiteReport {
-    /// The CPU count and model.
-    pub machine: String,
-    /// How long the whole suite took, in seconds.
-    pub seconds: f64,
-    /// Each target, measured and judged.
-    pub targets: Vec<Target>,
-    /// The ZeroMQ floor with no process pinned.
-    pub floor_unpinned: floor::Floor,
-    /// The ZeroMQ floor with every process on one CPU.
-    pub floor_pinned: floor::Floor,
-}
-
-pub(super) fn target(name: &str, ours: f64, reference: f64, unit: &str, rule: &str, pass: bool) -> Target {
-    Target {
-        name: name.into(),
-        ours,
-        reference,
-        unit: unit.into(),
-        rule: rule.into(),
-        pass: Some(pass),
-        relay: None,
-        cpu: None,
-    }
-}
-
-/// A figure reported next to its reference, with no target to meet.
-fn report(name: &str, m: &Medians, unit: &str, what: &str) -> Target {
-    Target {
-        name: name.into(),
-        ours: m.ours,
-        reference: m.reference,
-        unit: unit.into(),
-        rule: format!("{what} [{}]", m.spread()),
-        pass: None,
-        relay: None,
-        cpu: None,
-    }
-}
+/// The lines that told ZeroMQ ipc from it are measured on ipc too, and
+/// reported under it (`over_ipc`).
+pub(super) const LOCAL: Wire = Wire::Unix;
 
 /// Throughput targets are measured this many times, each time right after
 /// their reference: single runs on a small VM swing by ±15%.
 pub(super) const ROUNDS: usize = 3;
-
-/// The medians of (ours, reference) rounds and of their ratios.
-pub(super) struct Medians {
-    pub(super) ours: f64,
-    pub(super) reference: f64,
-    pub(super) ratio: f64,
-    ratios: Vec<f64>,
-}
-
-impl Medians {
-    pub(super) fn of(rounds: &[(f64, f64)]) -> Medians {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let ratios: Vec<f64> = rounds.iter().map(|(o, r)| o / r.max(1e-9)).collect();
-        Medians {
-            ours: median(rounds.iter().map(|r| r.0).collect()),
-            reference: median(rounds.iter().map(|r| r.1).collect()),
-            ratio: median(ratios.clone()),
-            ratios,
-        }
-    }
-
-    /// "median 95.1%: 94.0 / 95.1 / 96.2%" for the report.
-    pub(super) fn spread(&self) -> String {
-        let each: Vec<String> = self.ratios.iter().map(|r| format!("{:.1}", r * 100.0)).collect();
-        format!("median {:.1}%: {}%", self.ratio * 100.0, each.join(" / "))
-    }
-}
 
 /// Rounds of crypto_job's `sign` that take about `goal` on one thread.
 fn calibrate(plugin: &LoadedPlugin, goal: Duration) -> Result<u32> {
@@ -161,50 +59,55 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
     // The relay's best throughput: its most callers.
     let relay_best = floor_unpinned.relay.callers.iter().map(|c| c.jobs_per_s).reduce(f64::max);
     {
+        // The ipc cluster, idle while the local one is measured, gives the
+        // before figures.
         let cluster = BenchCluster::start(LOCAL, &echo, None, 2, None, &[], &[])?;
-        let client = Client::connect(&cluster.frontend)?;
-        progress("sequential latency, unpinned");
-        let (_, lat, _) = drive(&client, &small, Mode::Callers(1), Limit::Time(duration))?;
-        let floor = floor_unpinned.proxy.p50_us;
-        targets.push(
-            target(
-                "sequential p50, unpinned",
-                lat.p50_us,
-                floor,
-                "µs",
-                "≤ 1.3 × proxy-hop floor",
-                lat.p50_us <= 1.3 * floor,
-            )
-            .against_relay(Some(floor_unpinned.relay.sequential.p50_us)),
-        );
-        // Rounds of (floor, ours) back to back; the median ratio decides.
-        let mut rounds = Vec::new();
+        let ipc_cluster = BenchCluster::start(Wire::Ipc, &echo, None, 2, None, &[], &[])?;
+        let clients = [Client::connect(&cluster.frontend)?, ipc_cluster.client()?];
+        progress("sequential latency, unpinned, then over ipc");
+        let mut p50 = [0.0; 2];
+        for (i, client) in clients.iter().enumerate() {
+            p50[i] = drive(client, &small, Mode::Callers(1), Limit::Time(duration))?.1.p50_us;
+        }
+        let (floor, relay_p50) = (floor_unpinned.proxy.p50_us, Some(floor_unpinned.relay.sequential.p50_us));
+        let sequential =
+            target("sequential p50, unpinned", p50[0], floor, "µs", "≤ 1.3 × proxy-hop floor", p50[0] <= 1.3 * floor)
+                .against_relay(relay_p50);
+        let ipc = over_ipc(&sequential, p50[1], relay_p50);
+        targets.extend([sequential, ipc]);
+        // Rounds of (floor, ours, ours over ipc) back to back; the median ratio decides.
+        let (mut rounds, mut ipc_rates) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            progress(&format!("pipelined throughput, 1,000 in flight, round {}", round + 1));
+            progress(&format!("pipelined throughput, 1,000 in flight, then over ipc, round {}", round + 1));
             let floor = match round {
                 0 => floor_unpinned.pipelined_msgs_per_s,
                 _ => floor::pipelined(&floor_setup(None))?,
             };
-            let (rate, _, errors) = drive(&client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
-            if errors > 0 {
-                return Err(Error::JobsFailed { failed: errors, run: "pipelined echo" });
+            let mut rate = [0.0; 2];
+            for (i, client) in clients.iter().enumerate() {
+                let (r, _, errors) = drive(client, &small, Mode::Pipelined(1000), Limit::Time(duration))?;
+                if errors > 0 {
+                    return Err(Error::JobsFailed { failed: errors, run: "pipelined echo" });
+                }
+                rate[i] = r.jobs_per_s;
             }
-            rounds.push((rate.jobs_per_s, floor));
+            rounds.push((rate[0], floor));
+            ipc_rates.push((rate[1], floor));
         }
         let m = Medians::of(&rounds);
-        targets.push(
-            target(
-                "pipelined jobs/s",
-                m.ours,
-                m.reference,
-                "jobs/s",
-                &format!("≥ 50% of pipelined floor and ≥ 100,000 [{}]", m.spread()),
-                m.ratio >= 0.5 && m.ours >= 100_000.0,
-            )
-            .against_relay(relay_best),
-        );
+        let pipelined = target(
+            "pipelined jobs/s",
+            m.ours,
+            m.reference,
+            "jobs/s",
+            &format!("≥ 50% of pipelined floor and ≥ 100,000 [{}]", m.spread()),
+            m.ratio >= 0.5 && m.ours >= 100_000.0,
+        )
+        .against_relay(relay_best);
+        let ipc = over_ipc(&pipelined, Medians::of(&ipc_rates).ours, relay_best);
+        targets.extend([pipelined, ipc]);
     }
-    targets.push(suite_callers::echo_callers(&echo, &floor_setup(None), &small, duration, &mut progress)?);
+    targets.extend(suite_callers::echo_callers(&echo, &floor_setup(None), &small, duration, &mut progress)?);
 
     // Report only: the cost of CURVE on loopback tcp, echo, 100 B, 2 workers.
     // Both clusters run throughout; each round measures plaintext, then
@@ -332,60 +235,4 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
-}
-
-/// The human suite report.
-pub fn format_suite(r: &SuiteReport) -> String {
-    let mut s = format!("machine: {} ({:.0} s)\n\n", r.machine, r.seconds);
-    s += &format!(
-        "{:<40} {:>12} {:>12} {:>7} {:<8} {:<42} {}\n",
-        "TARGET", "OURS", "REFERENCE", "RELAY×", "UNIT", "RULE", ""
-    );
-    for t in &r.targets {
-        s += &format!(
-            "{:<40} {:>12.1} {:>12.1} {:>7} {:<8} {:<42} {}\n",
-            t.name,
-            t.ours,
-            t.reference,
-            t.relay.map_or("—".into(), |x| format!("{x:.2}")),
-            t.unit,
-            t.rule,
-            match t.pass {
-                Some(true) => "PASS",
-                Some(false) => "MISS",
-                None => "report",
-            }
-        );
-    }
-    s += "\nRELAY×: ours ÷ relay floor for times, relay ÷ ours for jobs/s (above 1, the relay does better);\n\
-          jobs/s lines are held to the relay's best (most callers), unless their reference is the relay.\n";
-    for (name, f) in [("unpinned", &r.floor_unpinned), ("pinned", &r.floor_pinned)] {
-        s += &format!(
-            "\nfloor {name}: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s\n",
-            f.reqrep.p50_us, f.proxy.p50_us, f.pipelined_msgs_per_s
-        );
-        s += &format!("floor {name}: {}", super::format_relay(&f.relay));
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{target, Medians};
-
-    #[test]
-    fn medians_take_the_middle_ratio_not_the_ratio_of_middles() {
-        let m = Medians::of(&[(1.0, 2.0), (3.0, 4.0), (2.0, 2.0)]);
-        assert_eq!((m.ours, m.reference, m.ratio), (2.0, 2.0, 0.75));
-        assert_eq!(m.spread(), "median 75.0%: 50.0 / 75.0 / 100.0%");
-    }
-
-    #[test]
-    fn the_relay_ratio_is_above_one_when_the_relay_does_better() {
-        let lat = target("p50", 60.0, 0.0, "µs", "", true).against_relay(Some(20.0));
-        assert_eq!(lat.relay, Some(3.0));
-        let rate = target("jobs", 10_000.0, 0.0, "jobs/s", "", true).against_relay(Some(40_000.0));
-        assert_eq!(rate.relay, Some(4.0));
-        assert_eq!(target("rss", 1.0, 0.0, "MiB", "", true).against_relay(None).relay, None);
-    }
 }

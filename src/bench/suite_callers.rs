@@ -3,7 +3,8 @@
 //! processes spend per job), echo with 4 callers against the relay with 4,
 //! and crypto_job with 4 and 16 callers against the plugin in-process.
 //! Each reports the CPU per job of the client, the broker and the workers,
-//! for before/after comparisons of the transport.
+//! for before/after comparisons of the transport; the echo lines are
+//! measured over ZeroMQ ipc too, and reported.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use std::time::Duration;
 use super::floor::{Floor, Setup};
 use super::measure::{self, Lat, Rate};
 use super::relay::Relay;
-use super::suite::{target, Medians, Target, LOCAL, ROUNDS};
-use super::{procs, BenchCluster, CpuPerJob, Limit};
+use super::suite::{LOCAL, ROUNDS};
+use super::suite_report::{over_ipc, target, Medians, Target};
+use super::{procs, BenchCluster, CpuPerJob, Limit, Wire};
 use crate::client::{Client, JobRequest};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
@@ -69,22 +71,45 @@ fn callers_run(
 
 /// Sequential echo (100 B, 2 workers) with everything on CPU 0 (the caller
 /// pinned it): p50 against the proxy-hop floor and against the relay, and
-/// the CPU of client, broker and workers per job against the relay's.
+/// the CPU of client, broker and workers per job against the relay's; the
+/// first and the last again over ZeroMQ ipc, reported.
 pub(super) fn sequential_pinned(
     echo: &Path,
     floor: &Floor,
     small: &JobRequest,
     duration: Duration,
 ) -> Result<Vec<Target>> {
-    let cluster = BenchCluster::start(LOCAL, echo, None, 2, Some(0), &[], &[])?;
-    let mut cpu = CpuTotals::default();
-    let (_, lat) = callers_run(&cluster, &cluster.client()?, small, 1, Limit::Time(duration), &mut cpu)?;
+    // One cluster at a time: on one CPU an idle one would still be noise.
+    let run = |wire| -> Result<(Lat, CpuTotals)> {
+        let cluster = BenchCluster::start(wire, echo, None, 2, Some(0), &[], &[])?;
+        let mut cpu = CpuTotals::default();
+        let (_, lat) = callers_run(&cluster, &cluster.client()?, small, 1, Limit::Time(duration), &mut cpu)?;
+        Ok((lat, cpu))
+    };
+    let (lat, cpu) = run(LOCAL)?;
+    let (ipc_lat, ipc_cpu) = run(Wire::Ipc)?;
     let (proxy, relay) = (floor.proxy.p50_us, &floor.relay);
     let relay_p50 = relay.sequential.p50_us;
     let ours_cpu = cpu.total_us();
-    Ok(vec![
+    let p50 =
         target("sequential p50, pinned", lat.p50_us, proxy, "µs", "≤ 1.3 × proxy-hop floor", lat.p50_us <= 1.3 * proxy)
-            .against_relay(Some(relay_p50)),
+            .against_relay(Some(relay_p50));
+    let p50_ipc = over_ipc(&p50, ipc_lat.p50_us, Some(relay_p50));
+    // Echo's handler costs next to nothing: this is the transport's CPU.
+    let cpu_line = target(
+        "sequential CPU per job, pinned",
+        ours_cpu,
+        relay.cpu_us_per_job,
+        "µs/job",
+        "≤ 2 × relay's (client+broker+workers)",
+        ours_cpu <= 2.0 * relay.cpu_us_per_job,
+    )
+    .against_relay(Some(relay.cpu_us_per_job))
+    .with_cpu(cpu.per_job());
+    let cpu_ipc = over_ipc(&cpu_line, ipc_cpu.total_us(), Some(relay.cpu_us_per_job)).with_cpu(ipc_cpu.per_job());
+    Ok(vec![
+        p50,
+        p50_ipc,
         target(
             "sequential echo p50, pinned",
             lat.p50_us,
@@ -95,17 +120,8 @@ pub(super) fn sequential_pinned(
         )
         .against_relay(Some(relay_p50))
         .with_cpu(cpu.per_job()),
-        // Echo's handler costs next to nothing: this is the transport's CPU.
-        target(
-            "sequential CPU per job, pinned",
-            ours_cpu,
-            relay.cpu_us_per_job,
-            "µs/job",
-            "≤ 2 × relay's (client+broker+workers)",
-            ours_cpu <= 2.0 * relay.cpu_us_per_job,
-        )
-        .against_relay(Some(relay.cpu_us_per_job))
-        .with_cpu(cpu.per_job()),
+        cpu_line,
+        cpu_ipc,
     ])
 }
 
@@ -113,26 +129,36 @@ pub(super) fn sequential_pinned(
 const ECHO_CALLERS: usize = 4;
 
 /// Echo (100 B, 2 workers, unpinned) with 4 callers against the relay with
-/// 4 (`relay_setup`'s helpers): rounds of (relay, ours) back to back.
+/// 4 (`relay_setup`'s helpers): rounds of (relay, ours, ours over ZeroMQ
+/// ipc) back to back; the ipc figure is reported.
 pub(super) fn echo_callers(
     echo: &Path,
     relay_setup: &Setup<'_>,
     small: &JobRequest,
     duration: Duration,
     progress: &mut dyn FnMut(&str),
-) -> Result<Target> {
+) -> Result<Vec<Target>> {
     let relay = Relay::start(relay_setup)?;
-    let cluster = BenchCluster::start(LOCAL, echo, None, 2, None, &[], &[])?;
-    let client = cluster.client()?;
-    let (mut rounds, mut cpu) = (Vec::new(), CpuTotals::default());
+    let clusters = [
+        BenchCluster::start(LOCAL, echo, None, 2, None, &[], &[])?,
+        BenchCluster::start(Wire::Ipc, echo, None, 2, None, &[], &[])?,
+    ];
+    let clients = [clusters[0].client()?, clusters[1].client()?];
+    let (mut rounds, mut ipc_rounds) = (Vec::new(), Vec::new());
+    let mut cpu = [CpuTotals::default(), CpuTotals::default()];
     for round in 0..ROUNDS {
-        progress(&format!("echo, {ECHO_CALLERS} callers, relay then ours, round {}", round + 1));
+        progress(&format!("echo, {ECHO_CALLERS} callers, relay then ours then over ipc, round {}", round + 1));
         let theirs = relay.callers(ECHO_CALLERS, &small.data, duration)?;
-        let (ours, _) = callers_run(&cluster, &client, small, ECHO_CALLERS, Limit::Time(duration), &mut cpu)?;
-        rounds.push((ours.jobs_per_s, theirs.jobs_per_s));
+        let mut ours = [0.0; 2];
+        for i in 0..2 {
+            let limit = Limit::Time(duration);
+            ours[i] = callers_run(&clusters[i], &clients[i], small, ECHO_CALLERS, limit, &mut cpu[i])?.0.jobs_per_s;
+        }
+        rounds.push((ours[0], theirs.jobs_per_s));
+        ipc_rounds.push((ours[1], theirs.jobs_per_s));
     }
     let m = Medians::of(&rounds);
-    Ok(target(
+    let local = target(
         &format!("echo, {ECHO_CALLERS} callers jobs/s"),
         m.ours,
         m.reference,
@@ -141,7 +167,9 @@ pub(super) fn echo_callers(
         m.ratio >= 0.5,
     )
     .against_relay(Some(m.reference))
-    .with_cpu(cpu.per_job()))
+    .with_cpu(cpu[0].per_job());
+    let ipc = over_ipc(&local, Medians::of(&ipc_rounds).ours, Some(m.reference)).with_cpu(cpu[1].per_job());
+    Ok(vec![local, ipc])
 }
 
 /// The crypto_job lines with callers: (job size, callers, share of the

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use powerhose::bench::{self, BenchOptions, Limit, Mode};
+use powerhose::bench::{self, BenchOptions, Limit, Mode, Wire};
 use powerhose::{cli, JobRequest};
 
 #[derive(Parser, Debug)]
@@ -49,6 +49,10 @@ struct Args {
     // With --frontend, a broker started with --curve-secret: this client's keys.
     #[command(flatten)]
     curve: cli::CurveClientArgs,
+    /// The transport of the cluster this program starts (and of --soak's):
+    /// the local one, or ZeroMQ's ipc, tcp or CURVE tcp to compare with.
+    #[arg(long, value_enum, default_value_t = Wire::Unix, conflicts_with_all = ["frontend", "suite", "brokers"])]
+    wire: Wire,
     /// Also measure the raw ZeroMQ floor on the same transport and payload,
     /// and a relay over Unix SOCK_SEQPACKET (an epoll hub, no ZeroMQ).
     #[arg(long)]
@@ -85,7 +89,8 @@ struct Args {
 fn run(args: &Args) -> anyhow::Result<()> {
     let progress = |phase: &str| eprintln!("powerhose-bench: {phase}…");
     if let Some(seconds) = args.soak {
-        let report = bench::soak(Duration::try_from_secs_f64(seconds)?, |line| eprintln!("powerhose-bench: {line}"))?;
+        let report =
+            bench::soak(args.wire, Duration::try_from_secs_f64(seconds)?, |line| eprintln!("powerhose-bench: {line}"))?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
@@ -128,6 +133,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         frontend: args.frontend.clone(),
         curve: args.curve.credentials()?,
         floor: args.floor,
+        wire: args.wire,
         pin: args.pin,
         worker_args: args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).unwrap_or_default(),
         io_cpu: args.io_cpu,
