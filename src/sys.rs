@@ -27,6 +27,7 @@ macro_rules! syscall {
     }};
 }
 
+pub mod epoll;
 pub mod notify;
 mod timer;
 pub use timer::Timer;

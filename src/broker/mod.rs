@@ -184,6 +184,7 @@ impl Broker {
             Some(&self.front_events),
             zap.as_ref().map(|z| z.socket()),
         ])?;
+        io.wait_on(watch.fds(), shutdown.fd(), inbox.map(|i| i.wake.fd()))?;
         loop {
             let now = Instant::now();
             if let Some(watchdog) = watchdog.as_mut() {
@@ -196,7 +197,6 @@ impl Broker {
             // Rounded up: a wait rounded down to 0 ms would spin through the
             // last millisecond before a deadline.
             let timeout = wake.saturating_duration_since(now).as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
-            let inbox_item = inbox.map_or(zmq::PollItem::from_fd(-1, zmq::PollEvents::empty()), |i| i.wake.poll_item());
             // Saturated, requests can only queue: read them when the loop
             // wakes anyway (the timeout is then at most QUEUE_CHECK), unless
             // the last read stopped at its bound: a flood must still reach
@@ -205,21 +205,16 @@ impl Broker {
             watch.settle()?;
             let waiting = (0..ZMQ_SOCKETS).any(|i| watch.readable(i) && !(i == FRONT && front_paused));
             let timeout = if waiting { 0 } else { timeout };
-            let mut items: Vec<zmq::PollItem> = watch.items().collect();
-            items.extend([shutdown.poll_item(), inbox_item]);
-            let local_from = items.len();
-            io.local_poll_items(&mut items, front_paused);
-            crate::wakeup::poll(&mut items, timeout)?;
-            watch.polled(&items[..ZMQ_SOCKETS])?;
-            let local_ready = io.local_ready(&items[local_from..], front_paused);
+            let wake = io.wait(timeout, front_paused)?;
+            watch.fired(&wake.zmq)?;
             let zmq_turn = watch.any() || front_paused;
-            if items[ZMQ_SOCKETS].is_readable() {
+            if wake.stop {
                 state.abandon(&mut out);
                 io.flush(&state, &mut out);
                 io.flush_locals(&mut state, &mut out);
                 break;
             }
-            if let Some(inbox) = inbox.filter(|_| items[ZMQ_SOCKETS + 1].is_readable()) {
+            if let Some(inbox) = inbox.filter(|_| wake.inbox) {
                 inbox.wake.clear();
                 while let Ok(notice) = inbox.rx.try_recv() {
                     match notice {
@@ -252,7 +247,7 @@ impl Broker {
             if watch.readable(BACK) {
                 io.drain(&self.back, |io, now| io.on_back(now, &mut state, &mut out))?;
             }
-            io.serve_locals(&local_ready, &mut state, &mut out);
+            io.serve_locals(&wake.local, &mut state, &mut out);
             front_backlog = if watch.readable(FRONT) || front_paused {
                 io.drain(&self.front, |io, now| io.on_front(now, &mut state, &mut out))?
             } else {

@@ -49,16 +49,15 @@ impl<'s> Watch<'s> {
         Ok(())
     }
 
-    /// One poll item per socket, on its `ZMQ_FD`.
-    pub fn items(&self) -> impl Iterator<Item = zmq::PollItem<'static>> + '_ {
-        self.fds.iter().map(|&fd| zmq::PollItem::from_fd(fd, zmq::POLLIN))
+    /// Each socket's `ZMQ_FD` (`-1` for an empty slot), to wait on.
+    pub fn fds(&self) -> &[std::os::fd::RawFd] {
+        &self.fds
     }
 
-    /// After the poll (`items` are [`Watch::items`]'s): sockets whose
-    /// `ZMQ_FD` fired are read again.
-    pub fn polled(&mut self, items: &[zmq::PollItem<'_>]) -> Result<()> {
-        for (i, item) in items.iter().enumerate().take(self.sockets.len()) {
-            if item.is_readable() {
+    /// After the wait: the sockets whose `ZMQ_FD` fired are read again.
+    pub fn fired(&mut self, fired: &[bool]) -> Result<()> {
+        for (i, &fired) in fired.iter().enumerate().take(self.sockets.len()) {
+            if fired {
                 self.refresh(i)?;
             }
         }

@@ -16,12 +16,14 @@ use crate::local::{Conn, Listener};
 
 /// A local connection and who it is.
 #[derive(Debug)]
-struct Peer {
-    conn: Conn,
-    back: bool,
+pub(super) struct Peer {
+    pub conn: Conn,
+    pub back: bool,
     /// Set by the first message (a worker's own; a client's made here).
     identity: Option<Vec<u8>>,
     pid: u32,
+    /// The events its descriptor is registered for (see [`super::wait`]).
+    pub interest: u32,
 }
 
 /// The listeners (each with its backoff, and whether it is the back's) and
@@ -29,8 +31,10 @@ struct Peer {
 #[derive(Debug, Default)]
 pub(in crate::broker) struct Locals {
     pub listeners: Vec<(Listener, Backoff, bool)>,
-    peers: Vec<Option<Peer>>,
-    free: Vec<usize>,
+    /// Whether each listener is registered in `epoll` (not while paused).
+    pub listening: Vec<bool>,
+    pub(super) peers: Vec<Option<Peer>>,
+    pub(super) free: Vec<usize>,
     /// Connection index by identity, per side (`[front, back]`).
     pub by_identity: [HashMap<Vec<u8>, usize>; 2],
     next_client: u64,
@@ -38,10 +42,10 @@ pub(in crate::broker) struct Locals {
     /// last: the supervisor may ask whether one was registered after the
     /// broker let it go.
     pub gone: std::collections::VecDeque<u32>,
-    /// What each item of the last poll stands for.
-    polled: Vec<Ready>,
     /// Connections with messages queued this turn.
     dirty: Vec<usize>,
+    /// What the loop waits on (see [`super::wait`]); set by the loop.
+    pub epoll: Option<crate::sys::epoll::Epoll>,
 }
 
 /// What a poll item of the local side stands for.
@@ -62,7 +66,7 @@ impl Locals {
         self.by_identity[usize::from(back)].get(identity).copied()
     }
 
-    fn insert(&mut self, peer: Peer) -> usize {
+    pub(super) fn insert(&mut self, peer: Peer) -> usize {
         match self.free.pop() {
             Some(i) => {
                 self.peers[i] = Some(peer);
@@ -77,44 +81,7 @@ impl Locals {
 }
 
 impl Io<'_> {
-    /// Adds the local listeners and connections to the loop's poll; while
-    /// the front is paused clients are not polled (they are read at every
-    /// turn, as the ZeroMQ front is).
-    pub fn local_poll_items(&mut self, items: &mut Vec<zmq::PollItem<'_>>, front_paused: bool) {
-        let locals = &mut self.locals;
-        locals.polled.clear();
-        for (n, (listener, backoff, _)) in locals.listeners.iter().enumerate() {
-            if backoff.deadline().is_none() {
-                items.push(zmq::PollItem::from_fd(listener.fd(), zmq::POLLIN));
-                locals.polled.push(Ready::Accept(n));
-            }
-        }
-        for (i, peer) in locals.peers.iter().enumerate() {
-            let Some(peer) = peer else { continue };
-            let mut events = if peer.back || !front_paused { zmq::POLLIN } else { zmq::PollEvents::empty() };
-            if peer.conn.unwritten() > 0 {
-                events |= zmq::POLLOUT;
-            }
-            items.push(zmq::PollItem::from_fd(peer.conn.fd(), events));
-            locals.polled.push(Ready::Peer(i, false, false));
-        }
-    }
-
-    /// What the poll found ready among the items of [`Io::local_poll_items`].
-    pub fn local_ready(&self, items: &[zmq::PollItem<'_>], front_paused: bool) -> Vec<Ready> {
-        let ready = |(item, what): (&zmq::PollItem<'_>, &Ready)| match *what {
-            Ready::Accept(_) => item.is_readable().then_some(*what),
-            Ready::Peer(i, _, _) => {
-                let client = self.locals.peers[i].as_ref().is_some_and(|p| !p.back);
-                let (read, write) = (item.is_readable() || item.is_error(), item.is_writable());
-                let read = read || (client && front_paused);
-                (read || write).then_some(Ready::Peer(i, read, write))
-            }
-        };
-        items.iter().zip(&self.locals.polled).filter_map(ready).collect()
-    }
-
-    /// Accepts, reads and writes what [`Io::local_ready`] found.
+    /// Accepts, reads and writes what the loop's wait found (see [`super::wait`]).
     pub fn serve_locals(&mut self, ready: &[Ready], state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
         for &what in ready {
             let now = Instant::now();
@@ -175,10 +142,16 @@ impl Io<'_> {
             if back {
                 self.peers.insert_local(conn.fd(), pid);
             }
-            let mut peer = Peer { conn, back, identity: None, pid };
+            let mut peer = Peer { conn, back, identity: None, pid, interest: crate::sys::epoll::IN };
             // The greeting; a peer gone already is found by the next read.
             let _ = peer.conn.flush();
-            self.locals.insert(peer);
+            let fd = peer.conn.fd();
+            let i = self.locals.insert(peer);
+            if let Err(e) = self.register_peer(i, fd) {
+                tracing::warn!("a local connection could not be watched, closed: {e}");
+                self.locals.peers[i] = None;
+                self.locals.free.push(i);
+            }
         }
     }
 
@@ -269,6 +242,7 @@ impl Io<'_> {
         if let Some(old) = self.locals.by_identity[side].insert(identity, i) {
             if let Some(stale) = self.locals.peers.get_mut(old).filter(|_| old != i).and_then(Option::take) {
                 self.locals.free.push(old);
+                self.unregister_peer(stale.conn.fd());
                 if stale.back {
                     self.peers.remove_local(stale.conn.fd());
                 }
@@ -292,6 +266,7 @@ impl Io<'_> {
     fn close_local(&mut self, i: usize, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
         let Some(peer) = self.locals.peers[i].take() else { return };
         self.locals.free.push(i);
+        self.unregister_peer(peer.conn.fd());
         if peer.back {
             self.peers.remove_local(peer.conn.fd());
         }

@@ -9,6 +9,7 @@ mod front;
 mod gate;
 mod local;
 mod send;
+mod wait;
 
 pub(super) use gate::Gate;
 pub(super) use local::Locals;
@@ -66,6 +67,8 @@ pub(super) struct Io<'a> {
     listeners_failed: [u64; 2],
     /// A ZeroMQ socket was written (see [`Io::take_zmq_used`]).
     zmq_used: bool,
+    /// How many ZeroMQ socket slots the loop's wait reports (see [`wait`]).
+    zmq_slots: usize,
 }
 
 impl<'a> Io<'a> {
@@ -91,6 +94,7 @@ impl<'a> Io<'a> {
             locals: Locals::default(),
             listeners_failed: [0; 2],
             zmq_used: false,
+            zmq_slots: 0,
         }
     }
 
