@@ -180,7 +180,8 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         }
     }
 
-    targets.extend(suite_callers::crypto_callers(&crypto, &plugin, &sized, duration, &mut progress)?);
+    let relay = &floor_unpinned.relay;
+    targets.extend(suite_callers::crypto_callers(&crypto, &plugin, &sized, relay, duration, &mut progress)?);
 
     // Memory.
     progress("memory");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::floor::{Floor, Setup};
 use super::measure::{self, Lat, Rate};
-use super::relay::Relay;
+use super::relay::{Relay, RelayFloor};
 use super::suite::{LOCAL, ROUNDS};
 use super::suite_report::{over_ipc, target, Medians, Target};
 use super::{procs, BenchCluster, CpuPerJob, Limit, Wire};
@@ -183,6 +183,7 @@ pub(super) fn crypto_callers(
     crypto: &Path,
     plugin: &LoadedPlugin,
     sized: &[(&str, JobRequest)],
+    relay: &RelayFloor,
     duration: Duration,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Target>> {
@@ -214,14 +215,46 @@ pub(super) fn crypto_callers(
                 )
                 .with_cpu(cpu.per_job()),
             );
+            if let Some(floor) = relay.with_callers(callers) {
+                targets.push(ceiling(size, callers, m.reference, floor.cpu_us_per_job, share));
+            }
         }
     }
     Ok(targets)
 }
 
+/// What even the relay floor could give on these jobs (report only): each
+/// job costs the handler's CPU (two threads in-process give
+/// `ideal_jobs_per_s`) plus the relay's CPU per job with as many callers, so
+/// at most handler ÷ (handler + relay) of the in-process throughput.
+fn ceiling(size: &str, callers: usize, ideal_jobs_per_s: f64, relay_cpu_us: f64, share: f64) -> Target {
+    let handler_us = 2e6 / ideal_jobs_per_s.max(1e-9);
+    let ceiling = handler_us / (handler_us + relay_cpu_us);
+    Target {
+        name: format!("  ↳ the relay's ceiling, {size}, {callers} callers"),
+        ours: ceiling * 100.0,
+        reference: share * 100.0,
+        unit: "%".into(),
+        rule: format!(
+            "report: handler {handler_us:.0} µs ÷ (handler + relay's {relay_cpu_us:.1} µs CPU per job) vs the target"
+        ),
+        pass: None,
+        relay: None,
+        cpu: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relays_ceiling_is_the_handlers_share_of_handler_and_relay() {
+        // 2 threads at 20,000 jobs/s: 100 µs of handler per job; the relay adds 25.
+        let t = ceiling("~100 µs", 16, 20_000.0, 25.0, 0.8);
+        assert!((t.ours - 80.0).abs() < 1e-9, "{}", t.ours);
+        assert_eq!((t.reference, t.pass), (80.0, None));
+    }
 
     #[test]
     fn cpu_totals_are_per_job_over_all_runs() {
