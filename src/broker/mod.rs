@@ -174,7 +174,11 @@ impl Broker {
         let mut state = BrokerState::<zmq::Message>::new(self.options.config.clone(), pid, Instant::now());
         let mut out = Vec::new();
         let mut vitals = Vitals::default();
-        tracing::info!(pid, front = %self.options.frontend, back = %self.options.backend, "broker ready");
+        let (front, back) = (&self.options.frontend, &self.options.backend);
+        match self.options.more_frontends.join(" ") {
+            more if more.is_empty() => tracing::info!(pid, %front, %back, "broker ready"),
+            more => tracing::info!(pid, %front, also = %more, %back, "broker ready"),
+        }
         let mut front_backlog = false;
         let mut watchdog = self.watchdog.take();
         let mut watch = watch::Watch::new(vec![
