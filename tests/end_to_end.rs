@@ -174,3 +174,20 @@ both_transports! {
     assert!(took < Duration::from_millis(2500), "bounded by the timeout, took {took:?}");
 }
 }
+
+both_transports! {
+    /// A batch whose answers outgrow what the broker keeps for a client that
+    /// is not reading (64 MiB over the local transport) is read while it is
+    /// still being sent: every answer comes back.
+    fn a_batch_larger_than_the_reply_buffers_comes_back_whole(t) {
+        let dir = TestDir::on(t);
+        let _cluster = start_cluster(&dir, "echo", 2, &[]);
+        let client = dir.client();
+        let jobs: Vec<Vec<u8>> = (0..600u32).map(|i| vec![(i % 251) as u8; 128 << 10]).collect();
+        let results = client.execute_many(jobs.clone(), Duration::from_secs(60));
+        assert_eq!(results.len(), jobs.len());
+        for (i, (result, job)) in results.into_iter().zip(&jobs).enumerate() {
+            assert_eq!(result.unwrap_or_else(|e| panic!("job {i}: {e}")), *job, "job {i}");
+        }
+    }
+}

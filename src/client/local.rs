@@ -89,55 +89,91 @@ impl Local {
     pub(crate) fn call(&self, requests: Vec<(u64, Vec<zmq::Message>)>, deadline: Instant) -> Result<Vec<Outcome>> {
         let ids: Vec<u64> = requests.iter().map(|(id, _)| *id).collect();
         let unreachable = || Ok(ids.iter().map(|_| Outcome::Unreachable).collect());
-        let Some((mut conn, mut pooled)) = self.checkout(deadline)? else { return unreachable() };
-        let mut got: HashMap<u64, Outcome> = HashMap::with_capacity(ids.len());
-        let mut sent = 0;
-        let mut requests = requests.iter().peekable();
-        while let Some((_, frames)) = requests.peek() {
-            let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-            let result = conn.send_by(&parts, Some(deadline));
-            if result.is_err() && sent == 0 && std::mem::replace(&mut pooled, false) {
-                // An idle connection whose broker went: nothing was sent on it.
-                let Some(fresh) = self.dial(deadline)? else { return unreachable() };
-                conn = fresh;
-                continue;
-            }
-            if let Err(e) = result {
-                // Cut mid-message or gone: the connection is not reused. A
-                // broker that stopped reading until the deadline: all timed
-                // out; one that is gone: those sent are lost, the rest unsent.
-                let timed_out = e.kind() == io::ErrorKind::TimedOut;
-                let outcome = |i: usize| match (timed_out, i < sent) {
-                    (true, _) => Outcome::Timeout,
-                    (false, true) => Outcome::Lost,
-                    (false, false) => Outcome::Unreachable,
-                };
-                return Ok((0..ids.len()).map(outcome).collect());
-            }
-            sent += 1;
-            requests.next();
+        let Some((mut conn, pooled)) = self.checkout(deadline)? else { return unreachable() };
+        let mut requests = requests.iter();
+        let Some((_, first)) = requests.next() else { return Ok(Vec::new()) };
+        let first: Vec<&[u8]> = first.iter().map(|f| &f[..]).collect();
+        let mut result = conn.send_by(&first, Some(deadline));
+        if result.is_err() && pooled {
+            // An idle connection whose broker went: nothing was sent on it.
+            let Some(fresh) = self.dial(deadline)? else { return unreachable() };
+            conn = fresh;
+            result = conn.send_by(&first, Some(deadline));
         }
-        let healthy = loop {
-            if got.len() == ids.len() {
-                break true;
-            }
+        if let Err(e) = result {
+            // Cut mid-message or gone: the connection is not reused. A
+            // broker that stopped reading until the deadline: timed out;
+            // one that is gone: nothing was sent.
+            let timed_out = e.kind() == io::ErrorKind::TimedOut;
+            return Ok(ids.iter().map(|_| if timed_out { Outcome::Timeout } else { Outcome::Unreachable }).collect());
+        }
+        if !requests.as_slice().is_empty() {
+            return Ok(self.many_replies(conn, &ids, requests, deadline));
+        }
+        // One request: wait on the connection for its reply (answers that
+        // came too late for an earlier caller of this connection are skipped).
+        let (reply, healthy) = loop {
             match conn.recv_by(Some(deadline)) {
                 Ok(Some(frames)) => {
-                    if let Some((id, reply)) = reply_from(frames) {
-                        if ids.contains(&id) {
-                            got.insert(id, Outcome::Reply(reply));
-                        }
+                    if let Some((_, reply)) = reply_from(frames).filter(|(id, _)| *id == ids[0]) {
+                        break (Some(reply), true);
                     }
                 }
-                Ok(None) => break true,
-                Err(_) => break false,
+                Ok(None) => break (None, true),
+                Err(_) => break (None, false),
             }
         };
         if healthy {
             self.checkin(conn);
         }
+        Ok(vec![match reply {
+            Some(reply) => Outcome::Reply(reply),
+            None if healthy => Outcome::Timeout,
+            None => Outcome::Lost,
+        }])
+    }
+}
+
+impl Local {
+    /// The rest of a call of several requests (the first is sent on
+    /// `conn`): written while the replies are read, so that neither side
+    /// waits for the other however many there are.
+    fn many_replies<'r>(
+        &self,
+        mut conn: Conn,
+        ids: &[u64],
+        rest: impl Iterator<Item = &'r (u64, Vec<zmq::Message>)>,
+        deadline: Instant,
+    ) -> Vec<Outcome> {
+        for (_, frames) in rest {
+            let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            conn.queue(&parts);
+        }
+        let wanted: std::collections::HashSet<u64> = ids.iter().copied().collect();
+        let mut got: HashMap<u64, Outcome> = HashMap::with_capacity(ids.len());
+        let healthy = loop {
+            if got.len() == ids.len() {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                // Bytes left unwritten would cut a message: not reused then.
+                break conn.unwritten() == 0;
+            }
+            let broken = self.pump(&mut conn, Some(deadline), |id, reply| {
+                if wanted.contains(&id) {
+                    got.insert(id, Outcome::Reply(reply));
+                }
+            });
+            if broken {
+                break false;
+            }
+        };
+        if healthy {
+            self.checkin(conn);
+        }
+        // Gone: those not answered may have run (the broker cannot say).
         let missing = || if healthy { Outcome::Timeout } else { Outcome::Lost };
-        Ok(ids.iter().map(|id| got.remove(id).unwrap_or_else(missing)).collect())
+        ids.iter().map(|id| got.remove(id).unwrap_or_else(missing)).collect()
     }
 }
 
