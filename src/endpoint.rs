@@ -120,11 +120,17 @@ pub struct EndpointLock {
     lock_path: PathBuf,
     socket_path: PathBuf,
     /// (device, inode) of the socket file this process bound.
-    socket_id: Option<(u64, u64)>,
+    socket_id: Option<FileId>,
 }
 
-fn file_id(meta: &fs::Metadata) -> (u64, u64) {
-    (meta.dev(), meta.ino())
+/// A file's identity: device and inode, and its birth time where the file
+/// system keeps one, since a deleted socket's inode number is soon given to
+/// the next file made (the socket a new broker binds where a ghost's was
+/// removed). Not the change time: a chmod changes that.
+type FileId = (u64, u64, Option<std::time::SystemTime>);
+
+fn file_id(meta: &fs::Metadata) -> FileId {
+    (meta.dev(), meta.ino(), meta.created().ok())
 }
 
 impl EndpointLock {
