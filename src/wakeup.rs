@@ -133,8 +133,20 @@ fn poll_fds(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<Option<i
         }
         out
     };
-    let mut fds: Vec<libc::pollfd> =
-        raw.iter().map(|item| libc::pollfd { fd: item.fd, events: to_libc(item.events), revents: 0 }).collect();
+    // On the stack for the few items of a worker's or a caller's wait: this
+    // runs once per job there.
+    let mut stack = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 8];
+    let mut heap = Vec::new();
+    let fds: &mut [libc::pollfd] = match stack.get_mut(..raw.len()) {
+        Some(fds) => fds,
+        None => {
+            heap.resize(raw.len(), libc::pollfd { fd: -1, events: 0, revents: 0 });
+            &mut heap
+        }
+    };
+    for (fd, item) in fds.iter_mut().zip(raw.iter()) {
+        *fd = libc::pollfd { fd: item.fd, events: to_libc(item.events), revents: 0 };
+    }
     let timeout = timeout_ms.clamp(-1, i32::MAX as i64) as i32;
     // SAFETY: `fds` is a valid array of fds.len() pollfds.
     let n = match unsafe { crate::syscall!(poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout)) } {
@@ -142,7 +154,7 @@ fn poll_fds(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<Option<i
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
         Err(e) => return Err(Error::io("polling")(e)),
     };
-    for (item, fd) in raw.iter_mut().zip(&fds) {
+    for (item, fd) in raw.iter_mut().zip(fds.iter()) {
         let mut revents = 0;
         for (l, z) in [(libc::POLLIN, zmq::POLLIN), (libc::POLLOUT, zmq::POLLOUT)] {
             if fd.revents & l != 0 {

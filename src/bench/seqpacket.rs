@@ -14,22 +14,9 @@ use crate::syscall;
 /// A listening or connected `SOCK_SEQPACKET` socket, closed on drop.
 pub struct Seq(OwnedFd);
 
-const ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-
-fn address(path: &Path) -> Result<libc::sockaddr_un> {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: an all-zero sockaddr_un is valid (an empty path).
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    // The last byte stays zero: the path's terminating NUL.
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(Error::IpcPathTooLong { path: path.to_path_buf() });
-    }
-    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    Ok(addr)
+/// The local transport's address of `path` (a path too long is refused).
+fn address(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    crate::local::conn::address(path).map_err(|_| Error::IpcPathTooLong { path: path.to_path_buf() })
 }
 
 /// Owns a descriptor a call just returned.
@@ -46,11 +33,11 @@ impl Seq {
 
     /// A socket listening on `path` (which must not exist yet).
     pub fn listen(path: &Path) -> Result<Seq> {
-        let addr = address(path)?;
+        let (addr, len) = address(path)?;
         let context = || format!("listening on {}", path.display());
         let s = Seq::new().map_err(Error::io(context()))?;
-        // SAFETY: bind reads ADDR_LEN bytes from `addr`, a whole sockaddr_un.
-        unsafe { syscall!(bind(s.fd(), (&addr as *const libc::sockaddr_un).cast(), ADDR_LEN)) }
+        // SAFETY: bind reads `len` bytes from `addr`, a sockaddr_un at least that long.
+        unsafe { syscall!(bind(s.fd(), (&addr as *const libc::sockaddr_un).cast(), len)) }
             .map_err(Error::io(context()))?;
         // SAFETY: listen takes no pointers.
         unsafe { syscall!(listen(s.fd(), 128)) }.map_err(Error::io(context()))?;
@@ -59,11 +46,11 @@ impl Seq {
 
     /// A socket connected to the one listening on `path`.
     pub fn connect(path: &Path) -> Result<Seq> {
-        let addr = address(path)?;
+        let (addr, len) = address(path)?;
         let context = || format!("connecting to {}", path.display());
         let s = Seq::new().map_err(Error::io(context()))?;
-        // SAFETY: connect reads ADDR_LEN bytes from `addr`, a whole sockaddr_un.
-        unsafe { syscall!(connect(s.fd(), (&addr as *const libc::sockaddr_un).cast(), ADDR_LEN)) }
+        // SAFETY: connect reads `len` bytes from `addr`, a sockaddr_un at least that long.
+        unsafe { syscall!(connect(s.fd(), (&addr as *const libc::sockaddr_un).cast(), len)) }
             .map_err(Error::io(context()))?;
         Ok(s)
     }

@@ -208,10 +208,13 @@ impl Local {
                     Some(c) => conn = Some(c),
                     None => {
                         // No broker: what is left is unreachable.
-                        while let Some(id) = Some(self.next_id()).filter(|&id| next(id).is_some()) {
+                        loop {
+                            let id = self.next_id();
+                            if next(id).is_none() {
+                                return Ok(());
+                            }
                             done(id, Outcome::Unreachable);
                         }
-                        return Ok(());
                     }
                 }
                 continue;

@@ -35,7 +35,7 @@ fn stream_socket() -> io::Result<OwnedFd> {
 }
 
 /// A `sockaddr_un` for `path`, and its length; paths over 107 bytes fail.
-pub(super) fn address(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+pub(crate) fn address(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };

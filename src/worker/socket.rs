@@ -76,6 +76,24 @@ impl LocalSocket {
         }
     }
 
+    /// Sends a whole message; `Ok(false)` when no broker is connected (it
+    /// is dropped: the broker that would have read it is gone).
+    pub(super) fn send(&self, frames: &[&[u8]]) -> Result<bool> {
+        if !self.dial(Instant::now()) {
+            return Ok(false);
+        }
+        let mut conn = self.conn.borrow_mut();
+        let c = conn.as_mut().expect("dialled");
+        match c.send_by(frames, Some(Instant::now() + LOCAL_SEND_WAIT)) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                drop(conn);
+                self.drop_conn(&e);
+                Ok(false)
+            }
+        }
+    }
+
     fn drop_conn(&self, why: &std::io::Error) {
         if self.conn.borrow_mut().take().is_some() {
             tracing::info!("the connection to the broker at unix://{} ended: {why}", self.path.display());
@@ -103,24 +121,6 @@ impl BrokerSocket {
         match self {
             BrokerSocket::Zmq(socket) => Some(socket),
             BrokerSocket::Local(_) => None,
-        }
-    }
-
-    /// Sends a whole message; `Ok(false)` when no broker is connected (it
-    /// is dropped: the broker that would have read it is gone).
-    pub(super) fn send_local(local: &LocalSocket, frames: &[&[u8]]) -> Result<bool> {
-        if !local.dial(Instant::now()) {
-            return Ok(false);
-        }
-        let mut conn = local.conn.borrow_mut();
-        let c = conn.as_mut().expect("dialled");
-        match c.send_by(frames, Some(Instant::now() + LOCAL_SEND_WAIT)) {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                drop(conn);
-                local.drop_conn(&e);
-                Ok(false)
-            }
         }
     }
 

@@ -58,8 +58,8 @@ pub(super) fn send(socket: &BrokerSocket, frame: CommandFrame<'_>, body: Option<
         BrokerSocket::Local(local) => {
             let head = frame.encode();
             return match &body {
-                Some(body) => BrokerSocket::send_local(local, &[&head, body]),
-                None => BrokerSocket::send_local(local, &[&head]),
+                Some(body) => local.send(&[&head, body]),
+                None => local.send(&[&head]),
             };
         }
     };
@@ -97,7 +97,7 @@ pub(super) fn send_result(
 pub(super) fn send_raw(socket: &BrokerSocket, frame: &[u8]) -> Result<bool> {
     let socket = match socket {
         BrokerSocket::Zmq(socket) => socket,
-        BrokerSocket::Local(local) => return BrokerSocket::send_local(local, &[frame]),
+        BrokerSocket::Local(local) => return local.send(&[frame]),
     };
     match socket.send(frame, zmq::DONTWAIT) {
         Ok(()) => Ok(true),
