@@ -65,17 +65,8 @@ fn crypto_jobs_through_a_powerhose_cluster() {
 fn echo_through_separate_broker_and_worker_processes_over_ipc_and_tcp() {
     for tcp in [false, true] {
         let dir = TestDir::new();
-        let (front, back) = if tcp {
-            let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
-            let (a, b) = (
-                std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-                std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            );
-            let (pa, pb) = (port(a), port(b));
-            (format!("tcp://127.0.0.1:{pa}"), format!("tcp://127.0.0.1:{pb}"))
-        } else {
-            (dir.front(), dir.back())
-        };
+        let (front, back) =
+            if tcp { (common::ports::free_tcp(), common::ports::free_tcp()) } else { (dir.front(), dir.back()) };
         let broker = Proc::spawn(BROKER, &["--frontend", &front, "--backend", &back], &dir, "broker");
         let client = powerhose::Client::connect(&front).unwrap();
         assert_eq!(client.ping(T).unwrap(), broker.pid());

@@ -48,7 +48,7 @@ fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 #[test]
 fn running_out_of_descriptors_is_logged_backed_off_and_recovered_from() {
     let dir = TestDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::ports::free_port();
     let front = format!("tcp://127.0.0.1:{port}");
     let mut cmd = Command::new(BROKER);
     cmd.args(["--frontend", &front, "--backend", &dir.back()]).env("POWERHOSE_RUNTIME_DIR", dir.path());

@@ -95,7 +95,7 @@ both_transports! {
     let second = start_broker(&dir, &[]);
     assert_eq!(dir.client().ping(T).unwrap(), second.pid());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::ports::free_port();
     let (front, back) = (format!("tcp://127.0.0.1:{port}"), dir.back().replace("back", "back2"));
     let tcp = Proc::spawn(BROKER, &["--frontend", &front, "--backend", &back], &dir, "tcp1");
     powerhose::Client::connect(&front).unwrap().ping(T).unwrap();

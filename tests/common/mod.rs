@@ -21,6 +21,7 @@ pub mod hostload;
 pub mod net;
 pub mod pair;
 pub mod pki;
+pub mod ports;
 pub mod raw;
 
 pub const POWERHOSE: &str = env!("CARGO_BIN_EXE_powerhose");

@@ -97,11 +97,7 @@ pub fn path(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// A loopback tcp endpoint on a port free a moment ago.
-pub fn free_tcp() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port())
-}
+pub use super::ports::free_tcp;
 
 /// Waits (bounded) until `client` (an operator or the owner) sees `n`
 /// workers registered.
