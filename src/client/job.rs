@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, INLINE_MAX};
+
 /// One job: data, headers and the service that should run it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobRequest {
@@ -102,6 +104,30 @@ impl LateCounts {
         *late += 1;
         *late <= policy.overflows
     }
+}
+
+/// The retries a job allows (its last `retry` header), 0 without one.
+pub(super) fn job_retries(job: &JobRequest) -> u32 {
+    job.headers.iter().rev().find(|(n, _)| n == "retry").and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The job with its `retry` header set to `n` (unchanged if it has none to lower).
+pub(super) fn with_retries(mut job: JobRequest, n: u32) -> JobRequest {
+    if let Some((_, v)) = job.headers.iter_mut().rev().find(|(name, _)| name == "retry") {
+        *v = n.to_string();
+    }
+    job
+}
+
+pub(super) fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Message> {
+    let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+    let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let tail = encode_request_tail(&job.service, &headers);
+    let frame = CommandFrame::new(Command::Request, id, timeout_ms, &tail);
+    if job.data.len() <= INLINE_MAX {
+        return vec![frame.with_data(&job.data).message()];
+    }
+    vec![frame.message(), job.data.into()]
 }
 
 #[cfg(test)]

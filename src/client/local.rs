@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::mux::{reply_of, Outcome};
 use crate::error::{Error, Result};
 use crate::local::{Conn, Frames};
+use crate::wakeup::Wakeup;
 
 /// Idle connections kept for the next callers; more are closed.
 const POOL_MAX: usize = 64;
@@ -57,16 +58,8 @@ impl Local {
     fn dial(&self, deadline: Instant) -> Result<Option<Conn>> {
         let mut pause = DIAL_FIRST;
         loop {
-            match crate::local::connect(&self.path, b"") {
-                Ok(conn) => return Ok(Some(conn)),
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {}
-                // EAGAIN: the listener's queue is full, as good as refused.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // Accepted, then closed at once: the broker refuses us (another user).
-                Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
-                    return Err(Error::LocalRefused { endpoint: format!("unix://{}", self.path.display()) })
-                }
-                Err(e) => return Err(Error::io(format!("connecting to unix://{}", self.path.display()))(e)),
+            if let Some(conn) = self.try_dial()? {
+                return Ok(Some(conn));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -75,6 +68,21 @@ impl Local {
             // No readiness signal for a socket that does not exist yet.
             std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(DIAL_MAX);
+        }
+    }
+
+    /// One attempt at a new connection: `None` when no broker listens.
+    pub(super) fn try_dial(&self) -> Result<Option<Conn>> {
+        match crate::local::connect(&self.path, b"") {
+            Ok(conn) => Ok(Some(conn)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => Ok(None),
+            // EAGAIN: the listener's queue is full, as good as refused.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            // Accepted, then closed at once: the broker refuses us (another user).
+            Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                Err(Error::LocalRefused { endpoint: format!("unix://{}", self.path.display()) })
+            }
+            Err(e) => Err(Error::io(format!("connecting to unix://{}", self.path.display()))(e)),
         }
     }
 
@@ -159,7 +167,7 @@ impl Local {
                 // Bytes left unwritten would cut a message: not reused then.
                 break conn.unwritten() == 0;
             }
-            let broken = self.pump(&mut conn, Some(deadline), |id, reply| {
+            let broken = self.pump(&mut conn, Some(deadline), None, |id, reply| {
                 if wanted.contains(&id) {
                     got.insert(id, Outcome::Reply(reply));
                 }
@@ -253,7 +261,7 @@ impl Local {
                 return Ok(());
             }
             if !broken {
-                broken = self.pump(c, order.front().and_then(|id| in_flight.get(id)).copied(), |id, reply| {
+                broken = self.pump(c, order.front().and_then(|id| in_flight.get(id)).copied(), None, |id, reply| {
                     if in_flight.remove(&id).is_some() {
                         done(id, Outcome::Reply(reply));
                     }
@@ -271,15 +279,36 @@ impl Local {
     }
 
     /// Writes what waits and reads what came, waiting until `until` for
-    /// either; true when the connection is gone.
-    fn pump(&self, c: &mut Conn, until: Option<Instant>, mut reply: impl FnMut(u64, super::mux::Reply)) -> bool {
+    /// either (or for `also` to fire); true when the connection is gone.
+    pub(super) fn pump(
+        &self,
+        c: &mut Conn,
+        until: Option<Instant>,
+        also: Option<&Wakeup>,
+        mut reply: impl FnMut(u64, super::mux::Reply),
+    ) -> bool {
         let Ok(flushed) = c.flush() else { return true };
-        let events = if flushed { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
-        let revents = match c.poll(events, until) {
-            Ok(revents) => revents,
-            Err(_) => return true,
+        let readable = match also {
+            None => {
+                let events = if flushed { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
+                match c.poll(events, until) {
+                    Ok(revents) => revents & !libc::POLLOUT != 0,
+                    Err(_) => return true,
+                }
+            }
+            Some(wake) => {
+                let events = if flushed { zmq::POLLIN } else { zmq::POLLIN | zmq::POLLOUT };
+                // Rounded up: waking a little early would spin.
+                let ms =
+                    until.map_or(-1, |d| d.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000) as i64);
+                let mut items = [zmq::PollItem::from_fd(c.fd(), events), wake.poll_item()];
+                if crate::wakeup::poll(&mut items, ms).is_err() {
+                    return true;
+                }
+                items[0].is_readable() || items[0].is_error()
+            }
         };
-        if revents & !libc::POLLOUT == 0 {
+        if !readable {
             return false;
         }
         match c.fill() {

@@ -16,8 +16,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::failover::Failover;
+use super::job::{job_retries, request_frames, with_retries};
 use super::mux::{Mux, Outcome};
-use super::{job_retries, request_frames, with_retries, JobRequest};
+use super::JobRequest;
 use crate::auth::CurveClient;
 use crate::error::{Error, Result};
 use crate::protocol::{Command, CommandFrame, BROKER_SEND_WAIT, BROKER_SILENCE};

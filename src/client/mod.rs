@@ -6,25 +6,26 @@
 //! dies is stuck for good). See `mux` for how threads share the socket, and
 //! `many` for a client of several brokers ([`Client::connect_many`]).
 
+mod drive;
 mod failover;
 mod job;
 mod local;
 mod many;
 mod mux;
 mod reply;
+mod submit;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use job::{JobRequest, TimeoutPolicy};
+pub use submit::{JobHandle, ZMQ_SUBMITTERS};
 
 use crate::auth::CurveClient;
 use crate::error::{Error, Result};
-use crate::protocol::{
-    encode_headers, encode_request_tail, Command, CommandFrame, Control, Status, BROKER_SEND_WAIT, INLINE_MAX,
-};
+use crate::protocol::{Command, CommandFrame, Control, Status, BROKER_SEND_WAIT};
 use crate::status::BrokerStatus;
-use job::LateCounts;
+use job::{job_retries, request_frames, with_retries, LateCounts};
 use mux::{Mux, Outcome, Reply};
 
 /// A connection to a broker's front socket, or to several brokers'.
@@ -32,6 +33,10 @@ pub struct Client {
     endpoint: String,
     route: Route,
     late: Mutex<LateCounts>,
+    /// Kept for the connection [`Client::submit`] opens of its own.
+    curve: Option<CurveClient>,
+    /// Started by the first [`Client::submit`].
+    submitter: OnceLock<Result<submit::Submitter>>,
 }
 
 // The single broker's Mux stays inline, not boxed: no indirection on the
@@ -68,7 +73,7 @@ impl Client {
             true => Route::Local(local::Local::new(endpoint)?),
             false => Route::One(Mux::connect(endpoint, curve)?),
         };
-        Ok(Client { endpoint: endpoint.to_string(), route, late: Mutex::default() })
+        Ok(Client::new(endpoint.to_string(), route, curve))
     }
 
     /// Connects to several brokers (one alone is [`Client::connect_with`]).
@@ -97,9 +102,14 @@ impl Client {
             _ => {
                 let endpoint = endpoints[0].clone();
                 let route = Route::Many(many::Many::connect(&endpoints, curve)?);
-                Ok(Client { endpoint, route, late: Mutex::default() })
+                Ok(Client::new(endpoint, route, curve))
             }
         }
+    }
+
+    fn new(endpoint: String, route: Route, curve: Option<&CurveClient>) -> Client {
+        let (late, submitter) = (Mutex::default(), OnceLock::new());
+        Client { endpoint, route, late, curve: curve.cloned(), submitter }
     }
 
     /// The broker endpoint this client was connected to (the first one, for
@@ -369,30 +379,6 @@ impl Client {
         };
         Error::BrokerUnreachable { endpoint, waited }
     }
-}
-
-/// The retries a job allows (its last `retry` header), 0 without one.
-fn job_retries(job: &JobRequest) -> u32 {
-    job.headers.iter().rev().find(|(n, _)| n == "retry").and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0)
-}
-
-/// The job with its `retry` header set to `n` (unchanged if it has none to lower).
-fn with_retries(mut job: JobRequest, n: u32) -> JobRequest {
-    if let Some((_, v)) = job.headers.iter_mut().rev().find(|(name, _)| name == "retry") {
-        *v = n.to_string();
-    }
-    job
-}
-
-fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Message> {
-    let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
-    let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    let tail = encode_request_tail(&job.service, &headers);
-    let frame = CommandFrame::new(Command::Request, id, timeout_ms, &tail);
-    if job.data.len() <= INLINE_MAX {
-        return vec![frame.with_data(&job.data).message()];
-    }
-    vec![frame.message(), job.data.into()]
 }
 
 fn parse_number<T: std::str::FromStr>(body: &[u8], what: &str) -> Result<T> {

@@ -1,0 +1,217 @@
+//! Jobs handed over without waiting: [`Client::submit`] returns a
+//! [`JobHandle`] to wait on later, [`Client::submit_with`] calls a function
+//! with the result. What an event loop (Python's asyncio, say) builds on: no
+//! thread of the caller's waits, and none is started per job.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Client, JobRequest, Route};
+use crate::error::{Error, Result};
+use crate::wakeup::Wakeup;
+
+/// What a submitted job's result is handed to, once.
+pub type Done = Box<dyn FnOnce(Result<Vec<u8>>) + Send + 'static>;
+
+/// A job in flight: [`JobHandle::wait`] for its result.
+#[must_use = "a job's result is only seen through its handle"]
+pub struct JobHandle {
+    slot: Arc<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<Vec<u8>>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn put(&self, result: Result<Vec<u8>>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.ready.notify_all();
+    }
+}
+
+impl JobHandle {
+    /// Waits for the job's result (never longer than its timeout, and the
+    /// little it takes the client to see that it passed).
+    pub fn wait(self) -> Result<Vec<u8>> {
+        let mut result = self.slot.result.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = result.take() {
+                return result;
+            }
+            result = self.slot.ready.wait(result).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits up to `wait` for the result; true once it is there (then
+    /// [`JobHandle::wait`] returns at once). For a caller that must look at
+    /// something else now and then, a signal say.
+    pub fn wait_for(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let mut result = self.slot.result.lock().unwrap_or_else(|p| p.into_inner());
+        while result.is_none() {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            result = self.slot.ready.wait_timeout(result, until - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+
+    /// True once the result is there.
+    pub fn is_ready(&self) -> bool {
+        self.slot.result.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+impl Client {
+    /// Sends a job and returns at once; its result (or typed error, as
+    /// [`Client::execute`] gives) comes through the handle within `timeout`.
+    pub fn submit(&self, job: impl Into<JobRequest>, timeout: Duration) -> JobHandle {
+        let slot = Arc::new(Slot::default());
+        let filled = Arc::clone(&slot);
+        self.submit_with(job, timeout, move |result| filled.put(result));
+        JobHandle { slot }
+    }
+
+    /// Sends a job and returns at once; `done` is called once with its
+    /// result within `timeout`, on the client's own thread: it must be
+    /// quick (hand the result on, wake someone) and must not call the client.
+    ///
+    /// The jobs go out from one thread of the client's, started with the
+    /// first one, over a connection of its own. Over `unix://` any number
+    /// are in flight at once; over ZeroMQ (`ipc://`, `tcp://`) up to
+    /// [`ZMQ_SUBMITTERS`], the others wait their turn in the client, their
+    /// timeouts running.
+    pub fn submit_with(
+        &self,
+        job: impl Into<JobRequest>,
+        timeout: Duration,
+        done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
+    ) {
+        let submission =
+            Submission { job: job.into(), timeout, deadline: Instant::now() + timeout, done: Box::new(done) };
+        let queue = match self.submitter.get_or_init(|| Submitter::start(self)) {
+            Ok(submitter) => &submitter.queue,
+            Err(e) => return (submission.done)(Err(Error::BadFlag(format!("cannot submit: {e}")))),
+        };
+        queue.push(submission);
+    }
+}
+
+/// Threads that run submitted jobs over ZeroMQ, each one at a time.
+pub const ZMQ_SUBMITTERS: usize = 32;
+
+/// One submitted job.
+pub(super) struct Submission {
+    pub job: JobRequest,
+    pub timeout: Duration,
+    pub deadline: Instant,
+    pub done: Done,
+}
+
+/// Submitted jobs not yet taken by the client's thread.
+#[derive(Default)]
+pub(super) struct Queue {
+    jobs: Mutex<(VecDeque<Submission>, bool)>,
+    /// For the pool's threads.
+    ready: Condvar,
+    /// For the local driver, which waits on its connection too.
+    pub wake: Option<Wakeup>,
+}
+
+impl Queue {
+    fn push(&self, submission: Submission) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).0.push_back(submission);
+        self.ready.notify_one();
+        if let Some(wake) = &self.wake {
+            wake.trigger();
+        }
+    }
+
+    /// Everything queued, and whether the client is gone (nothing more comes).
+    pub fn take_all(&self, into: &mut VecDeque<Submission>) -> bool {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        into.append(&mut jobs.0);
+        jobs.1
+    }
+
+    /// The next job, waiting for one; `None` once the client is gone and
+    /// none is left.
+    fn take_one(&self) -> Option<Submission> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = jobs.0.pop_front() {
+                return Some(job);
+            }
+            if jobs.1 {
+                return None;
+            }
+            jobs = self.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.ready.notify_all();
+        if let Some(wake) = &self.wake {
+            wake.trigger();
+        }
+    }
+}
+
+/// The client's submitting side: its queue, and the thread(s) that empty it
+/// through a client of their own (the same brokers and credentials).
+pub(super) struct Submitter {
+    queue: Arc<Queue>,
+}
+
+impl Submitter {
+    fn start(client: &Client) -> Result<Submitter> {
+        let own = Client::connect_many(&client.endpoints(), client.curve.as_ref())?;
+        if let Route::Local(_) = own.route {
+            let queue = Arc::new(Queue { wake: Some(Wakeup::new()?), ..Queue::default() });
+            let q = Arc::clone(&queue);
+            spawn("powerhose-submit", move || super::drive::run(&own, &q))?;
+            return Ok(Submitter { queue });
+        }
+        let queue = Arc::new(Queue::default());
+        let own = Arc::new(own);
+        for _ in 0..ZMQ_SUBMITTERS {
+            let (q, own) = (Arc::clone(&queue), Arc::clone(&own));
+            spawn("powerhose-submit", move || {
+                while let Some(s) = q.take_one() {
+                    let left = s.deadline.saturating_duration_since(Instant::now());
+                    (s.done)(match left.is_zero() {
+                        true => Err(Error::Timeout(s.timeout)),
+                        false => own.execute(s.job, left).map_err(|e| match e {
+                            // The caller's timeout, not what was left of it.
+                            Error::Timeout(_) => Error::Timeout(s.timeout),
+                            e => e,
+                        }),
+                    });
+                }
+            })?;
+        }
+        Ok(Submitter { queue })
+    }
+}
+
+impl Drop for Submitter {
+    /// Jobs already submitted still get their answers; then the thread ends.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| Error::io("starting the client's submitting thread")(e))
+}
