@@ -13,9 +13,23 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from . import _native
 
@@ -27,6 +41,7 @@ if TYPE_CHECKING:
 Data = Union[bytes, bytearray, str]
 Headers = Union[Mapping[str, Union[str, int]], Iterable[Tuple[str, Union[str, int]]]]
 Job = Union[Data, Tuple[Data, Optional[Headers]]]
+StrPath = Union[str, "os.PathLike[str]"]
 
 
 class Client(_native.Client):
@@ -54,8 +69,14 @@ class Client(_native.Client):
     on the main thread Ctrl-C interrupts the wait.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # The arguments went to the native __new__.
+    def __init__(
+        self,
+        frontend: Union[None, str, Sequence[str]] = None,
+        *,
+        curve_secret: Optional[StrPath] = None,
+        curve_server: Optional[StrPath] = None,
+    ) -> None:
+        # The arguments went to the native __new__ (which connected).
         self._waiters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiter]" = (
             weakref.WeakKeyDictionary()
         )

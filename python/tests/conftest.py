@@ -11,8 +11,10 @@ alone (``python3 -m pytest python/tests``), they build them with cargo.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -93,6 +95,23 @@ def cluster(runtime_dir: Path, plugin: Callable[[str], str]) -> Iterator[Callabl
         pool.stop()
 
 
+def free_port() -> int:
+    """A loopback tcp port free now, below the kernel's ephemeral range (a
+    port from it may be taken as a connection's source port before the
+    broker binds it; tests/common/ports.rs says more)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        high = int(ports.read().split()[0])
+    for _ in range(1000):
+        port = random.randrange(20000, max(high, 21000))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no free loopback port")
+
+
 class Proc:
     """A child process whose stderr goes to a log file; killed at the end."""
 
@@ -137,13 +156,14 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def broker(self, *flags: str, name: str = "broker") -> Proc:
+    def broker(self, *flags: str, name: str = "broker", client: Optional[powerhose.Client] = None) -> Proc:
         """``powerhose-broker`` with ``flags`` (default endpoints unless they
-        say otherwise), up when this returns."""
+        say otherwise), up when this returns (it answered ``client``'s ping,
+        a client of its front by default)."""
         proc = self.spawn([str(self.bin_dir / "powerhose-broker"), *flags], name)
         front = flags[flags.index("--frontend") + 1] if "--frontend" in flags else None
         try:
-            powerhose.Client(front).ping(timeout=WAIT)
+            (client or powerhose.Client(front)).ping(timeout=WAIT)
         except powerhose.Error:
             pytest.fail(f"broker not up:\n{proc.stderr()}")
         return proc

@@ -4,13 +4,14 @@ of test_plugin workers): arguments, results, batches, handles, closing."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 import powerhose
-from conftest import Processes
+from conftest import Processes, free_port, wait_until
 
 
 @pytest.fixture
@@ -148,3 +149,25 @@ def test_several_brokers_in_one_client(procs: Processes, runtime_dir: Path) -> N
     pids = {int(client.execute(b"", {"action": "pid"})) for _ in range(20)}
     assert len(pids) == 2, "jobs go to both brokers' workers"
     assert list(client.map([b"x"] * 100)) == [b"x"] * 100
+
+
+def test_curve_credentials(procs: Processes, runtime_dir: Path, bin_dir: Path, plugin: Callable[[str], str]) -> None:
+    keygen = str(bin_dir / "powerhose-keygen")
+    allowed, other = runtime_dir / "allowed", runtime_dir / "other"
+    for name, where in (("server", runtime_dir), ("client", allowed), ("stranger", other)):
+        where.mkdir(exist_ok=True)
+        subprocess.run([keygen, name, "--dir", str(where)], check=True, capture_output=True, timeout=30)
+    # The allow-list holds the client's public certificate only.
+    secret = runtime_dir / "client.key_secret"
+    (allowed / "client.key_secret").rename(secret)
+    front, back = f"tcp://127.0.0.1:{free_port()}", f"ipc://{runtime_dir}/back"
+    server = runtime_dir / "server.key"
+    client = powerhose.Client(front, curve_secret=secret, curve_server=server)
+    flags = ["--curve-secret", str(runtime_dir / "server.key_secret"), "--allow-clients", str(allowed)]
+    procs.broker("--frontend", front, "--backend", back, *flags, client=client)
+    procs.spawn([str(bin_dir / "powerhose-worker"), "--plugin", plugin("test_plugin"), "--backend", back], "worker")
+    wait_until("the worker to register", lambda: client.workers() == 1)
+    assert client.execute(b"over curve") == b"over curve"
+    stranger = powerhose.Client(front, curve_secret=str(other / "stranger.key_secret"), curve_server=str(server))
+    with pytest.raises(powerhose.BrokerUnreachable):
+        stranger.ping(timeout=0.5)
