@@ -1,5 +1,6 @@
-//! Helpers shared by the binaries: logging set-up, `--params` parsing and the
-//! one-line error report with its exit code.
+//! Helpers shared by the binaries: logging set-up, `--params` parsing, the
+//! one-line error report with its exit code, and the worker program itself
+//! ([`worker_main`]).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -9,6 +10,9 @@ pub use crate::EXIT_BAD_FLAG;
 use crate::broker::state::Config;
 use crate::error::Error;
 use crate::protocol;
+
+mod worker;
+pub use worker::{worker_main, WorkerArgs};
 
 /// Routing and liveness flags shared by `powerhose` and `powerhose-broker`.
 #[derive(clap::Args, Clone, Debug)]
