@@ -259,7 +259,13 @@ mod tests {
     #[test]
     fn status_table_lists_services_and_workers() {
         let mut s = BrokerStatus { pid: 7, version: "0.1.0".into(), uptime_s: 3725.0, ..Default::default() };
-        s.services.push(crate::status::ServiceStatus { name: "echo".into(), workers: 2, idle: 1, queued: 3 });
+        s.services.push(crate::status::ServiceStatus {
+            name: "echo".into(),
+            workers: 2,
+            idle: 1,
+            queued: 3,
+            queued_by_priority: vec![0, 0, 0, 0, 0, 3, 0, 0, 0, 0],
+        });
         let text = format_status(&s);
         assert!(text.starts_with("broker pid 7, version 0.1.0, up 1h02m05s"), "{text}");
         assert!(text.contains("echo") && text.contains("jobs: ok 0"), "{text}");

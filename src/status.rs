@@ -68,6 +68,10 @@ pub struct ServiceStatus {
     pub idle: usize,
     /// Jobs waiting in its queue for a worker (at most the broker's `--max-queue`).
     pub queued: usize,
+    /// Of those, how many at each priority, 0 to 9 (empty from a broker
+    /// before priorities).
+    #[serde(default)]
+    pub queued_by_priority: Vec<usize>,
 }
 
 /// One registered worker, as the broker sees it.

@@ -35,6 +35,14 @@ impl JobRequest {
         self
     }
 
+    /// Its priority, 0 (lowest) to 9 (higher is taken as 9; the default is
+    /// 5): the broker dispatches higher levels first, each level in order,
+    /// and lifts a waiting job a level per 100 ms so none is starved (the
+    /// `priority` header, as on Powerhose 0.7's front).
+    pub fn priority(self, level: u8) -> Self {
+        self.header("priority", level.to_string())
+    }
+
     /// Lets the broker re-send the job up to `n` times if its worker dies.
     /// Only for idempotent jobs: a worker may die after doing the work.
     pub fn retry(self, n: u32) -> Self {

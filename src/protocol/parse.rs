@@ -4,7 +4,8 @@
 
 use super::legacy::{self, LegacyRequest};
 use super::{
-    decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, ResultTail, Status, RETURN_ELSEWHERE,
+    decode_request_tail, Command, CommandFrame, Control, HeaderIter, Registration, ResultTail, Status,
+    PRIORITY_DEFAULT, PRIORITY_MAX, RETURN_ELSEWHERE,
 };
 
 /// A message on the front (client) socket.
@@ -18,6 +19,8 @@ pub enum Front<'a> {
         service: &'a str,
         /// Its `retry` header: re-sends allowed if its worker is lost (0 if absent or not a number).
         retries: u32,
+        /// Its `priority` header (see [`priority_of`]).
+        priority: u8,
         /// All its headers, in order.
         headers: Vec<(&'a str, &'a str)>,
         /// The job's data.
@@ -61,6 +64,8 @@ pub enum Front<'a> {
         headers: &'a [u8],
         /// Its `retry` header: re-sends allowed if its worker is lost (0 if absent or not a number).
         retries: u32,
+        /// Its `priority` header (see [`priority_of`]).
+        priority: u8,
         /// The data, when it came inline in the command frame.
         inline: Option<&'a [u8]>,
     },
@@ -85,7 +90,8 @@ pub fn parse_front<'a>(frames: &[&'a [u8]]) -> Front<'a> {
                 let find = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
                 let service = find("service").unwrap_or("");
                 let retries = find("retry").and_then(|r| r.parse().ok()).unwrap_or(0);
-                Front::LegacyJob { service, retries, headers, data }
+                let priority = priority_of(find("priority"));
+                Front::LegacyJob { service, retries, priority, headers, data }
             }
             Err(e) => Front::LegacyBad(e.to_string()),
         },
@@ -131,10 +137,20 @@ fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
                 Ok(r) => r.and_then(|r| r.parse().ok()).unwrap_or(0),
                 Err(e) => return bad(e.to_string()),
             };
-            Front::Request { req_id, timeout_ms: cmd.arg, service, headers, retries, inline: cmd.data }
+            let priority = match HeaderIter::find(headers, "priority") {
+                Ok(p) => priority_of(p),
+                Err(e) => return bad(e.to_string()),
+            };
+            Front::Request { req_id, timeout_ms: cmd.arg, service, headers, retries, priority, inline: cmd.data }
         }
         (command, n) => bad(format!("unexpected {command:?} with {n} frames after the command frame from a client")),
     }
+}
+
+/// A job's level from its `priority` header: 0 to [`PRIORITY_MAX`] (higher
+/// is clamped); none, or not a number, is [`PRIORITY_DEFAULT`].
+pub fn priority_of(header: Option<&str>) -> u8 {
+    header.and_then(|p| p.trim().parse::<u64>().ok()).map_or(PRIORITY_DEFAULT, |p| p.min(PRIORITY_MAX.into()) as u8)
 }
 
 /// A message on the back (worker) socket.
@@ -212,6 +228,17 @@ mod tests {
     }
 
     #[test]
+    fn priorities_are_read_leniently_and_clamped() {
+        assert_eq!(priority_of(None), PRIORITY_DEFAULT);
+        assert_eq!(priority_of(Some("0")), 0);
+        assert_eq!(priority_of(Some(" 9 ")), 9);
+        assert_eq!(priority_of(Some("42")), PRIORITY_MAX);
+        assert_eq!(priority_of(Some("99999999999999999999")), PRIORITY_DEFAULT);
+        assert_eq!(priority_of(Some("high")), PRIORITY_DEFAULT);
+        assert_eq!(priority_of(Some("-1")), PRIORITY_DEFAULT);
+    }
+
+    #[test]
     fn front_messages_are_classified() {
         assert_eq!(parse_front(&[b"", b"PING"]), Front::LegacyPing);
         assert!(matches!(
@@ -224,7 +251,15 @@ mod tests {
         let req = frame(Command::Request, 9, 100, &encode_request_tail("echo", &headers));
         assert_eq!(
             parse_front(&[&req, b"data"]),
-            Front::Request { req_id: 9, timeout_ms: 100, service: "echo", headers: &headers, retries: 3, inline: None }
+            Front::Request {
+                req_id: 9,
+                timeout_ms: 100,
+                service: "echo",
+                headers: &headers,
+                retries: 3,
+                priority: 5,
+                inline: None
+            }
         );
         assert!(matches!(parse_front(&[&req]), Front::BadNative { req_id: 9, .. }));
         let tail = encode_request_tail("echo", &headers);
@@ -237,9 +272,14 @@ mod tests {
                 service: "echo",
                 headers: &headers,
                 retries: 3,
+                priority: 5,
                 inline: Some(b"data")
             }
         );
+        let headers = encode_headers([("priority", "8")]);
+        let req = frame(Command::Request, 9, 100, &encode_request_tail("", &headers));
+        assert!(matches!(parse_front(&[&req, b"data"]), Front::Request { priority: 8, .. }));
+        assert!(matches!(parse_front(&[b"", b"priority:1:::x"]), Front::LegacyJob { priority: 1, .. }));
         // Inline data and a data frame: which one is meant?
         assert!(matches!(parse_front(&[&inline, b"data"]), Front::BadNative { req_id: 9, .. }));
         assert!(matches!(

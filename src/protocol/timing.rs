@@ -151,3 +151,15 @@ const _: () = {
     assert!(BROKER_RETRY_FIRST.as_millis() <= BROKER_RETRY_MAX.as_millis(), "the backoff grows");
     assert!(BROKER_RETRY_MAX.as_millis() < 5000, "a broker back is used again within 5 s");
 };
+
+/// Job priorities run from 0 (lowest) to `PRIORITY_MAX`; a job that names
+/// none gets `PRIORITY_DEFAULT`, the middle.
+pub const PRIORITY_MAX: u8 = 9;
+/// See [`PRIORITY_MAX`].
+pub const PRIORITY_DEFAULT: u8 = 5;
+
+/// A waiting job counts one level higher for each of these it has waited
+/// (up to [`PRIORITY_MAX`]): under a steady stream of higher-priority jobs
+/// a priority-0 job is dispatched within `PRIORITY_MAX` × this of arriving,
+/// plus the wait of the top-level jobs that came before it.
+pub const PRIORITY_AGE_STEP: Duration = Duration::from_millis(100);

@@ -40,7 +40,7 @@ impl Io<'_> {
         } else {
             parse_front(&views[..count])
         };
-        if let Front::Request { req_id, timeout_ms, service, retries, inline: Some(_), .. } = parsed {
+        if let Front::Request { req_id, timeout_ms, service, retries, priority, inline: Some(_), .. } = parsed {
             // The REQUEST frame itself becomes the JOB: copy the service name
             // out of it (on the stack when short) so the frame can move on.
             let mut stack = [0u8; 64];
@@ -61,6 +61,7 @@ impl Io<'_> {
                 data: frames.pop().expect("the REQUEST frame"),
                 deadline: now + Duration::from_millis(timeout_ms as u64),
                 retries,
+                priority,
                 received: now,
                 inline: true,
             };
@@ -120,13 +121,14 @@ impl Io<'_> {
                 let route = ClientRoute { identity, req_id: 0, legacy: true };
                 self.reply_text(out, route, Status::Ok, self.pid.to_string());
             }
-            Front::LegacyJob { service, retries, headers, data } => {
+            Front::LegacyJob { service, retries, priority, headers, data } => {
                 let job = Job {
                     route: ClientRoute { identity, req_id: 0, legacy: true },
                     headers: Msg::from(encode_headers(headers.iter().copied())),
                     data: Msg::from(data),
                     deadline: now + self.options.legacy_timeout,
                     retries,
+                    priority,
                     received: now,
                     inline: false,
                 };
@@ -190,7 +192,7 @@ impl Io<'_> {
                 }
                 self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, status, text);
             }
-            Front::Request { req_id, timeout_ms, service, headers, retries, .. } => {
+            Front::Request { req_id, timeout_ms, service, headers, retries, priority, .. } => {
                 // Headers are small; they travel on in the JOB's command frame.
                 let headers = if headers.is_empty() { Msg::new() } else { Msg::from(headers) };
                 let data = data.expect("a request has its data frame");
@@ -201,6 +203,7 @@ impl Io<'_> {
                     data,
                     deadline: now + Duration::from_millis(timeout_ms as u64),
                     retries,
+                    priority,
                     received: now,
                     inline: false,
                 };

@@ -11,6 +11,7 @@ fn job_of(client: &[u8], req_id: u64, now: Instant, bytes: usize, timeout: Durat
         data: vec![0; bytes],
         deadline: now + timeout,
         retries: 0,
+        priority: crate::protocol::PRIORITY_DEFAULT,
         received: now,
         inline: false,
     }

@@ -129,6 +129,8 @@ pub struct Job<M> {
     pub deadline: Instant,
     /// How many more times the job may be re-sent after its worker is lost.
     pub retries: u32,
+    /// Its level, 0 to [`crate::protocol::PRIORITY_MAX`]: higher goes first.
+    pub priority: u8,
     /// When the broker received it (for the latency histogram).
     pub received: Instant,
     /// `data` is the client's whole inline `REQUEST` frame (data at its

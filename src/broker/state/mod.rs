@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{self, Registration, Status, LOCAL_SILENCE_LIMIT, MAX_PREFETCH};
 use crate::status::{Counters, Histogram};
+use lanes::Lanes;
 
 #[cfg(test)]
 mod elsewhere_tests;
+mod lanes;
 mod ledger;
 #[cfg(test)]
 mod limits_tests;
@@ -33,6 +35,8 @@ mod liveness_tests;
 mod messages;
 #[cfg(test)]
 mod prefetch_tests;
+#[cfg(test)]
+mod priority_tests;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]
@@ -112,6 +116,7 @@ struct InFlight<M> {
     retry: Option<Retry<M>>,
     deadline: Instant,
     received: Instant,
+    priority: u8,
 }
 
 /// What it takes to send a job again after its worker is lost: copies of
@@ -186,7 +191,7 @@ fn live<M>(workers: &mut [Option<Worker<M>>], slot: usize) -> &mut Worker<M> {
 struct Service<M> {
     name: String,
     idle: VecDeque<usize>,
-    queue: VecDeque<Queued<M>>,
+    queue: Lanes<M>,
     workers: usize,
     /// When its last worker left (meaningful while `workers` is 0): a job
     /// waits for a replacement the whole grace period from then, even if it
@@ -201,7 +206,7 @@ pub struct BrokerState<M> {
     services: Vec<Service<M>>,
     service_index: HashMap<String, usize>,
     /// Jobs that name no service (or the only one to come) while none exists.
-    limbo: VecDeque<Queued<M>>,
+    limbo: Lanes<M>,
     workers: Vec<Option<Worker<M>>>,
     free_slots: Vec<usize>,
     by_identity: HashMap<Vec<u8>, usize>,
@@ -229,7 +234,7 @@ impl<M: Payload> BrokerState<M> {
             pid,
             services: Vec::new(),
             service_index: HashMap::new(),
-            limbo: VecDeque::new(),
+            limbo: Lanes::default(),
             workers: Vec::new(),
             free_slots: Vec::new(),
             by_identity: HashMap::new(),
@@ -346,15 +351,15 @@ impl<M: Payload> BrokerState<M> {
     /// with prefetch capacity (the least loaded first).
     fn dispatch(&mut self, now: Instant, i: usize, out: &mut Vec<Output<M>>) {
         loop {
-            let Some(front) = self.services[i].queue.front() else { return };
+            let Some(front) = self.services[i].queue.front(now) else { return };
             if front.job.deadline <= now {
-                let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+                let Queued { job, .. } = self.services[i].queue.pop(now).expect("front exists");
                 self.unqueued(&job);
                 self.reply(out, job.route, Status::Timeout, "job expired while queued");
                 continue;
             }
             let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
-            let Queued { job, .. } = self.services[i].queue.pop_front().expect("front exists");
+            let Queued { job, .. } = self.services[i].queue.pop(now).expect("front exists");
             self.unqueued(&job);
             // Jobs still wait here (the pool is beyond what its workers may
             // hold): its answer may be held for coalescing, see worker::coalesce.
@@ -373,7 +378,8 @@ impl<M: Payload> BrokerState<M> {
                 worker.current_since = now;
             }
             worker.state = WorkerState::Busy;
-            let inflight = InFlight { job_id, route: job.route, retry, deadline: job.deadline, received: job.received };
+            let (deadline, received, priority) = (job.deadline, job.received, job.priority);
+            let inflight = InFlight { job_id, route: job.route, retry, deadline, received, priority };
             worker.jobs.push_back(inflight);
             let (headers, data, inline) = (job.headers, job.data, job.inline);
             out.push(Output::Job { worker: slot, job_id, timeout_ms, backlog, headers, data, inline });

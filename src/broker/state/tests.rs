@@ -23,6 +23,7 @@ pub(super) fn job(req_id: u64, now: Instant, timeout_ms: u64, retries: u32) -> J
         data: format!("job{req_id}").into_bytes(),
         deadline: now + Duration::from_millis(timeout_ms),
         retries,
+        priority: crate::protocol::PRIORITY_DEFAULT,
         received: now,
         inline: false,
     }

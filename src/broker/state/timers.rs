@@ -1,7 +1,7 @@
 //! Time-driven work (heartbeats, dead workers, expired and orphaned jobs),
 //! shutting down (drain, abandon), and the figures `STATUS` reports.
 
-use std::collections::VecDeque;
+use super::lanes::Lanes;
 use std::time::Instant;
 
 use super::{
@@ -103,14 +103,14 @@ impl<M: Payload> BrokerState<M> {
         &mut self,
         now: Instant,
         out: &mut Vec<Output<M>>,
-        queue: impl Fn(&mut Self) -> &mut VecDeque<Queued<M>>,
+        queue: impl Fn(&mut Self) -> &mut Lanes<M>,
         orphaned: impl Fn(&Queued<M>) -> bool,
         service: &str,
     ) {
         if !queue(self).iter().any(|q| q.job.deadline <= now || orphaned(q)) {
             return;
         }
-        for q in std::mem::take(queue(self)) {
+        for q in queue(self).take_all() {
             if q.job.deadline <= now {
                 self.unqueued(&q.job);
                 self.reply(out, q.job.route, Status::Timeout, "job expired while queued");
@@ -127,12 +127,8 @@ impl<M: Payload> BrokerState<M> {
     /// refused, so clients can go elsewhere; jobs in workers still finish.
     pub fn drain(&mut self, out: &mut Vec<Output<M>>) {
         self.draining = true;
-        let queued: Vec<Queued<M>> = self
-            .services
-            .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.queue))
-            .chain(std::mem::take(&mut self.limbo))
-            .collect();
+        let queued: Vec<Queued<M>> =
+            self.services.iter_mut().flat_map(|s| s.queue.take_all()).chain(self.limbo.take_all()).collect();
         for q in queued {
             self.unqueued(&q.job);
             self.reply(out, q.job.route, Status::NoWorker, SHUTTING_DOWN);
@@ -170,6 +166,7 @@ impl<M: Payload> BrokerState<M> {
             workers: s.workers,
             idle: s.idle.len(),
             queued: s.queue.len(),
+            queued_by_priority: s.queue.depths().to_vec(),
         })
     }
 

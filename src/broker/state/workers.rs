@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::lanes::Lanes;
 use super::{live, Answer, BrokerState, Job, Output, Payload, Retry, Service, Worker, WorkerState};
 use crate::protocol::{Registration, Status};
 
@@ -56,7 +57,7 @@ impl<M: Payload> BrokerState<M> {
                 self.services.push(Service {
                     name: name.clone(),
                     idle: VecDeque::new(),
-                    queue: VecDeque::new(),
+                    queue: Lanes::default(),
                     workers: 0,
                     workerless_since: now,
                 });
@@ -101,7 +102,7 @@ impl<M: Payload> BrokerState<M> {
         }
         // Jobs in limbo named no service or one nobody served yet; with the
         // services known now, submit them again to get the ordinary answer.
-        for queued in std::mem::take(&mut self.limbo) {
+        for queued in self.limbo.take_all() {
             self.unqueued(&queued.job);
             self.submit(now, queued.service.as_deref().unwrap_or(""), queued.job, out);
         }
@@ -186,6 +187,7 @@ impl<M: Payload> BrokerState<M> {
             data,
             deadline: inflight.deadline,
             retries,
+            priority: inflight.priority,
             received: inflight.received,
             inline: false,
         };
@@ -296,6 +298,7 @@ impl<M: Payload> BrokerState<M> {
                         data,
                         deadline: inflight.deadline,
                         retries: retries - 1,
+                        priority: inflight.priority,
                         received: inflight.received,
                         inline,
                     };

@@ -1,0 +1,96 @@
+//! A service's waiting jobs by priority: one FIFO lane per level. The next
+//! job is the head with the highest *effective* priority, its own plus one
+//! level per [`PRIORITY_AGE_STEP`] it has waited since the broker received
+//! it, ties going to the one received first; so higher levels go first,
+//! each level is FIFO, and a low-priority job is never starved (see
+//! [`PRIORITY_AGE_STEP`] for the bound). Pure: time is passed in.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::Queued;
+use crate::protocol::{PRIORITY_AGE_STEP, PRIORITY_MAX};
+
+/// Levels 0 to [`PRIORITY_MAX`].
+pub const LEVELS: usize = PRIORITY_MAX as usize + 1;
+
+pub(super) struct Lanes<M> {
+    lanes: [VecDeque<Queued<M>>; LEVELS],
+    len: usize,
+}
+
+impl<M> Default for Lanes<M> {
+    fn default() -> Self {
+        Lanes { lanes: std::array::from_fn(|_| VecDeque::new()), len: 0 }
+    }
+}
+
+impl<M> Lanes<M> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A new job: last of its level.
+    pub fn push_back(&mut self, q: Queued<M>) {
+        self.len += 1;
+        self.lanes[level(&q)].push_back(q);
+    }
+
+    /// A job waiting again (returned, or retried after its worker was
+    /// lost): first of its level.
+    pub fn push_front(&mut self, q: Queued<M>) {
+        self.len += 1;
+        self.lanes[level(&q)].push_front(q);
+    }
+
+    /// The lane whose head goes next at `now`.
+    fn next_lane(&self, now: Instant) -> Option<usize> {
+        let effective = |lane: usize, q: &Queued<M>| {
+            let waited = now.saturating_duration_since(q.job.received);
+            let aged = (waited.as_nanos() / PRIORITY_AGE_STEP.as_nanos()).min(LEVELS as u128) as usize;
+            (lane + aged).min(PRIORITY_MAX as usize)
+        };
+        (0..LEVELS)
+            .filter_map(|lane| self.lanes[lane].front().map(|q| (lane, effective(lane, q), q.job.received)))
+            // Highest effective level; among equals the one received first.
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .map(|(lane, _, _)| lane)
+    }
+
+    /// The job that goes next at `now`.
+    pub fn front(&self, now: Instant) -> Option<&Queued<M>> {
+        self.next_lane(now).and_then(|lane| self.lanes[lane].front())
+    }
+
+    /// Takes the job that goes next at `now`.
+    pub fn pop(&mut self, now: Instant) -> Option<Queued<M>> {
+        let q = self.lanes[self.next_lane(now)?].pop_front()?;
+        self.len -= 1;
+        Some(q)
+    }
+
+    /// Every waiting job, level by level, each level in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Queued<M>> {
+        self.lanes.iter().flatten()
+    }
+
+    /// Takes every waiting job (level by level, each level in order):
+    /// pushing them back in that order restores the lanes.
+    pub fn take_all(&mut self) -> Vec<Queued<M>> {
+        self.len = 0;
+        self.lanes.iter_mut().flat_map(std::mem::take).collect()
+    }
+
+    /// Jobs waiting at each level.
+    pub fn depths(&self) -> [usize; LEVELS] {
+        std::array::from_fn(|lane| self.lanes[lane].len())
+    }
+}
+
+fn level<M>(q: &Queued<M>) -> usize {
+    usize::from(q.job.priority.min(PRIORITY_MAX))
+}
