@@ -8,16 +8,12 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::job::request_frames;
+use super::local::{DIAL_FIRST, DIAL_MAX};
 use super::mux::Outcome;
 use super::submit::{Done, Queue, Submission};
 use super::{Client, Route};
 use crate::error::Error;
 use crate::local::Conn;
-
-/// The first and the longest pause between attempts to reach a broker
-/// that is not listening, while jobs wait to be sent.
-const DIAL_FIRST: Duration = Duration::from_millis(1);
-const DIAL_MAX: Duration = Duration::from_millis(50);
 
 /// A job sent and not yet answered.
 struct Sent {

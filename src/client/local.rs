@@ -20,8 +20,8 @@ use crate::wakeup::Wakeup;
 const POOL_MAX: usize = 64;
 /// The first and the longest pause between attempts to reach a broker
 /// that is not listening (yet): it is dialled again until the deadline.
-const DIAL_FIRST: Duration = Duration::from_millis(1);
-const DIAL_MAX: Duration = Duration::from_millis(50);
+pub(super) const DIAL_FIRST: Duration = Duration::from_millis(1);
+pub(super) const DIAL_MAX: Duration = Duration::from_millis(50);
 
 /// A client's connections to one broker's local front.
 pub(crate) struct Local {

@@ -47,8 +47,9 @@ impl<M> Lanes<M> {
         self.lanes[level(&q)].push_front(q);
     }
 
-    /// The lane whose head goes next at `now`.
-    fn next_lane(&self, now: Instant) -> Option<usize> {
+    /// The lane whose head goes next at `now` (see [`Lanes::head`],
+    /// [`Lanes::pop_lane`]): chosen once, then looked at and taken.
+    pub fn next_lane(&self, now: Instant) -> Option<usize> {
         let effective = |lane: usize, q: &Queued<M>| {
             let waited = now.saturating_duration_since(q.job.received);
             let aged = (waited.as_nanos() / PRIORITY_AGE_STEP.as_nanos()).min(LEVELS as u128) as usize;
@@ -61,16 +62,15 @@ impl<M> Lanes<M> {
             .map(|(lane, _, _)| lane)
     }
 
-    /// The job that goes next at `now`.
-    pub fn front(&self, now: Instant) -> Option<&Queued<M>> {
-        self.next_lane(now).and_then(|lane| self.lanes[lane].front())
+    /// The first job of `lane`, which [`Lanes::next_lane`] named.
+    pub fn head(&self, lane: usize) -> &Queued<M> {
+        self.lanes[lane].front().expect("next_lane names a lane with jobs")
     }
 
-    /// Takes the job that goes next at `now`.
-    pub fn pop(&mut self, now: Instant) -> Option<Queued<M>> {
-        let q = self.lanes[self.next_lane(now)?].pop_front()?;
+    /// Takes the first job of `lane`, which [`Lanes::next_lane`] named.
+    pub fn pop_lane(&mut self, lane: usize) -> Queued<M> {
         self.len -= 1;
-        Some(q)
+        self.lanes[lane].pop_front().expect("next_lane names a lane with jobs")
     }
 
     /// Every waiting job, level by level, each level in order.

@@ -351,15 +351,15 @@ impl<M: Payload> BrokerState<M> {
     /// with prefetch capacity (the least loaded first).
     fn dispatch(&mut self, now: Instant, i: usize, out: &mut Vec<Output<M>>) {
         loop {
-            let Some(front) = self.services[i].queue.front(now) else { return };
-            if front.job.deadline <= now {
-                let Queued { job, .. } = self.services[i].queue.pop(now).expect("front exists");
+            let Some(lane) = self.services[i].queue.next_lane(now) else { return };
+            if self.services[i].queue.head(lane).job.deadline <= now {
+                let Queued { job, .. } = self.services[i].queue.pop_lane(lane);
                 self.unqueued(&job);
                 self.reply(out, job.route, Status::Timeout, "job expired while queued");
                 continue;
             }
             let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
-            let Queued { job, .. } = self.services[i].queue.pop(now).expect("front exists");
+            let Queued { job, .. } = self.services[i].queue.pop_lane(lane);
             self.unqueued(&job);
             // Jobs still wait here (the pool is beyond what its workers may
             // hold): its answer may be held for coalescing, see worker::coalesce.
