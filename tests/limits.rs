@@ -53,7 +53,8 @@ both_transports! {
     /// is bytes (`LOCAL_SEND_MAX`), met with a few large ones.
     fn replies_to_a_client_that_never_reads_are_dropped_and_counted(t) {
         let dir = TestDir::on(t);
-        let _broker = start_broker(&dir, &[]);
+        // Nothing given ahead to a busy worker: the gated echoes below queue.
+        let _broker = start_broker(&dir, &["--prefetch-budget-ms", "0"]);
         let mut deaf = RawPeer::deaf_front(&dir);
         let client = dir.client();
         if t == Transport::Zmq {
@@ -62,14 +63,25 @@ both_transports! {
             }
             wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped > 10_000);
         } else {
-            let _worker = start_worker(&dir, "echo", &[], "worker");
-            // 16 echoes of 8 MiB: twice LOCAL_SEND_MAX, so about half are dropped.
+            // The broker stops reading a client whose replies back up, so
+            // they are met only by requests it took before: 14 echoes of
+            // 8 MiB queued behind a gate, 112 MiB against LOCAL_SEND_MAX.
+            let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+            let gate = dir.path().join("gate");
+            let until = gate.to_str().unwrap().to_string();
+            let gated = dir.client();
+            let held = std::thread::spawn(move || gated.execute(JobRequest::new("g").header("action", "gate").header("until", until), T));
+            wait_until("the gate job to start", T, || client.status(T).unwrap().services.iter().any(|s| s.workers > s.idle));
             const BIG: usize = 8 * MIB;
-            let requests = 2 * powerhose::protocol::LOCAL_SEND_MAX / BIG;
-            let (tail, data) = (powerhose::protocol::encode_request_tail("", &[]), vec![b'x'; BIG]);
+            let requests = 14;
+            let headers = powerhose::protocol::encode_headers([("action", "echo")]);
+            let (tail, data) = (powerhose::protocol::encode_request_tail("", &headers), vec![b'x'; BIG]);
             for id in 0..requests as u64 {
                 deaf.send(&[CommandFrame::new(Command::Request, id, 60_000, &tail).encode(), data.clone()]);
             }
+            wait_until("the echoes queued", T, || client.status(T).unwrap().queued_bytes >= requests * BIG);
+            std::fs::write(&gate, b"").unwrap();
+            held.join().unwrap().unwrap();
             wait_until("replies dropped", T, || client.status(T).unwrap().counters.replies_dropped >= 4);
         }
         assert!(client.ping(T).is_ok(), "others are still answered");
@@ -139,4 +151,53 @@ both_transports! {
             assert!(log.contains("a local connection dropped: a message of at least"), "{log}");
         }
     }
+}
+
+/// A local client that writes faster than it reads is slowed, not dropped:
+/// once its replies back up the broker stops reading its requests, its own
+/// writes wait, and every answer comes when it reads. (Before, the broker
+/// read on and dropped the replies past `LOCAL_SEND_MAX`: a batch of 600
+/// answers of 128 KiB lost those after the 514th.)
+#[test]
+fn a_local_client_that_reads_slowly_is_slowed_not_dropped() {
+    let dir = TestDir::on(Transport::Local);
+    let _broker = start_broker(&dir, &[]);
+    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    let client = dir.client();
+    let mut peer = RawPeer::front(&dir);
+    // 100 MiB of echoes, over LOCAL_SEND_MAX and under the client's share.
+    const REQUESTS: u64 = 100;
+    let mut stream = peer.writer();
+    stream.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let headers = powerhose::protocol::encode_headers([("action", "echo")]);
+        let tail = powerhose::protocol::encode_request_tail("", &headers);
+        for id in 0..REQUESTS {
+            let message = [CommandFrame::new(Command::Request, id, 120_000, &tail).encode(), vec![id as u8; MIB]];
+            stream.write_all(&common::raw::encode(&message))?;
+        }
+        std::io::Result::Ok(())
+    });
+    // The slow reader reads nothing until the broker has answered all it
+    // took (all 100 had it read on) or for two seconds (its writes wait).
+    let quiet = std::time::Instant::now() + Duration::from_secs(2);
+    let all_answered = || {
+        let status = client.status(T).unwrap();
+        status.queued_bytes == 0 && status.services.iter().all(|s| s.workers == s.idle)
+    };
+    while !(writer.is_finished() && all_answered()) && std::time::Instant::now() < quiet {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < REQUESTS as usize {
+        let Some(reply) = peer.recv(Duration::from_secs(60)) else { break };
+        let head = CommandFrame::decode(&reply[0]).unwrap();
+        assert_eq!(head.command, Command::Reply);
+        assert_eq!(reply.last().unwrap(), &vec![head.id as u8; MIB], "the echo of request {}", head.id);
+        answered.insert(head.id);
+    }
+    writer.join().unwrap().expect("every request written");
+    assert_eq!(answered.len(), REQUESTS as usize, "every request answered");
+    assert_eq!(client.status(T).unwrap().counters.replies_dropped, 0);
 }

@@ -18,6 +18,8 @@ use crate::wakeup::Wakeup;
 
 /// Idle connections kept for the next callers; more are closed.
 const POOL_MAX: usize = 64;
+/// Reads of the socket per turn of [`Local::pump`] at most.
+const READS_PER_PUMP: usize = 16;
 /// The first and the longest pause between attempts to reach a broker
 /// that is not listening (yet): it is dialled again until the deadline.
 pub(super) const DIAL_FIRST: Duration = Duration::from_millis(1);
@@ -311,25 +313,34 @@ impl Local {
         if !readable {
             return false;
         }
-        match c.fill() {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return true,
-        }
-        loop {
-            match c.next_message() {
-                Ok(Some(frames)) => {
-                    if let Some((id, r)) = reply_from(frames) {
-                        reply(id, r);
+        // Read on while reads come back full (up to a bound, so writing
+        // gets its turn): a caller that wrote a burst reads its answers as
+        // fast, and a lone answer costs one read.
+        for _ in 0..READS_PER_PUMP {
+            let more = match c.fill() {
+                Ok(0) => return true,
+                Ok(n) => n >= crate::local::conn::READ_CHUNK,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+                Err(_) => return true,
+            };
+            loop {
+                match c.next_message() {
+                    Ok(Some(frames)) => {
+                        if let Some((id, r)) = reply_from(frames) {
+                            reply(id, r);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("bad bytes from the broker: {e}");
+                        return true;
                     }
                 }
-                Ok(None) => return false,
-                Err(e) => {
-                    tracing::warn!("bad bytes from the broker: {e}");
-                    return true;
-                }
+            }
+            if !more {
+                break;
             }
         }
+        false
     }
 }

@@ -12,7 +12,7 @@ use super::frame::{self, Decoder, FrameError, GREETING, MAX_FRAMES};
 use crate::syscall;
 
 /// Bytes asked of the kernel per read: a burst of pipelined messages.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// A message read off a connection: its frames, copied out of the buffer.
 pub type Frames = Vec<zmq::Message>;
@@ -23,7 +23,10 @@ pub struct Conn {
     fd: OwnedFd,
     /// The bytes read, up to the next message.
     input: Decoder,
+    /// Bytes to write, from `written` on: the front is let go in bulk, not
+    /// per write, as a backlog of megabytes would be moved at every one.
     out: Vec<u8>,
+    written: usize,
 }
 
 fn stream_socket() -> io::Result<OwnedFd> {
@@ -76,7 +79,7 @@ impl Conn {
     }
 
     fn new(fd: OwnedFd, limit: usize) -> Conn {
-        Conn { fd, input: Decoder::new(limit), out: Vec::new() }
+        Conn { fd, input: Decoder::new(limit), out: Vec::new(), written: 0 }
     }
 
     /// The descriptor, to poll.
@@ -86,13 +89,13 @@ impl Conn {
 
     /// Bytes waiting to be written (the peer does not read fast enough).
     pub fn unwritten(&self) -> usize {
-        self.out.len()
+        self.out.len() - self.written
     }
 
     /// Sends a message, or as much as the socket takes now: the rest waits
     /// in the connection's buffer for [`Conn::flush`] (in order).
     pub fn send(&mut self, frames: &[&[u8]]) -> io::Result<()> {
-        if !self.out.is_empty() || frames.len() > MAX_FRAMES {
+        if self.unwritten() > 0 || frames.len() > MAX_FRAMES {
             frame::encode_into(&mut self.out, frames);
             return self.flush().map(drop);
         }
@@ -140,16 +143,27 @@ impl Conn {
 
     /// Writes buffered bytes; true when none are left.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while !self.out.is_empty() {
-            // SAFETY: the pointer and length describe `out`, alive for the call.
-            let n = unsafe { syscall!(send(self.fd(), self.out.as_ptr().cast(), self.out.len(), libc::MSG_NOSIGNAL)) };
+        while self.unwritten() > 0 {
+            let rest = &self.out[self.written..];
+            // SAFETY: the pointer and length describe `rest`, alive for the call.
+            let n = unsafe { syscall!(send(self.fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL)) };
             match n {
-                Ok(n) => drop(self.out.drain(..n as usize)),
+                Ok(n) => self.written += n as usize,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Moved once the written part is the larger: each byte
+                    // is moved at most once on average.
+                    if self.written > self.out.len() / 2 {
+                        self.out.drain(..self.written);
+                        self.written = 0;
+                    }
+                    return Ok(false);
+                }
                 Err(e) => return Err(e),
             }
         }
+        self.out.clear();
+        self.written = 0;
         Ok(true)
     }
 

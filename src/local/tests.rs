@@ -75,7 +75,7 @@ fn the_identity_then_messages_cross_both_ways() {
 fn a_large_message_to_a_slow_reader_is_buffered_and_arrives_whole() {
     let d = dir();
     let (mut client, mut server, _l) = pair(&d.0, b"");
-    let big = vec![7u8; 900_000];
+    let big: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
     // The kernel takes a part; the rest waits in the connection.
     server.send(&[b"head", &big]).unwrap();
     assert!(server.unwritten() > 0);
@@ -83,12 +83,18 @@ fn a_large_message_to_a_slow_reader_is_buffered_and_arrives_whole() {
     let reader = std::thread::spawn(move || {
         let first = client.recv_by(soon()).unwrap().unwrap();
         let second = client.recv_by(soon()).unwrap().unwrap();
-        (first[1].len(), second[0].to_vec())
+        let third = client.recv_by(soon()).unwrap().unwrap();
+        (first[1].to_vec(), second[0].to_vec(), third[0].to_vec())
     });
+    // Queued behind a part already written: it goes after, whole.
+    assert!(server.wait(true, soon()).unwrap());
+    server.flush().unwrap();
+    server.queue(&[b"last"]);
     while !server.flush().unwrap() {
         assert!(server.wait(true, soon()).unwrap());
     }
-    assert_eq!(reader.join().unwrap(), (900_000, b"next".to_vec()));
+    assert_eq!(server.unwritten(), 0);
+    assert_eq!(reader.join().unwrap(), (big, b"next".to_vec(), b"last".to_vec()));
 }
 
 #[test]

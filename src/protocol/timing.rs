@@ -57,6 +57,11 @@ pub const FRONT_SEND_HWM: i32 = 10_000;
 /// not read them; past it, further replies to it are dropped and counted
 /// (the local transport's `FRONT_SEND_HWM`).
 pub const LOCAL_SEND_MAX: usize = 64 << 20;
+/// Bytes of replies waiting for a local client past which the broker stops
+/// reading its requests until they drain: a client that writes faster than
+/// it reads is slowed (its own writes wait), never sent past
+/// [`LOCAL_SEND_MAX`] by its own requests.
+pub const LOCAL_READ_PAUSE: usize = 4 << 20;
 /// How often a worker dials a local (`unix://`) broker that is not there:
 /// ZeroMQ's own reconnection interval, which the other transports get.
 pub const LOCAL_REDIAL: Duration = Duration::from_millis(100);

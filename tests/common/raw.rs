@@ -120,6 +120,13 @@ impl RawPeer {
         }
     }
 
+    /// A second handle on the connection, for a thread that writes while
+    /// this one reads (local transport only).
+    pub fn writer(&self) -> UnixStream {
+        let RawPeer::Local(peer) = self else { panic!("a writer is for the local transport") };
+        peer.stream.try_clone().unwrap()
+    }
+
     /// Writes `bytes` as they are (local transport only).
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         let RawPeer::Local(peer) = self else { panic!("raw bytes are for the local transport") };

@@ -54,6 +54,16 @@ impl Plugin for Misbehave {
                 nap(number("ms")?);
                 Ok(job.data().to_vec())
             }
+            "gate" => {
+                // Runs until the file named by `until` exists (at most a
+                // minute): tests open the gate when they are ready.
+                let path = std::path::Path::new(job.header("until").ok_or("missing header until")?);
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !path.exists() && std::time::Instant::now() < deadline {
+                    nap(5);
+                }
+                Ok(job.data().to_vec())
+            }
             "abort" => std::process::abort(),
             "segfault" => {
                 // SAFETY: deliberately unsound; this action exists to crash the worker.

@@ -57,6 +57,14 @@ pub(in crate::broker) enum Ready {
     Peer(usize, bool, bool),
 }
 
+impl Peer {
+    /// A client whose replies back up is not read until they drain: its
+    /// requests wait in its own socket, and its writes with them.
+    pub(super) fn reads_paused(&self) -> bool {
+        !self.back && self.conn.unwritten() > crate::protocol::LOCAL_READ_PAUSE
+    }
+}
+
 /// Pids kept in [`Locals::gone`].
 const GONE_KEPT: usize = 64;
 

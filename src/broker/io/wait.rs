@@ -69,8 +69,8 @@ impl Io<'_> {
 
     /// Brings the registrations up to date: listeners pause and resume,
     /// clients are not watched while the front is paused (they are read at
-    /// every turn then, as the ZeroMQ front is), and connections with bytes
-    /// left to write are watched for room.
+    /// every turn then, as the ZeroMQ front is) nor while their replies
+    /// back up, and connections with bytes left to write are watched for room.
     fn sync_interest(&mut self, front_paused: bool) {
         let Some(epoll) = &self.locals.epoll else { return };
         for (n, (listener, backoff, _)) in self.locals.listeners.iter().enumerate() {
@@ -88,7 +88,7 @@ impl Io<'_> {
         }
         for (i, peer) in self.locals.peers.iter_mut().enumerate() {
             let Some(peer) = peer else { continue };
-            let mut want = if peer.back || !front_paused { IN } else { 0 };
+            let mut want = if peer.back || (!front_paused && !peer.reads_paused()) { IN } else { 0 };
             if peer.conn.unwritten() > 0 {
                 want |= OUT;
             }
@@ -120,7 +120,8 @@ impl Io<'_> {
         }
         if front_paused {
             // Read at every turn while paused: unwatched, they may hold requests.
-            let clients = self.locals.peers.iter().enumerate().filter(|(_, p)| p.as_ref().is_some_and(|p| !p.back));
+            let clients = self.locals.peers.iter().enumerate();
+            let clients = clients.filter(|(_, p)| p.as_ref().is_some_and(|p| !p.back && !p.reads_paused()));
             wake.local.extend(clients.map(|(i, _)| Ready::Peer(i, true, false)));
         }
         Ok(wake)
