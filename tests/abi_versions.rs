@@ -1,7 +1,8 @@
 //! Plugins built against older releases of plugin-api keep working: the
 //! ABI grows only by appending (see plugin-api's evolution rules), so a
 //! plugin built on a frozen copy of 0.1.0 (`tests/fixtures/plugin-api-0.1.0`,
-//! never edited) loads and serves on the current worker.
+//! never edited) loads and serves on the current worker; a worker that
+//! requires what 0.1.0 lacks refuses it in one line.
 
 mod common;
 
@@ -72,5 +73,35 @@ fn a_plugin_built_against_plugin_api_0_1_0_loads_and_serves_on_this_worker() {
     match client.execute("fail", T) {
         Err(powerhose::Error::Handler { message, .. }) => assert_eq!(message, "failing as asked"),
         other => panic!("expected the plugin's error, got {other:?}"),
+    }
+}
+
+/// `powerhose-worker --check-plugin` with `args`: its exit code and stderr.
+fn check(plugin: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(WORKER)
+        .args(["--plugin", plugin.to_str().unwrap(), "--check-plugin"])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_worker_that_requires_a_newer_plugin_api_refuses_an_older_plugin_in_one_line() {
+    let old = plugin_on_0_1_0();
+    let (code, stderr) = check(&old, &["--require-plugin-api", "0.1.1"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("was built against powerhose-plugin-api 0.1.0, older than the 0.1.1"), "{stderr}");
+    // Without the requirement the same plugin loads; a current plugin
+    // meets it.
+    assert_eq!(check(&old, &[]), (Some(0), String::new()));
+    let current = plugin("test_plugin");
+    assert_eq!(check(&current, &["--require-plugin-api", "0.1.1"]), (Some(0), String::new()));
+    // A requirement this worker cannot meet, or that is no version, is a bad flag.
+    for bad in ["9.0.0", "latest"] {
+        let (code, stderr) = check(&current, &["--require-plugin-api", bad]);
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--require-plugin-api"), "{stderr}");
     }
 }

@@ -2,6 +2,7 @@
 //! that turns them into the ABI types while keeping panics inside the plugin.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use abi_stable::{
     prefix_type::{PrefixRefTrait, WithMetadata},
@@ -9,7 +10,7 @@ use abi_stable::{
     std_types::{RBox, RErr, ROk, RResult, RSlice, RStr, RString, RVec},
 };
 
-use crate::abi::{HandlerBox, PluginMod, PluginModRef, RHeader, RawHandler, RawHandler_TO};
+use crate::abi::{HandlerBox, JobContext, PluginMod, PluginModRef, RHeader, RawHandler, RawHandler_TO};
 
 /// Plugin parameters: the JSON value given to the worker with `--params`
 /// (`null` when none was given).
@@ -29,12 +30,33 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 pub struct Job<'a> {
     headers: &'a [RHeader<'a>],
     data: &'a [u8],
+    id: u64,
+    cancelled: Option<&'a AtomicBool>,
 }
 
 impl<'a> Job<'a> {
-    /// Builds a job from its parts (for hosts and for plugin unit tests).
+    /// Builds a job from its parts (for hosts and for plugin unit tests):
+    /// id 0, never cancelled.
     pub fn new(headers: &'a [RHeader<'a>], data: &'a [u8]) -> Self {
-        Job { headers, data }
+        Job { headers, data, id: 0, cancelled: None }
+    }
+
+    /// A job that can be cancelled through `cancelled` (a plugin's unit
+    /// test sets the flag as the worker would).
+    pub fn cancellable(headers: &'a [RHeader<'a>], data: &'a [u8], id: u64, cancelled: &'a AtomicBool) -> Self {
+        Job { headers, data, id, cancelled: Some(cancelled) }
+    }
+
+    /// The broker's id of the job (0 in [`Job::new`]'s jobs), for logs.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the client cancelled the job while it runs. Cooperative: a
+    /// long handler checks it now and then and returns early; whatever it
+    /// returns after a cancel is dropped by the worker.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// The job's payload.
@@ -57,8 +79,22 @@ struct Adapter<P>(P);
 
 impl<P: Plugin> RawHandler for Adapter<P> {
     fn handle(&self, headers: RSlice<'_, RHeader<'_>>, data: RSlice<'_, u8>) -> RResult<RVec<u8>, RString> {
-        let job = Job::new(headers.as_slice(), data.as_slice());
-        match catch_unwind(AssertUnwindSafe(|| self.0.handle(&job))) {
+        self.run(&Job::new(headers.as_slice(), data.as_slice()))
+    }
+
+    fn handle_job(
+        &self,
+        headers: RSlice<'_, RHeader<'_>>,
+        data: RSlice<'_, u8>,
+        context: JobContext<'_>,
+    ) -> RResult<RVec<u8>, RString> {
+        self.run(&Job::cancellable(headers.as_slice(), data.as_slice(), context.id, context.cancelled))
+    }
+}
+
+impl<P: Plugin> Adapter<P> {
+    fn run(&self, job: &Job<'_>) -> RResult<RVec<u8>, RString> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.handle(job))) {
             Ok(Ok(out)) => ROk(RVec::from(out)),
             Ok(Err(msg)) => RErr(RString::from(msg)),
             Err(payload) => RErr(RString::from(format!("handler panicked: {}", panic_message(&*payload)))),
@@ -94,7 +130,13 @@ extern "C" fn init_adapter<P: Plugin>(params_json: RStr<'_>) -> RResult<HandlerB
 
 /// Builds the root module for plugin type `P`; called by [`crate::export_plugin!`].
 pub fn root_module<P: Plugin>(name: &'static str, version: &'static str) -> PluginModRef {
-    let module = PluginMod { name: RStr::from_str(name), version: RStr::from_str(version), init: init_adapter::<P> };
+    let module = PluginMod {
+        name: RStr::from_str(name),
+        version: RStr::from_str(version),
+        init: init_adapter::<P>,
+        api_version: RStr::from_str(crate::API_VERSION),
+        set_log_sink: crate::log::set_sink,
+    };
     // One leaked module per process: the root module function runs once per load.
     let leaked: &'static WithMetadata<PluginMod> = Box::leak(Box::new(WithMetadata::new(module)));
     PluginModRef::from_prefix_ref(leaked.static_as_prefix())

@@ -18,29 +18,63 @@
 //!
 //! # Rules for evolving the interface
 //!
-//! The root module [`PluginMod`] is an abi_stable *prefix type*:
-//! - never change, reorder or remove an existing field, and never change the
-//!   signature of [`RawHandler`]'s existing methods or of [`RHeader`];
-//! - new capabilities are added as fields **appended at the end** of
-//!   [`PluginMod`] (after the field marked `last_prefix_field`) or as methods
-//!   appended to [`RawHandler`]; a host reading a new field from an older
-//!   plugin must use the optional accessor (`PluginModRef::field_name()` returns
-//!   `Option` for fields past the prefix) and fall back to a default;
-//! - an appended field is a minor release (0.1.x → 0.1.y): old hosts load new
-//!   plugins, new hosts refuse plugins that lack a field they require;
+//! The root module [`PluginMod`] and the handler [`RawHandler`] are
+//! abi_stable *prefix types*:
+//! - never change, reorder or remove an existing field or method, and never
+//!   change the signature of an existing one or of [`RHeader`];
+//! - new capabilities are fields **appended at the end** of [`PluginMod`] or
+//!   methods appended to [`RawHandler`] with a default body (the host gets
+//!   the default from a plugin that lacks the method); that is a minor
+//!   release (0.1.0 → 0.1.1);
+//! - abi_stable lets a library with *more* fields serve a host with fewer,
+//!   never the reverse: so each release freezes the layout it replaces (as
+//!   [`v0_1_0`]), and the worker loads a plugin with the newest layout that
+//!   fits, falling back to the frozen ones. A plugin built against 0.1.0
+//!   keeps loading; it is never told of a cancel, and its logs go to stderr;
+//! - a worker may refuse plugins older than a version
+//!   (`--require-plugin-api 0.1.1`), in one line, before their init runs;
 //! - anything else is a breaking change: bump the minor version while 0.x
 //!   (0.1 → 0.2), which abi_stable reports as "incompatible package versions".
 //!
+//! | version | adds |
+//! |---|---|
+//! | 0.1.0 | `name`, `version`, `init`; `RawHandler::handle` |
+//! | 0.1.1 | `api_version`, `set_log_sink` ([`LogSink`]); `RawHandler::handle_job` ([`JobContext`]: job id, cancel flag) |
+//!
 //! abi_stable checks all of this at load time; the worker turns its (very long)
 //! report into one line and shows the full text only with `--debug`.
+//!
+//! # Moving off abi_stable
+//!
+//! abi_stable has had no release since 0.11.3 (2023). Every abi_stable type
+//! stays inside this crate (the worker names them only through it), so a
+//! move touches this crate and the worker's loader (`src/plugin/`), never a
+//! plugin's source: authors see [`Plugin`], [`Job`] and [`export_plugin!`].
+//! What a move would take:
+//! - a `#[repr(C)]` root module with an explicit size and version header in
+//!   place of prefix types, read through one exported `extern "C"` symbol;
+//! - our own layout check in place of abi_stable's (a hash of the field
+//!   types per version, compared at load), and `#[repr(C)]` slices, strings
+//!   and vectors with their own free functions in place of `RStr`, `RSlice`,
+//!   `RVec`, `RString`;
+//! - a handler vtable as a struct of function pointers with a size field, in
+//!   place of `#[sabi_trait]`;
+//! - the frozen layouts ([`v0_1_0`]) kept, so plugins built on abi_stable
+//!   still load: the worker would try the new header's symbol first.
 
 #![deny(missing_docs)]
 
 mod abi;
 mod author;
+mod log;
+pub mod v0_1_0;
 
-pub use abi::{HandlerBox, PluginMod, PluginModRef, RHeader, RawHandler, RawHandler_TO};
+pub use abi::{HandlerBox, JobContext, LogSink, PluginMod, PluginModRef, RHeader, RawHandler, RawHandler_TO};
 pub use author::{Job, Params, Plugin};
+
+/// The version of this crate a plugin is built against (what the worker
+/// reads from its root module's `api_version`).
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Re-exported for the [`export_plugin!`] expansion; plugin authors never name it.
 #[doc(hidden)]

@@ -54,6 +54,11 @@ pub struct WorkerArgs {
     lifecycle: cli::WorkerLifecycleArgs,
     #[command(flatten)]
     curve: cli::CurveClientArgs,
+    /// Refuse a plugin built against a powerhose-plugin-api older than this
+    /// (0.1.1: plugins that see cancels and log through the worker)
+    /// [default: any 0.1.x]
+    #[arg(long, value_name = "VERSION")]
+    require_plugin_api: Option<String>,
     /// Load and initialise the plugin, then exit: 0 and nothing printed, or
     /// its one-line error and 3 (what `powerhose` runs before starting).
     #[arg(long, hide = true)]
@@ -100,11 +105,29 @@ fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let params = cli::parse_params(args.params.as_deref().unwrap_or(""))?;
     let curve = args.curve.credentials()?;
     let path = plugin::locate(&args.plugin, args.plugin_dir.as_deref())?;
-    let loaded = plugin::LoadedPlugin::load(&path, &params)?;
+    if let Some(required) = &args.require_plugin_api {
+        match plugin::parse_version(required) {
+            Some(v) if plugin::parse_version(plugin::HOST_API).is_some_and(|host| v <= host) => {}
+            Some(_) => anyhow::bail!(crate::Error::BadFlag(format!(
+                "--require-plugin-api {required}: this worker knows plugin-api {} at most",
+                plugin::HOST_API
+            ))),
+            None => anyhow::bail!(crate::Error::BadFlag(format!(
+                "--require-plugin-api {required}: not a version (major.minor.patch)"
+            ))),
+        }
+    }
+    let loaded = plugin::LoadedPlugin::load_requiring(&path, &params, args.require_plugin_api.as_deref())?;
     if args.check_plugin {
         return Ok(());
     }
-    tracing::info!("loaded plugin {} {} from {}", loaded.name, loaded.version, path.display());
+    tracing::info!(
+        "loaded plugin {} {} (plugin-api {}) from {}",
+        loaded.name,
+        loaded.version,
+        loaded.api_version,
+        path.display()
+    );
     let mut options = worker::WorkerOptions::new(String::new());
     options.backends = match args.backend.as_slice() {
         [] => vec![endpoint::default_backend()?],

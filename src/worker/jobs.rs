@@ -134,7 +134,8 @@ impl JobLoop<'_> {
                 let running = Running { origin, job_id, started, headers: summary, timed_out: false };
                 *Link::lock(&self.link.running) = Some(running);
                 drop(sockets);
-                let outcome = self.plugin.handle_raw(headers.iter().copied(), data);
+                let cancelled = std::sync::atomic::AtomicBool::new(false);
+                let outcome = self.plugin.handle_job(headers.iter().copied(), data, job_id, &cancelled);
                 sockets = Link::lock(&self.link.sockets);
                 let limit = self.options.max_message_bytes;
                 // The broker's limit is the whole message's: the RESULT

@@ -9,11 +9,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
-use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
-use powerhose_plugin_api::{HandlerBox, PluginModRef, RHeader};
+use abi_stable::library::LibraryError;
 
 use crate::error::{Error, Result};
+
+mod loaded;
+mod logs;
+
+pub use loaded::{parse_version, LoadedPlugin, HOST_API};
 
 /// Environment variable naming a directory searched for bare plugin names.
 pub const PLUGIN_DIR_ENV: &str = "POWERHOSE_PLUGIN_DIR";
@@ -156,77 +159,6 @@ pub fn check_in_child(exe: &Path, args: &[OsString], timeout: Duration) -> Resul
     })
 }
 
-/// A loaded, initialised plugin. The library stays mapped for the life of the
-/// process: abi_stable never unloads, so a new plugin version needs a new worker.
-pub struct LoadedPlugin {
-    /// The library file it was loaded from.
-    pub path: PathBuf,
-    /// The name it exports (the default service name).
-    pub name: String,
-    /// The version it exports.
-    pub version: String,
-    handler: HandlerBox,
-}
-
-impl std::fmt::Debug for LoadedPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LoadedPlugin({} {} from {})", self.name, self.version, self.path.display())
-    }
-}
-
-impl LoadedPlugin {
-    /// Loads the plugin at `path` and calls its init with `params_json`.
-    pub fn load(path: &Path, params_json: &str) -> Result<LoadedPlugin> {
-        let fail = |e: LibraryError| {
-            let details = e.to_string();
-            Error::PluginLoad { path: path.to_path_buf(), reason: condense(&e, &details), details }
-        };
-        if !path.exists() {
-            return Err(Error::PluginNotFound {
-                name: path.display().to_string(),
-                searched: vec![path.to_path_buf()],
-                advice: String::new(),
-            });
-        }
-        // Not `PluginModRef::load_from_file`: it caches the first module per type
-        // for the whole process, so a second plugin would come back as the first.
-        let module: PluginModRef = lib_header_from_path(path).and_then(|h| h.init_root_module()).map_err(fail)?;
-        let name = module.name().to_string();
-        let version = module.version().to_string();
-        let handler = match (module.init())(RStr::from_str(params_json)) {
-            RResult::ROk(h) => h,
-            RResult::RErr(message) => {
-                return Err(Error::PluginInit { path: path.to_path_buf(), name, version, message: message.into() })
-            }
-        };
-        Ok(LoadedPlugin { path: path.to_path_buf(), name, version, handler })
-    }
-
-    /// Runs one job; `Err` carries the handler's message (panics included).
-    pub fn handle<'a>(
-        &self,
-        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-        data: &[u8],
-    ) -> Result<Vec<u8>, String> {
-        self.handle_raw(headers, data).map(|out| out.to_vec())
-    }
-
-    /// [`handle`](Self::handle) without converting the result: the bytes stay
-    /// in the plugin's buffer (a worker copies them once, into its reply).
-    pub fn handle_raw<'a>(
-        &self,
-        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-        data: &[u8],
-    ) -> Result<RVec<u8>, String> {
-        let headers: Vec<RHeader<'a>> =
-            headers.into_iter().map(|(n, v)| RHeader { name: RStr::from_str(n), value: RStr::from_str(v) }).collect();
-        match self.handler.handle(RSlice::from_slice(&headers), RSlice::from_slice(data)) {
-            RResult::ROk(out) => Ok(out),
-            RResult::RErr(msg) => Err(msg.into()),
-        }
-    }
-}
-
 /// One line for a user; abi_stable's own text can be tens of kilobytes.
 fn condense(e: &LibraryError, full: &str) -> String {
     match e {
@@ -250,7 +182,7 @@ fn condense(e: &LibraryError, full: &str) -> String {
             "was built against an incompatible powerhose-plugin-api ({}); rebuild the plugin against plugin-api {} \
              {DEBUG_HINT}",
             first_mismatch(full),
-            env!("CARGO_PKG_VERSION")
+            HOST_API
         ),
         LibraryError::RootModule { err, .. } => {
             format!("its root module failed to load: {}", one_line(&err.to_string()))
