@@ -267,6 +267,9 @@ pub enum Error {
     /// The service's queue is full; the job was not taken. Try later.
     #[error("broker busy: {0}")]
     Busy(String),
+    /// The job was cancelled ([`crate::client::JobHandle::cancel`]).
+    #[error("the job was cancelled")]
+    Cancelled,
     /// No worker has ever served the service named, while others exist.
     #[error("unknown service: {0}")]
     UnknownService(String),

@@ -131,6 +131,12 @@ pub struct Counters {
     /// file descriptors, the endpoint then stops listening for a while).
     #[serde(default)]
     pub accept_failures: u64,
+    /// Jobs their clients cancelled: answered `CANCELLED`, waiting or running.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// Of those, jobs a worker was running: it was told, and its answer dropped.
+    #[serde(default)]
+    pub cancelled_running: u64,
 }
 
 /// A latency distribution in milliseconds (about 3% resolution).

@@ -369,6 +369,7 @@ impl Client {
             Status::Busy => Err(Error::Busy(text())),
             Status::UnknownService => Err(Error::UnknownService(text())),
             Status::BadRequest => Err(Error::BadRequest(text())),
+            Status::Cancelled => Err(Error::Cancelled),
         }
     }
 

@@ -125,6 +125,10 @@ wire_enum! {
         Status = 0x04,
         /// Client → broker: a [`Control`] request for the cluster's supervisor.
         Control = 0x05,
+        /// Client → broker: cancel request `id` of this client. Not answered
+        /// itself: the request's own `REPLY` says `CANCELLED` (or how it
+        /// ended, if it ended first).
+        Cancel = 0x06,
         /// Broker → client: the answer to any of the above; `arg` is a [`Status`].
         Reply = 0x81,
         /// Worker → broker: register (a [`Registration`] in the tail), or register again.
@@ -139,6 +143,9 @@ wire_enum! {
         Return = 0x15,
         /// Broker → worker: run a job; `arg` is the ms left and the backlog bit (see [`job_arg`]).
         Job = 0x21,
+        /// Broker → worker: job `id` is cancelled: its handler is told (it
+        /// may return early), or, not started yet, it is answered unrun.
+        CancelJob = 0x22,
     }
 }
 
@@ -161,6 +168,8 @@ wire_enum! {
         UnknownService = 6,
         /// The request was malformed; the body says why.
         BadRequest = 7,
+        /// The client cancelled the job.
+        Cancelled = 8,
     }
 }
 

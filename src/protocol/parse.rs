@@ -40,6 +40,11 @@ pub enum Front<'a> {
         /// The service name as sent (empty: all services); not yet checked for UTF-8.
         name: &'a [u8],
     },
+    /// `CANCEL`: the client cancels its request `req_id`.
+    Cancel {
+        /// The request to cancel.
+        req_id: u64,
+    },
     /// `STATUS`: answer with the broker's status JSON.
     Status {
         /// The client's request id, echoed in the reply.
@@ -124,6 +129,7 @@ fn parse_native<'a>(head: &'a [u8], rest: &[&'a [u8]]) -> Front<'a> {
         (Command::Ping, 0) => Front::Ping { req_id },
         (Command::Service, 0) => Front::Service { req_id, name: cmd.tail },
         (Command::Status, 0) => Front::Status { req_id },
+        (Command::Cancel, 0) => Front::Cancel { req_id },
         (Command::Control, 0) => Front::Control {
             req_id,
             request: serde_json::from_slice(cmd.tail).map_err(|e| format!("bad CONTROL request: {e}")),

@@ -44,6 +44,11 @@ impl Io<'_> {
                         self.send_to(true, [identity.into(), (&self.buf[..]).into(), data])
                     }
                 }
+                Output::Cancel { worker, job_id } => {
+                    let Some(identity) = state.worker_identity(worker) else { continue };
+                    CommandFrame::new(Command::CancelJob, job_id, 0, b"").encode_into(&mut self.buf);
+                    self.send_to(true, [identity.into(), (&self.buf[..]).into()])
+                }
                 Output::Heartbeat { worker } => {
                     let Some(identity) = state.worker_identity(worker) else { continue };
                     CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);

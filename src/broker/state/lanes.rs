@@ -85,6 +85,17 @@ impl<M> Lanes<M> {
         self.lanes.iter_mut().flat_map(std::mem::take).collect()
     }
 
+    /// Takes the first waiting job that `wanted` picks, whatever its level.
+    pub fn remove_first(&mut self, mut wanted: impl FnMut(&Queued<M>) -> bool) -> Option<Queued<M>> {
+        for lane in &mut self.lanes {
+            if let Some(at) = lane.iter().position(&mut wanted) {
+                self.len -= 1;
+                return lane.remove(at);
+            }
+        }
+        None
+    }
+
     /// Jobs waiting at each level.
     pub fn depths(&self) -> [usize; LEVELS] {
         std::array::from_fn(|lane| self.lanes[lane].len())

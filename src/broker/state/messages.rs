@@ -87,6 +87,13 @@ pub enum Output<M> {
         /// `data` is the client's whole inline `REQUEST` frame (see [`Job::inline`]).
         inline: bool,
     },
+    /// Job `job_id`, which the worker in slot `worker` holds, was cancelled.
+    Cancel {
+        /// The worker's slot.
+        worker: usize,
+        /// The broker's id for the job.
+        job_id: u64,
+    },
     /// A heartbeat for a worker.
     Heartbeat {
         /// The worker's slot.

@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{self, Registration, Status, LOCAL_SILENCE_LIMIT, MAX_PREFETCH};
 use crate::status::{Counters, Histogram};
+use inflight::{InFlight, Retry};
 use lanes::Lanes;
 
 #[cfg(test)]
+mod cancel_tests;
+#[cfg(test)]
 mod elsewhere_tests;
+mod inflight;
 mod lanes;
 mod ledger;
 #[cfg(test)]
@@ -106,27 +110,6 @@ struct Queued<M> {
     since: Instant,
     /// The service asked for, kept only while the job waits in limbo.
     service: Option<Box<str>>,
-}
-
-#[derive(Debug)]
-struct InFlight<M> {
-    job_id: u64,
-    route: ClientRoute<M>,
-    /// Kept only when the job may be retried.
-    retry: Option<Retry<M>>,
-    deadline: Instant,
-    received: Instant,
-    priority: u8,
-}
-
-/// What it takes to send a job again after its worker is lost: copies of
-/// its parts, and how many more times it may go.
-#[derive(Debug)]
-struct Retry<M> {
-    headers: M,
-    data: M,
-    retries: u32,
-    inline: bool,
 }
 
 /// What a registered worker is doing, as `STATUS` shows it.
@@ -270,6 +253,7 @@ impl<M: Payload> BrokerState<M> {
             Status::Busy => self.counters.busy += 1,
             Status::NoWorker => self.counters.no_worker += 1,
             Status::BadRequest | Status::UnknownService => self.counters.bad_requests += 1,
+            Status::Cancelled => self.counters.cancelled += 1,
             Status::Ok | Status::HandlerError => {}
         }
         out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(msg.into()) });
@@ -379,7 +363,7 @@ impl<M: Payload> BrokerState<M> {
             }
             worker.state = WorkerState::Busy;
             let (deadline, received, priority) = (job.deadline, job.received, job.priority);
-            let inflight = InFlight { job_id, route: job.route, retry, deadline, received, priority };
+            let inflight = InFlight { job_id, route: job.route, retry, deadline, received, priority, cancelled: false };
             worker.jobs.push_back(inflight);
             let (headers, data, inline) = (job.headers, job.data, job.inline);
             out.push(Output::Job { worker: slot, job_id, timeout_ms, backlog, headers, data, inline });

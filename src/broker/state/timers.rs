@@ -140,7 +140,7 @@ impl<M: Payload> BrokerState<M> {
         self.drain(out);
         let held: Vec<InFlight<M>> =
             self.workers.iter_mut().flatten().flat_map(|w| std::mem::take(&mut w.jobs)).collect();
-        for job in held {
+        for job in held.into_iter().filter(|j| !j.cancelled) {
             self.reply(out, job.route, Status::WorkerLost, "the broker shut down before the worker answered");
         }
     }

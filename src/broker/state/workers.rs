@@ -130,14 +130,17 @@ impl<M: Payload> BrokerState<M> {
         worker.job_us = Some(worker.job_us.map_or(sample, |avg| avg * (1.0 - EWMA) + sample * EWMA));
         worker.current_since = now;
         let (pid, service, state, idle) = (worker.info.pid, worker.service, worker.state, worker.jobs.is_empty());
-        match status {
-            Status::Ok => self.counters.ok += 1,
-            Status::Timeout => self.counters.timeouts += 1,
-            _ => self.counters.errors += 1,
+        // A cancelled job's client has its answer: this one is dropped.
+        if !inflight.cancelled {
+            match status {
+                Status::Ok => self.counters.ok += 1,
+                Status::Timeout => self.counters.timeouts += 1,
+                _ => self.counters.errors += 1,
+            }
+            self.latency.record(now.saturating_duration_since(inflight.received).as_micros() as u64);
+            let body = if inline { super::Body::Frame(body) } else { super::Body::Payload(body) };
+            out.push(Output::Reply { route: inflight.route, status, pid, body });
         }
-        self.latency.record(now.saturating_duration_since(inflight.received).as_micros() as u64);
-        let body = if inline { super::Body::Frame(body) } else { super::Body::Payload(body) };
-        out.push(Output::Reply { route: inflight.route, status, pid, body });
         if state == WorkerState::Leaving {
             if idle {
                 self.forget(now, slot);
@@ -191,7 +194,10 @@ impl<M: Payload> BrokerState<M> {
             received: inflight.received,
             inline: false,
         };
-        self.requeued(service, now, job);
+        // A cancelled job is answered already: it does not wait again.
+        if !inflight.cancelled {
+            self.requeued(service, now, job);
+        }
         if idle && state == WorkerState::Leaving {
             self.forget(now, slot);
             out.push(Output::Disconnect { identity: identity.to_vec() });
@@ -288,7 +294,7 @@ impl<M: Payload> BrokerState<M> {
         let service = live(&mut self.workers, slot).service;
         self.forget(now, slot);
         // Reversed, so that pushing each to the front keeps their order.
-        for inflight in held.into_iter().rev() {
+        for inflight in held.into_iter().rev().filter(|j| !j.cancelled) {
             match inflight.retry {
                 Some(Retry { headers, data, retries, inline }) if inflight.deadline > now => {
                     self.counters.retried += 1;

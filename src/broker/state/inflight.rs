@@ -1,0 +1,62 @@
+//! Jobs in workers: what the broker keeps of each until its answer, and
+//! cancelling a client's job wherever it is (waiting, given ahead, running).
+
+use std::time::Instant;
+
+use super::{BrokerState, ClientRoute, Output, Payload};
+use crate::protocol::Status;
+
+/// A job a worker holds.
+#[derive(Debug)]
+pub(super) struct InFlight<M> {
+    pub job_id: u64,
+    pub route: ClientRoute<M>,
+    /// Kept only when the job may be retried.
+    pub retry: Option<Retry<M>>,
+    pub deadline: Instant,
+    pub received: Instant,
+    pub priority: u8,
+    /// Its client cancelled it and was answered: the worker's answer is
+    /// dropped, and it is neither retried nor answered again.
+    pub cancelled: bool,
+}
+
+/// What it takes to send a job again after its worker is lost: copies of
+/// its parts, and how many more times it may go.
+#[derive(Debug)]
+pub(super) struct Retry<M> {
+    pub headers: M,
+    pub data: M,
+    pub retries: u32,
+    pub inline: bool,
+}
+
+impl<M: Payload> BrokerState<M> {
+    /// `CANCEL` of request `req_id` from `client`. A waiting job is taken
+    /// out of its queue; a job a worker holds is marked, and the worker is
+    /// told (its handler may stop early; its answer is dropped). Either way
+    /// the client is answered `CANCELLED` now. A request already answered
+    /// (or never seen) is left alone: its answer went, or goes, as it is.
+    pub fn cancel(&mut self, now: Instant, client: &[u8], req_id: u64, out: &mut Vec<Output<M>>) {
+        let _ = now;
+        let ours = |route: &ClientRoute<M>| !route.legacy && route.req_id == req_id && route.identity.bytes() == client;
+        let waiting = self.services.iter_mut().map(|s| &mut s.queue).chain(std::iter::once(&mut self.limbo));
+        for queue in waiting {
+            if let Some(q) = queue.remove_first(|q| ours(&q.job.route)) {
+                self.unqueued(&q.job);
+                return self.reply(out, q.job.route, Status::Cancelled, "cancelled while waiting");
+            }
+        }
+        for (slot, worker) in self.workers.iter_mut().enumerate() {
+            let Some(worker) = worker else { continue };
+            let Some(held) = worker.jobs.iter_mut().find(|j| !j.cancelled && ours(&j.route)) else { continue };
+            held.cancelled = true;
+            held.retry = None;
+            let route = ClientRoute { identity: held.route.identity.duplicate(), req_id, legacy: false };
+            let job_id = held.job_id;
+            self.counters.cancelled_running += 1;
+            self.reply(out, route, Status::Cancelled, "cancelled while in a worker");
+            return out.push(Output::Cancel { worker: slot, job_id });
+        }
+    }
+}
