@@ -24,6 +24,7 @@ from ._errors import (
     Busy,
     BrokerLost,
     BrokerUnreachable,
+    Cancelled,
     Error,
     HandlerError,
     NoWorker,
@@ -48,6 +49,7 @@ __all__ = [
     "Busy",
     "UnknownService",
     "BrokerUnreachable",
+    "Cancelled",
     "BrokerLost",
     "BadRequest",
 ]

@@ -164,19 +164,25 @@ class Client(_native.Client):
     ) -> bytes:
         """``execute`` for asyncio: the same arguments, result and exceptions.
         No thread waits for it: the answer wakes the event loop. Cancelling
-        the awaiting task stops waiting (the job itself, already sent, still
-        runs; its answer is dropped)."""
+        the awaiting task cancels the job: a job still waiting at the broker
+        never runs, and a running one's handler is told (over ``unix://``;
+        over ZeroMQ it runs on and its answer is dropped)."""
         import asyncio
 
         loop = asyncio.get_running_loop()
         waiter = self._waiter(loop)
         future: "asyncio.Future[bytes]" = loop.create_future()
         key = waiter.add(future)
+        canceller = None
         try:
-            self.submit_to(
+            canceller = self.submit_to(
                 waiter.completions, key, data, headers, service=service, timeout=timeout, retry=retry
             )
             return await future
+        except asyncio.CancelledError:
+            if canceller is not None:
+                canceller.cancel()
+            raise
         finally:
             waiter.forget(key)
 

@@ -79,6 +79,11 @@ class Busy(Error):
     ``--max-queue-bytes``): the job was not taken. Try again later."""
 
 
+class Cancelled(Error):
+    """The job was cancelled (``Handle.cancel``, or the task awaiting
+    ``aexecute`` was cancelled) before its answer came."""
+
+
 class UnknownService(Error):
     """No worker has ever served the service named, while others exist."""
 

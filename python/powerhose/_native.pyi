@@ -26,9 +26,19 @@ class Handle:
 
     def done(self) -> bool:
         """Whether the result is there (``wait`` returns at once)."""
+    def cancel(self) -> bool:
+        """Cancels the job: ``wait`` then raises ``Cancelled`` at once, and
+        the broker and the worker's handler are told. False if its result
+        came first."""
     def wait(self) -> bytes:
         """The job's result, or its exception raised; waits (within the
         job's timeout) with the interpreter released. Once only."""
+
+class Canceller:
+    """Cancels a job sent with ``submit_to``."""
+
+    def cancel(self) -> bool:
+        """Cancels the job; False if its result came first."""
 
 class Completions:
     """A completion queue for one event loop's jobs of one client (asyncio)."""
@@ -93,7 +103,7 @@ class Client:
         service: Optional[str] = None,
         timeout: float = 5.0,
         retry: Union[bool, int] = False,
-    ) -> None:
+    ) -> Canceller:
         """Sends a job whose result lands in ``completions`` under ``key``."""
     def ping(self, *, timeout: float = 5.0) -> int:
         """The broker's process id (answered by the broker itself)."""

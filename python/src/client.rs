@@ -200,11 +200,13 @@ impl Client {
         service: Option<&str>,
         timeout: f64,
         retry: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Canceller> {
         let job = JobArgs { headers, service, retry }.job(crate::job::data(data)?)?;
         let shared = Arc::clone(&completions.shared);
         let timeout = seconds(timeout)?;
-        self.submitting(|client| client.submit_with(job, timeout, move |result| shared.push(key, result)))
+        let cancel =
+            self.submitting(|client| client.submit_with(job, timeout, move |result| shared.push(key, result)))?;
+        Ok(Canceller { cancel })
     }
 
     /// The broker's process id, answered by the broker itself (whatever its
@@ -258,11 +260,31 @@ impl Handle {
         self.job.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(JobHandle::is_ready)
     }
 
+    /// Cancels the job: `wait` then raises `Cancelled` at once; the broker
+    /// and the worker's handler are told. False if its result came first.
+    fn cancel(&self) -> bool {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(JobHandle::cancel)
+    }
+
     /// Waits for the result (within the job's timeout) and returns it or
     /// raises the job's exception; once only.
     fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let handle = self.job.lock().unwrap_or_else(|p| p.into_inner()).take();
         let handle = handle.ok_or_else(|| PyRuntimeError::new_err("this job's result was already taken"))?;
         Ok(PyBytes::new(py, &wait(py, handle)?))
+    }
+}
+
+/// Cancels a job sent with `submit_to` (its result then lands as `Cancelled`).
+#[pyclass(frozen, module = "powerhose._native")]
+pub struct Canceller {
+    cancel: powerhose::client::Cancel,
+}
+
+#[pymethods]
+impl Canceller {
+    /// Cancels the job; false if its result came first.
+    fn cancel(&self) -> bool {
+        self.cancel.cancel()
     }
 }

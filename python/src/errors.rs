@@ -22,6 +22,7 @@ fn class_of(e: &Error) -> &'static str {
         Error::BadRequest(_) => "BadRequest",
         Error::BrokerUnreachable { .. } | Error::LocalRefused { .. } => "BrokerUnreachable",
         Error::BrokerLost { .. } => "BrokerLost",
+        Error::Cancelled => "Cancelled",
         _ => "Error",
     }
 }

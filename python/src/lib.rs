@@ -90,6 +90,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     MAIN_THREAD.store(main, Ordering::Relaxed);
     m.add_class::<client::Client>()?;
     m.add_class::<client::Handle>()?;
+    m.add_class::<client::Canceller>()?;
     m.add_class::<completions::Completions>()?;
     m.add_class::<cluster::Cluster>()?;
     m.add_function(wrap_pyfunction!(worker_main, m)?)?;

@@ -101,3 +101,23 @@ def test_closing_the_client_removes_its_reader(cluster: Callable[..., powerhose.
             await client.aexecute(b"z")
 
     asyncio.run(main())
+
+
+def test_a_cancelled_task_cancels_its_job(cluster: Callable[..., powerhose.Cluster], runtime_dir: Path) -> None:
+    client = cluster(workers=1).client()
+    started, outcome = runtime_dir / "spin-started", runtime_dir / "spin-outcome"
+    spin = {"action": "spin", "ms": 60000, "file": str(started), "outcome": str(outcome)}
+
+    async def main() -> None:
+        task = asyncio.ensure_future(client.aexecute(b"spin", spin, timeout=60))
+        while not started.exists():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The handler saw the cancel and returned: the one worker is free.
+        assert await client.aexecute(b"next", timeout=10) == b"next"
+
+    asyncio.run(main())
+    assert outcome.read_text() == "cancelled"
+    assert client.status()["counters"]["cancelled"] == 1

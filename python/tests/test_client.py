@@ -4,6 +4,7 @@ of test_plugin workers): arguments, results, batches, handles, closing."""
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -171,3 +172,19 @@ def test_curve_credentials(procs: Processes, runtime_dir: Path, bin_dir: Path, p
     stranger = powerhose.Client(front, curve_secret=str(other / "stranger.key_secret"), curve_server=str(server))
     with pytest.raises(powerhose.BrokerUnreachable):
         stranger.ping(timeout=0.5)
+
+
+def test_a_handle_cancels_its_job(cluster: Callable[..., powerhose.Cluster], runtime_dir: Path) -> None:
+    client = cluster(workers=1).client()
+    started, outcome = runtime_dir / "spin-started", runtime_dir / "spin-outcome"
+    handle = client.submit(b"spin", {"action": "spin", "ms": 60000, "file": str(started), "outcome": str(outcome)})
+    deadline = time.monotonic() + 20
+    while not started.exists():
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.01)
+    assert handle.cancel()
+    with pytest.raises(powerhose.Cancelled):
+        handle.wait()
+    assert client.execute(b"next", timeout=10) == b"next"
+    assert outcome.read_text() == "cancelled"
+    assert not handle.cancel(), "its result was taken: nothing to cancel"

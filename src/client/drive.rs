@@ -5,20 +5,22 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::job::request_frames;
 use super::local::{DIAL_FIRST, DIAL_MAX};
 use super::mux::Outcome;
-use super::submit::{Done, Queue, Submission};
+use super::submit::{Queue, Submission, Token};
 use super::{Client, Route};
 use crate::error::Error;
 use crate::local::Conn;
+use crate::protocol::{Command, CommandFrame};
 
 /// A job sent and not yet answered.
 struct Sent {
     timeout: Duration,
-    done: Done,
+    done: Arc<Token>,
 }
 
 /// Runs until the client is gone and every job it submitted is answered.
@@ -31,7 +33,7 @@ pub(super) fn run(client: &Client, queue: &Queue) {
     let mut deadlines: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut conn: Option<Conn> = None;
     let (mut next_dial, mut pause) = (Instant::now(), DIAL_FIRST);
-    let finish = |s: Sent, outcome: Outcome| (s.done)(client.result(outcome, s.timeout, &client.endpoint));
+    let finish = |s: Sent, outcome: Outcome| s.done.finish(client.result(outcome, s.timeout, &client.endpoint));
     loop {
         wake.clear();
         let closed = queue.take_all(&mut unsent);
@@ -46,7 +48,7 @@ pub(super) fn run(client: &Client, queue: &Queue) {
                 Err(e) => {
                     // Refused for good (another user's broker): every waiting job says so.
                     for s in unsent.drain(..) {
-                        (s.done)(Err(clone_refusal(&e)));
+                        s.done.finish(Err(clone_refusal(&e)));
                     }
                 }
             }
@@ -55,10 +57,14 @@ pub(super) fn run(client: &Client, queue: &Queue) {
             for s in unsent.drain(..) {
                 let left = s.deadline.saturating_duration_since(now);
                 if left.is_zero() {
-                    (s.done)(Err(Error::Timeout(s.timeout)));
+                    s.done.finish(Err(Error::Timeout(s.timeout)));
                     continue;
                 }
                 let id = local.next_id();
+                // Cancelled while it waited here: never sent.
+                if !s.done.sending(Some(id)) {
+                    continue;
+                }
                 let frames = request_frames(id, s.job, left);
                 let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
                 c.queue(&parts);
@@ -71,7 +77,7 @@ pub(super) fn run(client: &Client, queue: &Queue) {
             let (late, waiting): (VecDeque<_>, _) = unsent.drain(..).partition(|s| s.deadline <= now);
             unsent = waiting;
             for s in late {
-                (s.done)(Err(client.unreachable(s.timeout)));
+                s.done.finish(Err(client.unreachable(s.timeout)));
             }
         }
         while let Some(&Reverse((deadline, id))) = deadlines.peek() {
@@ -88,6 +94,15 @@ pub(super) fn run(client: &Client, queue: &Queue) {
             Some(first) if conn.is_none() => Some(until.map_or(next_dial, |u| u.min(next_dial)).min(first)),
             _ => until,
         };
+        // Cancelled after they went: the broker is told; their answers
+        // (given already) are not awaited.
+        for id in queue.take_cancels() {
+            if sent.remove(&id).is_some() {
+                if let Some(c) = conn.as_mut() {
+                    c.queue(&[&CommandFrame::new(Command::Cancel, id, 0, b"").encode()]);
+                }
+            }
+        }
         let Some(c) = conn.as_mut() else {
             let ms = until.map_or(-1, |u| u.saturating_duration_since(now).as_micros().div_ceil(1000) as i64);
             let mut items = [wake.poll_item()];

@@ -19,7 +19,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use job::{JobRequest, TimeoutPolicy};
-pub use submit::{JobHandle, ZMQ_SUBMITTERS};
+pub use submit::{Cancel, JobHandle, ZMQ_SUBMITTERS};
 
 use crate::auth::CurveClient;
 use crate::error::{Error, Result};

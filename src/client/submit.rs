@@ -1,10 +1,11 @@
 //! Jobs handed over without waiting: [`Client::submit`] returns a
 //! [`JobHandle`] to wait on later, [`Client::submit_with`] calls a function
 //! with the result. What an event loop (Python's asyncio, say) builds on: no
-//! thread of the caller's waits, and none is started per job.
+//! thread of the caller's waits, and none is started per job. Either can be
+//! cancelled ([`JobHandle::cancel`], [`Cancel::cancel`]).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Client, JobRequest, Route};
@@ -18,6 +19,77 @@ pub type Done = Box<dyn FnOnce(Result<Vec<u8>>) + Send + 'static>;
 #[must_use = "a job's result is only seen through its handle"]
 pub struct JobHandle {
     slot: Arc<Slot>,
+    cancel: Cancel,
+}
+
+/// Cancels a submitted job: see [`Cancel::cancel`].
+#[derive(Clone)]
+pub struct Cancel {
+    token: Arc<Token>,
+    queue: Option<Arc<Queue>>,
+}
+
+impl Cancel {
+    /// Cancels the job, unless its result came first (then false). Its
+    /// result is `Err(Error::Cancelled)`, given at once (for
+    /// [`Client::submit_with`], on this thread). A job not sent yet is never
+    /// sent; one sent over `unix://` is cancelled at the broker too: taken
+    /// out of its queue, or its worker's handler told (plugins built
+    /// against plugin-api 0.1.1 see it). Over ZeroMQ a job already sent
+    /// runs on, its answer dropped.
+    pub fn cancel(&self) -> bool {
+        let (done, sent_as) = {
+            let mut state = self.token.lock();
+            (state.done.take(), state.req_id)
+        };
+        let Some(done) = done else { return false };
+        if let (Some(queue), Some(id)) = (&self.queue, sent_as) {
+            queue.cancel_sent(id);
+        }
+        done(Err(Error::Cancelled));
+        true
+    }
+}
+
+/// A submitted job's answer-to-be, shared by the thread that sends it and
+/// whoever may cancel it: whichever comes first takes `done`.
+#[derive(Default)]
+pub(super) struct Token(Mutex<TokenState>);
+
+#[derive(Default)]
+struct TokenState {
+    done: Option<Done>,
+    /// The request id it went out under (local transport).
+    req_id: Option<u64>,
+}
+
+impl Token {
+    fn new(done: Done) -> Token {
+        Token(Mutex::new(TokenState { done: Some(done), req_id: None }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TokenState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the result over, unless the job was cancelled (then it is dropped).
+    pub fn finish(&self, result: Result<Vec<u8>>) {
+        let done = self.lock().done.take();
+        if let Some(done) = done {
+            done(result);
+        }
+    }
+
+    /// Whether the job may go out (it was not cancelled); `Some(id)` also
+    /// records the request id it goes under, for a cancel that comes later.
+    pub fn sending(&self, id: Option<u64>) -> bool {
+        let mut state = self.lock();
+        if state.done.is_none() {
+            return false;
+        }
+        state.req_id = id;
+        true
+    }
 }
 
 #[derive(Default)]
@@ -66,6 +138,17 @@ impl JobHandle {
     pub fn is_ready(&self) -> bool {
         self.slot.result.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
+
+    /// Cancels the job (see [`Cancel::cancel`]); [`JobHandle::wait`] then
+    /// returns `Err(Error::Cancelled)` at once. False if the result came first.
+    pub fn cancel(&self) -> bool {
+        self.cancel.cancel()
+    }
+
+    /// What cancels the job, for another thread to keep.
+    pub fn canceller(&self) -> Cancel {
+        self.cancel.clone()
+    }
 }
 
 impl Client {
@@ -74,8 +157,8 @@ impl Client {
     pub fn submit(&self, job: impl Into<JobRequest>, timeout: Duration) -> JobHandle {
         let slot = Arc::new(Slot::default());
         let filled = Arc::clone(&slot);
-        self.submit_with(job, timeout, move |result| filled.put(result));
-        JobHandle { slot }
+        let cancel = self.submit_with(job, timeout, move |result| filled.put(result));
+        JobHandle { slot, cancel }
     }
 
     /// Sends a job and returns at once; `done` is called once with its
@@ -92,14 +175,19 @@ impl Client {
         job: impl Into<JobRequest>,
         timeout: Duration,
         done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
-    ) {
+    ) -> Cancel {
+        let token = Arc::new(Token::new(Box::new(done)));
         let submission =
-            Submission { job: job.into(), timeout, deadline: Instant::now() + timeout, done: Box::new(done) };
+            Submission { job: job.into(), timeout, deadline: Instant::now() + timeout, done: Arc::clone(&token) };
         let queue = match self.submitter.get_or_init(|| Submitter::start(self)) {
             Ok(submitter) => &submitter.queue,
-            Err(e) => return (submission.done)(Err(Error::BadFlag(format!("cannot submit: {e}")))),
+            Err(e) => {
+                submission.done.finish(Err(Error::BadFlag(format!("cannot submit: {e}"))));
+                return Cancel { token, queue: None };
+            }
         };
         queue.push(submission);
+        Cancel { token, queue: Some(Arc::clone(queue)) }
     }
 }
 
@@ -111,7 +199,7 @@ pub(super) struct Submission {
     pub job: JobRequest,
     pub timeout: Duration,
     pub deadline: Instant,
-    pub done: Done,
+    pub done: Arc<Token>,
 }
 
 /// Submitted jobs not yet taken by the client's thread.
@@ -122,6 +210,8 @@ pub(super) struct Queue {
     ready: Condvar,
     /// For the local driver, which waits on its connection too.
     pub wake: Option<Wakeup>,
+    /// Request ids of sent jobs cancelled since the driver last looked.
+    cancels: Mutex<Vec<u64>>,
 }
 
 impl Queue {
@@ -131,6 +221,18 @@ impl Queue {
         if let Some(wake) = &self.wake {
             wake.trigger();
         }
+    }
+
+    fn cancel_sent(&self, id: u64) {
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        if let Some(wake) = &self.wake {
+            wake.trigger();
+        }
+    }
+
+    /// Request ids of sent jobs cancelled since the last call.
+    pub fn take_cancels(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.cancels.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Everything queued, and whether the client is gone (nothing more comes).
@@ -185,8 +287,12 @@ impl Submitter {
             let (q, own) = (Arc::clone(&queue), Arc::clone(&own));
             spawn("powerhose-submit", move || {
                 while let Some(s) = q.take_one() {
+                    // Cancelled while it waited here: never sent.
+                    if !s.done.sending(None) {
+                        continue;
+                    }
                     let left = s.deadline.saturating_duration_since(Instant::now());
-                    (s.done)(match left.is_zero() {
+                    s.done.finish(match left.is_zero() {
                         true => Err(Error::Timeout(s.timeout)),
                         false => own.execute(s.job, left).map_err(|e| match e {
                             // The caller's timeout, not what was left of it.

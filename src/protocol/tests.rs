@@ -34,19 +34,19 @@ fn bad_command_frames_are_errors() {
 
 #[test]
 fn statuses_round_trip_and_unknown_is_none() {
-    for v in 0..8 {
+    for v in 0..9 {
         assert_eq!(Status::from_u32(v).unwrap() as u32, v);
     }
-    assert_eq!(Status::from_u32(8), None);
+    assert_eq!(Status::from_u32(9), None);
 }
 
 #[test]
 fn every_variant_decodes_back_to_itself() {
-    assert_eq!(Command::ALL.len(), 12);
+    assert_eq!(Command::ALL.len(), 14);
     for &c in Command::ALL {
         assert_eq!(Command::from_byte(c as u8), Some(c));
     }
-    assert_eq!(Status::ALL.len(), 8);
+    assert_eq!(Status::ALL.len(), 9);
     for &s in Status::ALL {
         assert_eq!(Status::from_u32(s as u32), Some(s));
     }

@@ -109,6 +109,7 @@ impl JobLoop<'_> {
             }
             Command::Heartbeat => {}
             Command::Disconnect => self.link.on_disconnect(origin),
+            Command::CancelJob => self.link.on_cancel(&sockets, origin, cmd.id),
             other => tracing::warn!("unexpected {other:?} from the broker ignored"),
         }
         Ok((sockets, false))
@@ -132,16 +133,20 @@ impl JobLoop<'_> {
             Ok(headers) => {
                 let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
                 let running = Running { origin, job_id, started, headers: summary, timed_out: false };
+                self.link.cancelled.store(false, Ordering::Release);
                 *Link::lock(&self.link.running) = Some(running);
                 drop(sockets);
-                let cancelled = std::sync::atomic::AtomicBool::new(false);
-                let outcome = self.plugin.handle_job(headers.iter().copied(), data, job_id, &cancelled);
+                let outcome = self.plugin.handle_job(headers.iter().copied(), data, job_id, &self.link.cancelled);
                 sockets = Link::lock(&self.link.sockets);
                 let limit = self.options.max_message_bytes;
                 // The broker's limit is the whole message's: the RESULT
                 // frame's head counts too.
                 let head = COMMAND_LEN + ResultTail { still_busy: false, run_us: None }.encode().0.len();
                 match outcome {
+                    // The broker answered its client already: nothing to carry.
+                    _ if self.link.cancelled.load(Ordering::Acquire) => {
+                        (Status::Cancelled, HandlerOutput::Text(String::new()))
+                    }
                     Ok(out) if out.len().saturating_add(head) > limit => {
                         let msg =
                             format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());

@@ -150,6 +150,9 @@ struct Link {
     running: Mutex<Option<Running>>,
     /// DISCONNECT sent: no new job will come once the brokers acknowledge.
     unregistered: AtomicBool,
+    /// The running job was cancelled (the handler sees it through its
+    /// `JobContext`); cleared as each job starts.
+    cancelled: AtomicBool,
     /// The job thread has left: the pulse thread may end.
     finished: AtomicBool,
     /// Messages the pulse thread read while a job ran, for the job thread:
@@ -176,6 +179,29 @@ impl Link {
     /// When broker `i` was last heard from (`None`: never, or forgotten).
     fn last_heard(&self, i: usize) -> Option<Instant> {
         *Link::lock(&self.peers[i].last_heard)
+    }
+
+    /// `CANCEL_JOB` from broker `origin`; call with the sockets locked. The
+    /// running handler is told; a job given ahead and not started is
+    /// answered `CANCELLED` unrun; one already answered is left alone.
+    fn on_cancel(&self, sockets: &[BrokerSocket], origin: usize, job_id: u64) {
+        if Link::lock(&self.running).as_ref().is_some_and(|r| r.origin == origin && r.job_id == job_id) {
+            self.cancelled.store(true, Ordering::Release);
+            tracing::debug!(job_id, "the running job was cancelled");
+            return;
+        }
+        let is_it = |(o, frames): &FromBroker| {
+            let head = frames.first().and_then(|f| crate::protocol::CommandFrame::decode(f).ok());
+            *o == origin && head.is_some_and(|c| c.command == crate::protocol::Command::Job && c.id == job_id)
+        };
+        let waiting = {
+            let mut stash = Link::lock(&self.stash);
+            stash.iter().position(is_it).and_then(|at| stash.remove(at))
+        };
+        if waiting.is_some() {
+            let status = crate::protocol::Status::Cancelled;
+            let _ = wire::send_result(&sockets[origin], job_id, status, Default::default(), zmq::Message::new());
+        }
     }
 
     /// Sends the held results, if any; call with the sockets locked.
@@ -251,6 +277,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         running: Mutex::new(None),
         unregistered: AtomicBool::new(false),
         finished: AtomicBool::new(false),
+        cancelled: AtomicBool::new(false),
         stash: Mutex::new(std::collections::VecDeque::new()),
         held: Mutex::new(Held::default()),
         timer: Timer::new().map_err(Error::io("creating the coalescing timer"))?,

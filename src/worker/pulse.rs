@@ -86,6 +86,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
                 link.heard(i);
                 match frames.first().map(|f| CommandFrame::decode(f)) {
                     Some(Ok(cmd)) if cmd.command == Command::Disconnect => link.on_disconnect(i),
+                    Some(Ok(cmd)) if cmd.command == Command::CancelJob => link.on_cancel(&sockets, i, cmd.id),
                     // Another broker's job: we are busy, it goes back at once
                     // and that broker waits for our READY.
                     Some(Ok(cmd)) if cmd.command == Command::Job && i != running.origin => {

@@ -54,6 +54,22 @@ impl Plugin for Misbehave {
                 nap(number("ms")?);
                 Ok(job.data().to_vec())
             }
+            "spin" => {
+                // Runs until cancelled (or `ms` pass), then says which in the
+                // file named by `outcome`: tests see that the handler saw it.
+                if let Some(path) = job.header("file") {
+                    std::fs::write(path, std::process::id().to_string()).map_err(|e| format!("{path}: {e}"))?;
+                }
+                let deadline = std::time::Instant::now() + Duration::from_millis(number("ms")?);
+                while !job.is_cancelled() && std::time::Instant::now() < deadline {
+                    nap(2);
+                }
+                let seen = if job.is_cancelled() { "cancelled" } else { "finished" };
+                if let Some(path) = job.header("outcome") {
+                    std::fs::write(path, seen).map_err(|e| format!("{path}: {e}"))?;
+                }
+                Ok(seen.as_bytes().to_vec())
+            }
             "gate" => {
                 // Runs until the file named by `until` exists (at most a
                 // minute): tests open the gate when they are ready.
