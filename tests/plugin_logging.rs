@@ -74,16 +74,19 @@ fn plugin_events_reach_the_worker_log_with_plugin_job_and_pid_at_its_level() {
 
 #[test]
 fn with_rust_log_debug_the_worker_shows_the_plugins_debug_records() {
-    let dir = TestDir::new();
-    let _broker = start_broker(&dir, &[]);
-    let worker = worker_logging_at(&dir, Some("debug"));
-    log(&dir, "log", "debug", "now-you-see-me");
-    log(&dir, "log", "trace", "but-not-me");
-    log(&dir, "log", "info", "the-end");
-    let line = line_with(&worker, "now-you-see-me");
-    assert!(line.contains("DEBUG") && line.contains(&format!("pid={}", worker.pid())), "{line}");
-    line_with(&worker, "the-end");
-    assert!(!worker.stderr().contains("but-not-me"), "{}", worker.stderr());
+    // Everything at debug, or the plugins' records only (target `plugin`).
+    for rust_log in ["debug", "info,plugin=debug"] {
+        let dir = TestDir::new();
+        let _broker = start_broker(&dir, &[]);
+        let worker = worker_logging_at(&dir, Some(rust_log));
+        log(&dir, "log", "debug", "now-you-see-me");
+        log(&dir, "log", "trace", "but-not-me");
+        log(&dir, "log", "info", "the-end");
+        let line = line_with(&worker, "now-you-see-me");
+        assert!(line.contains("DEBUG") && line.contains(&format!("pid={}", worker.pid())), "{rust_log}: {line}");
+        line_with(&worker, "the-end");
+        assert!(!worker.stderr().contains("but-not-me"), "{rust_log}: {}", worker.stderr());
+    }
 }
 
 #[test]
