@@ -16,6 +16,17 @@
 //! export_plugin!(Echo);
 //! ```
 //!
+//! # Logging
+//!
+//! A plugin logs with `tracing::info!` (or `log::info!`), its crate depending
+//! on `tracing` or `log` itself. [`export_plugin!`] wires the rest: when the
+//! worker hands over its [`LogSink`], before `init`, this crate installs a
+//! subscriber and a logger as the plugin's own (its static copies of
+//! `tracing` and `log`, the ones the author's macros use) that pass each
+//! record at or below the worker's level to the worker, message and fields
+//! on one line; the worker logs it with the plugin's name, its pid and the
+//! job's id. A subscriber or logger the author installed first stays.
+//!
 //! # Rules for evolving the interface
 //!
 //! The root module [`PluginMod`] and the handler [`RawHandler`] are

@@ -8,6 +8,7 @@
 mod brokers;
 mod builder;
 mod options;
+mod output;
 mod policy;
 #[cfg(test)]
 mod policy_tests;

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use crate::sys::notify::{Watchdog, WATCHDOG_PID, WATCHDOG_USEC};
 use crate::syscall;
 use crate::wakeup::Wakeup;
 
+use super::output;
 use super::policy::{ExitFacts, RestartPolicy, Verdict};
 use super::registry::Registry;
 use super::scale;
@@ -40,6 +41,8 @@ impl Spawner {
         };
         // systemd's watchdog is the pool's, never a worker's.
         cmd.env_remove(WATCHDOG_USEC).env_remove(WATCHDOG_PID);
+        // Relayed with the worker's pid on each line (see `output`).
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: prctl is async-signal-safe (and so is reading errno). Workers
         // must not outlive the supervisor thread (it is the one that forks
         // them), so a refusal fails the spawn. SIGKILL, not SIGTERM: the broker
@@ -48,8 +51,9 @@ impl Spawner {
         unsafe {
             cmd.pre_exec(|| syscall!(prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL)).map(drop));
         }
-        let child = cmd.spawn().map_err(Error::io(format!("starting {}", self.exe.display())))?;
-        Ok(Managed { child, started: Instant::now(), retiring: false })
+        let mut child = cmd.spawn().map_err(Error::io(format!("starting {}", self.exe.display())))?;
+        let relays = output::relay_child(&mut child);
+        Ok(Managed { child, started: Instant::now(), retiring: false, relays })
     }
 }
 
@@ -58,6 +62,8 @@ struct Managed {
     started: Instant,
     /// Asked to leave (reload, scale down, stop): its exit is expected.
     retiring: bool,
+    /// The threads relaying its stdout and stderr; they end with its pipes.
+    relays: Vec<JoinHandle<()>>,
 }
 
 impl Managed {
@@ -348,7 +354,9 @@ impl Supervisor {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        self.workers.clear();
+        // The workers' last lines, before the process may exit.
+        let relays = self.workers.drain(..).flat_map(|w| w.relays).collect();
+        output::finish(relays, Instant::now() + Duration::from_secs(1));
         self.broker_stop.trigger();
         match self.broker.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,

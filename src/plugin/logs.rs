@@ -55,7 +55,7 @@ extern "C" fn emit(level: u8, target: RStr<'_>, message: RStr<'_>) {
     let pid = std::process::id();
     macro_rules! relay {
         ($level:expr) => {
-            tracing::event!(target: "plugin", $level, plugin, pid, job, target, "{message}")
+            tracing::event!(target: "plugin", $level, plugin = %plugin, pid, job, target = %target, "{message}")
         };
     }
     match level {

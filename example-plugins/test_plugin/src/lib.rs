@@ -5,7 +5,10 @@
 //! `panic`, `sleep` (`ms` header; a `file` header is written when it starts), `abort` (aborts the process), `segfault`,
 //! `hang` (never returns), `large` (returns `bytes` bytes), `pid` (returns the
 //! worker's process id), `mark` (appends a line to the file in the `file`
-//! header, so tests can count runs; then echoes).
+//! header, so tests can count runs; then echoes), `log` (logs the data through
+//! `tracing` at the `level` header's level, default info), `log_crate` (the same
+//! through the `log` crate), `print` (the data to stdout and to stderr; returns
+//! the worker's process id), `spew` (`bytes` bytes of `x` to stderr, no newline).
 //!
 //! Params: `{"init_sleep_ms": N}` slows init down, `{"fail_init": "msg"}` makes it fail,
 //! `{"panic_init": true}` makes it panic,
@@ -100,6 +103,41 @@ impl Plugin for Misbehave {
                     .open(path)
                     .map_err(|e| format!("{path}: {e}"))?;
                 file.write_all(job.data()).and_then(|_| file.write_all(b"\n")).map_err(|e| format!("{path}: {e}"))?;
+                Ok(job.data().to_vec())
+            }
+            "log" => {
+                let (text, bytes) = (String::from_utf8_lossy(job.data()), job.data().len());
+                match job.header("level").unwrap_or("info") {
+                    "error" => tracing::error!(bytes, "{text}"),
+                    "warn" => tracing::warn!(bytes, "{text}"),
+                    "info" => tracing::info!(bytes, "{text}"),
+                    "debug" => tracing::debug!(bytes, "{text}"),
+                    "trace" => tracing::trace!(bytes, "{text}"),
+                    other => return Err(format!("unknown level {other:?}")),
+                }
+                Ok(job.data().to_vec())
+            }
+            "log_crate" => {
+                let level = job.header("level").unwrap_or("info");
+                let level: log::Level = level.parse().map_err(|_| format!("unknown level {level:?}"))?;
+                log::log!(level, "{}", String::from_utf8_lossy(job.data()));
+                Ok(job.data().to_vec())
+            }
+            "print" => {
+                let text = String::from_utf8_lossy(job.data());
+                println!("{text}");
+                eprintln!("{text}");
+                Ok(std::process::id().to_string().into_bytes())
+            }
+            "spew" => {
+                let chunk = [b'x'; 64 * 1024];
+                let mut left = number("bytes")? as usize;
+                let mut stderr = std::io::stderr().lock();
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    stderr.write_all(&chunk[..n]).map_err(|e| format!("stderr: {e}"))?;
+                    left -= n;
+                }
                 Ok(job.data().to_vec())
             }
             other => Err(format!("unknown action {other:?}")),
