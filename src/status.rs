@@ -137,6 +137,10 @@ pub struct Counters {
     /// Of those, jobs a worker was running: it was told, and its answer dropped.
     #[serde(default)]
     pub cancelled_running: u64,
+    /// Jobs given ahead that a worker was asked to give back unrun, for a
+    /// job of higher priority.
+    #[serde(default)]
+    pub recalled: u64,
 }
 
 /// A latency distribution in milliseconds (about 3% resolution).

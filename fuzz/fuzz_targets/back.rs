@@ -56,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
                 let route = ClientRoute { identity: vec![1], req_id: req, legacy: false };
                 let deadline = now + Duration::from_millis(u64::from(chunk.get(1).copied().unwrap_or(50)) * 10);
                 let inline = chunk.get(2).is_some_and(|b| b & 1 == 1);
-                let job = Job { route, headers: vec![], data: chunk.to_vec(), deadline, retries, received: now, inline };
+                let priority = chunk.get(3).copied().unwrap_or(5) % 12;
+                let data = chunk.to_vec();
+                let job = Job { route, headers: vec![], data, deadline, retries, priority, received: now, inline };
                 let service = ["", "a", "b", "zz"][(op as usize / 8) % 4];
                 state.submit(now, service, job, &mut out);
             }
@@ -64,16 +66,20 @@ fuzz_target!(|data: &[u8]| {
                 now += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(1)) * 20);
                 state.tick(now, |_| powerhose::broker::state::Vitality::Gone, &mut out);
             }
-            _ => {
-                if chunk.first() == Some(&0xff) {
-                    state.drain(&mut out);
+            _ => match chunk.first().copied().unwrap_or(0) {
+                0xff => state.drain(&mut out),
+                // A client cancels one of its requests (sent, answered or not).
+                b if b & 0x80 != 0 => {
+                    let back = u64::from(chunk.get(1).copied().unwrap_or(0) % 8);
+                    let client: &[u8] = if b & 1 == 0 { &[1] } else { &[2] };
+                    state.cancel(now, client, req.saturating_sub(back), &mut out);
                 }
-                state.worker_died(now, u32::from(op), "h", &mut out);
-            }
+                _ => state.worker_died(now, u32::from(op), "h", &mut out),
+            },
         }
-        // Every job or heartbeat the state asks to send must name a live worker.
+        // Every message the state asks to send a worker must name a live one.
         for o in out.drain(..) {
-            if let Output::Job { worker, .. } | Output::Heartbeat { worker } = o {
+            if let Output::Job { worker, .. } | Output::Heartbeat { worker } | Output::Cancel { worker, .. } = o {
                 assert!(state.worker_identity(worker).is_some(), "an output names a freed worker slot");
             }
         }

@@ -146,6 +146,9 @@ wire_enum! {
         /// Broker → worker: job `id` is cancelled: its handler is told (it
         /// may return early), or, not started yet, it is answered unrun.
         CancelJob = 0x22,
+        /// Broker → worker: give job `id` back unrun (`RETURN`) if it has
+        /// not started: a job of higher priority waits behind it.
+        Recall = 0x23,
     }
 }
 

@@ -110,6 +110,7 @@ impl JobLoop<'_> {
             Command::Heartbeat => {}
             Command::Disconnect => self.link.on_disconnect(origin),
             Command::CancelJob => self.link.on_cancel(&sockets, origin, cmd.id),
+            Command::Recall => self.link.on_recall(&sockets, origin, cmd.id),
             other => tracing::warn!("unexpected {other:?} from the broker ignored"),
         }
         Ok((sockets, false))
@@ -135,6 +136,16 @@ impl JobLoop<'_> {
                 let running = Running { origin, job_id, started, headers: summary, timed_out: false };
                 self.link.cancelled.store(false, Ordering::Release);
                 *Link::lock(&self.link.running) = Some(running);
+                // A long job: the pulse wakes to read cancels and recalls
+                // while it runs (it sleeps a heartbeat otherwise). Not for a
+                // worker of several brokers: its pulse would give the other
+                // brokers' jobs back at every job, and their turns between
+                // jobs keep it fair (it sweeps once it wakes, as before).
+                let long = self.expected_us.get() >= super::pulse::CONTROL_SWEEP.as_micros() as f64;
+                self.link.long_jobs.store(long, Ordering::Relaxed);
+                if long && self.link.peers.len() == 1 && Link::lock(&self.link.held).is_empty() {
+                    self.link.timer.set(super::pulse::CONTROL_SWEEP);
+                }
                 drop(sockets);
                 let outcome = self.plugin.handle_job(headers.iter().copied(), data, job_id, &self.link.cancelled);
                 sockets = Link::lock(&self.link.sockets);

@@ -153,6 +153,9 @@ struct Link {
     /// The running job was cancelled (the handler sees it through its
     /// `JobContext`); cleared as each job starts.
     cancelled: AtomicBool,
+    /// Jobs here take [`pulse::CONTROL_SWEEP`] or more: the pulse reads the
+    /// broker's messages while each runs.
+    long_jobs: AtomicBool,
     /// The job thread has left: the pulse thread may end.
     finished: AtomicBool,
     /// Messages the pulse thread read while a job ran, for the job thread:
@@ -190,18 +193,29 @@ impl Link {
             tracing::debug!(job_id, "the running job was cancelled");
             return;
         }
-        let is_it = |(o, frames): &FromBroker| {
-            let head = frames.first().and_then(|f| crate::protocol::CommandFrame::decode(f).ok());
-            *o == origin && head.is_some_and(|c| c.command == crate::protocol::Command::Job && c.id == job_id)
-        };
-        let waiting = {
-            let mut stash = Link::lock(&self.stash);
-            stash.iter().position(is_it).and_then(|at| stash.remove(at))
-        };
-        if waiting.is_some() {
+        if self.unstash(origin, job_id).is_some() {
             let status = crate::protocol::Status::Cancelled;
             let _ = wire::send_result(&sockets[origin], job_id, status, Default::default(), zmq::Message::new());
         }
+    }
+
+    /// `RECALL` from broker `origin`; call with the sockets locked. A job
+    /// given ahead and not started goes back unrun, for a job of higher
+    /// priority to go first; one that started runs on.
+    fn on_recall(&self, sockets: &[BrokerSocket], origin: usize, job_id: u64) {
+        if let Some(frames) = self.unstash(origin, job_id) {
+            pulse::give_back_for(&sockets[origin], frames, 0, "a job of higher priority waits behind it");
+        }
+    }
+
+    /// Takes job `job_id` of broker `origin` out of the stash, if it waits there.
+    fn unstash(&self, origin: usize, job_id: u64) -> Option<Vec<zmq::Message>> {
+        let is_it = |(o, frames): &FromBroker| {
+            let head = frames.first().and_then(|f| CommandFrame::decode(f).ok());
+            *o == origin && head.is_some_and(|c| c.command == Command::Job && c.id == job_id)
+        };
+        let mut stash = Link::lock(&self.stash);
+        stash.iter().position(is_it).and_then(|at| stash.remove(at)).map(|(_, frames)| frames)
     }
 
     /// Sends the held results, if any; call with the sockets locked.
@@ -277,6 +291,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         running: Mutex::new(None),
         unregistered: AtomicBool::new(false),
         finished: AtomicBool::new(false),
+        long_jobs: AtomicBool::new(false),
         cancelled: AtomicBool::new(false),
         stash: Mutex::new(std::collections::VecDeque::new()),
         held: Mutex::new(Held::default()),

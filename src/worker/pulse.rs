@@ -21,6 +21,13 @@ use crate::wakeup::Wakeup;
 /// the longest such a job waits before another worker may take it.
 const ELSEWHERE_SWEEP: Duration = Duration::from_millis(10);
 
+/// While a long job runs (one that has run this long, or any job of a
+/// worker whose jobs take this long), how often the pulse reads what the
+/// broker sent: a cancel reaches the handler, and a job asked back for a
+/// higher one goes back, within about this. Short jobs are not swept: the
+/// job thread reads their broker's messages between jobs.
+pub(super) const CONTROL_SWEEP: Duration = Duration::from_millis(5);
+
 pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
     let interval = options.heartbeat_interval;
     let mut items = [shutdown.poll_item(), link.timer.poll_item()];
@@ -35,6 +42,9 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
             wait = interval.saturating_sub(last_beat.elapsed());
             if link.peers.len() > 1 {
                 wait = wait.min(ELSEWHERE_SWEEP);
+            }
+            if link.long_jobs.load(Ordering::Relaxed) || r.started.elapsed() >= CONTROL_SWEEP {
+                wait = wait.min(CONTROL_SWEEP);
             }
             for limit in [options.timeout.filter(|_| !r.timed_out), options.hard_timeout].into_iter().flatten() {
                 wait = wait.min((r.started + limit).saturating_duration_since(Instant::now()));
@@ -87,6 +97,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
                 match frames.first().map(|f| CommandFrame::decode(f)) {
                     Some(Ok(cmd)) if cmd.command == Command::Disconnect => link.on_disconnect(i),
                     Some(Ok(cmd)) if cmd.command == Command::CancelJob => link.on_cancel(&sockets, i, cmd.id),
+                    Some(Ok(cmd)) if cmd.command == Command::Recall => link.on_recall(&sockets, i, cmd.id),
                     // Another broker's job: we are busy, it goes back at once
                     // and that broker waits for our READY.
                     Some(Ok(cmd)) if cmd.command == Command::Job && i != running.origin => {
@@ -172,6 +183,11 @@ fn recv(socket: &BrokerSocket) -> Option<Vec<zmq::Message>> {
 /// `RETURN`s a job the worker will not run: always headers in the command
 /// frame and data in a frame of its own, whichever form the `JOB` had.
 pub(super) fn give_back(socket: &BrokerSocket, frames: Vec<zmq::Message>, arg: u32) {
+    give_back_for(socket, frames, arg, "the handler is stuck");
+}
+
+/// [`give_back`], saying `why` in the log (unless busy elsewhere, which is routine).
+pub(super) fn give_back_for(socket: &BrokerSocket, frames: Vec<zmq::Message>, arg: u32, why: &str) {
     let mut frames = frames.into_iter();
     let Some(head) = frames.next() else { return };
     let Ok(cmd) = CommandFrame::decode(&head) else { return };
@@ -187,6 +203,6 @@ pub(super) fn give_back(socket: &BrokerSocket, frames: Vec<zmq::Message>, arg: u
     if arg & RETURN_ELSEWHERE != 0 {
         tracing::debug!(job_id = cmd.id, "job given back: busy with another broker's job");
     } else {
-        tracing::info!(job_id = cmd.id, "job given back to the broker: the handler is stuck");
+        tracing::info!(job_id = cmd.id, "job given back to the broker: {why}");
     }
 }

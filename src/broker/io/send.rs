@@ -44,11 +44,8 @@ impl Io<'_> {
                         self.send_to(true, [identity.into(), (&self.buf[..]).into(), data])
                     }
                 }
-                Output::Cancel { worker, job_id } => {
-                    let Some(identity) = state.worker_identity(worker) else { continue };
-                    CommandFrame::new(Command::CancelJob, job_id, 0, b"").encode_into(&mut self.buf);
-                    self.send_to(true, [identity.into(), (&self.buf[..]).into()])
-                }
+                Output::Cancel { worker, job_id } => self.send_about_job(state, worker, Command::CancelJob, job_id),
+                Output::Recall { worker, job_id } => self.send_about_job(state, worker, Command::Recall, job_id),
                 Output::Heartbeat { worker } => {
                     let Some(identity) = state.worker_identity(worker) else { continue };
                     CommandFrame::new(Command::Heartbeat, 0, 0, b"").encode_into(&mut self.buf);
@@ -63,6 +60,19 @@ impl Io<'_> {
                 tracing::debug!("dropped a message to a departed peer: {e}");
             }
         }
+    }
+
+    /// `CANCEL_JOB` or `RECALL` of job `job_id` to the worker in `slot`.
+    fn send_about_job(
+        &mut self,
+        state: &BrokerState<Msg>,
+        slot: usize,
+        command: Command,
+        job_id: u64,
+    ) -> Result<(), zmq::Error> {
+        let Some(identity) = state.worker_identity(slot) else { return Ok(()) };
+        CommandFrame::new(command, job_id, 0, b"").encode_into(&mut self.buf);
+        self.send_to(true, [identity.into(), (&self.buf[..]).into()])
     }
 
     fn send_reply(

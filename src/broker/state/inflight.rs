@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use super::{BrokerState, ClientRoute, Output, Payload};
-use crate::protocol::Status;
+use super::{live, BrokerState, ClientRoute, Output, Payload, WorkerState};
+use crate::protocol::{Status, PRIORITY_AGE_STEP};
 
 /// A job a worker holds.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub(super) struct InFlight<M> {
     /// Its client cancelled it and was answered: the worker's answer is
     /// dropped, and it is neither retried nor answered again.
     pub cancelled: bool,
+    /// Asked back for a job of higher priority (asked once).
+    pub recalled: bool,
 }
 
 /// What it takes to send a job again after its worker is lost: copies of
@@ -57,6 +59,49 @@ impl<M: Payload> BrokerState<M> {
             self.counters.cancelled_running += 1;
             self.reply(out, route, Status::Cancelled, "cancelled while in a worker");
             return out.push(Output::Cancel { worker: slot, job_id });
+        }
+    }
+}
+
+impl<M: Payload> BrokerState<M> {
+    /// Asks the worker in `slot` back for the jobs it holds ahead (not the
+    /// one it runs, none from `upto` on) of lower priority than `priority`:
+    /// given back unrun, they wait first in their lanes and the higher job
+    /// goes ahead of them. Only jobs the broker received within the last
+    /// [`PRIORITY_AGE_STEP`] are asked back, each once: a low job is not
+    /// sent to and fro without end under a stream of higher ones.
+    pub(super) fn recall_below(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        priority: u8,
+        upto: usize,
+        out: &mut Vec<Output<M>>,
+    ) {
+        let worker = live(&mut self.workers, slot);
+        if worker.state != WorkerState::Busy {
+            return;
+        }
+        let ahead = worker.jobs.iter_mut().take(upto).skip(1);
+        for held in ahead.filter(|j| !j.recalled && !j.cancelled && j.priority < priority) {
+            if now.saturating_duration_since(held.received) < PRIORITY_AGE_STEP {
+                held.recalled = true;
+                self.counters.recalled += 1;
+                out.push(Output::Recall { worker: slot, job_id: held.job_id });
+            }
+        }
+    }
+
+    /// A job of `priority` waits in service `i`'s queue with no worker to
+    /// take it: one worker holding lower jobs ahead is asked for them back.
+    pub(super) fn recall_for(&mut self, now: Instant, i: usize, priority: u8, out: &mut Vec<Output<M>>) {
+        let holder = self.workers.iter().enumerate().find_map(|(slot, w)| {
+            let w = w.as_ref()?;
+            let lower = |j: &InFlight<M>| !j.recalled && j.priority < priority;
+            (w.service == i && w.state == WorkerState::Busy && w.jobs.iter().skip(1).any(lower)).then_some(slot)
+        });
+        if let Some(slot) = holder {
+            self.recall_below(now, slot, priority, usize::MAX, out);
         }
     }
 }

@@ -94,6 +94,14 @@ pub enum Output<M> {
         /// The broker's id for the job.
         job_id: u64,
     },
+    /// The worker in slot `worker` should give job `job_id` back unrun:
+    /// a job of higher priority waits behind it.
+    Recall {
+        /// The worker's slot.
+        worker: usize,
+        /// The broker's id for the job.
+        job_id: u64,
+    },
     /// A heartbeat for a worker.
     Heartbeat {
         /// The worker's slot.

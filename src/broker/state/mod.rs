@@ -42,6 +42,8 @@ mod prefetch_tests;
 #[cfg(test)]
 mod priority_tests;
 #[cfg(test)]
+mod recall_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod tests;
@@ -342,7 +344,10 @@ impl<M: Payload> BrokerState<M> {
                 self.reply(out, job.route, Status::Timeout, "job expired while queued");
                 continue;
             }
-            let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else { return };
+            let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else {
+                let waiting = self.services[i].queue.head(lane).job.priority;
+                return self.recall_for(now, i, waiting, out);
+            };
             let Queued { job, .. } = self.services[i].queue.pop_lane(lane);
             self.unqueued(&job);
             // Jobs still wait here (the pool is beyond what its workers may
@@ -363,8 +368,12 @@ impl<M: Payload> BrokerState<M> {
             }
             worker.state = WorkerState::Busy;
             let (deadline, received, priority) = (job.deadline, job.received, job.priority);
-            let inflight = InFlight { job_id, route: job.route, retry, deadline, received, priority, cancelled: false };
+            let (cancelled, recalled) = (false, false);
+            let inflight =
+                InFlight { job_id, route: job.route, retry, deadline, received, priority, cancelled, recalled };
             worker.jobs.push_back(inflight);
+            let behind = worker.jobs.len() - 1;
+            self.recall_below(now, slot, priority, behind, out);
             let (headers, data, inline) = (job.headers, job.data, job.inline);
             out.push(Output::Job { worker: slot, job_id, timeout_ms, backlog, headers, data, inline });
         }
