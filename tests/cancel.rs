@@ -26,9 +26,10 @@ fn spin(dir: &TestDir) -> (JobRequest, std::path::PathBuf, std::path::PathBuf) {
     (job, started, outcome)
 }
 
-#[test]
-fn a_running_job_is_cancelled_its_handler_sees_it_and_the_worker_serves_the_next_at_once() {
-    let dir = TestDir::on(Transport::Local);
+both_transports! {
+    /// Over ZeroMQ the cancel goes out on the connection the job went on.
+    fn a_running_job_is_cancelled_its_handler_sees_it_and_the_worker_serves_the_next_at_once(t) {
+    let dir = TestDir::on(t);
     let _broker = start_broker(&dir, &[]);
     let _worker = start_worker(&dir, "test_plugin", &[], "worker");
     let client = dir.client();
@@ -48,6 +49,7 @@ fn a_running_job_is_cancelled_its_handler_sees_it_and_the_worker_serves_the_next
     let counters = client.status(T).unwrap().counters;
     assert_eq!((counters.cancelled, counters.cancelled_running), (1, 1));
     assert_eq!(counters.ok, 1, "the cancelled job's answer was dropped, not counted");
+}
 }
 
 #[test]

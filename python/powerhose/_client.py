@@ -165,8 +165,8 @@ class Client(_native.Client):
         """``execute`` for asyncio: the same arguments, result and exceptions.
         No thread waits for it: the answer wakes the event loop. Cancelling
         the awaiting task cancels the job: a job still waiting at the broker
-        never runs, and a running one's handler is told (over ``unix://``;
-        over ZeroMQ it runs on and its answer is dropped)."""
+        never runs, and a running one's handler is told (a client of several
+        brokers does not tell them: the job runs on, its answer dropped)."""
         import asyncio
 
         loop = asyncio.get_running_loop()

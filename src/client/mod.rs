@@ -14,12 +14,14 @@ mod many;
 mod mux;
 mod reply;
 mod submit;
+mod submitter;
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use job::{JobRequest, TimeoutPolicy};
-pub use submit::{Cancel, JobHandle, ZMQ_SUBMITTERS};
+pub use submit::{Cancel, JobHandle};
+pub use submitter::ZMQ_SUBMITTERS;
 
 use crate::auth::CurveClient;
 use crate::error::{Error, Result};
@@ -36,7 +38,7 @@ pub struct Client {
     /// Kept for the connection [`Client::submit`] opens of its own.
     curve: Option<CurveClient>,
     /// Started by the first [`Client::submit`].
-    submitter: OnceLock<Result<submit::Submitter>>,
+    submitter: OnceLock<Result<submitter::Submitter>>,
 }
 
 // The single broker's Mux stays inline, not boxed: no indirection on the

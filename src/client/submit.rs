@@ -8,8 +8,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::submitter::Submitter;
 use super::{Client, JobRequest, Route};
 use crate::error::{Error, Result};
+use crate::protocol::{Command, CommandFrame};
 use crate::wakeup::Wakeup;
 
 /// What a submitted job's result is handed to, once.
@@ -33,10 +35,10 @@ impl Cancel {
     /// Cancels the job, unless its result came first (then false). Its
     /// result is `Err(Error::Cancelled)`, given at once (for
     /// [`Client::submit_with`], on this thread). A job not sent yet is never
-    /// sent; one sent over `unix://` is cancelled at the broker too: taken
-    /// out of its queue, or its worker's handler told (plugins built
-    /// against plugin-api 0.1.1 see it). Over ZeroMQ a job already sent
-    /// runs on, its answer dropped.
+    /// sent; one sent is cancelled at the broker too: taken out of its
+    /// queue, or its worker's handler told (plugins built against
+    /// plugin-api 0.1.1 see it). A client of several brokers does not tell
+    /// them: its job runs on, its answer dropped.
     pub fn cancel(&self) -> bool {
         let (done, sent_as) = {
             let mut state = self.token.lock();
@@ -64,7 +66,7 @@ struct TokenState {
 }
 
 impl Token {
-    fn new(done: Done) -> Token {
+    pub(super) fn new(done: Done) -> Token {
         Token(Mutex::new(TokenState { done: Some(done), req_id: None }))
     }
 
@@ -191,9 +193,6 @@ impl Client {
     }
 }
 
-/// Threads that run submitted jobs over ZeroMQ, each one at a time.
-pub const ZMQ_SUBMITTERS: usize = 32;
-
 /// One submitted job.
 pub(super) struct Submission {
     pub job: JobRequest,
@@ -212,10 +211,14 @@ pub(super) struct Queue {
     pub wake: Option<Wakeup>,
     /// Request ids of sent jobs cancelled since the driver last looked.
     cancels: Mutex<Vec<u64>>,
+    /// Over ZeroMQ, the client whose connection the jobs go out on: a
+    /// cancel goes out on it too (the broker knows a request by its
+    /// client's connection and id).
+    pub zmq: std::sync::OnceLock<Arc<Client>>,
 }
 
 impl Queue {
-    fn push(&self, submission: Submission) {
+    pub(super) fn push(&self, submission: Submission) {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).0.push_back(submission);
         self.ready.notify_one();
         if let Some(wake) = &self.wake {
@@ -224,6 +227,9 @@ impl Queue {
     }
 
     fn cancel_sent(&self, id: u64) {
+        if let Some(Route::One(mux)) = self.zmq.get().map(|c| &c.route) {
+            return mux.notify(vec![CommandFrame::new(Command::Cancel, id, 0, b"").encode().into()]);
+        }
         self.cancels.lock().unwrap_or_else(|p| p.into_inner()).push(id);
         if let Some(wake) = &self.wake {
             wake.trigger();
@@ -235,6 +241,11 @@ impl Queue {
         std::mem::take(&mut *self.cancels.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// A queue for the local driver, which is woken through `wake`.
+    pub fn waking(wake: Wakeup) -> Queue {
+        Queue { wake: Some(wake), ..Queue::default() }
+    }
+
     /// Everything queued, and whether the client is gone (nothing more comes).
     pub fn take_all(&self, into: &mut VecDeque<Submission>) -> bool {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,7 +255,7 @@ impl Queue {
 
     /// The next job, waiting for one; `None` once the client is gone and
     /// none is left.
-    fn take_one(&self) -> Option<Submission> {
+    pub(super) fn take_one(&self) -> Option<Submission> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(job) = jobs.0.pop_front() {
@@ -257,67 +268,11 @@ impl Queue {
         }
     }
 
-    fn close(&self) {
+    pub(super) fn close(&self) {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
         self.ready.notify_all();
         if let Some(wake) = &self.wake {
             wake.trigger();
         }
     }
-}
-
-/// The client's submitting side: its queue, and the thread(s) that empty it
-/// through a client of their own (the same brokers and credentials).
-pub(super) struct Submitter {
-    queue: Arc<Queue>,
-}
-
-impl Submitter {
-    fn start(client: &Client) -> Result<Submitter> {
-        let own = Client::connect_many(&client.endpoints(), client.curve.as_ref())?;
-        if let Route::Local(_) = own.route {
-            let queue = Arc::new(Queue { wake: Some(Wakeup::new()?), ..Queue::default() });
-            let q = Arc::clone(&queue);
-            spawn("powerhose-submit", move || super::drive::run(&own, &q))?;
-            return Ok(Submitter { queue });
-        }
-        let queue = Arc::new(Queue::default());
-        let own = Arc::new(own);
-        for _ in 0..ZMQ_SUBMITTERS {
-            let (q, own) = (Arc::clone(&queue), Arc::clone(&own));
-            spawn("powerhose-submit", move || {
-                while let Some(s) = q.take_one() {
-                    // Cancelled while it waited here: never sent.
-                    if !s.done.sending(None) {
-                        continue;
-                    }
-                    let left = s.deadline.saturating_duration_since(Instant::now());
-                    s.done.finish(match left.is_zero() {
-                        true => Err(Error::Timeout(s.timeout)),
-                        false => own.execute(s.job, left).map_err(|e| match e {
-                            // The caller's timeout, not what was left of it.
-                            Error::Timeout(_) => Error::Timeout(s.timeout),
-                            e => e,
-                        }),
-                    });
-                }
-            })?;
-        }
-        Ok(Submitter { queue })
-    }
-}
-
-impl Drop for Submitter {
-    /// Jobs already submitted still get their answers; then the thread ends.
-    fn drop(&mut self) {
-        self.queue.close();
-    }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map(drop)
-        .map_err(|e| Error::io("starting the client's submitting thread")(e))
 }

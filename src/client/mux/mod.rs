@@ -172,6 +172,14 @@ impl Mux {
         result.map(|_| outcomes)
     }
 
+    /// Sends a message that gets no reply of its own (a `CANCEL`): queued
+    /// for whoever leads the socket, woken to send it. A cancel is for a
+    /// request still awaited, so a caller is there to lead.
+    pub(crate) fn notify(&self, frames: Vec<zmq::Message>) {
+        self.pending().outbox.push_back((0, frames));
+        self.wake.trigger();
+    }
+
     /// Called after releasing the socket: wakes a caller still waiting, so it
     /// takes the socket over (otherwise it would sleep until its deadline).
     fn hand_over(&self) {
