@@ -153,9 +153,10 @@ pub fn format_status(s: &BrokerStatus) -> String {
         up % 60
     );
     let _ = writeln!(out, "front {}\nback  {}\n", s.frontend, s.backend);
-    let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}", "SERVICE", "WORKERS", "IDLE", "QUEUED");
+    let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}  {}", "SERVICE", "WORKERS", "IDLE", "QUEUED", "BY PRIORITY");
     for svc in &s.services {
-        let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}", svc.name, svc.workers, svc.idle, svc.queued);
+        let levels = by_priority(&svc.queued_by_priority);
+        let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}  {levels}", svc.name, svc.workers, svc.idle, svc.queued);
     }
     let _ = writeln!(
         out,
@@ -172,8 +173,19 @@ pub fn format_status(s: &BrokerStatus) -> String {
     let c = &s.counters;
     let _ = writeln!(
         out,
-        "\njobs: ok {}, errors {}, timeouts {}, lost {}, retried {}, busy {}, no worker {}, bad requests {}",
-        c.ok, c.errors, c.timeouts, c.lost, c.retried, c.busy, c.no_worker, c.bad_requests
+        "\njobs: ok {}, errors {}, timeouts {}, lost {}, retried {}, busy {}, no worker {}, bad requests {}, \
+         cancelled {} ({} running), recalled {}",
+        c.ok,
+        c.errors,
+        c.timeouts,
+        c.lost,
+        c.retried,
+        c.busy,
+        c.no_worker,
+        c.bad_requests,
+        c.cancelled,
+        c.cancelled_running,
+        c.recalled
     );
     let l = &s.latency_ms;
     let _ = writeln!(
@@ -182,6 +194,18 @@ pub fn format_status(s: &BrokerStatus) -> String {
         l.count, l.p50, l.p90, l.p99, l.max
     );
     out
+}
+
+/// Waiting jobs per level, highest first, levels with none left out
+/// (`9:2 5:1`); `-` when none wait.
+fn by_priority(levels: &[usize]) -> String {
+    let waiting: Vec<String> =
+        levels.iter().enumerate().rev().filter(|(_, n)| **n > 0).map(|(level, n)| format!("{level}:{n}")).collect();
+    if waiting.is_empty() {
+        "-".into()
+    } else {
+        waiting.join(" ")
+    }
 }
 
 #[cfg(test)]
@@ -269,5 +293,12 @@ mod tests {
         let text = format_status(&s);
         assert!(text.starts_with("broker pid 7, version 0.1.0, up 1h02m05s"), "{text}");
         assert!(text.contains("echo") && text.contains("jobs: ok 0"), "{text}");
+        assert!(
+            text.contains("BY PRIORITY") && text.lines().any(|l| l.starts_with("echo") && l.ends_with("  5:3")),
+            "{text}"
+        );
+        assert!(text.contains("cancelled 0 (0 running), recalled 0"), "{text}");
+        assert_eq!(by_priority(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 2]), "9:2 0:1");
+        assert_eq!(by_priority(&[]), "-");
     }
 }
