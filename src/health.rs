@@ -153,7 +153,7 @@ pub fn format_status(s: &BrokerStatus) -> String {
         up % 60
     );
     let _ = writeln!(out, "front {}\nback  {}\n", s.frontend, s.backend);
-    let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}  {}", "SERVICE", "WORKERS", "IDLE", "QUEUED", "BY PRIORITY");
+    let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}  BY PRIORITY", "SERVICE", "WORKERS", "IDLE", "QUEUED");
     for svc in &s.services {
         let levels = by_priority(&svc.queued_by_priority);
         let _ = writeln!(out, "{:<24} {:>7} {:>5} {:>7}  {levels}", svc.name, svc.workers, svc.idle, svc.queued);
