@@ -170,7 +170,7 @@ impl Client {
     /// The jobs go out from one thread of the client's, started with the
     /// first one, over a connection of its own. Over `unix://` any number
     /// are in flight at once; over ZeroMQ (`ipc://`, `tcp://`) up to
-    /// [`ZMQ_SUBMITTERS`], the others wait their turn in the client, their
+    /// [`ZMQ_SUBMITTERS`](super::ZMQ_SUBMITTERS), the others wait their turn in the client, their
     /// timeouts running.
     pub fn submit_with(
         &self,
