@@ -96,6 +96,7 @@ both_transports! {
     }
     let rss_start = rss(cluster.pid());
 
+    let began = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let killer = {
         let (stop, pid) = (stop.clone(), cluster.pid());
@@ -178,8 +179,9 @@ both_transports! {
     let grown = rss_end.saturating_sub(rss_start);
     assert!(grown < 4 << 20, "broker RSS grew by {} KiB ({} → {})", grown >> 10, rss_start >> 10, rss_end >> 10);
     eprintln!(
-        "chaos: {kills} workers killed; lost without retry: {}; retried: {}; cancels {} of {CANCELLED_JOBS} \
+        "chaos: {:.1} s, {kills} workers killed; lost without retry: {}; retried: {}; cancels {} of {CANCELLED_JOBS} \
          ({} lost), at the broker {seen} seen, {} cancelled ({} running), {} recalled; broker RSS {} → {} KiB",
+        began.elapsed().as_secs_f64(),
         results[2].1 + results[3].1,
         c.retried,
         cancels.cancelled,
