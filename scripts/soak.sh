@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Soak test: a steady load on a 4-worker powerhose cluster while a random
-# worker is SIGKILLed every 1-3 s; prints requests, errors by kind and the
-# broker's and workers' memory at start and end. Not part of CI.
+# Soak test: a steady load (mixed priorities, some jobs cancelled) on a
+# 4-worker powerhose cluster while a random worker is SIGKILLed every 1-3 s;
+# prints requests, cancels, errors by kind and the broker's and workers'
+# memory at start and end. Not part of CI.
 # Usage: scripts/soak.sh [SECONDS]   (default 600)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,6 @@
 //! Faults under load: every request gets exactly one answer within its
-//! deadline while workers are SIGKILLed at random, and clients never hang
+//! deadline while workers are SIGKILLed at random, jobs of mixed priorities
+//! run and others are cancelled at random points, and clients never hang
 //! while the broker itself is killed and restarted.
 
 mod common;
@@ -14,6 +15,8 @@ use powerhose::{Error, JobRequest};
 const T: Duration = Duration::from_secs(10);
 /// How late past its timeout an answer may come and still count as on time.
 const MARGIN: Duration = Duration::from_secs(1);
+/// Jobs the cancelling thread submits and cancels, about as long as the load lasts.
+const CANCELLED_JOBS: u64 = 1000;
 
 fn rss(pid: u32) -> u64 {
     powerhose::bench::procs::rss(pid)
@@ -23,6 +26,63 @@ fn random_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
     powerhose::sys::random_bytes(&mut b).expect("random bytes");
     u64::from_le_bytes(b) % n
+}
+
+fn random_priority() -> u8 {
+    random_below(10) as u8
+}
+
+/// What the cancelling thread saw.
+#[derive(Debug, Default)]
+struct Cancels {
+    /// `cancel()` returned true (the result was then `Cancelled`).
+    cancelled: u64,
+    /// The answer came first: the job's own, or `WorkerLost`.
+    answered: u64,
+    lost: u64,
+    slowest: Duration,
+}
+
+/// Submits jobs of random priorities, half `sleep` 1 ms and half `spin` 30 ms,
+/// and cancels each after a random 0–20 ms, checking what each handle gives.
+fn cancel_at_random(client: &powerhose::Client) -> Cancels {
+    let mut seen = Cancels::default();
+    for j in 0..CANCELLED_JOBS {
+        let spin = random_below(2) == 0;
+        let payload = format!("c-{j}");
+        let job = JobRequest::new(payload.clone()).priority(random_priority());
+        let job = if spin {
+            job.header("action", "spin").header("ms", "30")
+        } else {
+            job.header("action", "sleep").header("ms", "1")
+        };
+        let start = Instant::now();
+        let handle = client.submit(job, T);
+        let again = handle.canceller();
+        // The pause is the scenario: a cancel at any point of a job's life.
+        std::thread::sleep(Duration::from_millis(random_below(20)));
+        let cancelled = handle.cancel();
+        let result = handle.wait();
+        seen.slowest = seen.slowest.max(start.elapsed());
+        // Resolved once: nothing is left for a second cancel to take.
+        assert!(!again.cancel(), "job {j}: a second cancel after its result");
+        match (cancelled, result) {
+            (true, Err(Error::Cancelled)) => seen.cancelled += 1,
+            (true, other) => panic!("job {j}: cancel() was true but the result is {other:?}"),
+            (false, Ok(data)) => {
+                // A spin answers how it ended: not cancelled, it ran its 30 ms.
+                let own = if spin { b"finished".to_vec() } else { payload.into_bytes() };
+                assert_eq!(data, own, "job {j} (spin: {spin}): its own answer");
+                seen.answered += 1;
+            }
+            (false, Err(Error::WorkerLost(_))) => {
+                seen.answered += 1;
+                seen.lost += 1;
+            }
+            (false, Err(e)) => panic!("job {j}: cancel() was false, then {e}"),
+        }
+    }
+    seen
 }
 
 both_transports! {
@@ -36,6 +96,7 @@ both_transports! {
     }
     let rss_start = rss(cluster.pid());
 
+    let began = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let killer = {
         let (stop, pid) = (stop.clone(), cluster.pid());
@@ -61,7 +122,10 @@ both_transports! {
             std::thread::spawn(move || {
                 let (mut ok, mut lost, mut slowest) = (0, 0, Duration::ZERO);
                 for j in 0..2000 {
-                    let mut job = JobRequest::new(format!("{t}-{j}")).header("action", "sleep").header("ms", "1");
+                    let mut job = JobRequest::new(format!("{t}-{j}"))
+                        .header("action", "sleep")
+                        .header("ms", "1")
+                        .priority(random_priority());
                     if t < 2 {
                         job = job.retry(20);
                     }
@@ -81,7 +145,12 @@ both_transports! {
             })
         })
         .collect();
+    let canceller = {
+        let client = client.clone();
+        std::thread::spawn(move || cancel_at_random(&client))
+    };
     let results: Vec<(u32, u32, Duration)> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+    let cancels = canceller.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let kills = killer.join().unwrap();
     let rss_end = rss(cluster.pid());
@@ -93,17 +162,33 @@ both_transports! {
         }
         assert!(*slowest <= T + MARGIN, "thread {t}: slowest answer {slowest:?}");
     }
-    // The broker answered each request exactly once: its outcome counters add up.
+    assert_eq!(cancels.cancelled + cancels.answered, CANCELLED_JOBS, "{cancels:?}");
+    assert!(cancels.slowest <= T + MARGIN, "cancelling thread: slowest answer {:?}", cancels.slowest);
+    // The broker answered each request exactly once: its outcome counters add
+    // up. How many cancelled jobs it saw is not known (a job cancelled before
+    // it was sent never reaches it), only bounded: at most all of them, at
+    // least those answered and those it cancelled.
     let c = client.status(T).unwrap().counters;
-    let answered = c.ok + c.errors + c.timeouts + c.lost + c.busy + c.no_worker + c.bad_requests;
-    assert_eq!(answered, 500 + 8000, "{c:?}");
+    let answered = c.ok + c.errors + c.timeouts + c.lost + c.busy + c.no_worker + c.bad_requests + c.cancelled;
+    let seen = answered.checked_sub(500 + 8000).unwrap_or_else(|| panic!("fewer answers than requests: {c:?}"));
+    assert!(seen <= CANCELLED_JOBS, "{seen} cancelling-thread jobs seen: {c:?}");
+    assert!(seen >= cancels.answered + c.cancelled, "{seen} seen, {cancels:?}, {c:?}");
+    assert!(c.cancelled <= cancels.cancelled, "{cancels:?}, {c:?}");
+    assert!(c.cancelled >= 1, "no cancel reached the broker: {c:?}");
     assert!(kills >= 10, "only {kills} kills");
     let grown = rss_end.saturating_sub(rss_start);
     assert!(grown < 4 << 20, "broker RSS grew by {} KiB ({} → {})", grown >> 10, rss_start >> 10, rss_end >> 10);
     eprintln!(
-        "chaos: {kills} workers killed; lost without retry: {}; retried: {}; broker RSS {} → {} KiB",
+        "chaos: {:.1} s, {kills} workers killed; lost without retry: {}; retried: {}; cancels {} of {CANCELLED_JOBS} \
+         ({} lost), at the broker {seen} seen, {} cancelled ({} running), {} recalled; broker RSS {} → {} KiB",
+        began.elapsed().as_secs_f64(),
         results[2].1 + results[3].1,
         c.retried,
+        cancels.cancelled,
+        cancels.lost,
+        c.cancelled,
+        c.cancelled_running,
+        c.recalled,
         rss_start >> 10,
         rss_end >> 10
     );

@@ -1,5 +1,6 @@
-//! `powerhose-bench --soak SECONDS`: a steady load on a `powerhose` cluster
-//! while workers are killed at random, reporting requests, errors by kind and
+//! `powerhose-bench --soak SECONDS`: a steady load of mixed priorities on a
+//! `powerhose` cluster, with jobs cancelled at random points, while workers
+//! are killed at random, reporting requests, cancels, errors by kind and
 //! memory at start and end, on the local transport unless asked for a
 //! ZeroMQ one. For long runs by hand, not for CI.
 
@@ -16,22 +17,36 @@ use crate::cluster::find_executable;
 use crate::error::{Error, Result};
 use crate::syscall;
 
-/// What a soak saw: load, failures and memory (a cluster of 4 workers, 4 callers).
+/// What a soak saw: load, cancels, failures and memory (a cluster of 4
+/// workers; 4 callers of jobs of random priorities, and a fifth that cancels).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SoakReport {
     /// The cluster's transport.
     pub wire: Wire,
     /// How long the load ran, in seconds.
     pub seconds: f64,
-    /// Jobs sent.
+    /// Jobs the 4 callers sent.
     pub requests: u64,
-    /// Jobs that succeeded.
+    /// Jobs of theirs that succeeded.
     pub ok: u64,
     /// Failed jobs by [`Error`] variant name (`WorkerLost`, `Timeout`, ...);
     /// ` (no retry)` marks the jobs of the two callers that send without
     /// retries, which lose a job whose worker is killed: the retried ones
-    /// should not fail at all.
+    /// should not fail at all. ` (cancelling)` marks the fifth caller's
+    /// (no retry either), whose answer came before its cancel.
     pub errors: BTreeMap<String, u64>,
+    /// The fifth caller's jobs (`sleep` 1 ms or `spin` 30 ms, cancelled after
+    /// 0-20 ms) whose `cancel()` came first: their result was `Cancelled`.
+    pub cancels: u64,
+    /// Its jobs whose answer came before the cancel.
+    pub cancelled_late: u64,
+    /// The broker's `cancelled` counter at the end: cancels that reached it
+    /// before the job's answer (the others were not sent yet, or answered).
+    pub broker_cancelled: u64,
+    /// Of those, the jobs that were running (their worker was told).
+    pub broker_cancelled_running: u64,
+    /// Jobs a busy worker was asked to give back for higher-priority ones.
+    pub broker_recalled: u64,
     /// Workers killed with SIGKILL (one every 1 to 3 s).
     pub workers_killed: u64,
     /// The cluster process's resident memory once its workers registered, in KiB.
@@ -53,6 +68,57 @@ fn random_below(n: u64) -> u64 {
         tracing::warn!("getrandom failed: {e}");
     }
     u64::from_le_bytes(b) % n.max(1)
+}
+
+/// What the callers have seen so far.
+#[derive(Clone, Default)]
+struct Tally {
+    requests: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    slowest: Duration,
+    cancels: u64,
+    cancelled_late: u64,
+}
+
+impl Tally {
+    fn error(&mut self, e: &Error, caller: &str) {
+        let kind = format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("?").to_string();
+        *self.errors.entry(kind + caller).or_default() += 1;
+    }
+}
+
+/// The fifth caller: a job of random priority, half `sleep` 1 ms and half
+/// `spin` 30 ms, cancelled after a random 0-20 ms, so cancels land before
+/// sending, while queued, while running and after the answer.
+fn cancel_at_random(client: &Client, stop: &AtomicBool, tally: &Mutex<Tally>) {
+    while !stop.load(Ordering::Relaxed) {
+        let job = JobRequest::new(vec![b'c'; 512]).priority(random_below(10) as u8);
+        let job = match random_below(2) {
+            0 => job.header("action", "sleep").header("ms", "1"),
+            _ => job.header("action", "spin").header("ms", "30"),
+        };
+        let start = Instant::now();
+        let handle = client.submit(job, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(random_below(20)));
+        let cancelled = handle.cancel();
+        let result = handle.wait();
+        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        t.slowest = t.slowest.max(start.elapsed());
+        match (cancelled, result) {
+            (true, Err(Error::Cancelled)) => t.cancels += 1,
+            // A cancel that came first gives Cancelled, always: anything
+            // else is a bug, shown among the errors.
+            (true, Ok(_)) => *t.errors.entry("Ok after cancel() was true".into()).or_default() += 1,
+            (true, Err(e)) => t.error(&e, " (after cancel() was true)"),
+            (false, result) => {
+                t.cancelled_late += 1;
+                if let Err(e) = result {
+                    t.error(&e, " (cancelling)");
+                }
+            }
+        }
+    }
 }
 
 /// Runs the soak on `wire` for `duration`; `progress` gets a line every 30 s.
@@ -88,13 +154,16 @@ pub fn soak(wire: Wire, duration: Duration, mut progress: impl FnMut(&str)) -> R
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Mutex::new((0u64, 0u64, BTreeMap::<String, u64>::new(), Duration::ZERO)));
-    let load: Vec<_> = (0..4)
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut load: Vec<_> = (0..4)
         .map(|t| {
             let (client, stop, tally) = (client.clone(), stop.clone(), tally.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let mut job = JobRequest::new(vec![b's'; 512]).header("action", "sleep").header("ms", "1");
+                    let mut job = JobRequest::new(vec![b's'; 512])
+                        .header("action", "sleep")
+                        .header("ms", "1")
+                        .priority(random_below(10) as u8);
                     let retried = t % 2 == 0;
                     if retried {
                         job = job.retry(5);
@@ -102,20 +171,20 @@ pub fn soak(wire: Wire, duration: Duration, mut progress: impl FnMut(&str)) -> R
                     let start = Instant::now();
                     let result = client.execute(job, Duration::from_secs(10));
                     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-                    t.0 += 1;
-                    t.3 = t.3.max(start.elapsed());
+                    t.requests += 1;
+                    t.slowest = t.slowest.max(start.elapsed());
                     match result {
-                        Ok(_) => t.1 += 1,
-                        Err(e) => {
-                            let kind = format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("?").to_string();
-                            let kind = if retried { kind } else { kind + " (no retry)" };
-                            *t.2.entry(kind).or_default() += 1;
-                        }
+                        Ok(_) => t.ok += 1,
+                        Err(e) => t.error(&e, if retried { "" } else { " (no retry)" }),
                     }
                 }
             })
         })
         .collect();
+    load.push({
+        let (client, stop, tally) = (client.clone(), stop.clone(), tally.clone());
+        std::thread::spawn(move || cancel_at_random(&client, &stop, &tally))
+    });
     let start = Instant::now();
     let mut next_kill = start + Duration::from_millis(1000 + random_below(2000));
     let mut next_report = start + Duration::from_secs(30);
@@ -137,11 +206,13 @@ pub fn soak(wire: Wire, duration: Duration, mut progress: impl FnMut(&str)) -> R
         if Instant::now() >= next_report {
             let t = tally.lock().unwrap_or_else(|p| p.into_inner());
             progress(&format!(
-                "{:>5.0} s: {} requests, {} ok, errors {:?}, {} kills, broker RSS {} KiB",
+                "{:>5.0} s: {} requests, {} ok, errors {:?}, {} cancels ({} late), {} kills, broker RSS {} KiB",
                 start.elapsed().as_secs_f64(),
-                t.0,
-                t.1,
-                t.2,
+                t.requests,
+                t.ok,
+                t.errors,
+                t.cancels,
+                t.cancelled_late,
                 report.workers_killed,
                 procs::rss(cluster.pid()) >> 10
             ));
@@ -154,7 +225,18 @@ pub fn soak(wire: Wire, duration: Duration, mut progress: impl FnMut(&str)) -> R
     }
     let t = tally.lock().unwrap_or_else(|p| p.into_inner()).clone();
     report.seconds = start.elapsed().as_secs_f64();
-    (report.requests, report.ok, report.errors, report.slowest_ms) = (t.0, t.1, t.2, t.3.as_secs_f64() * 1000.0);
+    (report.requests, report.ok, report.errors, report.slowest_ms) =
+        (t.requests, t.ok, t.errors, t.slowest.as_secs_f64() * 1000.0);
+    (report.cancels, report.cancelled_late) = (t.cancels, t.cancelled_late);
+    // Read while the cluster still runs: its counters go with it.
+    match client.status(Duration::from_secs(10)) {
+        Ok(status) => {
+            let c = status.counters;
+            (report.broker_cancelled, report.broker_cancelled_running, report.broker_recalled) =
+                (c.cancelled, c.cancelled_running, c.recalled);
+        }
+        Err(e) => progress(&format!("the broker's counters could not be read (left at 0): {e}")),
+    }
     report.broker_rss_end_kib = procs::rss(cluster.pid()) >> 10;
     report.worker_rss_end_kib = rss_of(&procs::children(cluster.pid()));
     drop(cluster);

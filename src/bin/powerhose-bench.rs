@@ -72,8 +72,9 @@ struct Args {
     /// PASS or MISS; also reports tcp plaintext against CURVE.
     #[arg(long)]
     suite: bool,
-    /// Soak for this many seconds: steady load on a cluster while workers are
-    /// killed at random; prints requests, errors by kind and memory.
+    /// Soak for this many seconds: steady load of mixed priorities on a
+    /// cluster, and jobs cancelled at random points, while workers are killed
+    /// at random; prints requests, cancels, errors by kind and memory.
     #[arg(long)]
     soak: Option<f64>,
     /// Start two brokers and --workers echo workers [default: 2] serving both;
