@@ -86,3 +86,15 @@ fn later_refusals_name_the_field_that_was_set() {
     assert_eq!(file.refuse("a", "params", "no").to_string(), "pools.toml:5: pool.a.params: no");
     assert!(file.refuse("a", "workers", "no").to_string().starts_with("pools.toml:"));
 }
+
+#[test]
+fn the_readme_sample_is_a_good_file() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("### A pool file").expect("the README's pool file paragraph")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let sample = &section[start..start + section[start..].find("```").unwrap()];
+    let file = PoolFile::parse(Path::new("pools.toml"), sample, &defaults()).unwrap();
+    let services: Vec<&str> = file.pools.iter().map(|p| p.service.as_str()).collect();
+    assert_eq!(services, ["echo", "hash"]);
+    assert_eq!(file.pools[1].params.as_deref(), Some(r#"{"rounds":3}"#));
+}
