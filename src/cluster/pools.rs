@@ -105,8 +105,9 @@ impl Pools {
     /// changed. Then starts new pools, rolls changed ones (their new workers
     /// register before the old ones leave), scales and stops. A pool that
     /// fails to start is logged and left out (a roll that fails leaves the
-    /// old pool serving); the next file applied tries it again.
-    pub fn apply(&mut self, file: &PoolFile) -> Result<()> {
+    /// old pool serving); the next file applied tries it again. Returns
+    /// how many pools did not start.
+    pub fn apply(&mut self, file: &PoolFile) -> Result<usize> {
         let changes = plan(&self.specs(), &file.pools);
         let mut checked = Vec::new();
         for change in &changes {
@@ -117,7 +118,7 @@ impl Pools {
         if changes.is_empty() {
             tracing::info!("{}: no pool changed", file.path.display());
         }
-        let mut checked = checked.into_iter();
+        let (mut checked, mut failed) = (checked.into_iter(), 0);
         for change in changes {
             match change {
                 Change::Start(spec) | Change::Roll(spec) => {
@@ -138,7 +139,10 @@ impl Pools {
                             self.pools.push(pool);
                             tracing::info!("pool {}: {} workers serving", spec.name, spec.workers);
                         }
-                        Err(e) => tracing::error!("pool {}: not started ({e}); left as it was", spec.name),
+                        Err(e) => {
+                            tracing::error!("pool {}: not started ({e}); left as it was", spec.name);
+                            failed += 1;
+                        }
                     }
                 }
                 Change::Scale { name, workers } => {
@@ -155,7 +159,7 @@ impl Pools {
                 }
             }
         }
-        Ok(())
+        Ok(failed)
     }
 
     fn start_pool(&self, c: Checked) -> Result<Pool> {
@@ -302,7 +306,8 @@ pub fn run_pools(options: ClusterOptions, path: &Path, shutdown: &Wakeup) -> Res
         }
         if hup.clear() > 0 {
             match PoolFile::read(path, &defaults).and_then(|file| pools.apply(&file)) {
-                Ok(()) => tracing::info!("{}: applied", path.display()),
+                Ok(0) => tracing::info!("{}: applied", path.display()),
+                Ok(n) => tracing::warn!("{}: applied, but for {n} pools that did not start", path.display()),
                 Err(e) => tracing::error!("SIGHUP: {e}; the pools keep running as they are"),
             }
         }
