@@ -265,7 +265,7 @@ pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: boo
             }
             crate::EXIT_PLUGIN
         }
-        Some(Error::BadFlag(_)) => EXIT_BAD_FLAG,
+        Some(Error::BadFlag(_) | Error::PoolFile { .. }) => EXIT_BAD_FLAG,
         Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
         Some(Error::WorkerStart { code: Some(code), .. }) if *code == crate::EXIT_PLUGIN => crate::EXIT_PLUGIN,
         Some(Error::RespawnGaveUp { last, .. }) if last.contains("plugin") => crate::EXIT_PLUGIN,

@@ -35,6 +35,28 @@ pub enum Error {
     /// A command-line flag's value is unusable (exit code 2, like clap's own errors).
     #[error("{0}")]
     BadFlag(String),
+    /// A pool file (`powerhose --config`) that cannot be used (exit code 2):
+    /// its file, line and field, and why.
+    #[error("{}:{line}: {field}: {message}", path.display())]
+    PoolFile {
+        /// The pool file.
+        path: PathBuf,
+        /// The line at fault, from 1.
+        line: usize,
+        /// The field at fault (`pool.NAME.workers`), or what was being read.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A pool of a pool file could not start, or gave up.
+    #[error("pool {pool}: {source}")]
+    PoolStart {
+        /// The pool's name.
+        pool: String,
+        /// What stopped it.
+        source: Box<Error>,
+    },
 
     // --- setting up
     /// The CPU asked for with `--io-cpu` is outside this process's affinity mask.

@@ -1,5 +1,7 @@
-//! `powerhose`: runs a broker and N worker processes on one plugin until Ctrl-C
-//! or SIGTERM; SIGHUP reloads the workers, SIGTTIN/SIGTTOU add or remove one.
+//! `powerhose`: runs a broker and N worker processes on one plugin (or the
+//! pools of a pool file, `--config`) until Ctrl-C or SIGTERM; SIGHUP reloads
+//! the workers (or applies the pool file again), SIGTTIN/SIGTTOU add or
+//! remove one.
 
 use std::path::PathBuf;
 
@@ -10,8 +12,14 @@ use powerhose::{cli, cluster, wakeup::Wakeup};
 #[command(version, about = "Run a powerhose cluster: a broker and N workers on one plugin")]
 struct Args {
     /// The plugin: a path, or a file name such as libcrypto_job.so (see powerhose-worker --help).
-    #[arg(long)]
-    plugin: String,
+    #[arg(long, required_unless_present = "config")]
+    plugin: Option<String>,
+    /// A pool file: several pools (plugin, workers, params, ...) under one
+    /// broker, instead of --plugin. SIGHUP then reads it again and applies
+    /// the difference. --workers, --max-age and --timeout are the defaults
+    /// of a pool that leaves them out.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["plugin", "params", "connect"])]
+    config: Option<PathBuf>,
     /// Directory searched for a bare plugin name.
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
@@ -56,7 +64,7 @@ struct Args {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let mut options = cluster::ClusterOptions::new(&args.plugin)?;
+    let mut options = cluster::ClusterOptions::new(args.plugin.as_deref().unwrap_or_default())?;
     options.plugin_dir = args.plugin_dir.clone();
     if let Some(params) = &args.params {
         options.params = Some(cli::parse_params(params)?);
@@ -90,7 +98,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         options.worker.curve = keys.credentials()?;
     }
-    cluster::run_cluster(options, &Wakeup::new()?.on_terminate()?)?;
+    let shutdown = Wakeup::new()?.on_terminate()?;
+    match &args.config {
+        Some(path) => cluster::run_pools(options, path, &shutdown)?,
+        None => cluster::run_cluster(options, &shutdown)?,
+    }
     Ok(())
 }
 

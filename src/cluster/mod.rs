@@ -9,17 +9,26 @@ mod brokers;
 mod builder;
 mod options;
 mod output;
+mod plan;
+#[cfg(test)]
+mod plan_tests;
 mod policy;
 #[cfg(test)]
 mod policy_tests;
+#[cfg(feature = "tools")]
+mod pool_file;
+#[cfg(all(test, feature = "tools"))]
+mod pool_file_tests;
+#[cfg(feature = "tools")]
+mod pools;
 mod registry;
 mod scale;
+mod supervise;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::broker::ControlSink;
@@ -30,6 +39,12 @@ use crate::wakeup::Wakeup;
 use brokers::{local_broker, remote_brokers};
 pub use builder::ClusterBuilder;
 pub use options::ClusterOptions;
+pub use plan::{plan, Change, PoolSpec};
+#[cfg(feature = "tools")]
+pub use pool_file::{PoolDefaults, PoolFile};
+#[cfg(feature = "tools")]
+pub use pools::{run_pools, Pools};
+use supervise::SupervisorThread;
 use supervisor::{Spawner, Supervisor};
 
 /// Name of the worker executable looked up by [`find_worker_exe`].
@@ -67,11 +82,8 @@ pub fn find_executable(name: &str) -> Result<PathBuf> {
 pub struct Cluster {
     frontend: String,
     plugin_path: PathBuf,
-    stop: Wakeup,
     control: ControlSink,
-    /// Triggered when the supervisor ends on its own (it gave up).
-    done: Wakeup,
-    thread: Option<JoinHandle<Result<()>>>,
+    running: SupervisorThread,
     /// The owner's credentials when the broker takes CURVE.
     curve: Option<crate::auth::CurveClient>,
 }
@@ -133,47 +145,10 @@ impl Cluster {
             options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30))
                 + Duration::from_secs(2)
         });
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, done, wake) = (Wakeup::new()?, Wakeup::new()?, control.wake.clone());
-        let thread = {
-            let (stop, done) = (stop.clone(), done.clone());
-            std::thread::Builder::new()
-                .name("supervisor".into())
-                .spawn(move || {
-                    crate::sys::block_process_signals();
-                    // Workers are forked from this thread: PDEATHSIG follows it.
-                    // SIGCHLD is watched before the first fork: a worker that
-                    // dies as soon as it is started must not go unnoticed.
-                    let started = Wakeup::new()
-                        .and_then(|w| w.on_signals(&[signal_hook::consts::SIGCHLD]))
-                        .and_then(|children| sup.start_workers().map(|()| children));
-                    let children = match started {
-                        Ok(children) => children,
-                        Err(e) => {
-                            let _ = sup.shutdown();
-                            let _ = ready_tx.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    let served = sup.serve(&children, &stop, &rx, &wake);
-                    let stopped = sup.shutdown();
-                    done.trigger();
-                    served.and(stopped)
-                })
-                .map_err(Error::io("starting the supervisor thread"))?
-        };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => return Err(Error::ThreadDiedAtStart { thread: "supervisor" }),
-        }
+        let running = SupervisorThread::start(sup, rx, control.wake.clone(), "supervisor")?;
         let curve = options.curve.as_ref().map(crate::auth::CurveServer::owner_credentials);
         let frontend = if options.connect.is_empty() { options.frontend } else { String::new() };
-        Ok(Cluster { frontend, plugin_path, stop, control, done, thread: Some(thread), curve })
+        Ok(Cluster { frontend, plugin_path, control, running, curve })
     }
 
     /// A client connected to this cluster's front (with the broker's own
@@ -222,12 +197,7 @@ impl Cluster {
     }
 
     fn stop_inner(&mut self) -> Result<()> {
-        self.stop.trigger();
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::ThreadPanicked { thread: "supervisor" }),
-            None => Ok(()),
-        }
+        self.running.stop()
     }
 }
 
@@ -257,8 +227,13 @@ pub fn run_cluster(options: ClusterOptions, shutdown: &Wakeup) -> Result<()> {
     println!("powerhose ready: {workers} workers running {} {place}", cluster.plugin_path.display());
     crate::sys::notify::notify_or_log(&format!("READY=1\nSTATUS={workers} workers {place}"));
     loop {
-        let mut items =
-            [shutdown.poll_item(), cluster.done.poll_item(), hup.poll_item(), more.poll_item(), fewer.poll_item()];
+        let mut items = [
+            shutdown.poll_item(),
+            cluster.running.done.poll_item(),
+            hup.poll_item(),
+            more.poll_item(),
+            fewer.poll_item(),
+        ];
         crate::wakeup::poll(&mut items, -1)?;
         if items[0].is_readable() || items[1].is_readable() {
             return cluster.stop();

@@ -61,6 +61,18 @@ impl Registry {
         }
     }
 
+    /// Another handle on the same in-process broker, for another pool's
+    /// supervisor (`None` for remote brokers: each pool listens on its own).
+    #[cfg(feature = "tools")]
+    pub fn share(&self) -> Option<Registry> {
+        match self {
+            Registry::Broker { notices, wake } => {
+                Some(Registry::Broker { notices: notices.clone(), wake: wake.clone() })
+            }
+            Registry::Notify { .. } => None,
+        }
+    }
+
     /// The `$NOTIFY_SOCKET` the workers get: ours, or none (a pool run by
     /// systemd must not pass systemd's socket on to its workers).
     pub fn notify_socket(&self) -> Option<&std::path::Path> {

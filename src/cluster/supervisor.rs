@@ -153,7 +153,9 @@ impl Supervisor {
                     return Err(Error::WorkerStart { pid: w.pid(), code: status.code() });
                 }
             }
-            if self.registered()?.len() >= self.target {
+            // Only ours: the broker may serve other pools' workers too.
+            let registered = self.registered()?;
+            if self.workers.iter().filter(|w| registered.contains(&w.pid())).count() >= self.target {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -337,7 +339,10 @@ impl Supervisor {
 
     /// Stops intake, lets workers finish their jobs and leave, then stops the broker.
     pub fn shutdown(&mut self) -> Result<()> {
-        self.registry.tell(Notice::Drain);
+        // A pool that shares its broker leaves it serving the others.
+        if self.broker.is_some() {
+            self.registry.tell(Notice::Drain);
+        }
         for w in &mut self.workers {
             w.retire();
         }
