@@ -52,7 +52,7 @@ impl Plugin for Misbehave {
             "sleep" => {
                 // A `file` header is created when the job starts: tests wait on it.
                 if let Some(path) = job.header("file") {
-                    std::fs::write(path, std::process::id().to_string()).map_err(|e| format!("{path}: {e}"))?;
+                    started(path)?;
                 }
                 nap(number("ms")?);
                 Ok(job.data().to_vec())
@@ -61,7 +61,7 @@ impl Plugin for Misbehave {
                 // Runs until cancelled (or `ms` pass), then says which in the
                 // file named by `outcome`: tests see that the handler saw it.
                 if let Some(path) = job.header("file") {
-                    std::fs::write(path, std::process::id().to_string()).map_err(|e| format!("{path}: {e}"))?;
+                    started(path)?;
                 }
                 let deadline = std::time::Instant::now() + Duration::from_millis(number("ms")?);
                 while !job.is_cancelled() && std::time::Instant::now() < deadline {
@@ -143,6 +143,14 @@ impl Plugin for Misbehave {
             other => Err(format!("unknown action {other:?}")),
         }
     }
+}
+
+/// Writes this worker's pid to `path` whole: written aside, then renamed,
+/// so a test that sees the file never reads it half written.
+fn started(path: &str) -> Result<(), String> {
+    let aside = format!("{path}.{}", std::process::id());
+    std::fs::write(&aside, std::process::id().to_string()).map_err(|e| format!("{aside}: {e}"))?;
+    std::fs::rename(&aside, path).map_err(|e| format!("{path}: {e}"))
 }
 
 /// Sleeps; a named frame for stack dumps of a stuck handler to show.
