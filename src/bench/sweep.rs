@@ -1,7 +1,7 @@
 //! `powerhose-bench --sweep callers=1,2,4,8,16` (or `pipeline=1,8,64,512`):
-//! one cluster measured at each point of one dimension, each point right
-//! after its two references (the plugin in-process, and the floor) so a
-//! noisy machine shifts all three alike. Pure data: sweep_report.rs prints
+//! one cluster measured at each point of one dimension, in rounds of its
+//! two references (the plugin in-process, and the floor) then powerhose, so
+//! a noisy machine shifts all three alike; each figure is the rounds' median. Pure data: sweep_report.rs prints
 //! and writes it, chart.rs draws it.
 
 use std::path::PathBuf;
@@ -111,6 +111,42 @@ pub struct SweepPoint {
     pub in_process_jobs_per_s: f64,
     /// The floor's jobs per second (see [`Dimension::floor_name`]).
     pub floor_jobs_per_s: f64,
+    /// Each round's figures; those above are their medians (errors: the sum).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<SweepPoint>,
+}
+
+/// Each point is measured this many times, each round its references
+/// then powerhose: on a shared VM one measurement in a few lands on a
+/// burst of other work, and the median leaves it out.
+pub const ROUNDS: usize = 3;
+
+impl SweepPoint {
+    /// The median of each figure over `rounds` (of one value), which it keeps.
+    fn median(rounds: Vec<SweepPoint>) -> SweepPoint {
+        let median = |f: &dyn Fn(&SweepPoint) -> f64| {
+            let mut v: Vec<f64> = rounds.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or_default()
+        };
+        let latency = Lat {
+            count: rounds.iter().map(|r| r.latency.count).sum(),
+            p50_us: median(&|r| r.latency.p50_us),
+            p90_us: median(&|r| r.latency.p90_us),
+            p99_us: median(&|r| r.latency.p99_us),
+            max_us: rounds.iter().map(|r| r.latency.max_us).fold(0.0, f64::max),
+        };
+        SweepPoint {
+            value: rounds.first().map_or(0, |r| r.value),
+            jobs_per_s: median(&|r| r.jobs_per_s),
+            latency,
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            in_process_threads: rounds.first().map_or(0, |r| r.in_process_threads),
+            in_process_jobs_per_s: median(&|r| r.in_process_jobs_per_s),
+            floor_jobs_per_s: median(&|r| r.floor_jobs_per_s),
+            rounds,
+        }
+    }
 }
 
 /// How and where a sweep ran.
@@ -134,7 +170,7 @@ pub struct Environment {
     pub workers: usize,
     /// The cluster's transport.
     pub wire: Wire,
-    /// Seconds of each measurement (three per point).
+    /// Seconds of each measurement (three per round, [`ROUNDS`] rounds per point).
     pub seconds_per_measurement: f64,
     /// When the sweep started (UTC, RFC 3339).
     pub date: String,
@@ -201,27 +237,32 @@ pub fn sweep(
         let client = cluster.client()?;
         let mut points = Vec::new();
         for &value in &spec.values {
-            let what = format!("{} {value}", spec.dimension.name());
             let threads = value.min(options.workers.max(1));
-            progress(&format!("{what}: in-process on {threads} thread{}", if threads == 1 { "" } else { "s" }));
-            let ideal = measure::in_process(&plugin, &options.job, threads, Limit::Time(duration))?;
-            progress(&format!("{what}: the floor"));
-            let floor_jobs_per_s = floor.measure(value)?;
-            progress(&format!("{what}: through powerhose"));
-            // Only while our client drives: helpers started later must not inherit it.
-            let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
-            let (rate, latency, errors) =
-                drive(&client, &options.job, spec.dimension.mode(value), Limit::Time(duration))?;
-            drop(pin);
-            points.push(SweepPoint {
-                value,
-                jobs_per_s: rate.jobs_per_s,
-                latency,
-                errors,
-                in_process_threads: threads,
-                in_process_jobs_per_s: ideal.jobs_per_s,
-                floor_jobs_per_s,
-            });
+            let mut rounds = Vec::new();
+            for round in 1..=ROUNDS {
+                let what = format!("{} {value}, round {round}", spec.dimension.name());
+                progress(&format!("{what}: in-process on {threads} thread{}", if threads == 1 { "" } else { "s" }));
+                let ideal = measure::in_process(&plugin, &options.job, threads, Limit::Time(duration))?;
+                progress(&format!("{what}: the floor"));
+                let floor_jobs_per_s = floor.measure(value)?;
+                progress(&format!("{what}: through powerhose"));
+                // Only while our client drives: helpers started later must not inherit it.
+                let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
+                let (rate, latency, errors) =
+                    drive(&client, &options.job, spec.dimension.mode(value), Limit::Time(duration))?;
+                drop(pin);
+                rounds.push(SweepPoint {
+                    value,
+                    jobs_per_s: rate.jobs_per_s,
+                    latency,
+                    errors,
+                    in_process_threads: threads,
+                    in_process_jobs_per_s: ideal.jobs_per_s,
+                    floor_jobs_per_s,
+                    rounds: Vec::new(),
+                });
+            }
+            points.push(SweepPoint::median(rounds));
         }
         Ok(points)
     })();
@@ -277,5 +318,21 @@ mod tests {
             }
         }
         assert!(SweepSpec::parse("pipeline=2000").is_ok(), "only callers are capped at 1024");
+    }
+
+    #[test]
+    fn a_point_is_the_median_of_its_rounds() {
+        let round = |jobs_per_s, p99_us, errors| SweepPoint {
+            value: 4,
+            jobs_per_s,
+            latency: Lat { count: 10, p99_us, max_us: p99_us * 2.0, ..Default::default() },
+            errors,
+            in_process_threads: 2,
+            in_process_jobs_per_s: 1000.0,
+            ..Default::default()
+        };
+        let p = SweepPoint::median(vec![round(900.0, 50.0, 0), round(100.0, 9000.0, 1), round(950.0, 60.0, 0)]);
+        assert_eq!((p.value, p.in_process_threads, p.jobs_per_s, p.latency.p99_us), (4, 2, 900.0, 60.0));
+        assert_eq!((p.latency.count, p.latency.max_us, p.errors, p.rounds.len()), (30, 18_000.0, 1, 3));
     }
 }

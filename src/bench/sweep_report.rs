@@ -21,7 +21,8 @@ pub fn format_sweep(r: &SweepReport) -> String {
         e.wire.name(),
         e.seconds_per_measurement
     );
-    s += &format!("floor: {}\n\n", e.floor);
+    s += &format!("floor: {}\n", e.floor);
+    s += &format!("each figure the median of {} rounds (the JSON has every round)\n\n", super::sweep::ROUNDS);
     s += &format!(
         "{:>9} {:>12} {:>9} {:>9} {:>7} {:>12} {:>8} {:>12} {:>7}\n",
         r.dimension.name().to_uppercase(),

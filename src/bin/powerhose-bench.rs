@@ -83,7 +83,7 @@ struct Args {
     brokers: bool,
     /// Measure at each value of one dimension, callers=1,2,4,8,16 or
     /// pipeline=1,8,64,512: powerhose, the plugin in-process (the ideal)
-    /// and the floor, side by side, each for --duration.
+    /// and the floor, side by side, each for --duration, in 3 rounds (medians).
     #[arg(long, value_name = "DIMENSION=N,N,…", conflicts_with_all = ["suite", "soak", "brokers", "frontend", "jobs", "callers", "pipeline", "floor"])]
     sweep: Option<String>,
     /// With --sweep: also write sweep-<dimension>.svg (the chart) and .json
