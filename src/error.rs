@@ -349,6 +349,9 @@ pub enum Error {
     /// arguments it does not know (a bench bug, not a user error).
     #[error("unknown helper role {0}")]
     UnknownHelperRole(String),
+    /// Drawing a bench chart failed (the plotting library's message).
+    #[error("drawing the chart: {0}")]
+    Chart(String),
 }
 
 /// `a, b, c`, for the places a search looked.

@@ -5,6 +5,7 @@
 
 mod brokers;
 mod brokers_report;
+mod chart;
 mod cluster;
 pub mod floor;
 pub mod measure;
@@ -16,6 +17,8 @@ mod soak;
 mod suite;
 mod suite_callers;
 mod suite_report;
+mod sweep;
+mod sweep_report;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +34,8 @@ use measure::{Lat, Rate};
 pub use soak::{soak, SoakReport};
 pub use suite::run_suite;
 pub use suite_report::{format_suite, SuiteReport};
+pub use sweep::{sweep, Dimension, SweepPoint, SweepReport, SweepSpec};
+pub use sweep_report::{format_sweep, write_sweep};
 
 /// How jobs are sent through the cluster.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -142,6 +147,24 @@ fn private_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The cluster `options` describe: its wire, plugin, workers, pinning and
+/// the workers' extra flags.
+fn start_cluster(options: &BenchOptions) -> Result<BenchCluster> {
+    let io_cpu = options.io_cpu.map(|c| c.to_string());
+    let io_args: Vec<&str> = io_cpu.as_deref().map(|c| vec!["--io-cpu", c]).unwrap_or_default();
+    let mut extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
+    extra.extend(&io_args);
+    BenchCluster::start(
+        options.wire,
+        &options.plugin,
+        options.params.as_deref(),
+        options.workers,
+        options.pin,
+        &io_args,
+        &extra,
+    )
+}
+
 /// Sends jobs through `client` in `mode` for `duration`: (rate, latency, errors).
 pub fn drive(client: &Client, job: &JobRequest, mode: Mode, limit: Limit) -> Result<(Rate, Lat, u64)> {
     // Warm-up: connections, caches, the workers' first jobs.
@@ -185,19 +208,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         false => None,
         true => {
             progress(&format!("starting a broker and {} workers", options.workers));
-            let io_cpu = options.io_cpu.map(|c| c.to_string());
-            let io_args: Vec<&str> = io_cpu.as_deref().map(|c| vec!["--io-cpu", c]).unwrap_or_default();
-            let mut extra: Vec<&str> = options.worker_args.iter().map(String::as_str).collect();
-            extra.extend(&io_args);
-            Some(BenchCluster::start(
-                options.wire,
-                &options.plugin,
-                options.params.as_deref(),
-                options.workers,
-                options.pin,
-                &io_args,
-                &extra,
-            )?)
+            Some(start_cluster(options)?)
         }
     };
     // After the cluster started (its processes must not inherit the pin).

@@ -82,6 +82,15 @@ struct Args {
     /// pipelined), then kill a under load and time the failover. Report only.
     #[arg(long, conflicts_with_all = ["suite", "soak", "frontend", "plugin"])]
     brokers: bool,
+    /// Measure at each value of one dimension, callers=1,2,4,8,16 or
+    /// pipeline=1,8,64,512: powerhose, the plugin in-process (the ideal)
+    /// and the floor, side by side, each for --duration, in 3 rounds (medians).
+    #[arg(long, value_name = "DIMENSION=N,N,…", conflicts_with_all = ["suite", "soak", "brokers", "frontend", "jobs", "callers", "pipeline", "floor"])]
+    sweep: Option<String>,
+    /// With --sweep: also write sweep-<dimension>.svg (the chart) and .json
+    /// (every point and the environment) into this directory.
+    #[arg(long, value_name = "DIR", requires = "sweep")]
+    report: Option<PathBuf>,
     /// JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -89,6 +98,8 @@ struct Args {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let progress = |phase: &str| eprintln!("powerhose-bench: {phase}…");
+    // Before anything runs: a typo in the spec is an error at once.
+    let sweep = args.sweep.as_deref().map(bench::SweepSpec::parse).transpose()?;
     if let Some(seconds) = args.soak {
         let report =
             bench::soak(args.wire, Duration::try_from_secs_f64(seconds)?, |line| eprintln!("powerhose-bench: {line}"))?;
@@ -139,6 +150,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
         worker_args: args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).unwrap_or_default(),
         io_cpu: args.io_cpu,
     };
+    if let Some(spec) = &sweep {
+        let report = bench::sweep(&options, spec, Duration::try_from_secs_f64(args.duration)?, progress)?;
+        if let Some(dir) = &args.report {
+            let (json, svg) = bench::write_sweep(dir, &report)?;
+            eprintln!("powerhose-bench: wrote {} and {}", svg.display(), json.display());
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::format_sweep(&report));
+        }
+        return Ok(());
+    }
     let report = bench::run(&options, progress)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
