@@ -196,3 +196,56 @@ fn a_bad_or_exposed_address_is_a_one_line_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("binding --metrics"), "{stderr}");
 }
+
+/// Every `powerhose_*` name in `text`.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (at, _) in text.match_indices("powerhose_") {
+        let name: String = text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn the_alert_rules_and_the_dashboard_check_and_name_exported_metrics() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let rules = deploy.join("prometheus/powerhose-alerts.yml");
+    match Command::new("promtool").arg("check").arg("rules").arg(&rules).output() {
+        Ok(out) => assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "promtool is not installed (Debian's prometheus package, as .ci/run installs): its check is skipped"
+            )
+        }
+        Err(e) => panic!("running promtool: {e}"),
+    }
+    let rules = std::fs::read_to_string(&rules).unwrap();
+    for alert in ["PowerhoseBrokerDown", "PowerhoseNoWorkers", "PowerhoseQueueWaitHigh"] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    let dashboard = std::fs::read_to_string(deploy.join("grafana/powerhose-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .chain([dashboard["templating"]["list"][0]["definition"].as_str().unwrap()])
+        .collect();
+    assert!(exprs.len() >= 8, "{exprs:?}");
+
+    // A broker that served a job exports every family the files name.
+    let dir = TestDir::new();
+    let addr = format!("127.0.0.1:{}", ports::free_port());
+    let _broker = start_broker(&dir, &["--metrics", &addr]);
+    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    dir.client().execute(JobRequest::new("one").header("action", "echo"), T).unwrap();
+    let exported: std::collections::BTreeSet<String> = scrape(&addr).samples.into_iter().map(|s| s.name).collect();
+    let named: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).chain(metric_names(&rules)).collect();
+    assert!(named.len() >= 10, "{named:?}");
+    for name in named {
+        assert!(exported.contains(&name), "{name} is not exported: {exported:?}");
+    }
+}
