@@ -58,6 +58,15 @@ pub struct BrokerArgs {
     /// first service to register, kept for the broker's life]
     #[arg(long)]
     pub default_service: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: an IP address and
+    /// port, such as 127.0.0.1:9464 (loopback unless --metrics-allow-remote)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Let --metrics listen where other machines can reach it: it shows job
+    /// counts, timings, service names and the broker's memory and CPU (no
+    /// job data, no keys or identities), to anyone who can connect.
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// Job time limits and worker age, shared by `powerhose` and `powerhose-worker`
@@ -115,6 +124,11 @@ impl WorkerLifecycleArgs {
 }
 
 impl BrokerArgs {
+    /// `--metrics`, checked (a bad or non-loopback address is an [`Error::BadFlag`]).
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, Error> {
+        self.metrics.as_deref().map(|text| crate::metrics::parse_addr(text, self.metrics_allow_remote)).transpose()
+    }
+
     /// The broker's routing tunables from these flags.
     pub fn config(&self) -> Config {
         Config {

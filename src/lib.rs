@@ -24,6 +24,8 @@ pub mod ghosts;
 pub mod health;
 pub mod keys;
 pub mod local;
+#[cfg(feature = "tools")]
+pub mod metrics;
 pub mod plugin;
 pub mod protocol;
 mod redial;

@@ -108,6 +108,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     options.legacy_timeout = Duration::from_millis(args.legacy_timeout_ms);
     options.curve = args.curve.server()?;
     options.insecure = args.curve.insecure;
+    options.metrics = args.broker.metrics_addr()?;
     broker::run_broker(options, &Wakeup::new()?.on_terminate()?)?;
     Ok(0)
 }

@@ -51,7 +51,7 @@ struct Args {
     /// Run no broker here: the workers serve the brokers at these back
     /// endpoints (repeatable; reload and scale by signal). --curve-secret is
     /// then the workers' own key and --curve-server the brokers' public one.
-    #[arg(long, value_name = "ENDPOINT", conflicts_with_all = ["frontend", "backend", "allow_clients", "allow_workers", "allow_operators", "insecure"])]
+    #[arg(long, value_name = "ENDPOINT", conflicts_with_all = ["frontend", "backend", "allow_clients", "allow_workers", "allow_operators", "insecure", "metrics"])]
     connect: Vec<String>,
     /// With --connect: the brokers' public certificate.
     #[arg(long, value_name = "FILE", requires_all = ["connect", "curve_secret"])]
@@ -81,6 +81,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.max_message_bytes = args.broker.max_message_bytes;
     options.worker.io_cpu = args.broker.io_cpu;
     options.debug = args.debug;
+    options.metrics = args.broker.metrics_addr()?;
     if args.connect.is_empty() {
         options.curve = args.curve.server()?;
         options.insecure = args.curve.insecure;

@@ -4,6 +4,7 @@
 mod bind;
 mod io;
 mod listen;
+mod snapshot;
 pub mod state;
 mod vitals;
 mod warnings;
@@ -20,6 +21,7 @@ use crate::protocol::Control;
 use crate::sys::notify::Watchdog;
 use crate::wakeup::Wakeup;
 use io::Io;
+pub use snapshot::{Probe, Snapshot};
 use state::{BrokerState, Config};
 use vitals::Vitals;
 
@@ -59,6 +61,10 @@ pub struct BrokerOptions {
     pub curve: Option<CurveServer>,
     /// Serve a tcp endpoint the network can reach without CURVE.
     pub insecure: bool,
+    /// Serve Prometheus metrics over HTTP here (`--metrics`; checked by
+    /// the flag's parser: loopback unless allowed otherwise).
+    #[cfg(feature = "tools")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What the supervisor of an in-process broker tells (or asks) it.
@@ -71,6 +77,8 @@ pub enum Notice {
     /// Send back the pids of the registered workers (asked in-process, so
     /// that it needs no key whatever the front's transport).
     Registered(std::sync::mpsc::Sender<Vec<u32>>),
+    /// Send back a copy of the broker's figures (a metrics scrape).
+    Snapshot(std::sync::mpsc::Sender<Box<Snapshot>>),
 }
 
 /// The broker's end of [`Notice`]s: a channel and a wake-up to poll.
@@ -106,6 +114,8 @@ impl BrokerOptions {
             io_cpu: None,
             curve: None,
             insecure: false,
+            #[cfg(feature = "tools")]
+            metrics: None,
         }
     }
 }
@@ -234,6 +244,11 @@ impl Broker {
                             let pids = workers.iter().map(|w| w.pid).chain(io.locals.gone.iter().copied());
                             let _ = reply.send(pids.collect());
                         }
+                        Notice::Snapshot(reply) => {
+                            // The client's view of STATUS: counts, no per-worker list.
+                            let status = io.status(Instant::now(), &state, crate::auth::Role::Client);
+                            let _ = reply.send(Box::new(Snapshot { status, services: state.service_snapshots() }));
+                        }
                     }
                 }
                 io.flush(&state, &mut out);
@@ -280,8 +295,19 @@ impl Broker {
 /// Binds and serves until SIGTERM/SIGINT (or `shutdown`); the one call behind
 /// `powerhose-broker`.
 pub fn run_broker(options: BrokerOptions, shutdown: &Wakeup) -> Result<()> {
+    // Bound first: a busy --metrics port fails before anything else starts.
+    #[cfg(feature = "tools")]
+    let metrics = options.metrics.map(crate::metrics::MetricsServer::bind).transpose()?;
     let broker = Broker::bind(options)?;
     // Bound: clients and workers may connect (systemd's Type=notify).
     crate::sys::notify::notify_or_log(&format!("READY=1\nSTATUS=serving {}", broker.options.frontend));
-    broker.with_watchdog(Watchdog::from_process_env()).run(shutdown, None)
+    let broker = broker.with_watchdog(Watchdog::from_process_env());
+    #[cfg(feature = "tools")]
+    if let Some(metrics) = metrics {
+        let (inbox, probe) = Probe::with_inbox()?;
+        // Stops serving when dropped, as the broker returns.
+        let _serving = metrics.serve(probe)?;
+        return broker.run(shutdown, Some(&inbox));
+    }
+    broker.run(shutdown, None)
 }

@@ -34,16 +34,28 @@ pub(super) fn local_broker(
     broker_options.io_cpu = options.worker.io_cpu;
     broker_options.curve = options.curve.clone();
     broker_options.insecure = options.insecure;
+    // Bound first: a busy --metrics port fails before the broker binds.
+    #[cfg(feature = "tools")]
+    let metrics = options.metrics.map(crate::metrics::MetricsServer::bind).transpose()?;
     // The broker's loop is what serves: it feeds systemd's watchdog.
     let broker = Broker::bind(broker_options)?.with_watchdog(options.watchdog.clone());
     let (notices, notices_rx) = mpsc::channel();
     let inbox = Inbox { rx: notices_rx, wake: Wakeup::new()? };
+    // Scrapes ask the loop through the same inbox as the supervisor.
+    #[cfg(feature = "tools")]
+    let serving = match metrics {
+        Some(m) => Some(m.serve(crate::broker::Probe::new(notices.clone(), inbox.wake.clone()))?),
+        None => None,
+    };
     let registry = Registry::Broker { notices, wake: inbox.wake.clone() };
     let stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("broker".into())
         .spawn(move || {
             crate::sys::block_process_signals();
+            // Scrapes are served as long as the broker runs.
+            #[cfg(feature = "tools")]
+            let _serving = serving;
             broker.run(&stop, Some(&inbox))
         })
         .map_err(Error::io("starting the broker thread"))?;

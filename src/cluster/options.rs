@@ -65,6 +65,10 @@ pub struct ClusterOptions {
     ///
     /// [`Watchdog::from_process_env`]: crate::sys::notify::Watchdog::from_process_env
     pub watchdog: Option<crate::sys::notify::Watchdog>,
+    /// Serve the broker's Prometheus metrics here (`--metrics`); none
+    /// with `connect` (the brokers elsewhere serve their own).
+    #[cfg(feature = "tools")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl ClusterOptions {
@@ -93,6 +97,8 @@ impl ClusterOptions {
             insecure: false,
             connect: Vec::new(),
             watchdog: None,
+            #[cfg(feature = "tools")]
+            metrics: None,
         })
     }
 

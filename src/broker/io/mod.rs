@@ -156,7 +156,7 @@ impl<'a> Io<'a> {
 
     /// STATUS as `role` may see it: each worker's pid and host only for the
     /// owner and operators.
-    fn status(&self, now: Instant, state: &BrokerState<Msg>, role: crate::auth::Role) -> BrokerStatus {
+    pub(super) fn status(&self, now: Instant, state: &BrokerState<Msg>, role: crate::auth::Role) -> BrokerStatus {
         BrokerStatus {
             pid: self.pid,
             version: env!("CARGO_PKG_VERSION").into(),

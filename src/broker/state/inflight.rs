@@ -15,6 +15,8 @@ pub(super) struct InFlight<M> {
     pub retry: Option<Retry<M>>,
     pub deadline: Instant,
     pub received: Instant,
+    /// When it went to the worker (for the run-time histogram).
+    pub dispatched: Instant,
     pub priority: u8,
     /// Its client cancelled it and was answered: the worker's answer is
     /// dropped, and it is neither retried nor answered again.
@@ -42,11 +44,15 @@ impl<M: Payload> BrokerState<M> {
     pub fn cancel(&mut self, now: Instant, client: &[u8], req_id: u64, out: &mut Vec<Output<M>>) {
         let _ = now;
         let ours = |route: &ClientRoute<M>| !route.legacy && route.req_id == req_id && route.identity.bytes() == client;
-        let waiting = self.services.iter_mut().map(|s| &mut s.queue).chain(std::iter::once(&mut self.limbo));
-        for queue in waiting {
+        // Each service's queue, then the limbo's (`None`: no service).
+        for at in (0..self.services.len()).map(Some).chain([None]) {
+            let queue = match at {
+                Some(i) => &mut self.services[i].queue,
+                None => &mut self.limbo,
+            };
             if let Some(q) = queue.remove_first(|q| ours(&q.job.route)) {
                 self.unqueued(&q.job);
-                return self.reply(out, q.job.route, Status::Cancelled, "cancelled while waiting");
+                return self.reply(out, at, q.job.route, Status::Cancelled, "cancelled while waiting");
             }
         }
         for (slot, worker) in self.workers.iter_mut().enumerate() {
@@ -55,9 +61,9 @@ impl<M: Payload> BrokerState<M> {
             held.cancelled = true;
             held.retry = None;
             let route = ClientRoute { identity: held.route.identity.duplicate(), req_id, legacy: false };
-            let job_id = held.job_id;
+            let (job_id, service) = (held.job_id, worker.service);
             self.counters.cancelled_running += 1;
-            self.reply(out, route, Status::Cancelled, "cancelled while in a worker");
+            self.reply(out, Some(service), route, Status::Cancelled, "cancelled while in a worker");
             return out.push(Output::Cancel { worker: slot, job_id });
         }
     }

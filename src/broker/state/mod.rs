@@ -16,7 +16,6 @@
 //! the processes' state are passed in, so every rule here is unit-tested
 //! without sleeping.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,9 @@ mod limits_tests;
 #[cfg(test)]
 mod liveness_tests;
 mod messages;
+mod metrics;
+#[cfg(test)]
+mod metrics_tests;
 #[cfg(test)]
 mod prefetch_tests;
 #[cfg(test)]
@@ -51,6 +53,7 @@ mod timers;
 mod workers;
 
 pub use messages::{Answer, Body, ClientRoute, Job, Output, Payload};
+pub use metrics::{Buckets, Outcome, ServiceMetrics, ServiceSnapshot, BOUNDS_US, NO_SERVICE, WORKER_STATES};
 
 const SHUTTING_DOWN: &str = "the broker is shutting down";
 
@@ -182,6 +185,8 @@ struct Service<M> {
     /// waits for a replacement the whole grace period from then, even if it
     /// was queued earlier, behind a worker that was stuck and died.
     workerless_since: Instant,
+    /// Its outcomes and histograms (`--metrics`).
+    metrics: ServiceMetrics,
 }
 
 /// Services, their queues and workers, and the jobs each worker holds.
@@ -207,6 +212,10 @@ pub struct BrokerState<M> {
     default_service: Option<String>,
     /// What waiting jobs hold, in all and per client.
     ledger: ledger::Ledger,
+    /// The figures of jobs that reached no service (see [`NO_SERVICE`]).
+    unrouted: ServiceMetrics,
+    /// The figures of services forgotten, by name, until they return.
+    retired: HashMap<String, ServiceMetrics>,
 }
 
 impl<M: Payload> BrokerState<M> {
@@ -228,6 +237,8 @@ impl<M: Payload> BrokerState<M> {
             latency: Histogram::new(),
             draining: false,
             ledger: ledger::Ledger::default(),
+            unrouted: ServiceMetrics::default(),
+            retired: HashMap::new(),
         }
     }
 
@@ -242,34 +253,15 @@ impl<M: Payload> BrokerState<M> {
         self.workers.get(slot).and_then(Option::as_ref).is_some_and(|w| w.info.inline)
     }
 
-    fn reply(
-        &mut self,
-        out: &mut Vec<Output<M>>,
-        route: ClientRoute<M>,
-        status: Status,
-        msg: impl Into<Cow<'static, str>>,
-    ) {
-        match status {
-            Status::Timeout => self.counters.timeouts += 1,
-            Status::WorkerLost => self.counters.lost += 1,
-            Status::Busy => self.counters.busy += 1,
-            Status::NoWorker => self.counters.no_worker += 1,
-            Status::BadRequest | Status::UnknownService => self.counters.bad_requests += 1,
-            Status::Cancelled => self.counters.cancelled += 1,
-            Status::Ok | Status::HandlerError => {}
-        }
-        out.push(Output::Reply { route, status, pid: self.pid, body: Body::Text(msg.into()) });
-    }
-
     /// A client's job. An empty `service` means the default service (see
     /// [`Config::default_service`]).
     pub fn submit(&mut self, now: Instant, service: &str, mut job: Job<M>, out: &mut Vec<Output<M>>) {
         job.deadline = job.deadline.min(job.received + self.config.max_timeout);
         if self.draining {
-            return self.reply(out, job.route, Status::NoWorker, SHUTTING_DOWN);
+            return self.reply(out, None, job.route, Status::NoWorker, SHUTTING_DOWN);
         }
         if job.deadline <= now {
-            return self.reply(out, job.route, Status::Timeout, "job expired before it reached the broker");
+            return self.reply(out, None, job.route, Status::Timeout, "job expired before it reached the broker");
         }
         // No service named: the default one, whatever else registers later.
         let named = if service.is_empty() { self.default_service.as_deref() } else { Some(service) };
@@ -280,7 +272,7 @@ impl<M: Payload> BrokerState<M> {
             Some((_, None)) if self.services.is_empty() => None,
             Some((name, None)) => {
                 let msg = format!("no worker serves {name:?}");
-                return self.reply(out, job.route, Status::UnknownService, msg);
+                return self.reply(out, None, job.route, Status::UnknownService, msg);
             }
         };
         let (client, size) = (job.route.identity.bytes(), job.size());
@@ -288,18 +280,18 @@ impl<M: Payload> BrokerState<M> {
             Ok(()) => self.ledger.charge(client, size),
             Err(ledger::Refusal::Full) => {
                 let msg = format!("queue full ({} MiB waiting)", self.ledger.bytes() >> 20);
-                return self.reply(out, job.route, Status::Busy, msg);
+                return self.reply(out, target, job.route, Status::Busy, msg);
             }
             Err(ledger::Refusal::ClientShare) => {
                 let msg = "this client holds its share of the queue; others are served first";
-                return self.reply(out, job.route, Status::Busy, msg);
+                return self.reply(out, target, job.route, Status::Busy, msg);
             }
         }
         match target {
             None => {
                 if self.limbo.len() >= self.config.max_queue {
                     self.unqueued(&job);
-                    return self.reply(out, job.route, Status::Busy, "queue full");
+                    return self.reply(out, None, job.route, Status::Busy, "queue full");
                 }
                 // Re-resolved when a worker registers.
                 self.limbo.push_back(Queued { job, since: now, service: Some(service.into()) });
@@ -308,7 +300,7 @@ impl<M: Payload> BrokerState<M> {
                 if self.services[i].queue.len() >= self.config.max_queue {
                     self.unqueued(&job);
                     let msg = format!("queue of {} is full ({} jobs)", self.services[i].name, self.config.max_queue);
-                    return self.reply(out, job.route, Status::Busy, msg);
+                    return self.reply(out, Some(i), job.route, Status::Busy, msg);
                 }
                 self.services[i].queue.push_back(Queued { job, since: now, service: None });
                 self.dispatch(now, i, out);
@@ -341,15 +333,16 @@ impl<M: Payload> BrokerState<M> {
             if self.services[i].queue.head(lane).job.deadline <= now {
                 let Queued { job, .. } = self.services[i].queue.pop_lane(lane);
                 self.unqueued(&job);
-                self.reply(out, job.route, Status::Timeout, "job expired while queued");
+                self.reply(out, Some(i), job.route, Status::Timeout, "job expired while queued");
                 continue;
             }
             let Some(slot) = self.services[i].idle.pop_front().or_else(|| self.prefetch_candidate(i)) else {
                 let waiting = self.services[i].queue.head(lane).job.priority;
                 return self.recall_for(now, i, waiting, out);
             };
-            let Queued { job, .. } = self.services[i].queue.pop_lane(lane);
+            let Queued { job, since, .. } = self.services[i].queue.pop_lane(lane);
             self.unqueued(&job);
+            self.count_dispatch(i, now, since);
             // Jobs still wait here (the pool is beyond what its workers may
             // hold): its answer may be held for coalescing, see worker::coalesce.
             let backlog = !self.services[i].queue.is_empty();
@@ -369,8 +362,17 @@ impl<M: Payload> BrokerState<M> {
             worker.state = WorkerState::Busy;
             let (deadline, received, priority) = (job.deadline, job.received, job.priority);
             let (cancelled, recalled) = (false, false);
-            let inflight =
-                InFlight { job_id, route: job.route, retry, deadline, received, priority, cancelled, recalled };
+            let inflight = InFlight {
+                job_id,
+                route: job.route,
+                retry,
+                deadline,
+                received,
+                dispatched: now,
+                priority,
+                cancelled,
+                recalled,
+            };
             worker.jobs.push_back(inflight);
             let behind = worker.jobs.len() - 1;
             self.recall_below(now, slot, priority, behind, out);

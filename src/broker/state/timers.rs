@@ -68,12 +68,13 @@ impl<M: Payload> BrokerState<M> {
             self.expire(
                 now,
                 out,
+                Some(i),
                 |s| &mut s.services[i].queue,
                 move |q| no_workers && now >= q.since.max(since) + grace,
                 &name,
             );
         }
-        self.expire(now, out, |s| &mut s.limbo, |q| now >= q.since + grace, "any service");
+        self.expire(now, out, None, |s| &mut s.limbo, |q| now >= q.since + grace, "any service");
         self.forget_idle_services(now);
     }
 
@@ -88,6 +89,7 @@ impl<M: Payload> BrokerState<M> {
             }
             let gone = self.services.swap_remove(i);
             self.service_index.remove(&gone.name);
+            self.retired.insert(gone.name.clone(), gone.metrics);
             tracing::info!("service {} forgotten: no worker for {SERVICE_FORGET_GRACE:?}", gone.name);
             if let Some(moved) = self.services.get(i) {
                 let from = self.services.len();
@@ -103,6 +105,7 @@ impl<M: Payload> BrokerState<M> {
         &mut self,
         now: Instant,
         out: &mut Vec<Output<M>>,
+        at: Option<usize>,
         queue: impl Fn(&mut Self) -> &mut Lanes<M>,
         orphaned: impl Fn(&Queued<M>) -> bool,
         service: &str,
@@ -113,10 +116,10 @@ impl<M: Payload> BrokerState<M> {
         for q in queue(self).take_all() {
             if q.job.deadline <= now {
                 self.unqueued(&q.job);
-                self.reply(out, q.job.route, Status::Timeout, "job expired while queued");
+                self.reply(out, at, q.job.route, Status::Timeout, "job expired while queued");
             } else if orphaned(&q) {
                 self.unqueued(&q.job);
-                self.reply(out, q.job.route, Status::NoWorker, format!("no worker for {service}"));
+                self.reply(out, at, q.job.route, Status::NoWorker, format!("no worker for {service}"));
             } else {
                 queue(self).push_back(q);
             }
@@ -127,21 +130,29 @@ impl<M: Payload> BrokerState<M> {
     /// refused, so clients can go elsewhere; jobs in workers still finish.
     pub fn drain(&mut self, out: &mut Vec<Output<M>>) {
         self.draining = true;
-        let queued: Vec<Queued<M>> =
-            self.services.iter_mut().flat_map(|s| s.queue.take_all()).chain(self.limbo.take_all()).collect();
-        for q in queued {
+        let mut queued: Vec<(Option<usize>, Queued<M>)> = Vec::new();
+        for (i, s) in self.services.iter_mut().enumerate() {
+            queued.extend(s.queue.take_all().into_iter().map(|q| (Some(i), q)));
+        }
+        queued.extend(self.limbo.take_all().into_iter().map(|q| (None, q)));
+        for (at, q) in queued {
             self.unqueued(&q.job);
-            self.reply(out, q.job.route, Status::NoWorker, SHUTTING_DOWN);
+            self.reply(out, at, q.job.route, Status::NoWorker, SHUTTING_DOWN);
         }
     }
 
     /// The broker is exiting: every job it still holds gets an answer.
     pub fn abandon(&mut self, out: &mut Vec<Output<M>>) {
         self.drain(out);
-        let held: Vec<InFlight<M>> =
-            self.workers.iter_mut().flatten().flat_map(|w| std::mem::take(&mut w.jobs)).collect();
-        for job in held.into_iter().filter(|j| !j.cancelled) {
-            self.reply(out, job.route, Status::WorkerLost, "the broker shut down before the worker answered");
+        let held: Vec<(usize, InFlight<M>)> = self
+            .workers
+            .iter_mut()
+            .flatten()
+            .flat_map(|w| std::mem::take(&mut w.jobs).into_iter().map(|j| (w.service, j)).collect::<Vec<_>>())
+            .collect();
+        for (service, job) in held.into_iter().filter(|(_, j)| !j.cancelled) {
+            let why = "the broker shut down before the worker answered";
+            self.reply(out, Some(service), job.route, Status::WorkerLost, why);
         }
     }
 

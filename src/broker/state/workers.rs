@@ -60,6 +60,7 @@ impl<M: Payload> BrokerState<M> {
                     queue: Lanes::default(),
                     workers: 0,
                     workerless_since: now,
+                    metrics: self.retired.remove(&name).unwrap_or_default(),
                 });
                 self.service_index.insert(name, self.services.len() - 1);
                 self.services.len() - 1
@@ -138,6 +139,10 @@ impl<M: Payload> BrokerState<M> {
                 _ => self.counters.errors += 1,
             }
             self.latency.record(now.saturating_duration_since(inflight.received).as_micros() as u64);
+            // As the broker-wide counters: a worker's other statuses are errors.
+            let ended = if matches!(status, Status::Ok | Status::Timeout) { status } else { Status::HandlerError };
+            self.count_outcome(Some(service), ended);
+            self.count_run(service, now, inflight.dispatched);
             let body = if inline { super::Body::Frame(body) } else { super::Body::Payload(body) };
             out.push(Output::Reply { route: inflight.route, status, pid, body });
         }
@@ -310,7 +315,7 @@ impl<M: Payload> BrokerState<M> {
                     };
                     self.requeued(service, now, job);
                 }
-                _ => self.reply(out, inflight.route, Status::WorkerLost, why),
+                _ => self.reply(out, Some(service), inflight.route, Status::WorkerLost, why),
             }
         }
         self.dispatch(now, service, out);
