@@ -61,6 +61,8 @@ struct Args {
     /// Verbose logs.
     #[arg(long)]
     debug: bool,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 fn seconds(s: f64, flag: &str) -> Result<Duration, Error> {
@@ -170,7 +172,9 @@ fn main() {
     if args.check {
         std::process::exit(check(&args));
     }
-    cli::init_tracing(args.debug);
+    if let Err(e) = args.log.init(args.debug) {
+        std::process::exit(cli::report("powerhose-broker", &e, args.debug));
+    }
     if let Err(e) = powerhose::sys::route_process_signals() {
         std::process::exit(cli::report("powerhose-broker", &e, args.debug));
     }
