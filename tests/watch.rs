@@ -132,3 +132,33 @@ fn a_broker_gone_shows_no_answer_until_it_is_back_and_q_restores_the_terminal() 
     let screen = tmux.wait_for("g", "$ echo typed");
     assert!(screen.lines().any(|l| l == "typed"), "{screen}");
 }
+
+#[test]
+fn on_a_pipe_it_prints_one_json_report_a_line_until_ctrl_c() {
+    let dir = TestDir::new();
+    let broker = start_broker(&dir, &[]);
+    let front = dir.front();
+    let args = ["--status", "--watch", "--json", "--interval", "0.2", "--frontend", front.as_str()];
+    let mut watch = Proc::spawn(BROKER, &args, &dir, "watch");
+    for _ in 0..2 {
+        let line = watch.wait_line("\"status\"", T);
+        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (report["frontend"].as_str(), report["status"]["pid"].as_u64()),
+            (Some(front.as_str()), Some(u64::from(broker.pid())))
+        );
+    }
+    drop(broker);
+    let line = watch.wait_line("\"error\"", T);
+    assert!(serde_json::from_str::<serde_json::Value>(&line).unwrap()["error"].is_string(), "{line}");
+    watch.signal(libc::SIGINT);
+    assert_eq!(watch.wait_exit(T).and_then(|s| s.code()), Some(0), "{}", watch.stderr());
+
+    let out =
+        Command::new(BROKER).args(["--status", "--watch", "--interval", "0", "--frontend", &front]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "powerhose-broker: error: --interval must be more than 0 seconds\n"
+    );
+}
