@@ -1,4 +1,4 @@
-//! Helpers shared by the binaries: logging set-up, `--params` parsing, the
+//! Helpers shared by the binaries: logging set-up (`logs`), `--params` parsing, the
 //! one-line error report with its exit code, and the worker program itself
 //! ([`worker_main`]).
 
@@ -11,7 +11,9 @@ use crate::broker::state::Config;
 use crate::error::Error;
 use crate::protocol;
 
+mod logs;
 mod worker;
+pub use logs::{init_tracing, log_format, note, warn, LogArgs, LogFormat};
 pub use worker::{worker_main, WorkerArgs};
 
 /// Routing and liveness flags shared by `powerhose` and `powerhose-broker`.
@@ -201,19 +203,6 @@ impl CurveClientArgs {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the level (`info`, `debug` with `--debug`).
-pub fn init_tracing(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
-}
-
 /// `--params`: JSON as is, or Powerhose's `key:value|key2:value2` form turned
 /// into a JSON object of strings.
 pub fn parse_params(text: &str) -> Result<String, Error> {
@@ -264,21 +253,23 @@ pub fn render_result(result: &[u8], print_hex: bool, stdout_is_terminal: bool) -
     (Cow::Borrowed(result), None)
 }
 
-/// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`) and returns
+/// Prints `PROGRAM: error: MESSAGE` (plus details under `--debug`; a JSON
+/// record under `--log-format json`) and returns
 /// the exit code for it: [`crate::EXIT_PLUGIN`] for plugin trouble,
 /// [`EXIT_BAD_FLAG`] for an unusable flag value, 1 otherwise.
 pub fn report(program: &str, err: &(dyn std::error::Error + 'static), debug: bool) -> i32 {
     let line = err.to_string();
     // Under --debug the details follow: no need to point at them.
     let line = if debug { line.replace(crate::plugin::DEBUG_HINT, "") } else { line };
-    eprintln!("{program}: error: {line}");
-    match err.downcast_ref::<Error>() {
-        Some(Error::PluginLoad { details, .. } | Error::PluginCheck { details, .. }) => {
-            if debug && !details.is_empty() {
-                eprintln!("{}", details.trim_end());
-            }
-            crate::EXIT_PLUGIN
+    let details = match err.downcast_ref::<Error>() {
+        Some(Error::PluginLoad { details, .. } | Error::PluginCheck { details, .. }) if debug => {
+            Some(details.trim_end()).filter(|d| !d.is_empty())
         }
+        _ => None,
+    };
+    logs::error_line(program, &line, details);
+    match err.downcast_ref::<Error>() {
+        Some(Error::PluginLoad { .. } | Error::PluginCheck { .. }) => crate::EXIT_PLUGIN,
         Some(Error::BadFlag(_) | Error::PoolFile { .. }) => EXIT_BAD_FLAG,
         Some(Error::PluginNotFound { .. } | Error::PluginInit { .. }) => crate::EXIT_PLUGIN,
         Some(Error::WorkerStart { code: Some(code), .. }) if *code == crate::EXIT_PLUGIN => crate::EXIT_PLUGIN,

@@ -32,6 +32,8 @@ mod redial;
 pub mod status;
 pub mod sys;
 pub mod wakeup;
+#[cfg(feature = "tools")]
+pub mod watch;
 pub mod worker;
 
 pub use client::{Client, JobRequest, TimeoutPolicy};

@@ -29,6 +29,7 @@ macro_rules! syscall {
 
 pub mod epoll;
 pub mod notify;
+pub mod term;
 mod timer;
 pub use timer::Timer;
 

@@ -94,15 +94,17 @@ struct Args {
     /// JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let progress = |phase: &str| eprintln!("powerhose-bench: {phase}…");
+    let progress = |phase: &str| cli::note("powerhose-bench", &format!("{phase}…"));
     // Before anything runs: a typo in the spec is an error at once.
     let sweep = args.sweep.as_deref().map(bench::SweepSpec::parse).transpose()?;
     if let Some(seconds) = args.soak {
         let report =
-            bench::soak(args.wire, Duration::try_from_secs_f64(seconds)?, |line| eprintln!("powerhose-bench: {line}"))?;
+            bench::soak(args.wire, Duration::try_from_secs_f64(seconds)?, |line| cli::note("powerhose-bench", line))?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
@@ -183,7 +185,9 @@ fn main() {
         return;
     }
     let args = Args::parse();
-    cli::init_tracing(false);
+    if let Err(e) = args.log.init(false) {
+        std::process::exit(cli::report("powerhose-bench", &e, false));
+    }
     if let Err(e) = run(&args) {
         std::process::exit(cli::report("powerhose-bench", e.as_ref(), false));
     }

@@ -1,5 +1,5 @@
 //! `powerhose-broker`: binds the front (clients) and back (workers) endpoints and
-//! routes jobs; `--check`, `--status` and `--purge-ghosts` are for operators.
+//! routes jobs; `--check`, `--status [--watch]` and `--purge-ghosts` are for operators.
 
 use std::time::Duration;
 
@@ -40,6 +40,14 @@ struct Args {
     /// With --status: JSON instead of a table.
     #[arg(long, requires = "status")]
     json: bool,
+    /// With --status: ask again every --interval, redrawing the table in
+    /// place on a terminal (q or Ctrl-C quits), else one report after
+    /// another (JSON: one a line); a broker gone shows "no answer".
+    #[arg(long, requires = "status")]
+    watch: bool,
+    /// With --watch: seconds between reports.
+    #[arg(long, requires = "watch", default_value_t = 1.0)]
+    interval: f64,
     /// Stop broker processes of this user on --frontend that are not the one
     /// answering PING, tried 3 times within --timeout (SIGTERM, then SIGKILL
     /// after --grace); stopped ones only with --force.
@@ -61,6 +69,8 @@ struct Args {
     /// Verbose logs.
     #[arg(long)]
     debug: bool,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 fn seconds(s: f64, flag: &str) -> Result<Duration, Error> {
@@ -77,6 +87,9 @@ fn credentials(args: &Args) -> Result<Option<powerhose::auth::CurveClient>, Erro
 
 fn run(args: &Args) -> anyhow::Result<i32> {
     let timeout = seconds(args.timeout, "--timeout")?;
+    if args.watch {
+        return watch(args, timeout);
+    }
     if args.status && args.frontend.len() > 1 {
         return status_of_each(args, timeout);
     }
@@ -110,6 +123,23 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     options.insecure = args.curve.insecure;
     options.metrics = args.broker.metrics_addr()?;
     broker::run_broker(options, &Wakeup::new()?.on_terminate()?)?;
+    Ok(0)
+}
+
+/// `--status --watch`, until Ctrl-C (or `q` on a terminal).
+fn watch(args: &Args, timeout: Duration) -> anyhow::Result<i32> {
+    let interval = seconds(args.interval, "--interval")?;
+    if interval.is_zero() {
+        return Err(Error::BadFlag("--interval must be more than 0 seconds".into()).into());
+    }
+    let frontend = match args.frontend.as_slice() {
+        [] => endpoint::default_frontend()?,
+        [one] => one.clone(),
+        _ => return Err(Error::BadFlag("--watch watches one broker: give one --frontend".into()).into()),
+    };
+    let options =
+        powerhose::watch::WatchOptions { frontend, curve: credentials(args)?, interval, timeout, json: args.json };
+    powerhose::watch::watch(&options, &Wakeup::new()?.on_terminate()?)?;
     Ok(0)
 }
 
@@ -171,7 +201,9 @@ fn main() {
     if args.check {
         std::process::exit(check(&args));
     }
-    cli::init_tracing(args.debug);
+    if let Err(e) = args.log.init(args.debug) {
+        std::process::exit(cli::report("powerhose-broker", &e, args.debug));
+    }
     if let Err(e) = powerhose::sys::route_process_signals() {
         std::process::exit(cli::report("powerhose-broker", &e, args.debug));
     }

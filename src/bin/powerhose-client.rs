@@ -24,6 +24,8 @@ struct Args {
     /// The broker's public certificate (its `NAME.key`).
     #[arg(long, global = true, value_name = "FILE", requires = "curve_secret")]
     curve_server: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    log: cli::LogArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -88,7 +90,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let (bytes, warning) = cli::render_result(&result, *print_hex, out.is_terminal());
             out.write_all(&bytes)?;
             if let Some(warning) = warning {
-                eprintln!("powerhose-client: {warning}");
+                cli::warn("powerhose-client", &warning);
             }
         }
         Cmd::Ping => println!("{}", client.ping(timeout)?),
@@ -119,7 +121,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
 fn main() {
     let args = Args::parse();
-    cli::init_tracing(false);
+    if let Err(e) = args.log.init(false) {
+        std::process::exit(cli::report("powerhose-client", &e, false));
+    }
     if let Err(e) = run(&args) {
         std::process::exit(cli::report("powerhose-client", e.as_ref(), false));
     }

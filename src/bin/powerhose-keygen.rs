@@ -14,6 +14,8 @@ struct Args {
     /// The directory to write them in (it must exist).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 /// Prints the public certificate's path, the secret one's, and the public
@@ -32,7 +34,9 @@ fn run(args: &Args) -> Result<(), Error> {
 
 fn main() {
     let args = Args::parse();
-    cli::init_tracing(false);
+    if let Err(e) = args.log.init(false) {
+        std::process::exit(cli::report("powerhose-keygen", &e, false));
+    }
     if let Err(e) = run(&args) {
         std::process::exit(cli::report("powerhose-keygen", &e, false));
     }

@@ -61,9 +61,11 @@ struct Args {
     /// Verbose logs.
     #[arg(long)]
     debug: bool,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn run(args: &Args, log_format: cli::LogFormat) -> anyhow::Result<()> {
     let mut options = cluster::ClusterOptions::new(args.plugin.as_deref().unwrap_or_default())?;
     options.plugin_dir = args.plugin_dir.clone();
     if let Some(params) = &args.params {
@@ -82,6 +84,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     options.worker.io_cpu = args.broker.io_cpu;
     options.debug = args.debug;
     options.metrics = args.broker.metrics_addr()?;
+    options.json_logs = log_format == cli::LogFormat::Json;
     if args.connect.is_empty() {
         options.curve = args.curve.server()?;
         options.insecure = args.curve.insecure;
@@ -109,12 +112,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
 fn main() {
     let args = Args::parse();
-    cli::init_tracing(args.debug);
+    let format = match args.log.init(args.debug) {
+        Ok(format) => format,
+        Err(e) => std::process::exit(cli::report("powerhose", &e, args.debug)),
+    };
     // Before any other thread: signals must not interrupt ZeroMQ calls.
     if let Err(e) = powerhose::sys::route_process_signals() {
         std::process::exit(cli::report("powerhose", &e, args.debug));
     }
-    if let Err(e) = run(&args) {
+    if let Err(e) = run(&args, format) {
         std::process::exit(cli::report("powerhose", e.as_ref(), args.debug));
     }
 }

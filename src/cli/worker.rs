@@ -66,6 +66,8 @@ pub struct WorkerArgs {
     /// Verbose logs, and full plugin load reports.
     #[arg(long)]
     debug: bool,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 /// Runs the worker program with this command line (`args` includes the
@@ -89,7 +91,9 @@ where
             return e.exit_code();
         }
     };
-    cli::init_tracing(args.debug);
+    if let Err(e) = args.log.init(args.debug) {
+        return cli::report("powerhose-worker", &e, args.debug);
+    }
     // Before any other thread: signals must not interrupt ZeroMQ calls.
     if let Err(e) = crate::sys::route_process_signals() {
         return cli::report("powerhose-worker", &e, args.debug);

@@ -121,7 +121,8 @@ impl Cluster {
         let located = crate::plugin::locate(&options.plugin, options.plugin_dir.as_deref())?;
         let plugin_path = located.canonicalize().map_err(Error::io(format!("resolving {}", located.display())))?;
         let exe = find_worker_exe(options.worker_exe.as_deref())?;
-        let spawner = Spawner { exe, args: options.worker_args(&plugin_path), notify_socket: None };
+        let spawner =
+            Spawner { exe, args: options.worker_args(&plugin_path), notify_socket: None, json_logs: options.json_logs };
         crate::plugin::check_in_child(&spawner.exe, &spawner.args, options.start_timeout)?;
         let (tx, rx) = mpsc::channel();
         let control = ControlSink { tx, wake: Wakeup::new()?, max_workers: options.max_workers };

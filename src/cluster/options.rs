@@ -48,6 +48,9 @@ pub struct ClusterOptions {
     pub max_workers: usize,
     /// Pass `--debug` to the workers: debug logging and plugin errors in full.
     pub debug: bool,
+    /// Start the workers with `--log-format json`; their JSON lines are
+    /// relayed with a `worker_pid` added (see the supervisor's output relay).
+    pub json_logs: bool,
     /// CURVE on the broker's tcp endpoints (`--curve-secret` and the
     /// allow-lists). This cluster's own workers and [`Cluster::client`] use
     /// the broker's key pair: whoever holds its secret is its owner.
@@ -93,6 +96,7 @@ impl ClusterOptions {
             max_workers: 4 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES as i64,
             debug: false,
+            json_logs: false,
             curve: None,
             insecure: false,
             connect: Vec::new(),

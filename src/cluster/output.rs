@@ -6,6 +6,13 @@
 //! so a worker never blocks on a full pipe that nobody reads. A line longer
 //! than [`MAX_LINE`] is cut there, with a marker, and its rest dropped: a
 //! worker that writes without newlines costs at most one line's buffer.
+//!
+//! Workers started with `--log-format json` write JSON objects, which a
+//! prefix would break: each gets `"worker_pid":PID` as its first member
+//! instead (a worker's own records carry no pid). A line of theirs that is
+//! not a JSON object (a panic message, a plugin's `println!`) becomes a
+//! record of the supervisor's log with a `worker_pid` field, so that its
+//! stderr holds JSON only.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Child;
@@ -27,25 +34,40 @@ enum Stream {
 }
 
 /// Starts the relays of a freshly spawned worker's piped stdout and stderr.
-pub(super) fn relay_child(child: &mut Child) -> Vec<JoinHandle<()>> {
+/// `json`: the worker logs JSON (see the module's documentation).
+pub(super) fn relay_child(child: &mut Child, json: bool) -> Vec<JoinHandle<()>> {
     let pid = child.id();
-    let out = child.stdout.take().map(|pipe| spawn(pid, pipe, Stream::Out));
-    let err = child.stderr.take().map(|pipe| spawn(pid, pipe, Stream::Err));
+    let out = child.stdout.take().map(|pipe| spawn(pid, pipe, Stream::Out, json));
+    let err = child.stderr.take().map(|pipe| spawn(pid, pipe, Stream::Err, json));
     // A relay that cannot start leaves its pipe closed: the worker's writes
     // fail (EPIPE) instead of blocking.
     out.into_iter().chain(err).flatten().collect()
 }
 
-fn spawn(pid: u32, pipe: impl Read + Send + 'static, stream: Stream) -> Option<JoinHandle<()>> {
+fn spawn(pid: u32, pipe: impl Read + Send + 'static, stream: Stream, json: bool) -> Option<JoinHandle<()>> {
     let name = format!("worker-{pid}-{}", if matches!(stream, Stream::Out) { "out" } else { "err" });
+    // One write per line, under the stream's lock: whole lines only.
+    // A failed write (our stream closed) drops the line; reading goes on.
+    let write = move |line: &[u8]| {
+        let _ = match stream {
+            Stream::Out => std::io::stdout().lock().write_all(line),
+            Stream::Err => std::io::stderr().lock().write_all(line),
+        };
+    };
     let started = std::thread::Builder::new().name(name).spawn(move || {
-        relay(pid, pipe, |line| {
-            // One write per line, under the stream's lock: whole lines only.
-            // A failed write (our stream closed) drops the line; reading goes on.
-            let _ = match stream {
-                Stream::Out => std::io::stdout().lock().write_all(line),
-                Stream::Err => std::io::stderr().lock().write_all(line),
-            };
+        if !json {
+            return relay(format!("[worker {pid}] ").as_bytes(), pipe, write);
+        }
+        relay(b"", pipe, |line| match with_worker_pid(pid, line) {
+            Some(object) => write(&object),
+            None => {
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim_end_matches('\n');
+                match stream {
+                    Stream::Out => tracing::info!(worker_pid = pid, "{text}"),
+                    Stream::Err => tracing::warn!(worker_pid = pid, "{text}"),
+                }
+            }
         })
     });
     match started {
@@ -58,16 +80,15 @@ fn spawn(pid: u32, pipe: impl Read + Send + 'static, stream: Stream) -> Option<J
 }
 
 /// Reads `from` until it ends (or fails), handing each line to `write` as
-/// `[worker PID] text\n`, cut at [`MAX_LINE`] bytes of text.
-fn relay(pid: u32, from: impl Read, mut write: impl FnMut(&[u8])) {
-    let prefix = format!("[worker {pid}] ");
+/// `PREFIXtext\n`, cut at [`MAX_LINE`] bytes of text.
+fn relay(prefix: &[u8], from: impl Read, mut write: impl FnMut(&[u8])) {
     let mut reader = BufReader::with_capacity(MAX_LINE, from);
     let mut line = Vec::with_capacity(prefix.len() + MAX_LINE + CUT_MARKER.len() + 1);
     // Inside a line already cut: its bytes are dropped up to its newline.
     let mut dropping = false;
     loop {
         line.clear();
-        line.extend_from_slice(prefix.as_bytes());
+        line.extend_from_slice(prefix);
         // One byte more than a line may hold: a line of exactly MAX_LINE
         // bytes reads with its newline, a longer one is seen to be longer.
         let read = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
@@ -92,6 +113,28 @@ fn relay(pid: u32, from: impl Read, mut write: impl FnMut(&[u8])) {
     }
 }
 
+/// A worker's line (newline included) that is a JSON object, with
+/// `"worker_pid":PID` as its first member and a newline; `None` for
+/// anything else. Its own members stay as written; one that names a
+/// `worker_pid` already is left alone.
+fn with_worker_pid(pid: u32, line: &[u8]) -> Option<Vec<u8>> {
+    let text = line.trim_ascii();
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(text).ok()?;
+    let mut out = Vec::with_capacity(text.len() + 24);
+    if object.contains_key("worker_pid") {
+        out.extend_from_slice(text);
+    } else {
+        out.extend_from_slice(format!("{{\"worker_pid\":{pid}").as_bytes());
+        // The rest after the object's `{`: `}` alone, or members after a comma.
+        if !object.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(&text[1..]);
+    }
+    out.push(b'\n');
+    Some(out)
+}
+
 /// Waits until the relays have written what the workers wrote last (their
 /// pipes close as they exit), until `deadline` at most: a worker's
 /// descendant may hold a pipe open.
@@ -112,7 +155,7 @@ mod tests {
 
     fn relayed(input: &[u8]) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
-        relay(42, input, |line| lines.push(line.to_vec()));
+        relay(b"[worker 42] ", input, |line| lines.push(line.to_vec()));
         lines
     }
 
@@ -142,5 +185,20 @@ mod tests {
         // A line of exactly the limit is whole.
         let exact = [vec![b'y'; MAX_LINE], b"\n".to_vec()].concat();
         assert_eq!(relayed(&exact), [[b"[worker 42] ".to_vec(), exact].concat()]);
+    }
+
+    #[test]
+    fn json_lines_get_the_worker_pid_and_others_are_left_to_the_log() {
+        let line = br#"{"timestamp":"t","level":"INFO","fields":{"message":"hi"}}"#;
+        let out = with_worker_pid(42, &[line.as_slice(), b"\n"].concat()).unwrap();
+        assert_eq!(out, br#"{"worker_pid":42,"timestamp":"t","level":"INFO","fields":{"message":"hi"}}"#.to_vec().into_iter().chain([b'\n']).collect::<Vec<_>>());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["worker_pid"].as_u64(), v["fields"]["message"].as_str()), (Some(42), Some("hi")));
+        assert_eq!(with_worker_pid(7, b"{}\n").unwrap(), b"{\"worker_pid\":7}\n");
+        assert_eq!(with_worker_pid(7, b"{\"worker_pid\":1}\n").unwrap(), b"{\"worker_pid\":1}\n");
+        for other in [&b"thread 'main' panicked at src/lib.rs:1:1:\n"[..], b"[1, 2]\n", b"{broken\n", b"\n", b"\"s\"\n"]
+        {
+            assert_eq!(with_worker_pid(7, other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 }

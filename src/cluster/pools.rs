@@ -251,7 +251,9 @@ fn check(base: &ClusterOptions, exe: &Path, file: &PoolFile, spec: &PoolSpec) ->
     };
     let located = crate::plugin::locate(&spec.plugin, base.plugin_dir.as_deref()).map_err(refuse)?;
     let plugin = located.canonicalize().map_err(|e| file.refuse(&spec.name, "plugin", e.to_string()))?;
-    let spawner = Spawner { exe: exe.to_path_buf(), args: options.worker_args(&plugin), notify_socket: None };
+    let json_logs = base.json_logs;
+    let spawner =
+        Spawner { exe: exe.to_path_buf(), args: options.worker_args(&plugin), notify_socket: None, json_logs };
     crate::plugin::check_in_child(&spawner.exe, &spawner.args, base.start_timeout).map_err(refuse)?;
     let stop_grace = base.stop_grace.unwrap_or_else(|| {
         options.worker.hard_timeout.or(options.worker.timeout).unwrap_or(Duration::from_secs(30))

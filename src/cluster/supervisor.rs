@@ -29,12 +29,18 @@ pub(super) struct Spawner {
     pub args: Vec<OsString>,
     /// The workers' `$NOTIFY_SOCKET` (removed when `None`).
     pub notify_socket: Option<PathBuf>,
+    /// `--log-format json` for the workers, added here rather than in
+    /// `args`: the plugin check runs on `args` and reads its error as text.
+    pub json_logs: bool,
 }
 
 impl Spawner {
     fn spawn(&self) -> Result<Managed> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args);
+        if self.json_logs {
+            cmd.args(["--log-format", "json"]);
+        }
         match &self.notify_socket {
             Some(path) => cmd.env(crate::sys::notify::NOTIFY_SOCKET, path),
             None => cmd.env_remove(crate::sys::notify::NOTIFY_SOCKET),
@@ -52,7 +58,7 @@ impl Spawner {
             cmd.pre_exec(|| syscall!(prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL)).map(drop));
         }
         let mut child = cmd.spawn().map_err(Error::io(format!("starting {}", self.exe.display())))?;
-        let relays = output::relay_child(&mut child);
+        let relays = output::relay_child(&mut child, self.json_logs);
         Ok(Managed { child, started: Instant::now(), retiring: false, relays })
     }
 }
