@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
                 b if b & 0x80 != 0 => {
                     let back = u64::from(chunk.get(1).copied().unwrap_or(0) % 8);
                     let client: &[u8] = if b & 1 == 0 { &[1] } else { &[2] };
-                    state.cancel(now, client, req.saturating_sub(back), &mut out);
+                    state.cancel(client, req.saturating_sub(back), &mut out);
                 }
                 _ => state.worker_died(now, u32::from(op), "h", &mut out),
             },

@@ -2,8 +2,6 @@
 //! Under `powerhose` the broker runs in the supervisor's process: the
 //! figures are that process's (the supervisor's threads mostly sleep).
 
-use crate::syscall;
-
 /// Memory and CPU of this process.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessUsage {
@@ -14,28 +12,15 @@ pub struct ProcessUsage {
 }
 
 impl ProcessUsage {
-    /// Now; a figure that cannot be read is 0 (a scrape never fails for it).
+    /// Now, read as the bench reads any process's ([`crate::bench::procs`]);
+    /// a figure that cannot be read is 0 (a scrape never fails for it).
     pub fn now() -> ProcessUsage {
-        ProcessUsage { resident_bytes: resident_bytes().unwrap_or(0), cpu_seconds: cpu_seconds().unwrap_or(0.0) }
+        use crate::bench::procs;
+        ProcessUsage {
+            resident_bytes: procs::rss(std::process::id()),
+            cpu_seconds: procs::own_cpu_time().as_secs_f64(),
+        }
     }
-}
-
-/// `/proc/self/statm`'s second field (resident pages) times the page size.
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let page = unsafe { syscall!(sysconf(libc::_SC_PAGESIZE)) }.ok()?;
-    Some(pages * u64::try_from(page).ok()?)
-}
-
-fn cpu_seconds() -> Option<f64> {
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is valid for writes of its own type.
-    unsafe { syscall!(getrusage(libc::RUSAGE_SELF, &mut usage)) }.ok()?;
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ impl Io<'_> {
                 state.counters.bad_requests += 1;
                 self.reply_text(out, ClientRoute { identity, req_id: 0, legacy: true }, Status::BadRequest, why);
             }
-            Front::Cancel { req_id } => state.cancel(now, &identity, req_id, out),
+            Front::Cancel { req_id } => state.cancel(&identity, req_id, out),
             Front::Ping { req_id } => {
                 self.reply_text(out, ClientRoute { identity, req_id, legacy: false }, Status::Ok, self.pid.to_string())
             }

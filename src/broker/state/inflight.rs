@@ -41,8 +41,7 @@ impl<M: Payload> BrokerState<M> {
     /// told (its handler may stop early; its answer is dropped). Either way
     /// the client is answered `CANCELLED` now. A request already answered
     /// (or never seen) is left alone: its answer went, or goes, as it is.
-    pub fn cancel(&mut self, now: Instant, client: &[u8], req_id: u64, out: &mut Vec<Output<M>>) {
-        let _ = now;
+    pub fn cancel(&mut self, client: &[u8], req_id: u64, out: &mut Vec<Output<M>>) {
         let ours = |route: &ClientRoute<M>| !route.legacy && route.req_id == req_id && route.identity.bytes() == client;
         // Each service's queue, then the limbo's (`None`: no service).
         for at in (0..self.services.len()).map(Some).chain([None]) {

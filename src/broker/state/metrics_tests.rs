@@ -75,7 +75,7 @@ fn broker_made_answers_are_counted_against_their_service() {
     b.submit(t1, "echo", job(2, t1, 10_000, 0), &mut out);
     b.submit(t1, "echo", job(3, t1, 50, 0), &mut out);
     b.submit(t1, "echo", job(4, t1, 10_000, 0), &mut out);
-    b.cancel(t1, b"client", 4, &mut out);
+    b.cancel(b"client", 4, &mut out);
     // The queue holds 4, a client half of it: job 5 waits, job 6 is refused.
     b.submit(t1, "echo", job(5, t1, 10_000, 0), &mut out);
     b.submit(t1, "echo", job(6, t1, 10_000, 0), &mut out);
