@@ -16,7 +16,7 @@ Measures, on the same machine and in one run:
 Run from the repository after ``pip install ./python`` and
 ``cargo build --release``::
 
-    python3 python/bench.py [--duration 5] [--json]
+    python3 python/bench.py [--duration 5] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -171,42 +171,55 @@ def process_pool(duration: float) -> dict:
     return {"rounds": rounds, "ideal_jobs_per_s": ideal_rate, "jobs_per_s": jobs / wall}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
-    args = parser.parse_args()
-    d = args.duration
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
+
+def one_round(d: float) -> dict:
+    """One round: each Python figure measured right after the Rust run it is
+    compared with, so a noisy spell of the machine hits both sides alike."""
     rust_callers = rust_bench(["--callers", str(CALLERS)], d)
-    rust_pipe = rust_bench(["--pipeline", str(IN_FLIGHT)], d)
     ideal = rust_callers["in_process_n_threads"]["jobs_per_s"]
     pool = Pool()
     try:
         client = powerhose.Client(pool.frontend)
         client.execute(PAYLOAD, HEADERS, timeout=30.0)  # connected, workers warm
         t_jobs, t_wall, t_cpu = python_threads(client, d)
+        rust_pipe = rust_bench(["--pipeline", str(IN_FLIGHT)], d)
         a_jobs, a_wall, _ = python_asyncio(client, d)
     finally:
         pool.close()
-    procs = process_pool(d)
-
-    rust_cpu = rust_callers["cpu_per_job"]["client_us"]
-    py_cpu = t_cpu / t_jobs * 1e6
-    results = {
+    return {
         "in_process_ideal_jobs_per_s": ideal,
         "python_threads_jobs_per_s": t_jobs / t_wall,
         "python_threads_share": t_jobs / t_wall / ideal,
         "rust_callers_jobs_per_s": rust_callers["cluster"]["jobs_per_s"],
         "rust_callers_share": rust_callers["verdict_ratio"],
-        "process_pool": procs,
-        "process_pool_share": procs["jobs_per_s"] / procs["ideal_jobs_per_s"],
-        "python_cpu_per_call_us": py_cpu,
-        "rust_client_cpu_per_call_us": rust_cpu,
+        "python_cpu_per_call_us": t_cpu / t_jobs * 1e6,
+        "rust_client_cpu_per_call_us": rust_callers["cpu_per_job"]["client_us"],
         "asyncio_jobs_per_s": a_jobs / a_wall,
         "rust_pipelined_jobs_per_s": rust_pipe["cluster"]["jobs_per_s"],
         "asyncio_share_of_rust_pipelined": a_jobs / a_wall / rust_pipe["cluster"]["jobs_per_s"],
     }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each figure is their median")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
+    args = parser.parse_args()
+    d = args.duration
+
+    rounds = [one_round(d) for _ in range(max(1, args.rounds))]
+    results: dict = {key: median([r[key] for r in rounds]) for key in rounds[0]}
+    results["rounds"] = rounds
+    procs = process_pool(d)
+    results["process_pool"] = procs
+    results["process_pool_share"] = procs["jobs_per_s"] / procs["ideal_jobs_per_s"]
+    py_cpu, rust_cpu = results["python_cpu_per_call_us"], results["rust_client_cpu_per_call_us"]
+    ideal = results["in_process_ideal_jobs_per_s"]
     targets = [
         ("8 Python threads >= 90% of the in-process ideal", results["python_threads_share"] >= 0.90),
         ("Python CPU per call within 20 us of the Rust client's", py_cpu - rust_cpu <= 20.0),
@@ -217,9 +230,10 @@ def main() -> int:
         print(json.dumps(results, indent=2))
     else:
         p = results
-        print(f"crypto_job ~1 ms, {WORKERS} workers, {CALLERS} callers, {d:g} s per measurement")
+        print(f"crypto_job ~1 ms, {WORKERS} workers, {CALLERS} callers, {d:g} s per measurement, medians of {len(rounds)} rounds")
         print(f"in-process ideal ({WORKERS} threads)         {ideal:8.0f} jobs/s")
-        print(f"Python threads, powerhose             {p['python_threads_jobs_per_s']:8.0f} jobs/s  {p['python_threads_share']:6.1%}")
+        shares = " / ".join(f"{r['python_threads_share']:.1%}" for r in rounds)
+        print(f"Python threads, powerhose             {p['python_threads_jobs_per_s']:8.0f} jobs/s  {p['python_threads_share']:6.1%}  (rounds {shares})")
         print(f"Rust callers, powerhose (same run)    {p['rust_callers_jobs_per_s']:8.0f} jobs/s  {p['rust_callers_share']:6.1%}")
         print(f"ProcessPoolExecutor({WORKERS}), HMAC chain   {procs['jobs_per_s']:8.0f} jobs/s  {p['process_pool_share']:6.1%} of its ideal ({procs['ideal_jobs_per_s']:.0f}/s)")
         print(f"CPU per call: Python {py_cpu:.1f} us, Rust client {rust_cpu:.1f} us (+{py_cpu - rust_cpu:.1f})")
