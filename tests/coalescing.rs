@@ -1,6 +1,7 @@
-//! Result coalescing with real processes: while jobs wait at the broker a
-//! worker holds finished answers to send them together, and a held answer
-//! still leaves on time when the job after it runs long.
+//! Result coalescing with real processes: while jobs wait at the broker, or
+//! jobs given ahead wait at the worker, a worker holds finished answers to
+//! send them together, and a held answer still leaves on time when the job
+//! after it runs long.
 
 mod common;
 
@@ -92,4 +93,39 @@ fn answers_of_jobs_too_long_to_share_a_send_are_never_held() {
     // would leave at ~1.6 s, or job 5 (done at ~1.2 s) at ~1.96 s.
     let times = times_with("760");
     assert!(times[4] < 1400 && times[5] < 1680, "{times:?}");
+}
+
+/// How many answers `--debug` says were held because jobs given ahead
+/// waited at hand, and how many sends carried several answers, for 400
+/// echoes kept 32 in flight through one worker that may hold `coalesce_ms`.
+/// Once the broker knows the jobs are short it gives the worker all 32 (it
+/// takes up to 64 ahead), so none waits at the broker: no backlog.
+fn held_ahead(coalesce_ms: &str) -> (usize, usize) {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let worker = start_worker(&dir, "test_plugin", &["--debug", "--coalesce-ms", coalesce_ms], "worker");
+    let client = dir.client();
+    for i in 0..20 {
+        client.execute(JobRequest::new(format!("warm {i}")), T).unwrap();
+    }
+    let jobs: Vec<JobRequest> = (0..400).map(|i| JobRequest::new(format!("job {i}"))).collect();
+    let mut answered = 0;
+    client
+        .pipeline(jobs, 32, T, |i, r| {
+            assert_eq!(r.unwrap_or_else(|e| panic!("job {i} failed: {e}")), format!("job {i}").into_bytes());
+            answered += 1;
+        })
+        .unwrap();
+    assert_eq!(answered, 400);
+    let log = worker.stderr();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    (count("answer held: jobs given ahead wait at hand"), count("answers sent together"))
+}
+
+#[test]
+fn answers_wait_while_jobs_given_ahead_wait_at_hand_and_leave_together() {
+    let (held, together) = held_ahead("15");
+    assert!(held >= 1 && together >= 1, "held {held}, sends of several {together}");
+    let (held, together) = held_ahead("0");
+    assert_eq!((held, together), (0, 0), "coalescing off: every answer at once");
 }

@@ -45,6 +45,11 @@ impl Conn {
     /// cut by the deadline leaves the connection unusable (`TimedOut`).
     pub fn send_by(&mut self, frames: &[&[u8]], deadline: Option<Instant>) -> io::Result<()> {
         self.send(frames)?;
+        self.flush_by(deadline)
+    }
+
+    /// Writes every queued byte, waiting for room until `deadline`.
+    pub fn flush_by(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         while !self.flush()? {
             if !self.wait(true, deadline)? {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "the broker is not reading"));

@@ -46,6 +46,15 @@ pub const DEFAULT_COALESCE: Duration = Duration::from_millis(15);
 /// while the broker refills it.
 pub const MAX_HELD: usize = MAX_PREFETCH / 4;
 
+/// A worker holds a finished answer, to send it with the next ones in one
+/// write, while at least this many jobs given ahead wait at hand: its
+/// callers' next jobs reach it before it runs out (README, "Why the defaults").
+pub const HOLD_AHEAD_JOBS: usize = 3;
+
+/// ... and for this long at most (from the oldest held answer): only short
+/// jobs' answers wait, and never for more than a few of their run times.
+pub const HOLD_AHEAD_MAX: Duration = Duration::from_millis(1);
+
 /// Jobs that may wait per service before new ones are refused `BUSY`.
 pub const MAX_QUEUE: usize = 10_000;
 

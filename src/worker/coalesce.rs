@@ -1,6 +1,7 @@
-//! Result coalescing: under backlog a worker holds finished results briefly
-//! and sends several together, so one wake-up of the broker (and of the
-//! client behind it) serves several jobs.
+//! Result coalescing: a worker holds finished results briefly and sends
+//! several together, in one write, so one wake-up of the broker serves
+//! several jobs. It does so under backlog at the broker, and while jobs
+//! given ahead wait at hand (many callers each waiting on one job).
 //!
 //! Every message costs each process on its way a few thread wake-ups in
 //! libzmq, and on a small VM a wake-up costs more than a short job's
@@ -15,7 +16,7 @@ use super::socket::BrokerSocket;
 use std::time::{Duration, Instant};
 
 use super::wire::{send_raw, send_result};
-use crate::protocol::{ResultTail, Status, MAX_HELD};
+use crate::protocol::{ResultTail, Status, HOLD_AHEAD_JOBS, HOLD_AHEAD_MAX, MAX_HELD};
 
 /// A finished job whose result is not sent yet.
 pub struct Finished {
@@ -48,6 +49,8 @@ pub struct Held {
     results: Vec<Finished>,
     /// When the oldest was held.
     since: Option<Instant>,
+    /// When they must be sent at the latest.
+    due: Option<Instant>,
 }
 
 impl Held {
@@ -70,14 +73,16 @@ impl Held {
     }
 
     /// When the held results must be sent at the latest.
-    pub fn due(&self, coalesce: Duration) -> Option<Instant> {
-        self.since.map(|t| t + coalesce)
+    pub fn due(&self) -> Option<Instant> {
+        self.due
     }
 
-    /// Holds `finished`; true when it is the first (the timer must be armed).
-    pub fn push(&mut self, now: Instant, finished: Finished) -> bool {
+    /// Holds `finished` for `limit` at most from the oldest's hold; true
+    /// when it is the first (the timer must be armed).
+    pub fn push(&mut self, now: Instant, finished: Finished, limit: Duration) -> bool {
         self.results.push(finished);
         self.since.get_or_insert(now);
+        self.due.get_or_insert(now + limit);
         self.results.len() == 1
     }
 
@@ -85,6 +90,7 @@ impl Held {
     /// (the rest are dropped too: their clients' deadlines end them).
     pub fn flush(&mut self, sockets: &[BrokerSocket]) -> crate::error::Result<bool> {
         self.since = None;
+        self.due = None;
         let mut all = true;
         for f in self.results.drain(..) {
             all &= f.send(sockets)?;
@@ -117,6 +123,35 @@ pub fn may_hold(
         && held < MAX_HELD
         && held_for + expected < coalesce
         && job_at_hand()
+}
+
+/// Whether a just-finished result may wait for the next ones because jobs
+/// given ahead wait at hand: at least [`HOLD_AHEAD_JOBS`] of them, so the
+/// worker has work while its callers get their answers and send again, for
+/// short jobs only (the oldest waits [`HOLD_AHEAD_MAX`] at most, within the
+/// coalescing time), with room left. `at_hand(n)` counts the jobs waiting,
+/// reading the socket until it has seen `n` (asked last).
+///
+/// Why: with many callers each waiting on one job, the broker keeps every
+/// worker supplied but no job waits at the broker, so the backlog rule never
+/// holds; every answer then costs the broker a wake-up of its own, the
+/// largest cost of a ~100 µs job after the job itself.
+pub fn may_hold_ahead(
+    coalesce: Duration,
+    held: usize,
+    held_for: Duration,
+    expected: Duration,
+    at_hand: impl FnOnce(usize) -> usize,
+) -> bool {
+    !coalesce.is_zero()
+        && held < MAX_HELD
+        && held_for + expected < coalesce.min(HOLD_AHEAD_MAX)
+        && at_hand(HOLD_AHEAD_JOBS) >= HOLD_AHEAD_JOBS
+}
+
+/// How long answers held by [`may_hold_ahead`] may wait.
+pub fn ahead_limit(coalesce: Duration) -> Duration {
+    coalesce.min(HOLD_AHEAD_MAX)
 }
 
 #[cfg(test)]
@@ -155,8 +190,33 @@ mod tests {
             body: zmq::Message::new(),
             inline: false,
         };
-        assert!(held.push(t0, f(1)));
-        assert!(!held.push(t0 + MS, f(2)));
-        assert_eq!(held.due(5 * MS), Some(t0 + 5 * MS));
+        assert!(held.push(t0, f(1), 5 * MS));
+        assert!(!held.push(t0 + MS, f(2), 5 * MS));
+        assert_eq!(held.due(), Some(t0 + 5 * MS));
+    }
+
+    #[test]
+    fn holds_ahead_only_with_work_at_hand_for_short_jobs() {
+        let us = Duration::from_micros;
+        let enough = |_| HOLD_AHEAD_JOBS;
+        assert!(may_hold_ahead(15 * MS, 0, Duration::ZERO, us(100), enough));
+        assert!(!may_hold_ahead(15 * MS, 0, Duration::ZERO, us(100), |_| HOLD_AHEAD_JOBS - 1), "it would run dry");
+        assert!(!may_hold_ahead(Duration::ZERO, 0, Duration::ZERO, us(100), enough), "coalescing off");
+        assert!(!may_hold_ahead(15 * MS, MAX_HELD, Duration::ZERO, us(100), enough), "full");
+        assert!(!may_hold_ahead(15 * MS, 0, Duration::ZERO, HOLD_AHEAD_MAX, enough), "long jobs: sent at once");
+        assert!(may_hold_ahead(15 * MS, 5, us(500), us(100), enough));
+        assert!(
+            !may_hold_ahead(15 * MS, 8, HOLD_AHEAD_MAX - us(50), us(100), enough),
+            "the oldest would wait too long"
+        );
+        assert!(!may_hold_ahead(us(150), 1, us(100), us(100), enough), "never past the coalescing time");
+        let asked = |n| {
+            assert_eq!(n, HOLD_AHEAD_JOBS, "asked for as many as it needs");
+            n
+        };
+        assert!(may_hold_ahead(15 * MS, 0, Duration::ZERO, us(100), asked));
+        assert!(!may_hold_ahead(15 * MS, MAX_HELD, Duration::ZERO, us(100), |_| panic!("read only when needed")));
+        assert_eq!(ahead_limit(15 * MS), HOLD_AHEAD_MAX);
+        assert_eq!(ahead_limit(us(300)), us(300));
     }
 }

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::coalesce::{may_hold, Finished};
+use super::coalesce::{ahead_limit, may_hold, may_hold_ahead, Finished};
 use super::wire::{recv_frames, send_raw, send_result};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::Result;
@@ -214,18 +214,44 @@ impl JobLoop<'_> {
         // A worker that is leaving sends every answer at once: its last
         // loop waits for the broker's acknowledgement, not for held answers.
         let backlog = backlog && !self.link.unregistered.load(Ordering::Acquire);
-        if may_hold(coalesce, backlog, held.len(), held.age(now), expected, at_hand) {
-            if held.push(now, done) {
-                self.link.timer.set(coalesce);
+        let limit = if may_hold(coalesce, backlog, held.len(), held.age(now), expected, at_hand) {
+            Some(coalesce)
+        } else {
+            let leaving = self.link.unregistered.load(Ordering::Acquire);
+            let at_hand = |n| self.jobs_at_hand(&sockets, origin, n);
+            let ahead = !leaving && may_hold_ahead(coalesce, held.len(), held.age(now), expected, at_hand);
+            if ahead {
+                tracing::debug!(job_id, "answer held: jobs given ahead wait at hand");
+            }
+            ahead.then(|| ahead_limit(coalesce))
+        };
+        if let Some(limit) = limit {
+            if held.push(now, done, limit) {
+                self.link.timer.set(limit);
             }
             return Ok(sockets);
         }
         drop(held);
-        self.link.flush_held(&sockets)?;
-        if !done.send(&sockets)? {
+        if !self.link.flush_held_with(&sockets, Some(done))? {
             tracing::warn!(job_id, "broker not connected: the answer is lost (its client's deadline ends it)");
         }
         Ok(sockets)
+    }
+
+    /// Jobs of broker `origin` waiting at hand, reading its socket into the
+    /// stash until `want` are seen or nothing more is there.
+    fn jobs_at_hand(&self, sockets: &[super::socket::BrokerSocket], origin: usize, want: usize) -> usize {
+        let is_job = |frames: &[zmq::Message]| {
+            frames.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job)
+        };
+        let mut stash = Link::lock(&self.link.stash);
+        let mut jobs = stash.iter().filter(|(o, f)| *o == origin && is_job(f)).count();
+        let mut next = Vec::with_capacity(2);
+        while jobs < want && recv_frames(&sockets[origin], &mut next).unwrap_or(false) {
+            jobs += usize::from(is_job(&next));
+            stash.push_back((origin, std::mem::take(&mut next)));
+        }
+        jobs
     }
 
     /// Unregisters, serves any job that crossed the DISCONNECT on the wire,

@@ -29,7 +29,7 @@ use crate::plugin::LoadedPlugin;
 use crate::protocol::{Command, CommandFrame, Registration};
 use crate::sys::Timer;
 use crate::wakeup::Wakeup;
-use coalesce::Held;
+use coalesce::{Finished, Held};
 use jobs::JobLoop;
 use wire::{identity, jitter, send};
 
@@ -220,15 +220,38 @@ impl Link {
 
     /// Sends the held results, if any; call with the sockets locked.
     fn flush_held(&self, sockets: &[BrokerSocket]) -> Result<()> {
+        self.flush_held_with(sockets, None).map(drop)
+    }
+
+    /// Sends the held results and then `last`, over the local transport in
+    /// one write (one wake-up of the broker for all); false when `last`
+    /// found no broker connected.
+    fn flush_held_with(&self, sockets: &[BrokerSocket], last: Option<Finished>) -> Result<bool> {
         let mut held = Link::lock(&self.held);
-        if held.is_empty() {
-            return Ok(());
+        // Held answers are all one broker's; the job thread sends another
+        // broker's before it runs that one's job, so `last` is theirs too.
+        let Some(origin) = held.origin().or(last.as_ref().map(|f| f.origin)) else { return Ok(true) };
+        let n = held.len() + usize::from(last.is_some());
+        let together = n > 1;
+        if together {
+            sockets[origin].cork();
         }
-        self.timer.set(Duration::ZERO);
-        if !held.flush(sockets)? {
-            tracing::warn!("broker not connected: held answers are lost (their clients' deadlines end them)");
+        let send = || -> Result<bool> {
+            if !held.is_empty() {
+                self.timer.set(Duration::ZERO);
+                if !held.flush(sockets)? {
+                    tracing::warn!("broker not connected: held answers are lost (their clients' deadlines end them)");
+                }
+            }
+            last.map_or(Ok(true), |last| last.send(sockets))
+        };
+        let sent = send();
+        if together {
+            tracing::debug!(answers = n, "answers sent together");
         }
-        Ok(())
+        // Uncorked whatever happened: a corked socket would queue for ever.
+        let written = if together { sockets[origin].uncork() } else { Ok(true) };
+        Ok(sent? & written?)
     }
 
     /// Sends DISCONNECT to every broker, once.

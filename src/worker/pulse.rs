@@ -51,7 +51,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
             }
         }
         // Held results due while the job thread was between jobs (the timer fired then).
-        if let Some(due) = Link::lock(&link.held).due(options.coalesce) {
+        if let Some(due) = Link::lock(&link.held).due() {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
         }
         // Once a stop is seen the pipe stays readable: sleep instead of polling it.
@@ -78,7 +78,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
         // Read again now: the job thread changes `running` only while it holds
         // the socket, so this copy is the job actually in progress.
         let Some(running) = Link::lock(&link.running).clone() else { continue };
-        if Link::lock(&link.held).due(options.coalesce).is_some_and(|due| due <= Instant::now()) {
+        if Link::lock(&link.held).due().is_some_and(|due| due <= Instant::now()) {
             let _ = link.flush_held(&sockets);
         }
         if stop && !link.unregistered.load(Ordering::Acquire) {

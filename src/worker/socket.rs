@@ -34,6 +34,8 @@ pub(super) struct LocalSocket {
     /// The last poll found the connection readable, and nothing has read it
     /// since (see [`BrokerSocket::recv_polled`]).
     readable: Cell<bool>,
+    /// Sends are queued, written together at [`BrokerSocket::uncork`].
+    corked: Cell<bool>,
 }
 
 impl LocalSocket {
@@ -47,6 +49,7 @@ impl LocalSocket {
             next_dial: Cell::new(Instant::now()),
             reconnected: Cell::new(false),
             readable: Cell::new(true),
+            corked: Cell::new(false),
         };
         socket.dial(Instant::now());
         Ok(socket)
@@ -84,6 +87,10 @@ impl LocalSocket {
         }
         let mut conn = self.conn.borrow_mut();
         let c = conn.as_mut().expect("dialled");
+        if self.corked.get() {
+            c.queue(frames);
+            return Ok(true);
+        }
         match c.send_by(frames, Some(Instant::now() + LOCAL_SEND_WAIT)) {
             Ok(()) => Ok(true),
             Err(e) => {
@@ -121,6 +128,29 @@ impl BrokerSocket {
         match self {
             BrokerSocket::Zmq(socket) => Some(socket),
             BrokerSocket::Local(_) => None,
+        }
+    }
+
+    /// Queues what is sent until [`BrokerSocket::uncork`] (local only).
+    pub(super) fn cork(&self) {
+        if let BrokerSocket::Local(local) = self {
+            local.corked.set(true);
+        }
+    }
+
+    /// Writes what was queued since [`BrokerSocket::cork`] in one go.
+    pub(super) fn uncork(&self) -> Result<bool> {
+        let BrokerSocket::Local(local) = self else { return Ok(true) };
+        local.corked.set(false);
+        let mut conn = local.conn.borrow_mut();
+        let Some(c) = conn.as_mut() else { return Ok(false) };
+        match c.flush_by(Some(Instant::now() + LOCAL_SEND_WAIT)) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                drop(conn);
+                local.drop_conn(&e);
+                Ok(false)
+            }
         }
     }
 
