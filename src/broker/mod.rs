@@ -219,7 +219,7 @@ impl Broker {
             watch.settle()?;
             let waiting = (0..ZMQ_SOCKETS).any(|i| watch.readable(i) && !(i == FRONT && front_paused));
             let timeout = if waiting { 0 } else { timeout };
-            let wake = io.wait(timeout, front_paused)?;
+            let wake = io.wait(timeout, front_paused, state.requests_may_wait())?;
             watch.fired(&wake.zmq)?;
             let zmq_turn = watch.any() || front_paused;
             if wake.stop {

@@ -55,6 +55,12 @@ pub const HOLD_AHEAD_JOBS: usize = 3;
 /// jobs' answers wait, and never for more than a few of their run times.
 pub const HOLD_AHEAD_MAX: Duration = Duration::from_millis(1);
 
+/// The broker lets new local requests wait in their sockets, to read them
+/// at its next wake-up, while every worker holds at least this many short
+/// jobs (see `BrokerState::requests_may_wait`): one more than a worker
+/// keeps at hand while it holds answers, so none runs dry meanwhile.
+pub const REQUESTS_WAIT_AHEAD: usize = HOLD_AHEAD_JOBS + 1;
+
 /// Jobs that may wait per service before new ones are refused `BUSY`.
 pub const MAX_QUEUE: usize = 10_000;
 

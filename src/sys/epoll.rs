@@ -60,6 +60,12 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
+    /// Its own descriptor: readable while any registered one is ready, so
+    /// a set can be watched from another set.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Waits up to `timeout_ms` (-1: for ever) for events: (token, events)
     /// pairs. A signal's interruption is no events.
     pub fn wait(&mut self, timeout_ms: i64) -> io::Result<impl Iterator<Item = (u64, u32)> + '_> {

@@ -46,6 +46,11 @@ pub(in crate::broker) struct Locals {
     dirty: Vec<usize>,
     /// What the loop waits on (see [`super::wait`]); set by the loop.
     pub epoll: Option<crate::sys::epoll::Epoll>,
+    /// The clients' connections, a set of their own that `epoll` watches
+    /// except while requests may wait (see [`super::wait`]).
+    pub clients: Option<crate::sys::epoll::Epoll>,
+    /// Whether `epoll` watches `clients` now.
+    pub clients_watched: bool,
 }
 
 /// What a poll item of the local side stands for.
@@ -155,7 +160,7 @@ impl Io<'_> {
             let _ = peer.conn.flush();
             let fd = peer.conn.fd();
             let i = self.locals.insert(peer);
-            if let Err(e) = self.register_peer(i, fd) {
+            if let Err(e) = self.register_peer(i, fd, back) {
                 tracing::warn!("a local connection could not be watched, closed: {e}");
                 self.locals.peers[i] = None;
                 self.locals.free.push(i);
@@ -250,7 +255,7 @@ impl Io<'_> {
         if let Some(old) = self.locals.by_identity[side].insert(identity, i) {
             if let Some(stale) = self.locals.peers.get_mut(old).filter(|_| old != i).and_then(Option::take) {
                 self.locals.free.push(old);
-                self.unregister_peer(stale.conn.fd());
+                self.unregister_peer(stale.conn.fd(), stale.back);
                 if stale.back {
                     self.peers.remove_local(stale.conn.fd());
                 }
@@ -274,7 +279,7 @@ impl Io<'_> {
     fn close_local(&mut self, i: usize, now: Instant, state: &mut BrokerState<Msg>, out: &mut Vec<Output<Msg>>) {
         let Some(peer) = self.locals.peers[i].take() else { return };
         self.locals.free.push(i);
-        self.unregister_peer(peer.conn.fd());
+        self.unregister_peer(peer.conn.fd(), peer.back);
         if peer.back {
             self.peers.remove_local(peer.conn.fd());
         }

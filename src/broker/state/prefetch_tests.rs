@@ -3,6 +3,7 @@
 
 use super::tests::{answer, config, job, jobs, reg, Out};
 use super::*;
+use crate::protocol::REQUESTS_WAIT_AHEAD;
 
 /// A broker with prefetch on (2 ms budget) and room for 100 queued jobs.
 fn prefetching_broker() -> (Instant, BrokerState<Vec<u8>>, Out) {
@@ -105,4 +106,38 @@ fn jobs_dispatched_while_others_wait_are_flagged_and_reported_run_times_size_the
     b.worker_result(t1, b"w", Answer { run_us: Some(1000), ..answer(flags[0].0) }, &mut out);
     b.worker_result(t1, b"w", Answer { run_us: Some(1000), ..answer(flags[1].0) }, &mut out);
     assert_eq!(backlog_flags(&out).iter().map(|f| f.1).collect::<Vec<_>>(), [true, false]);
+}
+
+#[test]
+fn requests_may_wait_only_while_every_worker_has_short_jobs_ahead() {
+    let (t0, mut b, mut out) = prefetching_broker();
+    assert!(!b.requests_may_wait(), "no worker: nothing would wake the broker");
+    b.worker_ready(t0, b"a", reg("echo", 11), &mut out);
+    assert!(!b.requests_may_wait(), "an idle worker waits for the next request");
+    // "a" answers in 100 µs: it may then hold 1 + 2000/100 jobs.
+    b.submit(t0, "", job(1, t0, 10_000, 0), &mut out);
+    let t1 = t0 + Duration::from_micros(100);
+    b.worker_result(t1, b"a", answer(jobs(&out)[0].1), &mut out);
+    for id in 2..=REQUESTS_WAIT_AHEAD as u64 {
+        b.submit(t1, "", job(id, t1, 10_000, 0), &mut out);
+    }
+    assert_eq!(b.workers(t1)[0].in_flight, REQUESTS_WAIT_AHEAD - 1);
+    assert!(!b.requests_may_wait(), "too few jobs ahead: it could run dry");
+    b.submit(t1, "", job(100, t1, 10_000, 0), &mut out);
+    assert!(b.requests_may_wait(), "every worker has short jobs ahead");
+    b.worker_ready(t1, b"b", reg("echo", 12), &mut out);
+    assert!(!b.requests_may_wait(), "another worker is idle");
+
+    // Jobs of 2 ms: a worker that announced 23 ms of coalescing holds 13 of
+    // them, but its next answer may be that far off: requests are read at once.
+    let (t0, mut b, mut out) = prefetching_broker();
+    b.worker_ready(t0, b"slow", Registration { coalesce_us: 23_000, ..reg("echo", 13) }, &mut out);
+    b.submit(t0, "", job(1, t0, 60_000, 0), &mut out);
+    let t1 = t0 + Duration::from_millis(2);
+    b.worker_result(t1, b"slow", answer(jobs(&out)[0].1), &mut out);
+    for id in 2..=10 {
+        b.submit(t1, "", job(id, t1, 60_000, 0), &mut out);
+    }
+    assert!(b.workers(t1)[0].in_flight >= REQUESTS_WAIT_AHEAD);
+    assert!(!b.requests_may_wait(), "jobs longer than HOLD_AHEAD_MAX");
 }

@@ -8,7 +8,7 @@ use super::{
     live, BrokerState, InFlight, Output, Payload, Queued, Status, Vitality, WorkerState, LOCAL_SILENCE_LIMIT,
     QUEUE_CHECK, SHUTTING_DOWN,
 };
-use crate::protocol::SERVICE_FORGET_GRACE;
+use crate::protocol::{HOLD_AHEAD_MAX, REQUESTS_WAIT_AHEAD, SERVICE_FORGET_GRACE};
 use crate::status::{ServiceStatus, WorkerStatus};
 
 impl<M: Payload> BrokerState<M> {
@@ -188,6 +188,23 @@ impl<M: Payload> BrokerState<M> {
     /// a wake-up per request.
     pub fn saturated(&self) -> bool {
         !self.services.is_empty() && self.services.iter().all(|s| !s.queue.is_empty())
+    }
+
+    /// Every worker is busy with at least [`REQUESTS_WAIT_AHEAD`] jobs, each
+    /// taking at most [`HOLD_AHEAD_MAX`]: a new request may then wait in its
+    /// socket until the loop wakes anyway, for a worker's next answer (due
+    /// within about a job's time; a worker sends before it can run dry), and
+    /// be read with the others that came meanwhile. With many callers each
+    /// waiting on one short job, that saves the broker a wake-up per request.
+    pub fn requests_may_wait(&self) -> bool {
+        let limit = HOLD_AHEAD_MAX.as_micros() as f64;
+        let mut workers = self.workers.iter().flatten().peekable();
+        workers.peek().is_some()
+            && workers.all(|w| {
+                w.state == WorkerState::Busy
+                    && w.jobs.len() >= REQUESTS_WAIT_AHEAD
+                    && w.job_us.is_some_and(|us| us <= limit)
+            })
     }
 
     /// Jobs in limbo: waiting for a worker of a service nobody serves yet.
