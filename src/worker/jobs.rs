@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::coalesce::{ahead_limit, may_hold, may_hold_ahead, Finished};
-use super::wire::{recv_frames, send_raw, send_result};
+use super::wire::{is_job, recv_frames, send_raw, send_result};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::Result;
 use crate::plugin::LoadedPlugin;
@@ -213,11 +213,11 @@ impl JobLoop<'_> {
         let coalesce = self.options.coalesce;
         // A worker that is leaving sends every answer at once: its last
         // loop waits for the broker's acknowledgement, not for held answers.
-        let backlog = backlog && !self.link.unregistered.load(Ordering::Acquire);
+        let leaving = self.link.unregistered.load(Ordering::Acquire);
+        let backlog = backlog && !leaving;
         let limit = if may_hold(coalesce, backlog, held.len(), held.age(now), expected, at_hand) {
             Some(coalesce)
         } else {
-            let leaving = self.link.unregistered.load(Ordering::Acquire);
             let at_hand = |n| self.jobs_at_hand(&sockets, origin, n);
             let ahead = !leaving && may_hold_ahead(coalesce, held.len(), held.age(now), expected, at_hand);
             if ahead {
@@ -241,9 +241,6 @@ impl JobLoop<'_> {
     /// Jobs of broker `origin` waiting at hand, reading its socket into the
     /// stash until `want` are seen or nothing more is there.
     fn jobs_at_hand(&self, sockets: &[super::socket::BrokerSocket], origin: usize, want: usize) -> usize {
-        let is_job = |frames: &[zmq::Message]| {
-            frames.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job)
-        };
         let mut stash = Link::lock(&self.link.stash);
         let mut jobs = stash.iter().filter(|(o, f)| *o == origin && is_job(f)).count();
         let mut next = Vec::with_capacity(2);

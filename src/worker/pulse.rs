@@ -11,7 +11,7 @@ use super::socket::BrokerSocket;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::wire::send_result;
+use super::wire::{is_job, send_result};
 use super::{send, stackdump, FromBroker, Link, WorkerOptions, EXIT_STUCK};
 use crate::protocol::{decode_request_tail, Command, CommandFrame, ResultTail, Status, RETURN_ELSEWHERE};
 use crate::wakeup::Wakeup;
@@ -150,10 +150,7 @@ fn time_out(link: &Link, sockets: &[BrokerSocket], running: &super::Running, lim
     let _ = send_result(socket, running.job_id, Status::Timeout, tail, message.into_bytes().into());
     // Jobs given ahead would wait behind the stuck handler: hand them back.
     let stashed: Vec<FromBroker> = Link::lock(&link.stash).drain(..).collect();
-    let is_job = |(_, f): &FromBroker| {
-        f.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job)
-    };
-    let (jobs, others): (Vec<_>, Vec<_>) = stashed.into_iter().partition(is_job);
+    let (jobs, others): (Vec<_>, Vec<_>) = stashed.into_iter().partition(|(_, f)| is_job(f));
     Link::lock(&link.stash).extend(others);
     for (origin, frames) in jobs {
         // Another broker's job goes back as busy elsewhere, or that broker

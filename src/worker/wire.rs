@@ -116,6 +116,11 @@ pub(super) fn recv_frames(socket: &BrokerSocket, frames: &mut Vec<zmq::Message>)
     socket.recv_frames(frames)
 }
 
+/// Whether a message from a broker is a `JOB`.
+pub(super) fn is_job(frames: &[zmq::Message]) -> bool {
+    frames.first().and_then(|h| CommandFrame::decode(h).ok()).is_some_and(|c| c.command == Command::Job)
+}
+
 /// [`recv_frames`] from a ZeroMQ socket.
 pub(super) fn recv_zmq(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<bool> {
     frames.clear();
