@@ -97,22 +97,34 @@ fn line<'b>(
     Ok(())
 }
 
-/// A panel's frame: log axes over `x` and `y`, ticks at the swept values.
+/// A panel's frame: log axes over `x` and `y`, ticks at the swept values,
+/// its grid and axis labels (`x_desc`, `y_desc`) drawn.
 fn panel<'a, 'b>(
     area: &'a DrawingArea<SVGBackend<'b>, Shift>,
     caption: &str,
     x: &[f64],
     y: Range<f64>,
+    (x_desc, y_desc): (&str, &str),
 ) -> Result<Panel<'a, 'b>> {
     let x_span = log_span(x.iter().copied(), 1.0);
     let y_ticks = ticks(&y);
-    ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 19))
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(70)
         .build_cartesian_2d(x_span.log_scale().with_key_points(x.to_vec()), y.log_scale().with_key_points(y_ticks))
-        .map_err(failed)
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| si(*v))
+        .y_label_formatter(&|v| si(*v))
+        .label_style((FONT, 15))
+        .draw()
+        .map_err(failed)?;
+    Ok(chart)
 }
 
 /// The sweep's chart as an SVG document.
@@ -138,16 +150,7 @@ pub fn svg(r: &SweepReport) -> Result<String> {
         let (top, bottom) = root.split_vertically(SIZE.1 / 2 - 20);
 
         let jobs = r.points.iter().flat_map(|p| [p.jobs_per_s, p.in_process_jobs_per_s, p.floor_jobs_per_s]);
-        let mut chart = panel(&top, "throughput", &x, log_span(jobs, 10.0))?;
-        chart
-            .configure_mesh()
-            .x_desc(name)
-            .y_desc("jobs/s")
-            .x_label_formatter(&|v| si(*v))
-            .y_label_formatter(&|v| si(*v))
-            .label_style((FONT, 15))
-            .draw()
-            .map_err(failed)?;
+        let mut chart = panel(&top, "throughput", &x, log_span(jobs, 10.0), (name, "jobs/s"))?;
         line(&mut chart, at(&|p| p.jobs_per_s), POWERHOSE, false, "powerhose")?;
         let ideal = "in-process (plugin called directly, min(value, workers) threads)";
         line(&mut chart, at(&|p| p.in_process_jobs_per_s), IDEAL, true, ideal)?;
@@ -159,16 +162,7 @@ pub fn svg(r: &SweepReport) -> Result<String> {
         legend(&mut chart)?;
 
         let lat = r.points.iter().flat_map(|p| [p.latency.p50_us / 1e3, p.latency.p99_us / 1e3]);
-        let mut chart = panel(&bottom, "latency through powerhose", &x, log_span(lat, 4.0))?;
-        chart
-            .configure_mesh()
-            .x_desc(name)
-            .y_desc("ms")
-            .x_label_formatter(&|v| si(*v))
-            .y_label_formatter(&|v| si(*v))
-            .label_style((FONT, 15))
-            .draw()
-            .map_err(failed)?;
+        let mut chart = panel(&bottom, "latency through powerhose", &x, log_span(lat, 4.0), (name, "ms"))?;
         line(&mut chart, at(&|p| p.latency.p50_us / 1e3), POWERHOSE, false, "p50")?;
         line(&mut chart, at(&|p| p.latency.p99_us / 1e3), P99, false, "p99")?;
         legend(&mut chart)?;
