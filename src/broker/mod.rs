@@ -17,7 +17,7 @@ use crate::auth::zap::Zap;
 use crate::auth::CurveServer;
 use crate::endpoint::EndpointLock;
 use crate::error::Result;
-use crate::protocol::Control;
+use crate::protocol::{Control, REQUESTS_WAIT_MAX};
 use crate::sys::notify::Watchdog;
 use crate::wakeup::Wakeup;
 use io::Io;
@@ -219,7 +219,9 @@ impl Broker {
             watch.settle()?;
             let waiting = (0..ZMQ_SOCKETS).any(|i| watch.readable(i) && !(i == FRONT && front_paused));
             let timeout = if waiting { 0 } else { timeout };
-            let wake = io.wait(timeout, front_paused, state.requests_may_wait())?;
+            let requests_wait = state.requests_may_wait();
+            let timeout = if requests_wait { timeout.min(REQUESTS_WAIT_MAX.as_millis() as i64) } else { timeout };
+            let wake = io.wait(timeout, front_paused, requests_wait)?;
             watch.fired(&wake.zmq)?;
             let zmq_turn = watch.any() || front_paused;
             if wake.stop {

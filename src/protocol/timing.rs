@@ -61,6 +61,12 @@ pub const HOLD_AHEAD_MAX: Duration = Duration::from_millis(1);
 /// keeps at hand while it holds answers, so none runs dry meanwhile.
 pub const REQUESTS_WAIT_AHEAD: usize = HOLD_AHEAD_JOBS + 1;
 
+/// ... of at most this long each, and for this long at most: the broker
+/// wakes by then to read them even if no answer came (a job far over its
+/// usual time delays a cancel or a ping no longer). Jobs of ~1 ms qualify:
+/// each of them would otherwise cost the broker a wake-up per request.
+pub const REQUESTS_WAIT_MAX: Duration = Duration::from_millis(2);
+
 /// Jobs that may wait per service before new ones are refused `BUSY`.
 pub const MAX_QUEUE: usize = 10_000;
 

@@ -8,7 +8,7 @@ use super::{
     live, BrokerState, InFlight, Output, Payload, Queued, Status, Vitality, WorkerState, LOCAL_SILENCE_LIMIT,
     QUEUE_CHECK, SHUTTING_DOWN,
 };
-use crate::protocol::{HOLD_AHEAD_MAX, REQUESTS_WAIT_AHEAD, SERVICE_FORGET_GRACE};
+use crate::protocol::{REQUESTS_WAIT_AHEAD, REQUESTS_WAIT_MAX, SERVICE_FORGET_GRACE};
 use crate::status::{ServiceStatus, WorkerStatus};
 
 impl<M: Payload> BrokerState<M> {
@@ -191,13 +191,14 @@ impl<M: Payload> BrokerState<M> {
     }
 
     /// Every worker is busy with at least [`REQUESTS_WAIT_AHEAD`] jobs, each
-    /// taking at most [`HOLD_AHEAD_MAX`]: a new request may then wait in its
-    /// socket until the loop wakes anyway, for a worker's next answer (due
-    /// within about a job's time; a worker sends before it can run dry), and
-    /// be read with the others that came meanwhile. With many callers each
-    /// waiting on one short job, that saves the broker a wake-up per request.
+    /// taking at most [`REQUESTS_WAIT_MAX`]: a new request may then wait in
+    /// its socket until the loop wakes anyway, for a worker's next answer
+    /// (due within about a job's time; a worker sends before it can run dry)
+    /// or [`REQUESTS_WAIT_MAX`] at most, and be read with the others that
+    /// came meanwhile. With many callers each waiting on one short job, that
+    /// saves the broker a wake-up per request.
     pub fn requests_may_wait(&self) -> bool {
-        let limit = HOLD_AHEAD_MAX.as_micros() as f64;
+        let limit = REQUESTS_WAIT_MAX.as_micros() as f64;
         let mut workers = self.workers.iter().flatten().peekable();
         workers.peek().is_some()
             && workers.all(|w| {
