@@ -49,7 +49,7 @@ pub const MAX_HELD: usize = MAX_PREFETCH / 4;
 /// A worker holds a finished answer, to send it with the next ones in one
 /// write, while at least this many jobs given ahead wait at hand: its
 /// callers' next jobs reach it before it runs out (README, "Why the defaults").
-pub const HOLD_AHEAD_JOBS: usize = 3;
+pub const HOLD_AHEAD_JOBS: usize = 4;
 
 /// ... and for this long at most (from the oldest held answer): only short
 /// jobs' answers wait, and never for more than a few of their run times.
