@@ -52,8 +52,9 @@ pub const MAX_HELD: usize = MAX_PREFETCH / 4;
 pub const HOLD_AHEAD_JOBS: usize = 4;
 
 /// ... and for this long at most (from the oldest held answer): only short
-/// jobs' answers wait, and never for more than a few of their run times.
-pub const HOLD_AHEAD_MAX: Duration = Duration::from_millis(1);
+/// jobs' answers wait, and never for more than a few of their run times
+/// (answers of ~1 ms jobs go in pairs, after a wait of 4 jobs at hand).
+pub const HOLD_AHEAD_MAX: Duration = Duration::from_millis(2);
 
 /// The broker lets new local requests wait in their sockets, to read them
 /// at its next wake-up, while every worker holds at least this many short
