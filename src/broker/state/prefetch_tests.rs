@@ -130,8 +130,8 @@ fn requests_may_wait_only_while_every_worker_has_short_jobs_ahead() {
 
     // Jobs of 1.5 ms may wait too (the broker still reads them within
     // REQUESTS_WAIT_MAX); jobs of 3 ms: a worker that announced 23 ms of
-    // coalescing holds 8 of them, but its next answer may be that far off:
-    // requests are read at once.
+    // coalescing holds several of them, but its next answer may be that far
+    // off: requests are read at once.
     for (us, may) in [(1_500, true), (3_000, false)] {
         let (t0, mut b, mut out) = prefetching_broker();
         b.worker_ready(t0, b"slow", Registration { coalesce_us: 23_000, ..reg("echo", 13) }, &mut out);
