@@ -145,7 +145,7 @@ pub fn may_hold_ahead(
 ) -> bool {
     !coalesce.is_zero()
         && held < MAX_HELD
-        && held_for + expected < coalesce.min(HOLD_AHEAD_MAX)
+        && held_for + expected < ahead_limit(coalesce)
         && at_hand(HOLD_AHEAD_JOBS) >= HOLD_AHEAD_JOBS
 }
 

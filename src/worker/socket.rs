@@ -85,18 +85,24 @@ impl LocalSocket {
         if !self.dial(Instant::now()) {
             return Ok(false);
         }
-        let mut conn = self.conn.borrow_mut();
-        let c = conn.as_mut().expect("dialled");
         if self.corked.get() {
-            c.queue(frames);
+            self.conn.borrow_mut().as_mut().expect("dialled").queue(frames);
             return Ok(true);
         }
-        match c.send_by(frames, Some(Instant::now() + LOCAL_SEND_WAIT)) {
-            Ok(()) => Ok(true),
+        Ok(self.write_by(|c, deadline| c.send_by(frames, deadline)))
+    }
+
+    /// Runs `write` on the connection, with [`LOCAL_SEND_WAIT`] to finish;
+    /// false when there is none or the write fails (the connection ends).
+    fn write_by(&self, write: impl FnOnce(&mut Conn, Option<Instant>) -> std::io::Result<()>) -> bool {
+        let mut conn = self.conn.borrow_mut();
+        let Some(c) = conn.as_mut() else { return false };
+        match write(c, Some(Instant::now() + LOCAL_SEND_WAIT)) {
+            Ok(()) => true,
             Err(e) => {
                 drop(conn);
                 self.drop_conn(&e);
-                Ok(false)
+                false
             }
         }
     }
@@ -142,16 +148,7 @@ impl BrokerSocket {
     pub(super) fn uncork(&self) -> Result<bool> {
         let BrokerSocket::Local(local) = self else { return Ok(true) };
         local.corked.set(false);
-        let mut conn = local.conn.borrow_mut();
-        let Some(c) = conn.as_mut() else { return Ok(false) };
-        match c.flush_by(Some(Instant::now() + LOCAL_SEND_WAIT)) {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                drop(conn);
-                local.drop_conn(&e);
-                Ok(false)
-            }
-        }
+        Ok(local.write_by(|c, deadline| c.flush_by(deadline)))
     }
 
     /// Reads one message without blocking; false when none is waiting.
