@@ -33,6 +33,13 @@ pub mod term;
 mod timer;
 pub use timer::Timer;
 
+/// Lets another task that is ready to run on this CPU run first
+/// (`sched_yield`, which cannot fail on Linux).
+pub fn yield_cpu() {
+    // SAFETY: sched_yield takes no arguments and touches no memory.
+    unsafe { libc::sched_yield() };
+}
+
 /// The signals a powerhose program handles or that a shell sends it: they
 /// are delivered to whichever thread does not block them.
 const PROCESS_SIGNALS: [libc::c_int; 10] = [

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::coalesce::{ahead_limit, may_hold, may_hold_ahead, Finished};
+use super::handoff::Handoff;
 use super::wire::{is_job, recv_frames, send_raw, send_result};
 use super::{Guard, Link, Running, WorkerOptions};
 use crate::error::Result;
@@ -28,6 +29,8 @@ pub(super) struct JobLoop<'a> {
     /// The broker whose socket is read first next time: each in turn, so
     /// that none is served ahead of the others when several send.
     pub(super) turn: Cell<usize>,
+    /// Whether to yield the CPU after sending answers, from how it went.
+    pub(super) handoff: Cell<Handoff>,
 }
 
 /// A job as it reached the job thread.
@@ -235,7 +238,24 @@ impl JobLoop<'_> {
         if !self.link.flush_held_with(&sockets, Some(done))? {
             tracing::warn!(job_id, "broker not connected: the answer is lost (its client's deadline ends it)");
         }
+        // With nothing at hand, the wait for the next message gives the CPU up anyway.
+        if !Link::lock(&self.link.stash).is_empty() {
+            self.hand_over();
+        }
         Ok(sockets)
+    }
+
+    /// Yields the CPU once, to the broker the answers just sent woke, unless
+    /// the last yields gave it away to other work (see [`super::handoff`]).
+    fn hand_over(&self) {
+        let mut handoff = self.handoff.get();
+        let before = Instant::now();
+        if handoff.may_yield(before) {
+            crate::sys::yield_cpu();
+            let now = Instant::now();
+            handoff.yielded(now.saturating_duration_since(before), now);
+            self.handoff.set(handoff);
+        }
     }
 
     /// Jobs of broker `origin` waiting at hand, reading its socket into the

@@ -11,6 +11,7 @@
 //! meanwhile (`RETURN_ELSEWHERE`).
 
 mod coalesce;
+mod handoff;
 mod jobs;
 mod pulse;
 mod socket;
@@ -344,6 +345,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         retire_at,
         expected_us: Cell::new(0.0),
         turn: Cell::new(0),
+        handoff: Cell::new(handoff::Handoff::default()),
     }
     .run(shutdown);
     link.finished.store(true, Ordering::Release);
