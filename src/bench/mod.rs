@@ -8,6 +8,7 @@ mod brokers_report;
 mod chart;
 mod cluster;
 pub mod floor;
+mod interleave;
 pub mod measure;
 pub mod procs;
 pub mod relay;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::floor::{Floor, Setup};
+use super::interleave::side_by_side;
 use super::measure::{self, Lat, Rate};
 use super::relay::{Relay, RelayFloor};
 use super::suite::{LOCAL, ROUNDS};
@@ -177,8 +178,8 @@ pub(super) fn echo_callers(
 const CRYPTO_CALLERS: [(&str, usize, f64); 3] = [("~1 ms", 4, 0.90), ("~1 ms", 16, 0.95), ("~100 µs", 16, 0.80)];
 
 /// crypto_job with callers through 2 workers (default flags: no --io-cpu)
-/// against `plugin` in-process on 2 threads, in rounds of (in-process,
-/// cluster) back to back; `sized` holds each job size's calibrated job.
+/// against `plugin` in-process on 2 threads, in rounds where the two take
+/// turns ([`side_by_side`]); `sized` holds each job size's calibrated job.
 pub(super) fn crypto_callers(
     crypto: &Path,
     plugin: &LoadedPlugin,
@@ -199,8 +200,11 @@ pub(super) fn crypto_callers(
             let (mut rounds, mut cpu) = (Vec::new(), CpuTotals::default());
             for round in 0..ROUNDS {
                 progress(&format!("crypto_job {size}, {callers} callers, round {}", round + 1));
-                let ideal = measure::in_process(plugin, job, 2, Limit::Time(duration))?;
-                let (ours, _) = callers_run(&cluster, &client, job, callers, Limit::Time(duration), &mut cpu)?;
+                let (ours, ideal) = side_by_side(
+                    duration,
+                    |limit| measure::in_process(plugin, job, 2, limit),
+                    |limit| Ok(callers_run(&cluster, &client, job, callers, limit, &mut cpu)?.0),
+                )?;
                 rounds.push((ours.jobs_per_s, ideal.jobs_per_s));
             }
             let m = Medians::of(&rounds);
