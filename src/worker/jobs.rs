@@ -240,7 +240,10 @@ impl JobLoop<'_> {
         }
         // With nothing at hand, the wait for the next message gives the CPU up anyway.
         if !Link::lock(&self.link.stash).is_empty() {
+            // The sockets are free meanwhile: the pulse thread may need them.
+            drop(sockets);
             self.hand_over();
+            sockets = Link::lock(&self.link.sockets);
         }
         Ok(sockets)
     }
