@@ -1,9 +1,9 @@
 //! Handing the CPU over after answers: when a worker sends answers and has
 //! more jobs at hand, it yields its CPU once, so that the broker its answers
 //! woke (and the callers the broker wakes in turn) run now rather than after
-//! the worker's time slice. Linux protects a running task from a woken one
-//! for most of a slice (~0.7 ms here), and meanwhile the answers' callers
-//! wait, and so does this worker's next supply of jobs.
+//! the worker's time slice. Linux (EEVDF) may let a running task go on for
+//! up to its slice (1.4 ms here) before a woken one runs, and meanwhile the
+//! answers' callers wait, and so does this worker's next supply of jobs.
 //!
 //! A yield also hands the CPU to anything else ready on it: a busy process
 //! of someone else's then takes a whole slice, and the worker loses that
