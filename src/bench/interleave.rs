@@ -2,8 +2,8 @@
 //! a change in the machine's speed during the round falls on both alike.
 //!
 //! Why: this VM's speed drifts by up to a third within minutes (the suite's
-//! "~1 ms" job measured 870–1,511 µs within one run), and a round that
-//! measured the reference for its whole time and then ours for as long
+//! "~1 ms" job measured 870–1,511 µs across one hour's runs), and a round
+//! that measured the reference for its whole time and then ours for as long
 //! judged the drift as much as the code: single rounds of one build ranged
 //! from 84 to 129% of in-process.
 
@@ -46,9 +46,8 @@ pub(super) fn side_by_side(
 
 /// The jobs and time of several runs as one.
 fn total(rates: &[Rate]) -> Rate {
-    let jobs = rates.iter().map(|r| r.jobs).sum();
     let secs: f64 = rates.iter().map(|r| r.secs).sum();
-    Rate { jobs, secs, jobs_per_s: jobs as f64 / secs.max(1e-9) }
+    Rate::new(rates.iter().map(|r| r.jobs).sum(), Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn new(jobs: u64, elapsed: Duration) -> Rate {
+    pub(super) fn new(jobs: u64, elapsed: Duration) -> Rate {
         Rate { jobs, secs: elapsed.as_secs_f64(), jobs_per_s: jobs as f64 / elapsed.as_secs_f64().max(1e-9) }
     }
 }
