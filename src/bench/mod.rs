@@ -70,7 +70,8 @@ pub struct BenchOptions {
     /// CURVE credentials for `frontend` (a broker started with `--curve-secret`).
     pub curve: Option<CurveClient>,
     /// Also measure the raw ZeroMQ floor on the same transport and payload,
-    /// and the relay floor ([`relay`]).
+    /// and the relay floor ([`relay`]); in [`Mode::Callers`], the relay
+    /// running the job too.
     pub floor: bool,
     /// The started cluster's transport (not used with `frontend`).
     pub wire: Wire,
@@ -133,6 +134,9 @@ pub struct Report {
     pub latency_ratio_to_proxy_floor: Option<f64>,
     /// Our throughput / the pipelined proxy-hop floor's.
     pub throughput_ratio_to_pipelined_floor: Option<f64>,
+    /// The relay floor running this job with as many callers and workers
+    /// (`--floor` with `--callers`).
+    pub relay_running_job: Option<relay::RelayCallers>,
 }
 
 /// A directory of this user's runtime directory, 0700, for a run's
@@ -247,16 +251,21 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         let exe = std::env::current_exe().map_err(Error::io("finding this executable"))?;
         // The floor runs as long as our measurement took, for like-for-like noise.
         let duration = Duration::from_secs_f64(report.cluster.secs.clamp(0.5, 10.0));
-        let f = floor::measure(&floor::Setup {
-            exe: &exe,
-            dir: &dir,
-            payload: &options.job.data,
-            window,
-            duration,
-            pin: options.pin,
-        });
+        let setup =
+            floor::Setup { exe: &exe, dir: &dir, payload: &options.job.data, window, duration, pin: options.pin };
+        let f = floor::measure(&setup);
+        let running = match (&f, options.mode) {
+            (Ok(_), Mode::Callers(n)) => {
+                progress(&format!("the relay floor running the job, {n} callers"));
+                let (params, headers) = (options.params.as_deref().unwrap_or(""), &options.job.headers);
+                let job = relay::RelayJob { plugin: &plugin.path, params, headers, workers: options.workers };
+                Some(relay::running_job(&setup, &job, n, &options.job.data, Limit::Time(duration)))
+            }
+            _ => None,
+        };
         let _ = std::fs::remove_dir_all(&dir);
         let f = f?;
+        report.relay_running_job = running.transpose()?;
         report.latency_ratio_to_proxy_floor = Some(report.latency.p50_us / f.proxy.p50_us.max(1.0));
         report.throughput_ratio_to_pipelined_floor = Some(report.cluster.jobs_per_s / f.pipelined_msgs_per_s.max(1.0));
         report.floor = Some(f);
@@ -333,6 +342,18 @@ pub fn format_report(r: &Report) -> String {
         );
         s += &format_relay(&f.relay);
         s += &format!("ours vs relay: p50 latency {:.2}×\n", r.latency.p50_us / f.relay.sequential.p50_us.max(1.0));
+    }
+    if let Some(j) = &r.relay_running_job {
+        let ideal = r.in_process_n_threads.jobs_per_s.max(1e-9);
+        s += &format!(
+            "relay floor running this job, {} callers: {:.0} jobs/s ({:.0}% of in-process), {:.1} µs CPU/job; \
+             powerhose gives {:.0}% of it\n",
+            j.callers,
+            j.jobs_per_s,
+            j.jobs_per_s / ideal * 100.0,
+            j.cpu_us_per_job,
+            r.cluster.jobs_per_s / j.jobs_per_s.max(1e-9) * 100.0
+        );
     }
     s
 }

@@ -3,9 +3,11 @@
 //! the ZeroMQ floors. It is what a local broker costs at the least, so every
 //! suite line reports its ratio to it: ZeroMQ's own floor is not the least.
 //!
-//! The hub and two echo workers (as the bench cluster's two) are this
-//! executable run with `--helper relay-hub` and `--helper relay-worker`;
-//! the callers are threads of the bench, one connection each, blocking.
+//! The hub and two workers (as the bench cluster's two) are this executable
+//! run with `--helper relay-hub` and `--helper relay-worker`; the callers
+//! are threads of the bench, one connection each, blocking. The workers
+//! echo, or run a plugin's handler ([`RelayJob`]): the floor under the
+//! suite's crypto_job lines is then measured, not worked out.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -15,11 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::floor::Setup;
-use super::measure::{latency_loop, Budget, Lat, Limit};
+use super::measure::{latency_loop, Budget, Lat, Limit, Rate};
 use super::procs::{self, Guarded};
-use super::relay_hub::{self, MAX_MESSAGE};
+use super::relay_hub::{self, Work, MAX_MESSAGE};
 use super::seqpacket::{readable_within, Seq};
 use crate::error::{Error, Result};
+use crate::plugin::LoadedPlugin;
 
 /// The relay's figures.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -55,6 +58,9 @@ impl RelayFloor {
 pub const CALLERS: [usize; 2] = [4, 16];
 /// Relay workers: as many as the bench cluster's.
 const WORKERS: usize = 2;
+/// Requests a relay running a job gives each worker ahead: measured with
+/// the suite's crypto_job lines, 2 and 4 gave the same (README, Figures).
+const JOB_AHEAD: usize = 2;
 /// The longest wait for a helper's readiness or a round trip.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -62,13 +68,55 @@ const WAIT: Duration = Duration::from_secs(10);
 /// returns while the role serves.
 pub fn helper(args: &[&str]) -> Option<Result<()>> {
     match *args {
-        ["relay-hub", front, back] => Some(relay_hub::hub(Path::new(front), Path::new(back), |line| {
-            use std::io::Write;
-            // One write per line, flushed: the bench waits for each.
-            writeln!(std::io::stdout().lock(), "{line}")
-        })),
-        ["relay-worker", back] => Some(relay_hub::worker(Path::new(back))),
+        ["relay-hub", front, back, ahead] => Some(hub(front, back, ahead)),
+        ["relay-worker", back] => Some(relay_hub::worker(Path::new(back), Work::Echo)),
+        ["relay-worker", back, plugin, params, ref headers @ ..] => Some(handler_worker(back, plugin, params, headers)),
         _ => None,
+    }
+}
+
+/// The hub role, its workers holding up to `ahead` requests each.
+fn hub(front: &str, back: &str, ahead: &str) -> Result<()> {
+    let bad = || Error::BadFlag(format!("relay hub: requests ahead must be 1 or more, not {ahead:?}"));
+    let ahead = ahead.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+    relay_hub::hub(Path::new(front), Path::new(back), ahead, |line| {
+        use std::io::Write;
+        // One write per line, flushed: the bench waits for each.
+        writeln!(std::io::stdout().lock(), "{line}")
+    })
+}
+
+/// A relay worker running `plugin`'s handler on each request with
+/// `headers` (each `NAME:VALUE`, as [`RelayJob::args`] writes them).
+fn handler_worker(back: &str, plugin: &str, params: &str, headers: &[&str]) -> Result<()> {
+    let plugin = LoadedPlugin::load(Path::new(plugin), params)?;
+    let headers = headers
+        .iter()
+        .map(|h| h.split_once(':').map(|(n, v)| (n.to_string(), v.to_string())))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::BadFlag(format!("relay worker: headers must be NAME:VALUE, not {headers:?}")))?;
+    relay_hub::worker(Path::new(back), Work::Handler(&plugin, &headers))
+}
+
+/// The job a relay's workers run instead of echoing: a plugin, its params
+/// (JSON, as for `LoadedPlugin::load`) and the job's headers.
+pub struct RelayJob<'a> {
+    /// The plugin's path.
+    pub plugin: &'a Path,
+    /// Its params, JSON (empty: none).
+    pub params: &'a str,
+    /// The job's headers, as each request would carry them.
+    pub headers: &'a [(String, String)],
+    /// How many workers run it.
+    pub workers: usize,
+}
+
+impl RelayJob<'_> {
+    /// The worker role's arguments after `back`.
+    fn args(&self) -> Result<Vec<String>> {
+        let mut args = vec![text(self.plugin)?.to_string(), self.params.to_string()];
+        args.extend(self.headers.iter().map(|(n, v)| format!("{n}:{v}")));
+        Ok(args)
     }
 }
 
@@ -111,6 +159,8 @@ pub struct Relay {
     workers: Vec<Guarded>,
     front: PathBuf,
     back: PathBuf,
+    /// The workers echo: an answer is as long as its request.
+    echo: bool,
     // Kept open: a hub writing to a closed pipe would fail.
     _reports: Reports,
 }
@@ -123,19 +173,32 @@ impl Relay {
     /// Starts the hub and its workers (pinned as `setup` says), and waits
     /// until every worker is connected.
     pub fn start(setup: &Setup<'_>) -> Result<Relay> {
+        Relay::start_running(setup, None)
+    }
+
+    /// As [`Relay::start`], its workers running `job` (echo when `None`).
+    pub fn start_running(setup: &Setup<'_>, job: Option<&RelayJob<'_>>) -> Result<Relay> {
         // Fresh socket paths for each relay: a killed hub leaves its own behind.
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (front, back) = (setup.dir.join(format!("relay-{n}-front")), setup.dir.join(format!("relay-{n}-back")));
-        let hub_args = ["--helper", "relay-hub", text(&front)?, text(&back)?];
+        // Echo: one request at a time, the least round trip. A job: requests
+        // go ahead, as our broker's do, so no worker waits for its next.
+        let (ahead, workers) = job.map_or((1, WORKERS), |j| (JOB_AHEAD, j.workers));
+        let ahead = ahead.to_string();
+        let hub_args = ["--helper", "relay-hub", text(&front)?, text(&back)?, &ahead];
         let (hub, out) = procs::spawn_reporting(setup.exe, &hub_args, setup.pin)?;
         let mut reports = Reports { out, pending: Vec::new() };
         reports.until("listening", WAIT)?;
-        let worker_args = ["--helper", "relay-worker", text(&back)?];
-        let workers =
-            (0..WORKERS).map(|_| procs::spawn(setup.exe, &worker_args, setup.pin, &[])).collect::<Result<Vec<_>>>()?;
-        reports.until(&format!("workers {WORKERS}"), WAIT)?;
-        Ok(Relay { hub, workers, front, back, _reports: reports })
+        let mut worker_args = vec!["--helper".to_string(), "relay-worker".into(), text(&back)?.into()];
+        if let Some(job) = job {
+            worker_args.extend(job.args()?);
+        }
+        let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+        let spawn = |_| procs::spawn(setup.exe, &worker_args, setup.pin, &[]);
+        let workers = (0..workers).map(spawn).collect::<Result<Vec<_>>>()?;
+        reports.until(&format!("workers {}", workers.len()), WAIT)?;
+        Ok(Relay { hub, workers, front, back, echo: job.is_none(), _reports: reports })
     }
 
     /// CPU time so far of the hub, the workers and this process (the callers).
@@ -154,25 +217,32 @@ impl Relay {
     pub fn sequential(&self, payload: &[u8], duration: Duration) -> Result<(Lat, f64)> {
         let (s, mut buf) = (self.caller()?, vec![0u8; MAX_MESSAGE]);
         for _ in 0..200 {
-            round_trip(&s, payload, &mut buf)?;
+            self.round_trip(&s, payload, &mut buf)?;
         }
         let before = self.cpu();
-        let (lat, _) = latency_loop(duration, || round_trip(&s, payload, &mut buf))?;
+        let (lat, _) = latency_loop(duration, || self.round_trip(&s, payload, &mut buf))?;
         let cpu = self.cpu().saturating_sub(before);
         Ok((lat.clone(), per_job(cpu, lat.count)))
     }
 
     /// `n` callers' round trips for `duration`: throughput and CPU per job.
     pub fn callers(&self, n: usize, payload: &[u8], duration: Duration) -> Result<RelayCallers> {
+        let (rate, cpu_us_per_job) = self.callers_within(n, payload, Limit::Time(duration))?;
+        Ok(RelayCallers { callers: n, jobs_per_s: rate.jobs_per_s, cpu_us_per_job })
+    }
+
+    /// `n` callers' round trips until `limit`: their rate, and the CPU per
+    /// job in µs of the hub, the workers and the callers together.
+    pub fn callers_within(&self, n: usize, payload: &[u8], limit: Limit) -> Result<(Rate, f64)> {
         let sockets = (0..n).map(|_| self.caller()).collect::<Result<Vec<_>>>()?;
         let mut buf = vec![0u8; MAX_MESSAGE];
         for s in &sockets {
             for _ in 0..20 {
-                round_trip(s, payload, &mut buf)?;
+                self.round_trip(s, payload, &mut buf)?;
             }
         }
         let (before, start) = (self.cpu(), Instant::now());
-        let budget = &Budget::new(Limit::Time(duration));
+        let budget = &Budget::new(limit);
         let jobs = std::thread::scope(|scope| {
             let threads: Vec<_> = sockets
                 .iter()
@@ -180,7 +250,7 @@ impl Relay {
                     scope.spawn(move || {
                         let (mut buf, mut jobs) = (vec![0u8; MAX_MESSAGE], 0u64);
                         while budget.take() {
-                            round_trip(s, payload, &mut buf)?;
+                            self.round_trip(s, payload, &mut buf)?;
                             jobs += 1;
                         }
                         Ok(jobs)
@@ -192,8 +262,22 @@ impl Relay {
                 .map(|t| t.join().map_err(|_| Error::ThreadPanicked { thread: "relay caller" }).and_then(|r| r))
                 .sum::<Result<u64>>()
         })?;
-        let (secs, cpu) = (start.elapsed().as_secs_f64(), self.cpu().saturating_sub(before));
-        Ok(RelayCallers { callers: n, jobs_per_s: jobs as f64 / secs.max(1e-9), cpu_us_per_job: per_job(cpu, jobs) })
+        let (elapsed, cpu) = (start.elapsed(), self.cpu().saturating_sub(before));
+        Ok((Rate::new(jobs, elapsed), per_job(cpu, jobs)))
+    }
+}
+
+impl Relay {
+    /// One request and its answer: as long as the request from echo
+    /// workers, not empty from a handler's.
+    fn round_trip(&self, s: &Seq, payload: &[u8], buf: &mut [u8]) -> Result<()> {
+        let failed = |e: std::io::Error| Error::io("relay round trip (hub or worker not answering)")(e);
+        s.send(payload).map_err(failed)?;
+        match s.recv(buf).map_err(failed)? {
+            0 => Err(failed(std::io::ErrorKind::UnexpectedEof.into())),
+            n if n == payload.len() || !self.echo => Ok(()),
+            n => Err(Error::Protocol(format!("a {n}-byte relay answer to a {}-byte request", payload.len()))),
+        }
     }
 }
 
@@ -209,14 +293,18 @@ fn per_job(cpu: Duration, jobs: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64
 }
 
-fn round_trip(s: &Seq, payload: &[u8], buf: &mut [u8]) -> Result<()> {
-    let failed = |e: std::io::Error| Error::io("relay round trip (hub or worker not answering)")(e);
-    s.send(payload).map_err(failed)?;
-    match s.recv(buf).map_err(failed)? {
-        n if n == payload.len() => Ok(()),
-        0 => Err(failed(std::io::ErrorKind::UnexpectedEof.into())),
-        n => Err(Error::Protocol(format!("a {n}-byte relay answer to a {}-byte request", payload.len()))),
-    }
+/// Measures the relay running `job` on `payload` with `callers`, until
+/// `limit` (for `--floor` with `--callers`).
+pub fn running_job(
+    setup: &Setup<'_>,
+    job: &RelayJob<'_>,
+    callers: usize,
+    payload: &[u8],
+    limit: Limit,
+) -> Result<RelayCallers> {
+    let relay = Relay::start_running(setup, Some(job))?;
+    let (rate, cpu_us_per_job) = relay.callers_within(callers, payload, limit)?;
+    Ok(RelayCallers { callers, jobs_per_s: rate.jobs_per_s, cpu_us_per_job })
 }
 
 /// Measures the relay: sequential, then with each of [`CALLERS`].

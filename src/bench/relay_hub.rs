@@ -1,13 +1,14 @@
 //! The relay floor's helper roles: a hub (one epoll loop taking clients'
-//! requests to idle workers and the answers back) and an echo worker, over
+//! requests to workers with room and the answers back) and a worker that
+//! echoes or runs a plugin's handler (see [`Work`]), over
 //! Unix `SOCK_SEQPACKET`. The least any local broker must do per job, with
 //! no protocol, queue policy or library of its own: what ours is held to.
 //!
 //! A request goes to a worker with a 4-byte header, the sending client's
 //! slot, which the worker sends back with the answer; the hub strips it and
-//! forwards the rest to that client. Slots are never reused (a bench opens a
-//! few dozen connections), so an answer for a client that left cannot reach
-//! a newer one.
+//! forwards the rest to that client. Slots are never reused (a suite opens a
+//! few hundred connections), so an answer for a client that left cannot
+//! reach a newer one.
 
 use std::collections::VecDeque;
 use std::io;
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use super::seqpacket::{Epoll, Seq};
 use crate::error::{Error, Result};
+use crate::plugin::LoadedPlugin;
 
 /// The header a request carries to a worker and back: the client's slot.
 pub(super) const HEADER: usize = 4;
@@ -32,8 +34,9 @@ pub(super) fn untag(msg: &[u8]) -> Option<(usize, &[u8])> {
     Some((u32::from_le_bytes(head.try_into().ok()?) as usize, payload))
 }
 
-/// Which worker takes which request: idle workers in the order they became
-/// idle, and requests waiting (oldest first) while none is.
+/// Which worker takes which request: workers with room in the order they
+/// got it (a worker that may hold several requests is there once for each
+/// it may take), and requests waiting (oldest first) while none has.
 #[derive(Debug, Default)]
 pub(super) struct Routes {
     idle: VecDeque<usize>,
@@ -51,8 +54,8 @@ impl Routes {
         worker
     }
 
-    /// `worker` is free (it joined, or answered): the queued request it
-    /// takes now, or `None` and it waits its turn among the idle.
+    /// `worker` has room for one more (it joined, or answered): the queued
+    /// request it takes now, or `None` and it waits its turn among the idle.
     pub(super) fn free(&mut self, worker: usize) -> Option<Vec<u8>> {
         let next = self.queued.pop_front();
         if next.is_none() {
@@ -87,9 +90,16 @@ fn send_job(workers: &[Option<Seq>], worker: usize, msg: &[u8]) -> Result<()> {
 }
 
 /// The hub: listens on `front` for clients and on `back` for workers, and
-/// serves until killed. `report` hears "listening" once both sockets are,
-/// then "workers N" as each worker connects: the bench's readiness signals.
-pub(super) fn hub(front: &Path, back: &Path, mut report: impl FnMut(&str) -> io::Result<()>) -> Result<()> {
+/// serves until killed; each worker holds up to `ahead` requests (1: it
+/// gets the next when it answers). `report` hears "listening" once both
+/// sockets are, then "workers N" as each worker connects: the bench's
+/// readiness signals.
+pub(super) fn hub(
+    front: &Path,
+    back: &Path,
+    ahead: usize,
+    mut report: impl FnMut(&str) -> io::Result<()>,
+) -> Result<()> {
     let (clients_listening, workers_listening) = (Seq::listen(front)?, Seq::listen(back)?);
     let epoll = Epoll::new().map_err(Error::io("relay hub: epoll_create1"))?;
     let watch = |fd, token| epoll.add(fd, token).map_err(Error::io("relay hub: epoll_ctl"));
@@ -120,8 +130,10 @@ pub(super) fn hub(front: &Path, back: &Path, mut report: impl FnMut(&str) -> io:
                     workers.push(Some(w));
                     let joined = workers.iter().flatten().count();
                     report(&format!("workers {joined}")).map_err(Error::io("relay hub: reporting"))?;
-                    if let Some(job) = routes.free(slot) {
-                        send_job(&workers, slot, &job)?;
+                    for _ in 0..ahead {
+                        if let Some(job) = routes.free(slot) {
+                            send_job(&workers, slot, &job)?;
+                        }
                     }
                 }
                 CLIENT => {
@@ -166,16 +178,40 @@ pub(super) fn hub(front: &Path, back: &Path, mut report: impl FnMut(&str) -> io:
     }
 }
 
-/// The worker: connects to the hub's `back` socket and sends every message
-/// back as it came (the header with it); returns when the hub closes.
-pub(super) fn worker(back: &Path) -> Result<()> {
+/// What a relay worker does with each request: send it back as it came
+/// (the floor's echo), or run a plugin's handler on it with these headers
+/// and send back what it returns, as our workers do (the floor under a
+/// real job; the plugin is loaded in the worker's process, as ours).
+#[derive(Clone, Copy)]
+pub(super) enum Work<'a> {
+    Echo,
+    Handler(&'a LoadedPlugin, &'a [(String, String)]),
+}
+
+/// The worker: connects to the hub's `back` socket and answers every
+/// message (the header with it, see [`Work`]); returns when the hub closes.
+pub(super) fn worker(back: &Path, work: Work<'_>) -> Result<()> {
     let hub = Seq::connect(back)?;
     let mut buf = vec![0u8; HEADER + MAX_MESSAGE];
+    let mut answer = Vec::with_capacity(HEADER + MAX_MESSAGE);
     loop {
-        match hub.recv(&mut buf).map_err(Error::io("relay worker: recv"))? {
+        let n = match hub.recv(&mut buf).map_err(Error::io("relay worker: recv"))? {
             0 => return Ok(()),
-            n => hub.send(&buf[..n]).map_err(Error::io("relay worker: send"))?,
-        }
+            n => n,
+        };
+        let sent = match work {
+            Work::Echo => hub.send(&buf[..n]),
+            Work::Handler(plugin, headers) => {
+                let headers = headers.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+                // A job that fails spoils the run: the worker stops, the bench's wait runs out.
+                let out = plugin.handle(headers, &buf[HEADER..n]).map_err(Error::InProcessHandler)?;
+                answer.clear();
+                answer.extend_from_slice(&buf[..HEADER]);
+                answer.extend_from_slice(&out);
+                hub.send(&answer)
+            }
+        };
+        sent.map_err(Error::io("relay worker: send"))?;
     }
 }
 
@@ -215,18 +251,32 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_given_room_for_two_takes_two_requests_before_the_next_waits() {
+        let mut r = Routes::default();
+        for _ in 0..2 {
+            assert_eq!(r.free(4), None);
+        }
+        assert_eq!(r.request(b"a"), Some(4));
+        assert_eq!(r.request(b"b"), Some(4), "the second request goes ahead to the same worker");
+        assert_eq!(r.request(b"c"), None, "no room left: queued");
+        assert_eq!(r.free(4).as_deref(), Some(&b"c"[..]), "an answer makes room for the queued one");
+        r.gone(4);
+        assert_eq!(r.request(b"d"), None, "a worker that left holds no room");
+    }
+
+    #[test]
     fn the_hub_sends_each_answer_to_its_own_client_when_requests_queue() {
         let dir = tempfile::tempdir().unwrap();
         let (front, back) = (dir.path().join("front"), dir.path().join("back"));
         let (tx, rx) = mpsc::channel::<String>();
         // The hub and the workers serve until the test process ends.
         let (f, b) = (front.clone(), back.clone());
-        std::thread::spawn(move || hub(&f, &b, |line| tx.send(line.into()).map_err(io::Error::other)));
+        std::thread::spawn(move || hub(&f, &b, 1, |line| tx.send(line.into()).map_err(io::Error::other)));
         let wait = Duration::from_secs(10);
         assert_eq!(rx.recv_timeout(wait).unwrap(), "listening");
         for n in 1..=2 {
             let b = back.clone();
-            std::thread::spawn(move || worker(&b));
+            std::thread::spawn(move || worker(&b, Work::Echo));
             assert_eq!(rx.recv_timeout(wait).unwrap(), format!("workers {n}"));
         }
         // Three clients and two workers: one request waits in the queue.

@@ -183,8 +183,8 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         }
     }
 
-    let relay = &floor_unpinned.relay;
-    targets.extend(suite_callers::crypto_callers(&crypto, &plugin, &sized, relay, duration, &mut progress)?);
+    let relay_setup = floor_setup(None);
+    targets.extend(suite_callers::crypto_callers(&crypto, &plugin, &sized, &relay_setup, duration, &mut progress)?);
 
     // Memory.
     progress("memory");

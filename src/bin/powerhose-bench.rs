@@ -54,7 +54,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Wire::Unix, conflicts_with_all = ["frontend", "suite", "brokers"])]
     wire: Wire,
     /// Also measure the raw ZeroMQ floor on the same transport and payload,
-    /// and a relay over Unix SOCK_SEQPACKET (an epoll hub, no ZeroMQ).
+    /// and a relay over Unix SOCK_SEQPACKET (an epoll hub, no ZeroMQ); with
+    /// --callers, that relay running this job too, in its own workers.
     #[arg(long)]
     floor: bool,
     /// Pin this process, the broker, the workers and the floor helpers to one CPU.

@@ -1,0 +1,64 @@
+//! `powerhose-bench --floor --callers N`: beside the echo floors, the relay
+//! floor runs the job itself (the plugin's handler in the relay's workers),
+//! so a user sees what the least a broker must do leaves of their job.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Proc, TestDir};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_powerhose-bench");
+
+#[test]
+fn the_relay_floor_runs_the_job_when_callers_are_measured() {
+    let dir = TestDir::new();
+    let crypto = common::plugin("crypto_job");
+    let out_path = dir.path().join("report.json");
+    let mut cmd = Command::new(BENCH);
+    cmd.args(["--plugin", crypto.to_str().unwrap(), "-H", "op:sign", "-H", "rounds:40"])
+        .args(["--callers", "4", "--workers", "2", "--duration", "0.3", "--floor", "--json"])
+        .env("POWERHOSE_RUNTIME_DIR", dir.path());
+    let out = Stdio::from(std::fs::File::create(&out_path).unwrap());
+    let mut bench = Proc::spawn_cmd_to(cmd, out, &dir, "bench");
+    let status = bench.wait_exit(Duration::from_secs(180)).unwrap_or_else(|| panic!("bench hung: {}", bench.stderr()));
+    assert!(status.success(), "powerhose-bench failed: {}", bench.stderr());
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    let relay = &report["relay_running_job"];
+    assert_eq!(relay["callers"], 4, "{report:#}");
+    let (relay_rate, relay_cpu) = (relay["jobs_per_s"].as_f64().unwrap(), relay["cpu_us_per_job"].as_f64().unwrap());
+    assert!(relay_rate > 0.0 && relay_cpu > 0.0, "{relay:#}");
+    // 40 signatures a job: relay workers that echoed instead of running the
+    // handler would go tens of times faster than the handler on 2 threads.
+    let ideal = report["in_process_n_threads"]["jobs_per_s"].as_f64().unwrap();
+    assert!(relay_rate < 1.5 * ideal, "the relay ran {relay_rate:.0} jobs/s, the handler alone {ideal:.0}");
+    // The echo floor is measured as before, its workers echoing.
+    let echo_rate = report["floor"]["relay"]["callers"][0]["jobs_per_s"].as_f64().unwrap();
+    assert!(echo_rate > 3.0 * relay_rate, "echo relay {echo_rate:.0} jobs/s against {relay_rate:.0} with the job");
+}
+
+#[test]
+fn a_relay_helper_given_bad_arguments_says_so_in_one_line() {
+    let dir = TestDir::new();
+    let (front, back) = (dir.path().join("f"), dir.path().join("b"));
+    let (front, back) = (front.to_str().unwrap(), back.to_str().unwrap());
+    let crypto = common::plugin("crypto_job");
+    let cases: [(&[&str], &str); 3] = [
+        (&["relay-hub", front, back, "0"], "requests ahead must be 1 or more"),
+        (&["relay-worker", back, crypto.to_str().unwrap(), "", "op=sign"], "headers must be NAME:VALUE"),
+        (&["relay-worker", back, "/nonexistent/libnothing.so", ""], "libnothing"),
+    ];
+    for (args, says) in cases {
+        let mut cmd = Command::new(BENCH);
+        cmd.arg("--helper").args(args);
+        // Killed on drop: a helper that took these would serve for ever.
+        let mut helper = Proc::spawn_cmd(cmd, &dir, "helper");
+        let status = helper.wait_exit(Duration::from_secs(30));
+        let stderr = helper.stderr();
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("powerhose-bench helper: error:") && stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
