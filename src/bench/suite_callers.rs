@@ -6,6 +6,7 @@
 //! for before/after comparisons of the transport; the echo lines are
 //! measured over ZeroMQ ipc too, and reported.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
@@ -201,8 +202,17 @@ pub(super) fn crypto_callers(
         let client = cluster.client()?;
         let relay_job = RelayJob { plugin: crypto, params: "", headers: &job.headers, workers: 2 };
         let relay = Relay::start_running(relay_setup, Some(&relay_job))?;
-        let in_process = |limit| measure::in_process(plugin, job, 2, limit);
+        // The CPU the in-process runs spend per job: the handler's own.
+        let handler_cpu = Cell::new((Duration::ZERO, 0u64));
+        let in_process = |limit| {
+            let before = procs::own_cpu_time();
+            let rate = measure::in_process(plugin, job, 2, limit)?;
+            let (cpu, jobs) = handler_cpu.get();
+            handler_cpu.set((cpu + procs::own_cpu_time().saturating_sub(before), jobs + rate.jobs));
+            Ok(rate)
+        };
         for &&(_, callers, share) in &cases {
+            handler_cpu.set((Duration::ZERO, 0));
             let (mut rounds, mut relay_rounds, mut cpu) = (Vec::new(), Vec::new(), CpuTotals::default());
             let mut relay_cpu = Vec::new();
             for round in 0..ROUNDS {
@@ -231,7 +241,9 @@ pub(super) fn crypto_callers(
                 .against_relay(Some(floor.ours))
                 .with_cpu(cpu.per_job()),
             );
-            targets.push(relay_line(size, callers, &floor, &relay_cpu, share));
+            let (cpu, jobs) = handler_cpu.get();
+            let handler_us = cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
+            targets.push(relay_line(size, callers, &floor, &relay_cpu, handler_us, share));
         }
     }
     Ok(targets)
@@ -239,12 +251,11 @@ pub(super) fn crypto_callers(
 
 /// The relay floor running the job with as many callers (report only): its
 /// share of in-process against the target's, and its CPU per job outside
-/// the handler (all of the relay's processes, less what a job costs
-/// in-process: 2 threads for `floor.reference` jobs/s).
-fn relay_line(size: &str, callers: usize, floor: &Medians, cpu: &[(f64, u64)], share: f64) -> Target {
+/// the handler: all of the relay's processes (`cpu`: µs per job and jobs,
+/// per run), less the CPU a job takes in-process (`handler_us`).
+fn relay_line(size: &str, callers: usize, floor: &Medians, cpu: &[(f64, u64)], handler_us: f64, share: f64) -> Target {
     let jobs: u64 = cpu.iter().map(|&(_, n)| n).sum();
     let cpu_us = cpu.iter().map(|&(us, n)| us * n as f64).sum::<f64>() / jobs.max(1) as f64;
-    let handler_us = 2e6 / floor.reference.max(1e-9);
     Target {
         name: format!("  ↳ the relay floor running the job, {size}, {callers} callers"),
         ours: floor.ratio * 100.0,
@@ -264,6 +275,17 @@ fn relay_line(size: &str, callers: usize, floor: &Medians, cpu: &[(f64, u64)], s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_line_is_its_median_share_and_its_cpu_beyond_the_handler() {
+        let floor = Medians::of(&[(70.0, 100.0), (80.0, 100.0), (75.0, 100.0)]);
+        // 1,000 jobs at 150 µs and 3,000 at 130: 135 µs a job, 100 of them the handler's.
+        let t = relay_line("~100 µs", 16, &floor, &[(150.0, 1_000), (130.0, 3_000)], 100.0, 0.8);
+        assert!((t.ours - 75.0).abs() < 1e-9, "{}", t.ours);
+        assert_eq!((t.reference, t.pass), (80.0, None));
+        assert!(t.rule.contains("35.0 µs CPU per job beyond the handler's 100"), "{}", t.rule);
+        assert!(t.rule.contains("70.0 / 80.0 / 75.0"), "every round's share is shown: {}", t.rule);
+    }
 
     #[test]
     fn cpu_totals_are_per_job_over_all_runs() {
