@@ -60,6 +60,8 @@ fn a_callers_sweep_writes_its_chart_and_its_points() {
     assert!(env["cpus"].as_u64().unwrap() >= 1 && env["plugin"].as_str().unwrap().starts_with("echo"), "{env:#}");
     assert_eq!((&env["wire"], &env["seconds_per_measurement"]), (&"unix".into(), &0.5.into()));
     assert!(env["date"].as_str().unwrap().ends_with('Z'), "{env:#}");
+    // The callers' floor is the relay with its workers running the job.
+    assert!(env["floor"].as_str().unwrap().contains("workers running the job"), "{env:#}");
 
     let svg = std::fs::read_to_string(report.join("sweep-callers.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

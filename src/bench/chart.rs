@@ -155,7 +155,7 @@ pub fn svg(r: &SweepReport) -> Result<String> {
         let ideal = "in-process (plugin called directly, min(value, workers) threads)";
         line(&mut chart, at(&|p| p.in_process_jobs_per_s), IDEAL, true, ideal)?;
         let floor = match r.dimension {
-            super::Dimension::Callers => "floor: relay over SOCK_SEQPACKET, echo",
+            super::Dimension::Callers => "floor: relay over SOCK_SEQPACKET, running the job",
             super::Dimension::Pipeline => "floor: ZeroMQ proxy hop, echo",
         };
         line(&mut chart, at(&|p| p.floor_jobs_per_s), FLOOR, true, floor)?;
@@ -239,7 +239,7 @@ mod tests {
             "powerhose-bench --sweep callers: crypto_job 0.1.0",
             "powerhose",
             "in-process (plugin called directly, min(value, workers) threads)",
-            "floor: relay over SOCK_SEQPACKET, echo",
+            "floor: relay over SOCK_SEQPACKET, running the job",
             "p50",
             "p99",
             "callers",

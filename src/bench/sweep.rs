@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::floor::{self, Setup};
 use super::measure::{self, Lat, Limit};
-use super::relay::Relay;
+use super::relay::{Relay, RelayJob};
 use super::{drive, procs, start_cluster, BenchOptions, Mode, Wire};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
@@ -43,9 +43,10 @@ impl Dimension {
     /// What the floor line is for this dimension.
     pub fn floor_name(self) -> &'static str {
         match self {
-            // The relay's callers block like ours: the like-for-like floor.
+            // The relay's callers block like ours, and its workers run the
+            // job: the like-for-like floor.
             Dimension::Callers => {
-                "relay over Unix SOCK_SEQPACKET (epoll hub, 2 echo workers, no ZeroMQ), as many callers"
+                "relay over Unix SOCK_SEQPACKET (epoll hub, as many workers running the job, no ZeroMQ), as many callers"
             }
             // The relay has no pipelined client; ZeroMQ's proxy hop has one.
             Dimension::Pipeline => "ZeroMQ DEALER → proxy → 2 echo processes over ipc, as many in flight",
@@ -189,7 +190,8 @@ pub struct SweepReport {
     pub environment: Environment,
 }
 
-/// The floor for a dimension: the relay, started once for a callers sweep;
+/// The floor for a dimension: the relay running the job, started once for
+/// a callers sweep;
 /// ZeroMQ helpers started per point for a pipeline sweep (their window is
 /// set at start).
 enum FloorRun<'a> {
@@ -230,8 +232,10 @@ pub fn sweep(
         progress(&format!("starting a broker and {} workers", options.workers));
         let cluster = start_cluster(options)?;
         let setup = Setup { exe: &exe, dir: &dir, payload: &options.job.data, window: 1, duration, pin: options.pin };
+        let (params, headers) = (options.params.as_deref().unwrap_or(""), &options.job.headers);
+        let job = RelayJob { plugin: &plugin.path, params, headers, workers: options.workers };
         let floor = match spec.dimension {
-            Dimension::Callers => FloorRun::Relay(Relay::start(&setup)?, setup),
+            Dimension::Callers => FloorRun::Relay(Relay::start_running(&setup, Some(&job))?, setup),
             Dimension::Pipeline => FloorRun::Pipelined(setup),
         };
         let client = cluster.client()?;
