@@ -257,8 +257,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         let running = match (&f, options.mode) {
             (Ok(_), Mode::Callers(n)) => {
                 progress(&format!("the relay floor running the job, {n} callers"));
-                let (params, headers) = (options.params.as_deref().unwrap_or(""), &options.job.headers);
-                let job = relay::RelayJob { plugin: &plugin.path, params, headers, workers: options.workers };
+                let job = relay_job(options, &plugin);
                 Some(relay::running_job(&setup, &job, n, &options.job.data, Limit::Time(duration)))
             }
             _ => None,
@@ -271,6 +270,13 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         report.floor = Some(f);
     }
     Ok(report)
+}
+
+/// `options`' job as the relay floor's workers run it: `plugin` (loaded
+/// from `options`), its params and headers, on as many workers.
+fn relay_job<'a>(options: &'a BenchOptions, plugin: &'a crate::plugin::LoadedPlugin) -> relay::RelayJob<'a> {
+    let (params, headers) = (options.params.as_deref().unwrap_or(""), &options.job.headers);
+    relay::RelayJob { plugin: &plugin.path, params, headers, workers: options.workers }
 }
 
 /// The relay floor's line (for `--floor` and `--suite`).

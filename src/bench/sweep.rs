@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::floor::{self, Setup};
 use super::measure::{self, Lat, Limit};
-use super::relay::{Relay, RelayJob};
+use super::relay::Relay;
 use super::{drive, procs, start_cluster, BenchOptions, Mode, Wire};
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
@@ -191,9 +191,8 @@ pub struct SweepReport {
 }
 
 /// The floor for a dimension: the relay running the job, started once for
-/// a callers sweep;
-/// ZeroMQ helpers started per point for a pipeline sweep (their window is
-/// set at start).
+/// a callers sweep; ZeroMQ helpers started per point for a pipeline sweep
+/// (their window is set at start).
 enum FloorRun<'a> {
     Relay(Relay, Setup<'a>),
     Pipelined(Setup<'a>),
@@ -232,8 +231,7 @@ pub fn sweep(
         progress(&format!("starting a broker and {} workers", options.workers));
         let cluster = start_cluster(options)?;
         let setup = Setup { exe: &exe, dir: &dir, payload: &options.job.data, window: 1, duration, pin: options.pin };
-        let (params, headers) = (options.params.as_deref().unwrap_or(""), &options.job.headers);
-        let job = RelayJob { plugin: &plugin.path, params, headers, workers: options.workers };
+        let job = super::relay_job(options, &plugin);
         let floor = match spec.dimension {
             Dimension::Callers => FloorRun::Relay(Relay::start_running(&setup, Some(&job))?, setup),
             Dimension::Pipeline => FloorRun::Pipelined(setup),
