@@ -258,7 +258,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
             (Ok(_), Mode::Callers(n)) => {
                 progress(&format!("the relay floor running the job, {n} callers"));
                 let job = relay_job(options, &plugin);
-                Some(relay::running_job(&setup, &job, n, &options.job.data, Limit::Time(duration)))
+                Some(relay::running_job(&setup, &job, n, &options.job.data, duration))
             }
             _ => None,
         };

@@ -265,9 +265,7 @@ impl Relay {
         let (elapsed, cpu) = (start.elapsed(), self.cpu().saturating_sub(before));
         Ok((Rate::new(jobs, elapsed), per_job(cpu, jobs)))
     }
-}
 
-impl Relay {
     /// One request and its answer: as long as the request from echo
     /// workers, not empty from a handler's.
     fn round_trip(&self, s: &Seq, payload: &[u8], buf: &mut [u8]) -> Result<()> {
@@ -293,18 +291,16 @@ fn per_job(cpu: Duration, jobs: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64
 }
 
-/// Measures the relay running `job` on `payload` with `callers`, until
-/// `limit` (for `--floor` with `--callers`).
+/// Measures the relay running `job` on `payload` with `callers` for
+/// `duration` (for `--floor` with `--callers`).
 pub fn running_job(
     setup: &Setup<'_>,
     job: &RelayJob<'_>,
     callers: usize,
     payload: &[u8],
-    limit: Limit,
+    duration: Duration,
 ) -> Result<RelayCallers> {
-    let relay = Relay::start_running(setup, Some(job))?;
-    let (rate, cpu_us_per_job) = relay.callers_within(callers, payload, limit)?;
-    Ok(RelayCallers { callers, jobs_per_s: rate.jobs_per_s, cpu_us_per_job })
+    Relay::start_running(setup, Some(job))?.callers(callers, payload, duration)
 }
 
 /// Measures the relay: sequential, then with each of [`CALLERS`].
