@@ -1,6 +1,8 @@
 //! `powerhose-bench --floor --callers N`: beside the echo floors, the relay
 //! floor runs the job itself (the plugin's handler in the relay's workers),
-//! so a user sees what the least a broker must do leaves of their job.
+//! so a user sees what the least a broker must do leaves of their job; and
+//! so do the same workers without the relay's hub, each caller connected
+//! to one: what the least any process boundary leaves of it.
 
 mod common;
 
@@ -37,6 +39,13 @@ fn the_relay_floor_runs_the_job_when_callers_are_measured() {
     // The echo floor is measured as before, its workers echoing.
     let echo_rate = report["floor"]["relay"]["callers"][0]["jobs_per_s"].as_f64().unwrap();
     assert!(echo_rate > 3.0 * relay_rate, "echo relay {echo_rate:.0} jobs/s against {relay_rate:.0} with the job");
+    // Without the hub the workers run the job too, for as many callers.
+    let direct = &report["direct_running_job"];
+    assert_eq!(direct["callers"], 4, "{report:#}");
+    let (direct_rate, direct_cpu) =
+        (direct["jobs_per_s"].as_f64().unwrap(), direct["cpu_us_per_job"].as_f64().unwrap());
+    assert!(direct_rate > 0.0 && direct_cpu > 0.0, "{direct:#}");
+    assert!(direct_rate < 1.5 * ideal, "with no hub {direct_rate:.0} jobs/s, the handler alone {ideal:.0}");
 }
 
 #[test]
@@ -45,10 +54,12 @@ fn a_relay_helper_given_bad_arguments_says_so_in_one_line() {
     let (front, back) = (dir.path().join("f"), dir.path().join("b"));
     let (front, back) = (front.to_str().unwrap(), back.to_str().unwrap());
     let crypto = common::plugin("crypto_job");
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["relay-hub", front, back, "0"], "requests ahead must be 1 or more"),
         (&["relay-worker", back, crypto.to_str().unwrap(), "", "op=sign"], "headers must be NAME:VALUE"),
         (&["relay-worker", back, "/nonexistent/libnothing.so", ""], "libnothing"),
+        (&["relay-direct", front, "/nonexistent/libnothing.so", ""], "libnothing"),
+        (&["relay-direct", "/nonexistent/dir/worker"], "listening on /nonexistent/dir/worker"),
     ];
     for (args, says) in cases {
         let mut cmd = Command::new(BENCH);

@@ -12,6 +12,7 @@ mod interleave;
 pub mod measure;
 pub mod procs;
 pub mod relay;
+mod relay_direct;
 mod relay_hub;
 mod seqpacket;
 mod soak;
@@ -137,6 +138,9 @@ pub struct Report {
     /// The relay floor running this job with as many callers and workers
     /// (`--floor` with `--callers`).
     pub relay_running_job: Option<relay::RelayCallers>,
+    /// The same without the relay's hub: each caller connected straight to
+    /// a worker (`--floor` with `--callers`).
+    pub direct_running_job: Option<relay::RelayCallers>,
 }
 
 /// A directory of this user's runtime directory, 0700, for a run's
@@ -256,7 +260,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         let f = floor::measure(&setup);
         let running = match (&f, options.mode) {
             (Ok(_), Mode::Callers(n)) => {
-                progress(&format!("the relay floor running the job, {n} callers"));
+                progress(&format!("the relay floor running the job, {n} callers, then without its hub"));
                 let job = relay_job(options, &plugin);
                 Some(relay::running_job(&setup, &job, n, &options.job.data, duration))
             }
@@ -264,7 +268,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Rep
         };
         let _ = std::fs::remove_dir_all(&dir);
         let f = f?;
-        report.relay_running_job = running.transpose()?;
+        (report.relay_running_job, report.direct_running_job) = running.transpose()?.unzip();
         report.latency_ratio_to_proxy_floor = Some(report.latency.p50_us / f.proxy.p50_us.max(1.0));
         report.throughput_ratio_to_pipelined_floor = Some(report.cluster.jobs_per_s / f.pipelined_msgs_per_s.max(1.0));
         report.floor = Some(f);
@@ -349,10 +353,15 @@ pub fn format_report(r: &Report) -> String {
         s += &format_relay(&f.relay);
         s += &format!("ours vs relay: p50 latency {:.2}×\n", r.latency.p50_us / f.relay.sequential.p50_us.max(1.0));
     }
-    if let Some(j) = &r.relay_running_job {
+    let running = [
+        ("relay floor running this job", &r.relay_running_job),
+        ("no broker, callers straight to the workers", &r.direct_running_job),
+    ];
+    for (what, j) in running {
+        let Some(j) = j else { continue };
         let ideal = r.in_process_n_threads.jobs_per_s.max(1e-9);
         s += &format!(
-            "relay floor running this job, {} callers: {:.0} jobs/s ({:.0}% of in-process), {:.1} µs CPU/job; \
+            "{what}, {} callers: {:.0} jobs/s ({:.0}% of in-process), {:.1} µs CPU/job; \
              powerhose gives {:.0}% of it\n",
             j.callers,
             j.jobs_per_s,

@@ -7,7 +7,10 @@
 //! run with `--helper relay-hub` and `--helper relay-worker`; the callers
 //! are threads of the bench, one connection each, blocking. The workers
 //! echo, or run a plugin's handler ([`RelayJob`]): the floor under the
-//! suite's crypto_job lines is then measured, not worked out.
+//! suite's crypto_job lines is then measured, not worked out. Without the
+//! hub ([`Relay::start_direct`], `--helper relay-direct`), each worker
+//! serves the callers connected to it (bench/relay_direct.rs): the floor of
+//! any design that runs the job in another process.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::floor::Setup;
 use super::measure::{latency_loop, Budget, Lat, Limit, Rate};
 use super::procs::{self, Guarded};
+use super::relay_direct;
 use super::relay_hub::{self, Work, MAX_MESSAGE};
 use super::seqpacket::{readable_within, Seq};
 use crate::error::{Error, Result};
@@ -70,32 +74,48 @@ pub fn helper(args: &[&str]) -> Option<Result<()>> {
     match *args {
         ["relay-hub", front, back, ahead] => Some(hub(front, back, ahead)),
         ["relay-worker", back] => Some(relay_hub::worker(Path::new(back), Work::Echo)),
-        ["relay-worker", back, plugin, params, ref headers @ ..] => Some(handler_worker(back, plugin, params, headers)),
+        ["relay-worker", back, plugin, params, ref headers @ ..] => {
+            Some(with_handler(plugin, params, headers, |work| relay_hub::worker(Path::new(back), work)))
+        }
+        ["relay-direct", listen] => Some(relay_direct::direct_worker(Path::new(listen), Work::Echo, report_line)),
+        ["relay-direct", listen, plugin, params, ref headers @ ..] => {
+            Some(with_handler(plugin, params, headers, |work| {
+                relay_direct::direct_worker(Path::new(listen), work, report_line)
+            }))
+        }
         _ => None,
     }
+}
+
+/// Writes a helper's readiness report: one write per line, flushed, as
+/// the bench waits for each.
+fn report_line(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}")
 }
 
 /// The hub role, its workers holding up to `ahead` requests each.
 fn hub(front: &str, back: &str, ahead: &str) -> Result<()> {
     let bad = || Error::BadFlag(format!("relay hub: requests ahead must be 1 or more, not {ahead:?}"));
     let ahead = ahead.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
-    relay_hub::hub(Path::new(front), Path::new(back), ahead, |line| {
-        use std::io::Write;
-        // One write per line, flushed: the bench waits for each.
-        writeln!(std::io::stdout().lock(), "{line}")
-    })
+    relay_hub::hub(Path::new(front), Path::new(back), ahead, report_line)
 }
 
-/// A relay worker running `plugin`'s handler on each request with
+/// Runs a worker role (`serve`) on `plugin`'s handler, each request with
 /// `headers` (each `NAME:VALUE`, as [`RelayJob::args`] writes them).
-fn handler_worker(back: &str, plugin: &str, params: &str, headers: &[&str]) -> Result<()> {
+fn with_handler(
+    plugin: &str,
+    params: &str,
+    headers: &[&str],
+    serve: impl FnOnce(Work<'_>) -> Result<()>,
+) -> Result<()> {
     let plugin = LoadedPlugin::load(Path::new(plugin), params)?;
     let headers = headers
         .iter()
         .map(|h| h.split_once(':').map(|(n, v)| (n.to_string(), v.to_string())))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| Error::BadFlag(format!("relay worker: headers must be NAME:VALUE, not {headers:?}")))?;
-    relay_hub::worker(Path::new(back), Work::Handler(&plugin, &headers))
+    serve(Work::Handler(&plugin, &headers))
 }
 
 /// The job a relay's workers run instead of echoing: a plugin, its params
@@ -153,16 +173,20 @@ impl Reports {
     }
 }
 
-/// A running hub and its workers, killed on drop.
+/// A running hub and its workers (or workers alone, [`Relay::start_direct`]),
+/// killed on drop.
 pub struct Relay {
-    hub: Guarded,
+    hub: Option<Guarded>,
     workers: Vec<Guarded>,
-    front: PathBuf,
-    back: PathBuf,
+    /// Where callers connect: the hub's front, or each worker's socket
+    /// (caller `i` to the `i % n`th).
+    fronts: Vec<PathBuf>,
+    /// The hub's socket for its workers.
+    back: Option<PathBuf>,
     /// The workers echo: an answer is as long as its request.
     echo: bool,
-    // Kept open: a hub writing to a closed pipe would fail.
-    _reports: Reports,
+    // Kept open: a helper writing to a closed pipe would fail.
+    _reports: Vec<Reports>,
 }
 
 fn text(path: &Path) -> Result<&str> {
@@ -198,24 +222,48 @@ impl Relay {
         let spawn = |_| procs::spawn(setup.exe, &worker_args, setup.pin, &[]);
         let workers = (0..workers).map(spawn).collect::<Result<Vec<_>>>()?;
         reports.until(&format!("workers {}", workers.len()), WAIT)?;
-        Ok(Relay { hub, workers, front, back, echo: job.is_none(), _reports: reports })
+        let (hub, fronts, back) = (Some(hub), vec![front], Some(back));
+        Ok(Relay { hub, workers, fronts, back, echo: job.is_none(), _reports: vec![reports] })
+    }
+
+    /// No hub: `job.workers` workers, each listening for callers of its own
+    /// and running `job` (bench/relay_direct.rs); waits until each listens.
+    pub fn start_direct(setup: &Setup<'_>, job: &RelayJob<'_>) -> Result<Relay> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (mut workers, mut fronts, mut reports) = (Vec::new(), Vec::new(), Vec::new());
+        for w in 0..job.workers {
+            let listen = setup.dir.join(format!("direct-{n}-{w}"));
+            let mut args = vec!["--helper".to_string(), "relay-direct".into(), text(&listen)?.into()];
+            args.extend(job.args()?);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (worker, out) = procs::spawn_reporting(setup.exe, &args, setup.pin)?;
+            let mut report = Reports { out, pending: Vec::new() };
+            report.until("listening", WAIT)?;
+            workers.push(worker);
+            fronts.push(listen);
+            reports.push(report);
+        }
+        Ok(Relay { hub: None, workers, fronts, back: None, echo: false, _reports: reports })
     }
 
     /// CPU time so far of the hub, the workers and this process (the callers).
     fn cpu(&self) -> Duration {
         let helpers: Duration = self.workers.iter().map(|w| procs::cpu_time(w.pid())).sum();
-        helpers + procs::cpu_time(self.hub.pid()) + procs::own_cpu_time()
+        let hub = self.hub.as_ref().map_or(Duration::ZERO, |h| procs::cpu_time(h.pid()));
+        helpers + hub + procs::own_cpu_time()
     }
 
-    fn caller(&self) -> Result<Seq> {
-        let s = Seq::connect(&self.front)?;
+    /// Caller `i`'s connection.
+    fn caller(&self, i: usize) -> Result<Seq> {
+        let s = Seq::connect(&self.fronts[i % self.fronts.len()])?;
         s.set_recv_timeout(WAIT).map_err(Error::io("setting a relay caller's receive timeout"))?;
         Ok(s)
     }
 
     /// One caller's round trips for `duration`: latency, and CPU per job in µs.
     pub fn sequential(&self, payload: &[u8], duration: Duration) -> Result<(Lat, f64)> {
-        let (s, mut buf) = (self.caller()?, vec![0u8; MAX_MESSAGE]);
+        let (s, mut buf) = (self.caller(0)?, vec![0u8; MAX_MESSAGE]);
         for _ in 0..200 {
             self.round_trip(&s, payload, &mut buf)?;
         }
@@ -234,7 +282,7 @@ impl Relay {
     /// `n` callers' round trips until `limit`: their rate, and the CPU per
     /// job in µs of the hub, the workers and the callers together.
     pub fn callers_within(&self, n: usize, payload: &[u8], limit: Limit) -> Result<(Rate, f64)> {
-        let sockets = (0..n).map(|_| self.caller()).collect::<Result<Vec<_>>>()?;
+        let sockets = (0..n).map(|i| self.caller(i)).collect::<Result<Vec<_>>>()?;
         let mut buf = vec![0u8; MAX_MESSAGE];
         for s in &sockets {
             for _ in 0..20 {
@@ -282,8 +330,9 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         // The processes go as the fields drop, after this.
-        let _ = std::fs::remove_file(&self.front);
-        let _ = std::fs::remove_file(&self.back);
+        for path in self.fronts.iter().chain(&self.back) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -292,15 +341,16 @@ fn per_job(cpu: Duration, jobs: u64) -> f64 {
 }
 
 /// Measures the relay running `job` on `payload` with `callers` for
-/// `duration` (for `--floor` with `--callers`).
+/// `duration`, then the same without the hub (for `--floor` with `--callers`).
 pub fn running_job(
     setup: &Setup<'_>,
     job: &RelayJob<'_>,
     callers: usize,
     payload: &[u8],
     duration: Duration,
-) -> Result<RelayCallers> {
-    Relay::start_running(setup, Some(job))?.callers(callers, payload, duration)
+) -> Result<(RelayCallers, RelayCallers)> {
+    let relay = Relay::start_running(setup, Some(job))?.callers(callers, payload, duration)?;
+    Ok((relay, Relay::start_direct(setup, job)?.callers(callers, payload, duration)?))
 }
 
 /// Measures the relay: sequential, then with each of [`CALLERS`].

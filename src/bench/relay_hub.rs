@@ -189,29 +189,24 @@ pub(super) enum Work<'a> {
 }
 
 /// The worker: connects to the hub's `back` socket and answers every
-/// message (the header with it, see [`Work`]); returns when the hub closes.
+/// message, its header first (see [`Work`]); returns when the hub closes.
 pub(super) fn worker(back: &Path, work: Work<'_>) -> Result<()> {
     let hub = Seq::connect(back)?;
     let mut buf = vec![0u8; HEADER + MAX_MESSAGE];
-    let mut answer = Vec::with_capacity(HEADER + MAX_MESSAGE);
+    let (mut out, mut answer) = (Vec::with_capacity(MAX_MESSAGE), Vec::with_capacity(HEADER + MAX_MESSAGE));
     loop {
         let n = match hub.recv(&mut buf).map_err(Error::io("relay worker: recv"))? {
             0 => return Ok(()),
             n => n,
         };
-        let sent = match work {
-            Work::Echo => hub.send(&buf[..n]),
-            Work::Handler(plugin, headers) => {
-                let headers = headers.iter().map(|(name, value)| (name.as_str(), value.as_str()));
-                // A job that fails spoils the run: the worker stops, the bench's wait runs out.
-                let out = plugin.handle(headers, &buf[HEADER..n]).map_err(Error::InProcessHandler)?;
-                answer.clear();
-                answer.extend_from_slice(&buf[..HEADER]);
-                answer.extend_from_slice(&out);
-                hub.send(&answer)
-            }
-        };
-        sent.map_err(Error::io("relay worker: send"))?;
+        let (head, request) = buf[..n]
+            .split_at_checked(HEADER)
+            .ok_or_else(|| Error::Protocol("a relay request without its header".into()))?;
+        super::relay_direct::answer(work, request, &mut out)?;
+        answer.clear();
+        answer.extend_from_slice(head);
+        answer.extend_from_slice(&out);
+        hub.send(&answer).map_err(Error::io("relay worker: send"))?;
     }
 }
 

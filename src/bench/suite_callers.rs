@@ -183,7 +183,9 @@ const CRYPTO_CALLERS: [(&str, usize, f64); 3] = [("~1 ms", 4, 0.90), ("~1 ms", 1
 /// turns ([`side_by_side`]); `sized` holds each job size's calibrated job.
 /// Each round then measures the relay floor running the same job in its
 /// workers (`relay_setup`'s helpers) against in-process the same way: what
-/// the least a broker must do leaves of the target, reported beside it.
+/// the least a broker must do leaves of the target, reported beside it;
+/// and the same workers without the relay's hub, each caller connected to
+/// one: what the least any process boundary leaves of it.
 pub(super) fn crypto_callers(
     crypto: &Path,
     plugin: &LoadedPlugin,
@@ -202,6 +204,7 @@ pub(super) fn crypto_callers(
         let client = cluster.client()?;
         let relay_job = RelayJob { plugin: crypto, params: "", headers: &job.headers, workers: 2 };
         let relay = Relay::start_running(relay_setup, Some(&relay_job))?;
+        let direct = Relay::start_direct(relay_setup, &relay_job)?;
         // The CPU the in-process runs spend per job: the handler's own.
         let handler_cpu = Cell::new((Duration::ZERO, 0u64));
         let in_process = |limit| {
@@ -213,22 +216,28 @@ pub(super) fn crypto_callers(
         };
         for &&(_, callers, share) in &cases {
             handler_cpu.set((Duration::ZERO, 0));
-            let (mut rounds, mut relay_rounds, mut cpu) = (Vec::new(), Vec::new(), CpuTotals::default());
-            let mut relay_cpu = Vec::new();
+            let (mut rounds, mut cpu) = (Vec::new(), CpuTotals::default());
+            // Per floor (the relay, then no hub): each round's (its rate, in-process's), and (µs CPU per job, jobs) per run.
+            let (mut floor_rounds, mut floor_cpu) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
             for round in 0..ROUNDS {
-                progress(&format!("crypto_job {size}, {callers} callers, ours then the relay, round {}", round + 1));
+                progress(&format!(
+                    "crypto_job {size}, {callers} callers, ours, the relay, no hub, round {}",
+                    round + 1
+                ));
                 let (ours, ideal) = side_by_side(duration, in_process, |limit| {
                     Ok(callers_run(&cluster, &client, job, callers, limit, &mut cpu)?.0)
                 })?;
                 rounds.push((ours.jobs_per_s, ideal.jobs_per_s));
-                let (theirs, ideal) = side_by_side(duration, in_process, |limit| {
-                    let (rate, cpu_us) = relay.callers_within(callers, &job.data, limit)?;
-                    relay_cpu.push((cpu_us, rate.jobs));
-                    Ok(rate)
-                })?;
-                relay_rounds.push((theirs.jobs_per_s, ideal.jobs_per_s));
+                for (i, floor) in [&relay, &direct].into_iter().enumerate() {
+                    let (theirs, ideal) = side_by_side(duration, in_process, |limit| {
+                        let (rate, cpu_us) = floor.callers_within(callers, &job.data, limit)?;
+                        floor_cpu[i].push((cpu_us, rate.jobs));
+                        Ok(rate)
+                    })?;
+                    floor_rounds[i].push((theirs.jobs_per_s, ideal.jobs_per_s));
+                }
             }
-            let (m, floor) = (Medians::of(&rounds), Medians::of(&relay_rounds));
+            let (m, floor) = (Medians::of(&rounds), Medians::of(&floor_rounds[0]));
             targets.push(
                 target(
                     &format!("crypto_job {size}, {callers} callers"),
@@ -243,26 +252,43 @@ pub(super) fn crypto_callers(
             );
             let (cpu, jobs) = handler_cpu.get();
             let handler_us = cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
-            targets.push(relay_line(size, callers, &floor, &relay_cpu, handler_us, share));
+            let lines = [(RELAY_LINE, &floor), (DIRECT_LINE, &Medians::of(&floor_rounds[1]))];
+            for ((what, medians), cpu) in lines.into_iter().zip(&floor_cpu) {
+                targets.push(floor_line(what, size, callers, medians, cpu, handler_us, share));
+            }
         }
     }
     Ok(targets)
 }
 
-/// The relay floor running the job with as many callers (report only): its
-/// share of in-process against the target's, and its CPU per job outside
-/// the handler: all of the relay's processes (`cpu`: µs per job and jobs,
-/// per run), less the CPU a job takes in-process (`handler_us`).
-fn relay_line(size: &str, callers: usize, floor: &Medians, cpu: &[(f64, u64)], handler_us: f64, share: f64) -> Target {
+/// The report lines' names for the relay running the job, and for its workers without the hub.
+const RELAY_LINE: (&str, &str) = ("the relay floor running the job", "relay");
+const DIRECT_LINE: (&str, &str) = ("no broker: callers straight to the workers", "no hub");
+
+/// A floor running the job with as many callers (report only; `what`: its
+/// line's name and its short name): its share of in-process against the
+/// target's, and its CPU per job outside the handler: all of its
+/// processes (`cpu`: µs per job and jobs, per run), less the CPU a job
+/// takes in-process (`handler_us`).
+fn floor_line(
+    what: (&str, &str),
+    size: &str,
+    callers: usize,
+    floor: &Medians,
+    cpu: &[(f64, u64)],
+    handler_us: f64,
+    share: f64,
+) -> Target {
     let jobs: u64 = cpu.iter().map(|&(_, n)| n).sum();
     let cpu_us = cpu.iter().map(|&(us, n)| us * n as f64).sum::<f64>() / jobs.max(1) as f64;
     Target {
-        name: format!("  ↳ the relay floor running the job, {size}, {callers} callers"),
+        name: format!("  ↳ {}, {size}, {callers} callers", what.0),
         ours: floor.ratio * 100.0,
         reference: share * 100.0,
         unit: "%".into(),
         rule: format!(
-            "report: relay ÷ in-process vs the target [{}]; {:.1} µs CPU per job beyond the handler's {handler_us:.0}",
+            "report: {} ÷ in-process vs the target [{}]; {:.1} µs CPU per job beyond the handler's {handler_us:.0}",
+            what.1,
             floor.spread(),
             cpu_us - handler_us
         ),
@@ -277,14 +303,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_relay_line_is_its_median_share_and_its_cpu_beyond_the_handler() {
+    fn a_floor_line_is_its_median_share_and_its_cpu_beyond_the_handler() {
         let floor = Medians::of(&[(70.0, 100.0), (80.0, 100.0), (75.0, 100.0)]);
         // 1,000 jobs at 150 µs and 3,000 at 130: 135 µs a job, 100 of them the handler's.
-        let t = relay_line("~100 µs", 16, &floor, &[(150.0, 1_000), (130.0, 3_000)], 100.0, 0.8);
+        let t = floor_line(RELAY_LINE, "~100 µs", 16, &floor, &[(150.0, 1_000), (130.0, 3_000)], 100.0, 0.8);
         assert!((t.ours - 75.0).abs() < 1e-9, "{}", t.ours);
         assert_eq!((t.reference, t.pass), (80.0, None));
         assert!(t.rule.contains("35.0 µs CPU per job beyond the handler's 100"), "{}", t.rule);
         assert!(t.rule.contains("70.0 / 80.0 / 75.0"), "every round's share is shown: {}", t.rule);
+        assert!(t.name.contains("the relay floor running the job, ~100 µs, 16 callers"), "{}", t.name);
+        let t = floor_line(DIRECT_LINE, "~1 ms", 4, &floor, &[(1010.0, 10)], 1000.0, 0.9);
+        assert!(t.name.starts_with("  ↳ no broker: callers straight to the workers, ~1 ms, 4 callers"), "{}", t.name);
+        assert!(t.rule.starts_with("report: no hub ÷ in-process"), "{}", t.rule);
+        assert!(t.rule.contains("10.0 µs CPU per job beyond the handler's 1000"), "{}", t.rule);
     }
 
     #[test]
