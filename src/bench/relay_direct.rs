@@ -99,24 +99,6 @@ mod tests {
         });
         let wait = Duration::from_secs(10);
         assert_eq!(rx.recv_timeout(wait).unwrap(), "listening");
-        let callers: Vec<Seq> = (0..3).map(|_| Seq::connect(&listen).unwrap()).collect();
-        let mut buf = [0u8; 64];
-        for round in 0..20 {
-            for (i, c) in callers.iter().enumerate() {
-                c.set_recv_timeout(wait).unwrap();
-                c.send(format!("caller {i} round {round}").as_bytes()).unwrap();
-            }
-            for (i, c) in callers.iter().enumerate() {
-                let n = c.recv(&mut buf).unwrap();
-                assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), format!("caller {i} round {round}"));
-            }
-        }
-        callers[0].send(b"left").unwrap();
-        drop(callers);
-        let other = Seq::connect(&listen).unwrap();
-        other.set_recv_timeout(wait).unwrap();
-        other.send(b"still served").unwrap();
-        let n = other.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"still served");
+        crate::bench::relay_hub::tests::three_clients_are_served(&listen);
     }
 }

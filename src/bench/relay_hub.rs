@@ -211,7 +211,7 @@ pub(super) fn worker(back: &Path, work: Work<'_>) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -275,7 +275,15 @@ mod tests {
             assert_eq!(rx.recv_timeout(wait).unwrap(), format!("workers {n}"));
         }
         // Three clients and two workers: one request waits in the queue.
-        let clients: Vec<Seq> = (0..3).map(|_| Seq::connect(&front).unwrap()).collect();
+        three_clients_are_served(&front);
+    }
+
+    /// Three clients of `front` each send a request a round, for 20 rounds,
+    /// and each gets its own answers back (echoed); then one leaves with an
+    /// answer due, and a newer client is served all the same.
+    pub(in crate::bench) fn three_clients_are_served(front: &Path) {
+        let wait = Duration::from_secs(10);
+        let clients: Vec<Seq> = (0..3).map(|_| Seq::connect(front).unwrap()).collect();
         let mut buf = [0u8; 64];
         for round in 0..20 {
             for (i, c) in clients.iter().enumerate() {
@@ -287,10 +295,9 @@ mod tests {
                 assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), format!("client {i} round {round}"));
             }
         }
-        // Clients that leave, one with an answer due, do not disturb a newer one.
         clients[0].send(b"left").unwrap();
         drop(clients);
-        let other = Seq::connect(&front).unwrap();
+        let other = Seq::connect(front).unwrap();
         other.set_recv_timeout(wait).unwrap();
         other.send(b"still served").unwrap();
         let n = other.recv(&mut buf).unwrap();
