@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::interleave::side_by_side;
 use super::suite_callers;
 use super::suite_report::{over_ipc, report, target, Medians, SuiteReport};
 use super::{drive, floor, procs, BenchCluster, Limit, Mode, Wire};
@@ -156,7 +157,10 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
         let job = JobRequest::new(vec![7u8; 100]).header("op", "sign").header("rounds", rounds.to_string());
         sized.push((name, job.clone()));
         // With --io-cpu 0 (the target's configuration), and without for
-        // comparison; rounds of (in-process, cluster) back to back.
+        // comparison; in each round the cluster and in-process take turns
+        // (side_by_side), as the lines with callers do: the VM's speed
+        // drifts within a round, and this line's rounds measured one after
+        // the other ranged from 76 to 119%.
         for io_cpu in [Some(0), None] {
             let io_args: &[&str] = if io_cpu.is_some() { &["--io-cpu", "0"] } else { &[] };
             let how = if io_cpu.is_some() { "--io-cpu 0" } else { "no --io-cpu" };
@@ -164,11 +168,15 @@ pub fn run_suite(duration: Duration, mut progress: impl FnMut(&str)) -> Result<S
             let mut samples = Vec::new();
             for round in 0..ROUNDS {
                 progress(&format!("CPU-bound {name} ({rounds} signatures per job), {how}, round {}", round + 1));
-                let ideal = super::measure::in_process(&plugin, &job, 2, Limit::Time(duration))?;
-                let pin = crate::affinity::PinGuard::new(io_cpu)?;
-                let (rate, _, _) =
-                    drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(1000), Limit::Time(duration))?;
-                drop(pin);
+                let (rate, ideal) = side_by_side(
+                    duration,
+                    |limit| super::measure::in_process(&plugin, &job, 2, limit),
+                    |limit| {
+                        // Pinned before it connects, so whatever threads the client starts are too.
+                        let _pin = crate::affinity::PinGuard::new(io_cpu)?;
+                        Ok(drive(&Client::connect(&cluster.frontend)?, &job, Mode::Pipelined(1000), limit)?.0)
+                    },
+                )?;
                 samples.push((rate.jobs_per_s, ideal.jobs_per_s));
             }
             let m = Medians::of(&samples);
