@@ -51,13 +51,6 @@ pub struct RelayCallers {
     pub cpu_us_per_job: f64,
 }
 
-impl RelayFloor {
-    /// The figures with `n` callers, if measured.
-    pub fn with_callers(&self, n: usize) -> Option<&RelayCallers> {
-        self.callers.iter().find(|c| c.callers == n)
-    }
-}
-
 /// The caller counts the relay is measured with.
 pub const CALLERS: [usize; 2] = [4, 16];
 /// Relay workers: as many as the bench cluster's.

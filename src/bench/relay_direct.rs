@@ -22,9 +22,9 @@ use crate::error::{Error, Result};
 /// Epoll tokens: the listener, and a caller's slot plus one.
 const LISTENING: u64 = 0;
 
-/// The answer `work` gives to `request`, into `answer` (cleared first).
+/// The answer `work` gives to `request`, appended to `answer` (after the
+/// header the hub's worker puts first).
 pub(super) fn answer(work: Work<'_>, request: &[u8], answer: &mut Vec<u8>) -> Result<()> {
-    answer.clear();
     match work {
         Work::Echo => answer.extend_from_slice(request),
         Work::Handler(plugin, headers) => {
@@ -73,6 +73,7 @@ pub(super) fn direct_worker(
                     continue;
                 }
             };
+            out.clear();
             answer(work, &buf[..n], &mut out)?;
             // A caller that left before its answer misses it; the others go on.
             let _ = c.send(&out);

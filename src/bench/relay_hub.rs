@@ -193,7 +193,7 @@ pub(super) enum Work<'a> {
 pub(super) fn worker(back: &Path, work: Work<'_>) -> Result<()> {
     let hub = Seq::connect(back)?;
     let mut buf = vec![0u8; HEADER + MAX_MESSAGE];
-    let (mut out, mut answer) = (Vec::with_capacity(MAX_MESSAGE), Vec::with_capacity(HEADER + MAX_MESSAGE));
+    let mut answer = Vec::with_capacity(HEADER + MAX_MESSAGE);
     loop {
         let n = match hub.recv(&mut buf).map_err(Error::io("relay worker: recv"))? {
             0 => return Ok(()),
@@ -202,10 +202,9 @@ pub(super) fn worker(back: &Path, work: Work<'_>) -> Result<()> {
         let (head, request) = buf[..n]
             .split_at_checked(HEADER)
             .ok_or_else(|| Error::Protocol("a relay request without its header".into()))?;
-        super::relay_direct::answer(work, request, &mut out)?;
         answer.clear();
         answer.extend_from_slice(head);
-        answer.extend_from_slice(&out);
+        super::relay_direct::answer(work, request, &mut answer)?;
         hub.send(&answer).map_err(Error::io("relay worker: send"))?;
     }
 }
