@@ -100,6 +100,12 @@ pub struct WorkerLifecycleArgs {
     /// in batches, which gives CPU-bound jobs several % more throughput.
     #[arg(long)]
     pub preemptive_io: bool,
+    /// No lane: by default a worker of a unix:// broker also opens a lane
+    /// beside it, where local clients send its service's jobs straight to
+    /// it with no broker hop (jobs with a priority still go through the
+    /// broker); with this flag every job goes through the broker.
+    #[arg(long)]
+    pub no_lanes: bool,
 }
 
 impl WorkerLifecycleArgs {
@@ -121,6 +127,7 @@ impl WorkerLifecycleArgs {
         options.coalesce = Duration::try_from_secs_f64(self.coalesce_ms / 1000.0)
             .map_err(|_| Error::BadFlag("--coalesce-ms must be a non-negative number of milliseconds".into()))?;
         options.preemptive_io = self.preemptive_io;
+        options.lanes = !self.no_lanes;
         Ok(())
     }
 }
@@ -327,6 +334,7 @@ mod tests {
             max_age_delta: 0.0,
             coalesce_ms: 0.0,
             preemptive_io: false,
+            no_lanes: false,
         };
         let err = args.apply(&mut crate::worker::WorkerOptions::new("")).unwrap_err();
         assert!(matches!(err, Error::BadFlag(_)), "{err:?}");

@@ -264,6 +264,15 @@ impl Drop for EndpointLock {
         let current = |p: &Path| fs::metadata(p).ok().map(|m| file_id(&m));
         if self.socket_id.is_some() && current(&self.socket_path) == self.socket_id {
             let _ = fs::remove_file(&self.socket_path);
+            // Its lanes (see crate::local::lanes_dir): a front's link, a
+            // back's directory once its workers' lanes are gone (the last
+            // worker to leave removes it otherwise).
+            let lanes = crate::local::lanes_dir(&self.socket_path);
+            match fs::symlink_metadata(&lanes) {
+                Ok(m) if m.file_type().is_symlink() => drop(fs::remove_file(&lanes)),
+                Ok(m) if m.is_dir() => drop(fs::remove_dir(&lanes)),
+                _ => {}
+            }
         }
         if self.file.metadata().ok().map(|m| file_id(&m)) == current(&self.lock_path) {
             let _ = fs::remove_file(&self.lock_path);

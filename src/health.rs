@@ -174,7 +174,7 @@ pub fn format_status(s: &BrokerStatus) -> String {
     let _ = writeln!(
         out,
         "\njobs: ok {}, errors {}, timeouts {}, lost {}, retried {}, busy {}, no worker {}, bad requests {}, \
-         cancelled {} ({} running), recalled {}",
+         cancelled {} ({} running), recalled {}; on the workers' lanes {}",
         c.ok,
         c.errors,
         c.timeouts,
@@ -185,7 +185,8 @@ pub fn format_status(s: &BrokerStatus) -> String {
         c.bad_requests,
         c.cancelled,
         c.cancelled_running,
-        c.recalled
+        c.recalled,
+        c.lane_jobs
     );
     let l = &s.latency_ms;
     let _ = writeln!(

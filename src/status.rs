@@ -141,6 +141,10 @@ pub struct Counters {
     /// job of higher priority.
     #[serde(default)]
     pub recalled: u64,
+    /// Jobs workers answered on their lanes, straight from local clients
+    /// (counted as their heartbeats report them; not in the counters above).
+    #[serde(default)]
+    pub lane_jobs: u64,
 }
 
 /// A latency distribution in milliseconds (about 3% resolution).

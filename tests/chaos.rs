@@ -32,6 +32,15 @@ fn random_priority() -> u8 {
     random_below(10) as u8
 }
 
+/// Half the jobs with a random priority (through the broker), half without:
+/// over the local transport those go to the workers' lanes.
+fn maybe_priority(job: JobRequest) -> JobRequest {
+    match random_below(2) {
+        0 => job.priority(random_priority()),
+        _ => job,
+    }
+}
+
 /// What the cancelling thread saw.
 #[derive(Debug, Default)]
 struct Cancels {
@@ -92,7 +101,8 @@ both_transports! {
     let client = Arc::new(dir.client());
     // Warm up, then take the broker's memory as the baseline.
     for _ in 0..500 {
-        client.execute(JobRequest::new("w").header("action", "sleep").header("ms", "0"), T).unwrap();
+        let job = JobRequest::new("w").header("action", "sleep").header("ms", "0").priority(5);
+        client.execute(job, T).unwrap();
     }
     let rss_start = rss(cluster.pid());
 
@@ -122,10 +132,8 @@ both_transports! {
             std::thread::spawn(move || {
                 let (mut ok, mut lost, mut slowest) = (0, 0, Duration::ZERO);
                 for j in 0..2000 {
-                    let mut job = JobRequest::new(format!("{t}-{j}"))
-                        .header("action", "sleep")
-                        .header("ms", "1")
-                        .priority(random_priority());
+                    let mut job =
+                        maybe_priority(JobRequest::new(format!("{t}-{j}")).header("action", "sleep").header("ms", "1"));
                     if t < 2 {
                         job = job.retry(20);
                     }
@@ -164,15 +172,27 @@ both_transports! {
     }
     assert_eq!(cancels.cancelled + cancels.answered, CANCELLED_JOBS, "{cancels:?}");
     assert!(cancels.slowest <= T + MARGIN, "cancelling thread: slowest answer {:?}", cancels.slowest);
-    // The broker answered each request exactly once: its outcome counters add
-    // up. How many cancelled jobs it saw is not known (a job cancelled before
-    // it was sent never reaches it), only bounded: at most all of them, at
-    // least those answered and those it cancelled.
+    // Over ZeroMQ the broker answered each request exactly once: its outcome
+    // counters add up. How many cancelled jobs it saw is not known (a job
+    // cancelled before it was sent never reaches it), only bounded: at most
+    // all of them, at least those answered and those it cancelled. Over the
+    // local transport the jobs without a priority went to the lanes, and
+    // back to the broker only when their lane went: it saw fewer, never more.
     let c = client.status(T).unwrap().counters;
     let answered = c.ok + c.errors + c.timeouts + c.lost + c.busy + c.no_worker + c.bad_requests + c.cancelled;
-    let seen = answered.checked_sub(500 + 8000).unwrap_or_else(|| panic!("fewer answers than requests: {c:?}"));
-    assert!(seen <= CANCELLED_JOBS, "{seen} cancelling-thread jobs seen: {c:?}");
-    assert!(seen >= cancels.answered + c.cancelled, "{seen} seen, {cancels:?}, {c:?}");
+    let seen = match t {
+        Transport::Zmq => {
+            let seen = answered.checked_sub(500 + 8000).unwrap_or_else(|| panic!("fewer answers than requests: {c:?}"));
+            assert!(seen <= CANCELLED_JOBS, "{seen} cancelling-thread jobs seen: {c:?}");
+            assert!(seen >= cancels.answered + c.cancelled, "{seen} seen, {cancels:?}, {c:?}");
+            Some(seen)
+        }
+        Transport::Local => {
+            assert!(c.lane_jobs > 1000, "the lanes ran jobs: {c:?}");
+            assert!(answered <= 500 + 8000 + CANCELLED_JOBS, "more answers than requests: {c:?}");
+            None
+        }
+    };
     assert!(c.cancelled <= cancels.cancelled, "{cancels:?}, {c:?}");
     assert!(c.cancelled >= 1, "no cancel reached the broker: {c:?}");
     assert!(kills >= 10, "only {kills} kills");
@@ -180,7 +200,7 @@ both_transports! {
     assert!(grown < 4 << 20, "broker RSS grew by {} KiB ({} → {})", grown >> 10, rss_start >> 10, rss_end >> 10);
     eprintln!(
         "chaos: {:.1} s, {kills} workers killed; lost without retry: {}; retried: {}; cancels {} of {CANCELLED_JOBS} \
-         ({} lost), at the broker {seen} seen, {} cancelled ({} running), {} recalled; broker RSS {} → {} KiB",
+         ({} lost), at the broker {seen:?} seen, {} cancelled ({} running), {} recalled; broker RSS {} → {} KiB",
         began.elapsed().as_secs_f64(),
         results[2].1 + results[3].1,
         c.retried,
@@ -203,14 +223,17 @@ both_transports! {
     let workers: Vec<Proc> = (0..2).map(|i| start_worker(&dir, "echo", &hb, &format!("w{i}"))).collect();
     let client = Arc::new(dir.client());
     let stop = Arc::new(AtomicBool::new(false));
+    // The first caller's jobs have a priority: through the broker whatever
+    // the transport. The second's go to the lanes over the local transport.
     let load: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|i| {
             let (client, stop) = (client.clone(), stop.clone());
             std::thread::spawn(move || {
                 let (mut outcomes, mut slowest) = (Vec::new(), Duration::ZERO);
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    outcomes.push(client.execute("x", Duration::from_millis(500)).is_ok());
+                    let job = if i == 0 { JobRequest::new("x").priority(5) } else { JobRequest::new("x") };
+                    outcomes.push(client.execute(job, Duration::from_millis(500)).is_ok());
                     slowest = slowest.max(t.elapsed());
                 }
                 (outcomes, slowest)
@@ -225,10 +248,14 @@ both_transports! {
     wait_until("workers to rejoin by themselves", T, || client.workers("", T).unwrap() == 2);
     std::thread::sleep(Duration::from_millis(500)); // load after the restart
     stop.store(true, Ordering::Relaxed);
-    for h in load {
+    for (i, h) in load.into_iter().enumerate() {
         let (outcomes, slowest) = h.join().unwrap();
         assert!(slowest < Duration::from_millis(500) + MARGIN, "a call took {slowest:?}");
-        assert!(outcomes.iter().any(|ok| !ok), "errors during the outage");
+        match (i, t) {
+            // A lane needs no broker: its caller saw no outage.
+            (1, Transport::Local) => assert!(outcomes.iter().all(|ok| *ok), "lane jobs failed during the outage"),
+            _ => assert!(outcomes.iter().any(|ok| !ok), "errors during the outage"),
+        }
         let tail = &outcomes[outcomes.len().saturating_sub(10)..];
         assert!(tail.iter().all(|ok| *ok), "success again after the restart: {tail:?}");
     }

@@ -172,7 +172,8 @@ fn purge_ghosts_unblocks_an_endpoint_held_by_a_hung_broker() {
 #[test]
 fn status_reports_counters_of_a_known_run() {
     let dir = TestDir::new();
-    let cluster = start_cluster(&dir, "test_plugin", 1, &[]);
+    // Every job through the broker, which counts them (lanes: tests/lanes.rs).
+    let cluster = start_cluster(&dir, "test_plugin", 1, &["--no-lanes"]);
     let client = dir.client();
     for i in 0..5 {
         client.execute(format!("{i}"), T).unwrap();
@@ -205,7 +206,8 @@ fn a_saturated_broker_still_answers_pings_status_and_bad_requests_at_once() {
     let dir = TestDir::new();
     // No jobs given ahead: the worker holds one, the others queue.
     let _broker = start_broker(&dir, &["--prefetch-budget-ms", "0"]);
-    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    // No lane: every job waits at the broker, the subject here.
+    let _worker = start_worker(&dir, "test_plugin", &["--no-lanes"], "worker");
     let client = std::sync::Arc::new(dir.client());
     client.execute(JobRequest::new("").header("action", "pid"), T).unwrap();
     // One job runs for 3 s and one waits: the broker reads its front late

@@ -66,7 +66,8 @@ both_transports! {
             // The broker stops reading a client whose replies back up, so
             // they are met only by requests it took before: 14 echoes of
             // 8 MiB queued behind a gate, 112 MiB against LOCAL_SEND_MAX.
-            let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+            // No lane: the gate job holds the worker at the broker's sight.
+            let _worker = start_worker(&dir, "test_plugin", &["--no-lanes"], "worker");
             let gate = dir.path().join("gate");
             let until = gate.to_str().unwrap().to_string();
             let gated = dir.client();

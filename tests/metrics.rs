@@ -77,7 +77,8 @@ fn a_scrape_under_a_known_load_matches_it() {
     let addr = format!("127.0.0.1:{}", ports::free_port());
     // No jobs given ahead: the gated ones wait at the broker, where they are counted.
     let _broker = start_broker(&dir, &["--metrics", &addr, "--prefetch-budget-ms", "0"]);
-    let _worker = start_worker(&dir, "test_plugin", &[], "worker");
+    // No lane: every job is the broker's to count (lanes: the test below).
+    let _worker = start_worker(&dir, "test_plugin", &["--no-lanes"], "worker");
     let client = dir.client();
     let service = client.status(T).unwrap().services[0].name.clone();
     let svc = service.as_str();
@@ -159,10 +160,13 @@ fn powerhose_serves_its_brokers_metrics() {
     let addr = format!("127.0.0.1:{}", ports::free_port());
     let _cluster = start_cluster(&dir, "test_plugin", 2, &["--metrics", &addr]);
     let client = dir.client();
-    for i in 0..7 {
-        client.execute(JobRequest::new(format!("ok {i}")).header("action", "echo"), T).unwrap();
+    // Seven through the broker (a priority), five on the workers' lanes.
+    for i in 0..12 {
+        let job = JobRequest::new(format!("ok {i}")).header("action", "echo");
+        client.execute(if i < 7 { job.priority(5) } else { job }, T).unwrap();
     }
     wait_until("both workers idle", T, || scrape(&addr).sum("powerhose_workers", &[("state", "idle")]) == 2.0);
+    wait_until("the lanes' jobs reported", T, || scrape(&addr).sum("powerhose_lane_jobs_total", &[]) == 5.0);
     let m = scrape(&addr);
     assert_eq!(m.sum("powerhose_jobs_total", &[("outcome", "ok")]), 7.0);
     assert_eq!(m.sum("powerhose_run_seconds_count", &[]), 7.0);

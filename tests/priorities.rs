@@ -47,7 +47,7 @@ fn a_high_job_goes_before_low_ones_a_busy_worker_was_given_ahead() {
     let dir = TestDir::new();
     // A generous budget: a fast worker is given many jobs ahead.
     let _broker = start_broker(&dir, &["--prefetch-budget-ms", "500"]);
-    let worker = start_worker(&dir, "test_plugin", &[], "worker");
+    let worker = start_worker(&dir, "test_plugin", &["--no-lanes"], "worker");
     let client = dir.client();
     // The broker measures the worker fast, so it may hold jobs ahead.
     for i in 0..20 {

@@ -105,7 +105,11 @@ fn a_worker_pelted_with_sigterm_finishes_every_job_it_holds() {
     let target = start_worker(&dir, "test_plugin", &[], "target");
     let (stop, handle) = load(&dir, 8, || JobRequest::new("x").header("action", "sleep").header("ms", "1"));
     // Let both workers get busy, then signal one for as long as it lives (bounded).
-    wait_until("jobs flowing", T, || dir.client().status(T).unwrap().counters.ok > 50);
+    // On the lanes (the broker counts their jobs with the workers' heartbeats).
+    wait_until("jobs flowing", T, || {
+        let c = dir.client().status(T).unwrap().counters;
+        c.ok + c.lane_jobs > 50
+    });
     let deadline = std::time::Instant::now() + T;
     let mut sent = 0;
     while alive(target.pid()) && std::time::Instant::now() < deadline {

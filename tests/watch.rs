@@ -82,7 +82,8 @@ fn watch_command(dir: &TestDir) -> String {
 fn the_table_is_redrawn_in_place_with_new_counts_until_ctrl_c() {
     let dir = TestDir::new();
     let _broker = start_broker(&dir, &[]);
-    let _worker = start_worker(&dir, "echo", &[], "worker");
+    // No lane: the broker counts each job as it is answered.
+    let _worker = start_worker(&dir, "echo", &["--no-lanes"], "worker");
     let tmux = Tmux::new("watch");
     // exec: the pane's process is the watch itself.
     tmux.start("w", &format!("exec {}", watch_command(&dir)));

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::syscall;
 
 /// What a soak saw: load, cancels, failures and memory (a cluster of 4
-/// workers; 4 callers of jobs of random priorities, and a fifth that cancels).
+/// workers; 4 callers of jobs, half of random priorities and half without,
+/// which go to the lanes over `unix://`; and a fifth that cancels).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SoakReport {
     /// The cluster's transport.
@@ -47,6 +48,8 @@ pub struct SoakReport {
     pub broker_cancelled_running: u64,
     /// Jobs a busy worker was asked to give back for higher-priority ones.
     pub broker_recalled: u64,
+    /// Jobs the workers answered on their lanes, as the broker counted them.
+    pub lane_jobs: u64,
     /// Workers killed with SIGKILL (one every 1 to 3 s).
     pub workers_killed: u64,
     /// The cluster process's resident memory once its workers registered, in KiB.
@@ -160,10 +163,12 @@ pub fn soak(wire: Wire, duration: Duration, mut progress: impl FnMut(&str)) -> R
             let (client, stop, tally) = (client.clone(), stop.clone(), tally.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let mut job = JobRequest::new(vec![b's'; 512])
-                        .header("action", "sleep")
-                        .header("ms", "1")
-                        .priority(random_below(10) as u8);
+                    let mut job = JobRequest::new(vec![b's'; 512]).header("action", "sleep").header("ms", "1");
+                    // Half through the broker (a priority), half, over
+                    // unix://, on the workers' lanes.
+                    if random_below(2) == 0 {
+                        job = job.priority(random_below(10) as u8);
+                    }
                     let retried = t % 2 == 0;
                     if retried {
                         job = job.retry(5);
@@ -234,6 +239,7 @@ pub fn soak(wire: Wire, duration: Duration, mut progress: impl FnMut(&str)) -> R
             let c = status.counters;
             (report.broker_cancelled, report.broker_cancelled_running, report.broker_recalled) =
                 (c.cancelled, c.cancelled_running, c.recalled);
+            report.lane_jobs = c.lane_jobs;
         }
         Err(e) => progress(&format!("the broker's counters could not be read (left at 0): {e}")),
     }

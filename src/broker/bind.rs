@@ -99,6 +99,29 @@ fn bind_local(endpoint: &str, role: &'static str) -> Result<crate::local::Listen
     crate::local::Listener::bind(&path).map_err(Error::io(format!("binding the {role} endpoint {endpoint}")))
 }
 
+/// Shows the lanes of the workers of a local back to the clients of each
+/// local front (see `worker::lane`): `FRONT.lanes` is made a link to
+/// `BACK.lanes`, where the workers open them; a link left by a broker
+/// before with a local back is removed when this one has none. Under the
+/// fronts' locks; a failure only means that clients go through the broker.
+fn link_lanes(fronts: &[&str], back: Option<&str>) {
+    let target = back.and_then(crate::local::path_of).map(|p| crate::local::lanes_dir(&p));
+    for front in fronts.iter().filter_map(|f| crate::local::path_of(f)) {
+        let link = crate::local::lanes_dir(&front);
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            if let Err(e) = std::fs::remove_file(&link) {
+                tracing::warn!("the old lanes link {} stays: {e}", link.display());
+                continue;
+            }
+        }
+        if let Some(target) = &target {
+            if let Err(e) = std::os::unix::fs::symlink(target, &link) {
+                tracing::warn!("no lanes for the clients of {}: {e}", front.display());
+            }
+        }
+    }
+}
+
 /// A socket that reads `socket`'s `watched` events: connections accepted,
 /// or not (see [`super::listen`]), and on the back, closed: which processes
 /// are connected over ipc (see [`super::vitals`]).
@@ -176,6 +199,7 @@ impl Broker {
                 locals.push((bind_local(endpoint, role)?, role == "back"));
             }
         }
+        link_lanes(&front_side.local, back_side.local.first().copied());
         for lock in locks.iter_mut().flatten().chain(&mut local_locks) {
             lock.bound()?;
         }

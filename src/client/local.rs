@@ -28,6 +28,8 @@ pub(super) const DIAL_MAX: Duration = Duration::from_millis(50);
 /// A client's connections to one broker's local front.
 pub(crate) struct Local {
     path: PathBuf,
+    /// The lanes of this broker's workers.
+    pub(super) lanes: super::lanes::Lanes,
     idle: Mutex<Vec<Conn>>,
     next_id: AtomicU64,
 }
@@ -36,7 +38,8 @@ impl Local {
     pub(crate) fn new(endpoint: &str) -> Result<Local> {
         let path = crate::local::path_of(endpoint)
             .ok_or_else(|| Error::BadFlag(format!("{endpoint} is not a unix:// endpoint")))?;
-        Ok(Local { path, idle: Mutex::new(Vec::new()), next_id: AtomicU64::new(1) })
+        let lanes = super::lanes::Lanes::new(&path);
+        Ok(Local { path, lanes, idle: Mutex::new(Vec::new()), next_id: AtomicU64::new(1) })
     }
 
     pub(crate) fn next_id(&self) -> u64 {

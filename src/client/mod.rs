@@ -9,6 +9,7 @@
 mod drive;
 mod failover;
 mod job;
+mod lanes;
 mod local;
 mod many;
 mod mux;
@@ -132,6 +133,10 @@ impl Client {
     /// it with the endpoint of the broker it came from.
     fn send(&self, request: Request, deadline: Instant) -> Result<(Outcome, &str)> {
         match &self.route {
+            Route::Local(local) if matches!(&request, Request::Job(job, _) if lanes::may_take(job)) => {
+                let Request::Job(job, timeout) = request else { unreachable!("matched a job") };
+                Ok((self.local_job(local, job, timeout, deadline)?, &self.endpoint))
+            }
             Route::One(_) | Route::Local(_) => {
                 let id = self.next_id();
                 let frames = match request {

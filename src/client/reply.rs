@@ -13,6 +13,12 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// A reply made here, as a broker would have sent it.
+    pub fn made(status: Status, pid: u32, body: Vec<u8>) -> Reply {
+        let body_len = body.len();
+        Reply { status, pid, frame: zmq::Message::from(body), body: 0..body_len }
+    }
+
     pub fn body(&self) -> &[u8] {
         &self.frame[self.body.clone()]
     }

@@ -147,6 +147,9 @@ impl ClusterOptions {
         if w.preemptive_io {
             args.push("--preemptive-io".into());
         }
+        if !w.lanes {
+            args.push("--no-lanes".into());
+        }
         if self.debug {
             args.push("--debug".into());
         }

@@ -141,6 +141,12 @@ impl Conn {
         frame::encode_into(&mut self.out, frames);
     }
 
+    /// Queues bytes already framed (the rest of a message begun elsewhere
+    /// on this connection's socket).
+    pub fn queue_encoded(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     /// Writes buffered bytes; true when none are left.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.unwritten() > 0 {

@@ -38,6 +38,11 @@ impl Listener {
         Ok(Listener { fd, path: path.to_path_buf() })
     }
 
+    /// The same socket, whose file was renamed to `path`.
+    pub fn moved_to(self, path: PathBuf) -> Listener {
+        Listener { path, ..self }
+    }
+
     /// The listening descriptor, to poll.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()

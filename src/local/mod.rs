@@ -12,6 +12,7 @@
 pub mod conn;
 pub mod frame;
 mod listener;
+pub mod load;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,29 @@ pub fn path_of(endpoint: &str) -> Option<PathBuf> {
 /// Whether `endpoint` uses the local transport.
 pub fn is_local(endpoint: &str) -> bool {
     endpoint.starts_with(SCHEME)
+}
+
+/// The directory of the lanes of the broker listening at `socket` (see
+/// `worker::lane`): beside its socket, so it shares its 0700 directory.
+pub fn lanes_dir(socket: &Path) -> PathBuf {
+    let mut dir = socket.as_os_str().to_owned();
+    dir.push(".lanes");
+    PathBuf::from(dir)
+}
+
+/// The file name of the lane of `service` served by process `pid`; `None`
+/// for a name that cannot be a file name (empty, hidden, with `/` or NUL,
+/// or too long): such a service is served through the broker only.
+pub fn lane_name(service: &str, pid: u32) -> Option<String> {
+    let fits = !service.is_empty() && service.len() <= 200 && !service.starts_with('.');
+    (fits && !service.contains(['/', '\0'])).then(|| format!("{service}@{pid}"))
+}
+
+/// The service and pid a lane's file name says (the inverse of [`lane_name`]).
+pub fn parse_lane_name(name: &str) -> Option<(&str, u32)> {
+    let (service, pid) = name.rsplit_once('@')?;
+    let pid = pid.parse().ok().filter(|p| *p > 0)?;
+    lane_name(service, pid).is_some().then_some((service, pid))
 }
 
 /// Whether a peer of this uid may use a local endpoint: the broker's user,

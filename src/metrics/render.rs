@@ -165,6 +165,7 @@ impl Collector for Figures {
                 c.recalled,
             ),
             ("replies_dropped", "Replies dropped because their client did not read them.", c.replies_dropped),
+            ("lane_jobs", "Jobs workers answered on their lanes, straight from local clients.", c.lane_jobs),
             ("oversized_messages", "Messages over --max-message-bytes.", c.oversized),
             ("accept_failures", "Connections the broker failed to accept.", c.accept_failures),
         ];

@@ -23,7 +23,7 @@
 //! | `REPLY` 0x81    | B→C      | req id | status     | pid u32 LE        | body                |
 //! | `READY` 0x11    | W→B      | 0      | 0          | registration JSON | —                   |
 //! | `RESULT` 0x12   | W→B      | job id | status     | —                 | body                |
-//! | `HEARTBEAT` 0x13| W→B, B→W | 0      | 0          | —                 | —                   |
+//! | `HEARTBEAT` 0x13| W→B, B→W | lane jobs (W→B) | 0 | —                 | —                   |
 //! | `DISCONNECT` 0x14| W→B, B→W| 0      | 0          | —                 | —                   |
 //! | `RETURN` 0x15   | W→B      | job id | 0          | headers           | data                |
 //! | `JOB` 0x21      | B→W      | job id | timeout ms | headers           | data                |
@@ -183,6 +183,13 @@ pub const INLINE: u8 = 0x40;
 /// Data up to this size travels inline: one frame per message instead of
 /// two, and the broker forwards the frame itself (patched in place).
 pub const INLINE_MAX: usize = 2048;
+
+/// The request id of the `REPLY` (status `NO_WORKER`) a worker's lane sends
+/// each caller as it closes: no request has it (clients count from 1). A
+/// caller that reads it knows its unanswered requests were not run, and
+/// sends them to the broker; a lane closed without it (its worker died)
+/// may have run them.
+pub const LANE_CLOSING: u64 = 0;
 
 /// Bit 0 of a `RETURN`'s arg: the worker serves several brokers and is
 /// running another one's job. The broker puts the job first in line again

@@ -186,7 +186,10 @@ pub enum Back<'a> {
         elsewhere: bool,
     },
     /// `HEARTBEAT`: the worker is alive.
-    Heartbeat,
+    Heartbeat {
+        /// The jobs it has answered on its lane so far.
+        lane_jobs: u64,
+    },
     /// `DISCONNECT`: the worker unregisters; it finishes the jobs it holds, then leaves.
     Disconnect,
     /// Anything else; the text says what was wrong (the broker logs it and counts a bad request).
@@ -215,7 +218,7 @@ pub fn parse_back<'a>(frames: &[&'a [u8]]) -> Back<'a> {
         (Command::Return, 2) => {
             Back::Return { job_id: cmd.id, headers: cmd.tail, elsewhere: cmd.arg & RETURN_ELSEWHERE != 0 }
         }
-        (Command::Heartbeat, 1) => Back::Heartbeat,
+        (Command::Heartbeat, 1) => Back::Heartbeat { lane_jobs: cmd.id },
         (Command::Disconnect, 1) => Back::Disconnect,
         (command, n) => {
             Back::Bad(format!("unexpected {command:?} with {} frames after the command frame from a worker", n - 1))
@@ -288,10 +291,8 @@ mod tests {
         assert!(matches!(parse_front(&[b"", b"priority:1:::x"]), Front::LegacyJob { priority: 1, .. }));
         // Inline data and a data frame: which one is meant?
         assert!(matches!(parse_front(&[&inline, b"data"]), Front::BadNative { req_id: 9, .. }));
-        assert!(matches!(
-            parse_front(&[&frame(Command::Ping, 4, 0, b""), b"extra"]),
-            Front::BadNative { req_id: 4, .. }
-        ));
+        let ping = frame(Command::Ping, 4, 0, b"");
+        assert!(matches!(parse_front(&[&ping, b"extra"]), Front::BadNative { req_id: 4, .. }));
         assert!(matches!(parse_front(&[&frame(Command::Job, 4, 0, b"")]), Front::BadNative { .. }));
         assert!(matches!(parse_front(&[b"PHxx"]), Front::Garbage(_)));
         assert!(matches!(parse_front(&[]), Front::Garbage(_)));
@@ -304,7 +305,7 @@ mod tests {
 
     #[test]
     fn back_messages_are_classified() {
-        assert_eq!(parse_back(&[&frame(Command::Heartbeat, 0, 0, b"")]), Back::Heartbeat);
+        assert_eq!(parse_back(&[&frame(Command::Heartbeat, 7, 0, b"")]), Back::Heartbeat { lane_jobs: 7 });
         assert_eq!(
             parse_back(&[&frame(Command::Result, 5, 0, &[1]), b"body"]),
             Back::Result {
@@ -317,10 +318,8 @@ mod tests {
         let inline = CommandFrame::new(Command::Result, 5, 0, &[0]).with_data(b"body").encode();
         assert!(matches!(parse_back(&[&inline]), Back::Result { job_id: 5, inline: Some(b"body"), .. }));
         assert!(matches!(parse_back(&[&inline, b"body"]), Back::Bad(_)));
-        assert!(matches!(
-            parse_back(&[&frame(Command::Result, 5, 999, b"")]),
-            Back::Result { status: Status::HandlerError, .. }
-        ));
+        let unknown = frame(Command::Result, 5, 999, b"");
+        assert!(matches!(parse_back(&[&unknown]), Back::Result { status: Status::HandlerError, .. }));
         assert!(matches!(parse_back(&[&frame(Command::Ready, 0, 0, b"{}")]), Back::Bad(_)));
         assert!(matches!(parse_back(&[&frame(Command::Return, 1, 0, b"")]), Back::Bad(_)));
         for (arg, elsewhere) in [(0, false), (RETURN_ELSEWHERE, true)] {

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::plugin::LoadedPlugin;
 use crate::protocol::{
     decode_request_tail, split_job_arg, Command, CommandFrame, HeaderIter, ResultTail, Status, COMMAND_LEN, INLINE_MAX,
+    RETURN_ELSEWHERE,
 };
 
 /// The job thread: what it runs jobs with, and its state across jobs.
@@ -92,6 +93,13 @@ impl JobLoop<'_> {
                     )),
                 };
                 match job {
+                    // A lane's job runs (or outlived --timeout): busy
+                    // elsewhere, as for another broker's job, until it ends.
+                    Ok(_) if self.link.handler.is_stuck() || Link::lock(&self.link.lane_running).is_some() => {
+                        let frames = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+                        super::pulse::give_back_for(&sockets[origin], frames, RETURN_ELSEWHERE, "stuck");
+                        self.link.peers[origin].owes_ready.store(true, Ordering::Release);
+                    }
                     Ok((headers, data, inline)) => {
                         let backlog = split_job_arg(cmd.arg).1;
                         let job = Job { origin, id: cmd.id, backlog, headers, data, inline };
@@ -150,7 +158,10 @@ impl JobLoop<'_> {
                     self.link.timer.set(super::pulse::CONTROL_SWEEP);
                 }
                 drop(sockets);
-                let outcome = self.plugin.handle_job(headers.iter().copied(), data, job_id, &self.link.cancelled);
+                let outcome = {
+                    let _turn = self.link.handler.take();
+                    self.plugin.handle_job(headers.iter().copied(), data, job_id, &self.link.cancelled)
+                };
                 sockets = Link::lock(&self.link.sockets);
                 let limit = self.options.max_message_bytes;
                 // The broker's limit is the whole message's: the RESULT

@@ -13,9 +13,11 @@
 mod coalesce;
 mod handoff;
 mod jobs;
+mod lane;
 mod pulse;
 mod socket;
 pub mod stackdump;
+mod turn;
 mod turns;
 mod wire;
 
@@ -79,6 +81,9 @@ pub struct WorkerOptions {
     pub preemptive_io: bool,
     /// CURVE credentials for a broker whose back is tcp with `--curve-secret`.
     pub curve: Option<crate::auth::CurveClient>,
+    /// Open a lane beside the first `unix://` broker, if any: local clients
+    /// send this service's jobs straight to this worker (see `worker::lane`).
+    pub lanes: bool,
 }
 
 impl WorkerOptions {
@@ -99,6 +104,7 @@ impl WorkerOptions {
             io_cpu: None,
             preemptive_io: false,
             curve: None,
+            lanes: true,
         }
     }
 }
@@ -167,6 +173,14 @@ struct Link {
     held: Mutex<Held>,
     /// Wakes the pulse thread when held results fall due during a job.
     timer: Timer,
+    /// The handler's turn: the job thread's and the lane's jobs take turns.
+    handler: turn::HandlerTurn,
+    /// Fired by the lane when its job ends and a broker is owed a `READY`.
+    lane_free: Wakeup,
+    /// Jobs the lane answered, told to the brokers with each heartbeat.
+    lane_jobs: std::sync::atomic::AtomicU64,
+    /// The job the lane's handler runs, watched by the pulse thread.
+    lane_running: Mutex<Option<lane::LaneRunning>>,
     job_thread: libc::pthread_t,
 }
 
@@ -290,8 +304,9 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
     // own back.
     let pin = crate::affinity::PinGuard::new(options.io_cpu)?;
     let batch = crate::affinity::BatchGuard::new(!options.preemptive_io);
+    let service = options.service.clone().unwrap_or_else(|| plugin.name.clone());
     let registration = Registration {
-        service: options.service.clone().unwrap_or_else(|| plugin.name.clone()),
+        service: service.clone(),
         pid: std::process::id(),
         host,
         plugin: plugin.name.clone(),
@@ -320,6 +335,10 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
         stash: Mutex::new(std::collections::VecDeque::new()),
         held: Mutex::new(Held::default()),
         timer: Timer::new().map_err(Error::io("creating the coalescing timer"))?,
+        handler: turn::HandlerTurn::default(),
+        lane_running: Mutex::new(None),
+        lane_jobs: std::sync::atomic::AtomicU64::new(0),
+        lane_free: Wakeup::new()?,
         job_thread: stackdump::current_thread(),
     });
     // READY goes out as soon as a broker is connected (see JobLoop::run).
@@ -336,20 +355,46 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
             .map_err(Error::io("starting the pulse thread"))?
     };
     drop((batch, pin));
+    let lane = options.lanes.then(|| lane::open(&options.backends, &service)).flatten();
     let retire_at = options.max_age.map(|age| Instant::now() + age + jitter(options.max_age_delta));
-    let result = JobLoop {
-        plugin: &plugin,
-        options,
-        ready: &ready,
-        link: &link,
-        retire_at,
-        expected_us: Cell::new(0.0),
-        turn: Cell::new(0),
-        handoff: Cell::new(handoff::Handoff::default()),
-    }
-    .run(shutdown);
-    link.finished.store(true, Ordering::Release);
-    shutdown.trigger();
+    let result = std::thread::scope(|scope| {
+        if let Some(lane) = lane {
+            let jobs = lane::LaneJobs {
+                plugin: &plugin,
+                service: &service,
+                link: &link,
+                poke_pulse: options.timeout.is_some_and(|t| t < options.heartbeat_interval),
+                max_message_bytes: options.max_message_bytes,
+            };
+            let started = std::thread::Builder::new().name("lane".into()).spawn_scoped(scope, move || {
+                crate::sys::block_process_signals();
+                if let Err(e) = lane::serve(lane, &jobs, shutdown) {
+                    tracing::error!("the lane stopped: {e}; local clients go through the broker");
+                }
+            });
+            if let Err(e) = started {
+                tracing::warn!("no lane: its thread did not start: {e}");
+            }
+        }
+        let result = JobLoop {
+            plugin: &plugin,
+            options,
+            ready: &ready,
+            link: &link,
+            retire_at,
+            expected_us: Cell::new(0.0),
+            turn: Cell::new(0),
+            handoff: Cell::new(handoff::Handoff::default()),
+        }
+        .run(shutdown);
+        link.finished.store(true, Ordering::Release);
+        // Ends the lane's thread (the scope waits for it) and the pulse's.
+        shutdown.trigger();
+        result
+    });
     let _ = pulse.join();
+    if link.lane_jobs.load(Ordering::Relaxed) > 0 {
+        tracing::info!(jobs = link.lane_jobs.load(Ordering::Relaxed), "the lane is closed");
+    }
     result
 }

@@ -50,6 +50,9 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
                 wait = wait.min((r.started + limit).saturating_duration_since(Instant::now()));
             }
         }
+        if let Some(limit) = super::lane::next_limit(link, options) {
+            wait = wait.min(limit);
+        }
         // Held results due while the job thread was between jobs (the timer fired then).
         if let Some(due) = Link::lock(&link.held).due() {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
@@ -70,6 +73,7 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
         if link.finished.load(Ordering::Acquire) {
             return;
         }
+        super::lane::watch(link, options);
         if Link::lock(&link.running).is_none() {
             continue;
         }
@@ -87,7 +91,8 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
         }
         if last_beat.elapsed() >= interval {
             for socket in sockets.iter() {
-                let _ = send(socket, CommandFrame::new(Command::Heartbeat, 0, 0, b""), None);
+                let lane_jobs = link.lane_jobs.load(Ordering::Relaxed);
+                let _ = send(socket, CommandFrame::new(Command::Heartbeat, lane_jobs, 0, b""), None);
             }
             last_beat = Instant::now();
         }
@@ -140,6 +145,8 @@ pub(super) fn run(link: &Link, shutdown: &Wakeup, options: &WorkerOptions) {
 /// Answers the job `TIMEOUT` (the worker stays busy: tail flag 1) and logs
 /// where the handler is stuck.
 fn time_out(link: &Link, sockets: &[BrokerSocket], running: &super::Running, limit: Duration) {
+    // The lane sends its callers to the broker until the handler returns.
+    link.handler.set_stuck();
     let _ = link.flush_held(sockets);
     if let Some(r) = Link::lock(&link.running).as_mut().filter(|r| r.job_id == running.job_id) {
         r.timed_out = true;

@@ -129,7 +129,8 @@ impl JobLoop<'_> {
             }
             for (i, broker) in brokers.iter_mut().enumerate() {
                 if now >= broker.next_heartbeat {
-                    send(&sockets[i], CommandFrame::new(Command::Heartbeat, 0, 0, b""), None)?;
+                    let lane_jobs = self.link.lane_jobs.load(Ordering::Relaxed);
+                    send(&sockets[i], CommandFrame::new(Command::Heartbeat, lane_jobs, 0, b""), None)?;
                     broker.next_heartbeat = now + interval;
                 }
             }
@@ -165,6 +166,7 @@ impl JobLoop<'_> {
                 wake = wake.min(at);
             }
             items.push(shutdown.poll_item());
+            items.push(self.link.lane_free.poll_item());
             // Messages already read (stashed) are handled without waiting.
             let timeout = if Link::lock(&self.link.stash).is_empty() && !sockets.iter().any(|s| s.buffered()) {
                 wake.saturating_duration_since(now).as_millis() as i64 + 1
@@ -175,6 +177,11 @@ impl JobLoop<'_> {
             if items[brokers.len()].is_readable() {
                 stop = true;
                 continue;
+            }
+            if items[brokers.len() + 1].is_readable() {
+                // The lane's job ended: the brokers turned away hear READY.
+                self.link.lane_free.clear();
+                self.free_again(&sockets)?;
             }
             let mut readable = false;
             for (i, item) in items[..brokers.len()].iter().enumerate() {
@@ -260,6 +267,10 @@ impl JobLoop<'_> {
     /// Returns, per broker, whether it was told.
     pub(super) fn free_again(&self, sockets: &[BrokerSocket]) -> Result<Vec<bool>> {
         let mut told = vec![false; sockets.len()];
+        // Not free while a lane's handler is stuck: READY once it returns.
+        if self.link.handler.is_stuck() {
+            return Ok(told);
+        }
         for (i, peer) in self.link.peers.iter().enumerate() {
             if peer.owes_ready.swap(false, Ordering::AcqRel) && !self.link.unregistered.load(Ordering::Acquire) {
                 tracing::debug!(backend = %self.options.backends[i], "free again: READY");

@@ -70,7 +70,10 @@ impl Io<'_> {
                 let (headers, data) = (Msg::from(headers), body.expect("RETURN has its data"));
                 state.worker_return(now, &identity, job_id, headers, data, elsewhere, out);
             }
-            Back::Heartbeat => state.worker_heartbeat(now, &identity, out),
+            Back::Heartbeat { lane_jobs } => {
+                state.worker_heartbeat(now, &identity, out);
+                state.worker_lane_jobs(&identity, lane_jobs);
+            }
             Back::Disconnect => {
                 tracing::info!("worker {} unregistered", String::from_utf8_lossy(&identity));
                 state.worker_disconnect(now, &identity, out);

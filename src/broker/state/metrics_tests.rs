@@ -136,3 +136,20 @@ fn a_forgotten_service_keeps_its_counters_and_gets_them_back() {
     assert_eq!(snapshot(&b, "echo").metrics.count(Outcome::Ok), 1, "given back");
     assert_eq!(b.service_snapshots().iter().filter(|s| s.name == "echo").count(), 1);
 }
+
+#[test]
+fn lane_jobs_are_counted_from_each_workers_heartbeat_totals() {
+    let t0 = Instant::now();
+    let mut b = BrokerState::new(config(), 1, t0);
+    let mut out = Out::new();
+    b.worker_ready(t0, b"a", reg("echo", 11), &mut out);
+    b.worker_ready(t0, b"b", reg("echo", 12), &mut out);
+    for (who, total) in [(&b"a"[..], 5), (b"b", 3), (b"a", 9), (b"a", 9), (b"a", 2)] {
+        b.worker_lane_jobs(who, total);
+    }
+    // 9 from a (a lower total later is not taken back), 3 from b.
+    assert_eq!(b.counters.lane_jobs, 12);
+    b.worker_lane_jobs(b"stranger", 100);
+    assert_eq!(b.counters.lane_jobs, 12, "an unknown worker's count is not taken");
+    assert_eq!((b.counters.ok, b.counters.errors), (0, 0), "lane jobs are not the broker's outcomes");
+}

@@ -152,6 +152,8 @@ struct Worker<M> {
     local_pid: Option<u32>,
     /// Silent past its liveness while its process runs (logged once).
     starved: bool,
+    /// Jobs it answered on its lane, as its last heartbeat said.
+    lane_jobs: u64,
 }
 
 impl<M> Worker<M> {

@@ -79,6 +79,7 @@ impl<M: Payload> BrokerState<M> {
             current_since: now,
             local_pid: None,
             starved: false,
+            lane_jobs: 0,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -221,6 +222,15 @@ impl<M: Payload> BrokerState<M> {
         if self.refresh(now, identity).is_none() {
             out.push(Output::Disconnect { identity: identity.to_vec() });
         }
+    }
+
+    /// A worker's count of the jobs it answered on its lane (its heartbeats
+    /// carry it): what it adds since the last is counted.
+    pub fn worker_lane_jobs(&mut self, identity: &[u8], total: u64) {
+        let Some(&slot) = self.by_identity.get(identity) else { return };
+        let worker = live(&mut self.workers, slot);
+        self.counters.lane_jobs += total.saturating_sub(worker.lane_jobs);
+        worker.lane_jobs = worker.lane_jobs.max(total);
     }
 
     /// `DISCONNECT` from a worker: no new jobs; those it holds may still

@@ -1,0 +1,100 @@
+//! The handler's turn: a worker runs one job at a time, whether it came
+//! from a broker (the job thread) or from a local client (the lane), and a
+//! job whose handler outlives `--timeout` makes the worker *stuck* until it
+//! returns: the lane then sends its callers to the broker instead of
+//! keeping them waiting, and the job thread gives the brokers' jobs back
+//! (busy elsewhere) instead of taking them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How often a lane waiting for its turn looks whether the handler is stuck.
+const STUCK_CHECK: Duration = Duration::from_millis(50);
+
+/// Whose turn it is at the handler.
+#[derive(Default)]
+pub(super) struct HandlerTurn {
+    busy: Mutex<bool>,
+    free: Condvar,
+    stuck: AtomicBool,
+}
+
+/// A turn at the handler, given up when dropped (which also ends "stuck").
+pub(super) struct Turn<'t>(&'t HandlerTurn);
+
+impl HandlerTurn {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the turn, however long.
+    pub(super) fn take(&self) -> Turn<'_> {
+        let mut busy = self.lock();
+        while *busy {
+            busy = self.free.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy = true;
+        Turn(self)
+    }
+
+    /// Waits for the turn unless the job that has it is stuck: `None` then.
+    pub(super) fn take_unless_stuck(&self) -> Option<Turn<'_>> {
+        let mut busy = self.lock();
+        while *busy {
+            if self.is_stuck() {
+                return None;
+            }
+            busy = self.free.wait_timeout(busy, STUCK_CHECK).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *busy = true;
+        Some(Turn(self))
+    }
+
+    /// The running job's handler outlived `--timeout` (said by the pulse thread).
+    pub(super) fn set_stuck(&self) {
+        self.stuck.store(true, Ordering::Release);
+    }
+
+    /// Whether the running job's handler outlived `--timeout`.
+    pub(super) fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.stuck.store(false, Ordering::Release);
+        *self.0.lock() = false;
+        self.0.free.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_turn_at_a_time_and_a_stuck_one_turns_the_lane_away() {
+        let turn = HandlerTurn::default();
+        let first = turn.take();
+        std::thread::scope(|s| {
+            // Waiting already or not yet: turned away either way.
+            let waiter = s.spawn(|| turn.take_unless_stuck().is_some());
+            turn.set_stuck();
+            let got = waiter.join().unwrap();
+            assert!(!got, "turned away while the handler is stuck");
+            assert!(turn.is_stuck());
+            drop(first);
+            assert!(!turn.is_stuck(), "the stuck job's end ends it");
+            let again = turn.take_unless_stuck();
+            assert!(again.is_some());
+            // A plain waiter gets the turn when it is given up.
+            let waiter = s.spawn(|| {
+                let _t = turn.take();
+            });
+            drop(again);
+            waiter.join().unwrap();
+        });
+    }
+}
