@@ -33,19 +33,23 @@ fn the_relay_floor_runs_the_job_when_callers_are_measured() {
     let (relay_rate, relay_cpu) = (relay["jobs_per_s"].as_f64().unwrap(), relay["cpu_us_per_job"].as_f64().unwrap());
     assert!(relay_rate > 0.0 && relay_cpu > 0.0, "{relay:#}");
     // 40 signatures a job: relay workers that echoed instead of running the
-    // handler would go tens of times faster than the handler on 2 threads.
-    let ideal = report["in_process_n_threads"]["jobs_per_s"].as_f64().unwrap();
-    assert!(relay_rate < 1.5 * ideal, "the relay ran {relay_rate:.0} jobs/s, the handler alone {ideal:.0}");
-    // The echo floor is measured as before, its workers echoing.
+    // handler would go tens of times faster. Compared with the echo floor,
+    // measured as before (its workers echoing), not with in-process: that is
+    // measured at another moment, and other load can slow it more.
+    assert!(report["in_process_n_threads"]["jobs_per_s"].as_f64().unwrap() > 0.0, "{report:#}");
     let echo_rate = report["floor"]["relay"]["callers"][0]["jobs_per_s"].as_f64().unwrap();
     assert!(echo_rate > 3.0 * relay_rate, "echo relay {echo_rate:.0} jobs/s against {relay_rate:.0} with the job");
+    // And in CPU, which other load does not change: 40 signatures take
+    // hundreds of µs, an echo tens.
+    assert!(relay_cpu > 200.0, "the relay spent {relay_cpu:.0} µs CPU per job");
     // Without the hub the workers run the job too, for as many callers.
     let direct = &report["direct_running_job"];
     assert_eq!(direct["callers"], 4, "{report:#}");
     let (direct_rate, direct_cpu) =
         (direct["jobs_per_s"].as_f64().unwrap(), direct["cpu_us_per_job"].as_f64().unwrap());
     assert!(direct_rate > 0.0 && direct_cpu > 0.0, "{direct:#}");
-    assert!(direct_rate < 1.5 * ideal, "with no hub {direct_rate:.0} jobs/s, the handler alone {ideal:.0}");
+    assert!(echo_rate > 3.0 * direct_rate, "echo relay {echo_rate:.0} jobs/s against {direct_rate:.0} with no hub");
+    assert!(direct_cpu > 200.0, "with no hub {direct_cpu:.0} µs CPU per job");
 }
 
 #[test]

@@ -202,6 +202,9 @@ pub(super) fn crypto_callers(
         }
         let cluster = BenchCluster::start(LOCAL, crypto, None, 2, None, &[], &[])?;
         let client = cluster.client()?;
+        // The same workers with every job through the broker: before lanes.
+        let brokered = BenchCluster::start(LOCAL, crypto, None, 2, None, &[], &["--no-lanes"])?;
+        let brokered_client = brokered.client()?;
         let relay_job = RelayJob { plugin: crypto, params: "", headers: &job.headers, workers: 2 };
         let relay = Relay::start_running(relay_setup, Some(&relay_job))?;
         let direct = Relay::start_direct(relay_setup, &relay_job)?;
@@ -217,17 +220,22 @@ pub(super) fn crypto_callers(
         for &&(_, callers, share) in &cases {
             handler_cpu.set((Duration::ZERO, 0));
             let (mut rounds, mut cpu) = (Vec::new(), CpuTotals::default());
+            let (mut brokered_rounds, mut brokered_cpu) = (Vec::new(), CpuTotals::default());
             // Per floor (the relay, then no hub): each round's (its rate, in-process's), and (µs CPU per job, jobs) per run.
             let (mut floor_rounds, mut floor_cpu) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
             for round in 0..ROUNDS {
                 progress(&format!(
-                    "crypto_job {size}, {callers} callers, ours, the relay, no hub, round {}",
+                    "crypto_job {size}, {callers} callers, ours, through the broker, the relay, no hub, round {}",
                     round + 1
                 ));
                 let (ours, ideal) = side_by_side(duration, in_process, |limit| {
                     Ok(callers_run(&cluster, &client, job, callers, limit, &mut cpu)?.0)
                 })?;
                 rounds.push((ours.jobs_per_s, ideal.jobs_per_s));
+                let (theirs, ideal) = side_by_side(duration, in_process, |limit| {
+                    Ok(callers_run(&brokered, &brokered_client, job, callers, limit, &mut brokered_cpu)?.0)
+                })?;
+                brokered_rounds.push((theirs.jobs_per_s, ideal.jobs_per_s));
                 for (i, floor) in [&relay, &direct].into_iter().enumerate() {
                     let (theirs, ideal) = side_by_side(duration, in_process, |limit| {
                         let (rate, cpu_us) = floor.callers_within(callers, &job.data, limit)?;
@@ -250,6 +258,7 @@ pub(super) fn crypto_callers(
                 .against_relay(Some(floor.ours))
                 .with_cpu(cpu.per_job()),
             );
+            targets.push(brokered_line(size, callers, &Medians::of(&brokered_rounds), &brokered_cpu, share));
             let (cpu, jobs) = handler_cpu.get();
             let handler_us = cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
             let lines = [(RELAY_LINE, &floor), (DIRECT_LINE, &Medians::of(&floor_rounds[1]))];
@@ -259,6 +268,22 @@ pub(super) fn crypto_callers(
         }
     }
     Ok(targets)
+}
+
+/// The same job with every one through the broker (`--no-lanes`), as
+/// before lanes (report only): its share of in-process against the
+/// target's, and each process's CPU per job.
+fn brokered_line(size: &str, callers: usize, brokered: &Medians, cpu: &CpuTotals, share: f64) -> Target {
+    Target {
+        name: format!("  ↳ through the broker (--no-lanes), {size}, {callers} callers"),
+        ours: brokered.ratio * 100.0,
+        reference: share * 100.0,
+        unit: "%".into(),
+        rule: format!("report: through the broker ÷ in-process vs the target [{}]", brokered.spread()),
+        pass: None,
+        relay: None,
+        cpu: Some(cpu.per_job()),
+    }
 }
 
 /// The report lines' names for the relay running the job, and for its workers without the hub.
@@ -316,6 +341,18 @@ mod tests {
         assert!(t.name.starts_with("  ↳ no broker: callers straight to the workers, ~1 ms, 4 callers"), "{}", t.name);
         assert!(t.rule.starts_with("report: no hub ÷ in-process"), "{}", t.rule);
         assert!(t.rule.contains("10.0 µs CPU per job beyond the handler's 1000"), "{}", t.rule);
+    }
+
+    #[test]
+    fn the_brokered_line_reports_its_share_and_each_process_cpu() {
+        let medians = Medians::of(&[(60.0, 100.0), (70.0, 100.0), (65.0, 100.0)]);
+        let ms = Duration::from_millis;
+        let cpu = CpuTotals { client: ms(10), broker: ms(20), workers: ms(30), jobs: 100 };
+        let t = brokered_line("~100 µs", 16, &medians, &cpu, 0.8);
+        assert!(t.name.contains("through the broker (--no-lanes), ~100 µs, 16 callers"), "{}", t.name);
+        assert!((t.ours - 65.0).abs() < 1e-9 && t.reference == 80.0 && t.pass.is_none(), "{t:?}");
+        let c = t.cpu.expect("CPU per process");
+        assert_eq!((c.client_us, c.broker_us, c.workers_us), (100.0, 200.0, 300.0));
     }
 
     #[test]

@@ -65,6 +65,11 @@ struct Args {
     /// be sent with others) [default: the worker's]
     #[arg(long)]
     coalesce_ms: Option<f64>,
+    /// The workers open no lanes (`--no-lanes`): every job goes through the
+    /// broker (with --wire unix, the default, local callers send them
+    /// straight to the workers' lanes)
+    #[arg(long)]
+    no_lanes: bool,
     /// The cluster's --io-cpu: its broker, its workers' I/O threads and this
     /// program's client run on this CPU, the job threads on every CPU.
     #[arg(long, conflicts_with = "pin")]
@@ -150,7 +155,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         floor: args.floor,
         wire: args.wire,
         pin: args.pin,
-        worker_args: args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).unwrap_or_default(),
+        worker_args: (args.coalesce_ms.map(|ms| vec!["--coalesce-ms".into(), ms.to_string()]).into_iter().flatten())
+            .chain(args.no_lanes.then(|| "--no-lanes".to_string()))
+            .collect(),
         io_cpu: args.io_cpu,
     };
     if let Some(spec) = &sweep {
