@@ -49,8 +49,7 @@ fn jobs_go_to_the_lanes_and_those_with_a_priority_to_the_broker() {
     let client = dir.client();
     // A stopped broker answers nothing: every answer below came by a lane.
     let broker = registered_broker_pid(&client);
-    kill(broker, libc::SIGSTOP);
-    let _resume = Resume(broker);
+    let _resume = stop(broker);
     let mut pids = std::collections::HashSet::new();
     for i in 0..40 {
         let data = format!("job {i}");
@@ -84,6 +83,15 @@ fn jobs_go_to_the_lanes_and_those_with_a_priority_to_the_broker() {
 /// Resumes a stopped process on drop, so a failed test leaves none stopped.
 struct Resume(u32);
 
+/// Stops `pid` and waits until it is stopped: `kill` returns before a
+/// process running on another CPU has stopped.
+fn stop(pid: u32) -> Resume {
+    kill(pid, libc::SIGSTOP);
+    let resume = Resume(pid);
+    wait_until("the process to stop", T, || powerhose::sys::process_state(pid) == Some('T'));
+    resume
+}
+
 impl Drop for Resume {
     fn drop(&mut self) {
         kill(self.0, libc::SIGCONT);
@@ -102,8 +110,7 @@ fn without_lanes_every_job_goes_through_the_broker() {
     assert_eq!(client.execute("a", T).unwrap(), b"a");
     assert!(lanes(&dir).is_empty(), "{:?}", lanes(&dir));
     let broker = registered_broker_pid(&client);
-    kill(broker, libc::SIGSTOP);
-    let _resume = Resume(broker);
+    let _resume = stop(broker);
     let err = client.execute("b", Duration::from_millis(300)).unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
 }

@@ -33,26 +33,15 @@ use super::reply::Reply;
 use super::JobRequest;
 use crate::local::load::{load_path, LoadWord};
 use crate::local::Conn;
-use crate::protocol::{Status, HEARTBEAT_INTERVAL, LANE_CLOSING, LIVENESS};
+use crate::protocol::{
+    Status, HEARTBEAT_INTERVAL, LANE_CLOSING, LANE_EXIT_WAIT, LANE_MAX_DATA, LANE_RESCAN, LANE_STUCK_PAUSE, LIVENESS,
+};
 use crate::syscall;
 
-/// How often the lane directory is read again: new workers are found this
-/// late at most (a lane that goes is found at once, by its caller).
-const RESCAN: Duration = Duration::from_secs(1);
 /// Idle connections kept per lane.
 const POOL_MAX: usize = 64;
-/// How long a lane whose worker's handler outlived `--timeout` is left
-/// alone: its worker is replaced at `--hard-timeout`, or free again.
-const STUCK_PAUSE: Duration = Duration::from_secs(5);
-/// How long a job whose lane's worker died waits for that process to be
-/// gone before it goes to the broker (see [`Lane::wait_exit`]).
-const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// A lane not to be used again.
 const GONE: Duration = Duration::MAX;
-/// Jobs with more data go through the broker: a lane saves a hop's
-/// wake-ups, which only short jobs notice, and the broker's answers to
-/// messages over its limits are the ones to give.
-const LANE_MAX_DATA: usize = 1 << 20;
 
 /// The lanes of one broker's workers, as this client knows them.
 pub(crate) struct Lanes {
@@ -74,6 +63,8 @@ struct Known {
 pub(crate) struct Lane {
     name: String,
     service: String,
+    /// Its worker's process.
+    pid: u32,
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
     /// This client's calls on it now.
@@ -82,7 +73,7 @@ pub(crate) struct Lane {
     load: Option<LoadWord>,
     /// Not used before this many ms from `epoch`: for good ([`GONE`]) once it
     /// refused a connection, said it closes or lost a job; for a while
-    /// ([`STUCK_PAUSE`]) once its worker's handler outlived `--timeout`.
+    /// ([`LANE_STUCK_PAUSE`]) once its worker's handler outlived `--timeout`.
     unusable_until: AtomicU64,
     epoch: Instant,
 }
@@ -99,7 +90,7 @@ pub(crate) enum LaneOutcome {
 }
 
 /// Whether a job may go to a lane: not one with a priority, which only
-/// the broker's queue gives, nor one of more than [`LANE_MAX_DATA`].
+/// the broker's queue gives, nor one of more than [`LANE_MAX_DATA`] of data.
 pub(crate) fn may_take(job: &super::JobRequest) -> bool {
     job.data.len() <= LANE_MAX_DATA && !job.headers.iter().any(|(name, _)| name == "priority")
 }
@@ -115,12 +106,12 @@ impl Lanes {
     /// there is), if any worker of that service has one.
     pub(crate) fn pick(&self, service: &str, now: Instant) -> Option<Arc<Lane>> {
         // Read-locked: the callers of a client pick at once; the directory
-        // is read again under the write lock, once per RESCAN.
+        // is read again under the write lock, once per LANE_RESCAN.
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        if known.read_at.is_none_or(|at| now.saturating_duration_since(at) >= RESCAN) {
+        if known.read_at.is_none_or(|at| now.saturating_duration_since(at) >= LANE_RESCAN) {
             drop(known);
             let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-            if known.read_at.is_none_or(|at| now.saturating_duration_since(at) >= RESCAN) {
+            if known.read_at.is_none_or(|at| now.saturating_duration_since(at) >= LANE_RESCAN) {
                 known.lanes = self.scan(&known.lanes);
                 known.read_at = Some(now);
             }
@@ -155,12 +146,13 @@ impl Lanes {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some((service, _pid)) = crate::local::parse_lane_name(name) else { continue };
+            let Some((service, pid)) = crate::local::parse_lane_name(name) else { continue };
             match before.iter().find(|l| l.name == name) {
                 Some(lane) => lanes.push(Arc::clone(lane)),
                 None => lanes.push(Arc::new(Lane {
                     name: name.to_string(),
                     service: service.to_string(),
+                    pid,
                     path: entry.path(),
                     idle: Mutex::default(),
                     in_flight: AtomicUsize::new(0),
@@ -244,12 +236,12 @@ impl Lane {
                         return match reply.status {
                             // Not run: its handler is stuck (or the service is another).
                             Status::NoWorker | Status::UnknownService => {
-                                self.set_unusable(STUCK_PAUSE);
+                                self.set_unusable(LANE_STUCK_PAUSE);
                                 LaneOutcome::NotRun
                             }
                             // Past the worker's --timeout: it is stuck for a while.
                             Status::Timeout => {
-                                self.set_unusable(STUCK_PAUSE);
+                                self.set_unusable(LANE_STUCK_PAUSE);
                                 self.checkin(conn);
                                 LaneOutcome::Reply(reply)
                             }
@@ -281,14 +273,13 @@ impl Lane {
 
     /// Whether the lane's worker is stopped (a signal, a debugger).
     fn stopped(&self) -> bool {
-        let pid = crate::local::parse_lane_name(&self.name).map_or(0, |(_, pid)| pid);
-        matches!(crate::sys::process_state(pid), Some('T' | 't'))
+        matches!(crate::sys::process_state(self.pid), Some('T' | 't'))
     }
 
     /// Waits until the lane's worker has exited (all its sockets closed), or
     /// `until`: its process descriptor is readable from then.
     pub(crate) fn wait_exit(&self, until: Instant) {
-        let Some((_, pid)) = crate::local::parse_lane_name(&self.name) else { return };
+        let pid = self.pid;
         // SAFETY: pidfd_open(2) with a pid and no flags; the result is a new
         // descriptor owned at once, or an error (ESRCH: gone already).
         let fd = match unsafe { syscall!(syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long)) } {
@@ -304,7 +295,7 @@ impl Lane {
 
     /// The `WORKER_LOST` a broker would answer for a job whose worker died.
     pub(crate) fn lost_reply(&self) -> Reply {
-        let pid = crate::local::parse_lane_name(&self.name).map_or(0, |(_, pid)| pid);
+        let pid = self.pid;
         let why = format!("worker {pid} ended while it ran the job (on its lane); the job allows no retry");
         Reply::made(crate::protocol::Status::WorkerLost, pid, why.into_bytes())
     }
@@ -381,7 +372,7 @@ impl super::Client {
                         // A dying process closes its sockets one by one: sent
                         // before its broker connection closed, the job could
                         // go to it again through the broker.
-                        lane.wait_exit((Instant::now() + EXIT_WAIT).min(deadline));
+                        lane.wait_exit((Instant::now() + LANE_EXIT_WAIT).min(deadline));
                         let left = job_retries(&job) - 1;
                         frames = request_frames(id, with_retries(job, left), timeout);
                     }

@@ -12,6 +12,23 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// remote worker, or the broker as a worker sees it).
 pub const LIVENESS: u32 = 3;
 
+/// How often a local client reads the lanes directory again (see
+/// PROTOCOL.md 7.1): a new worker's lane is used this late at most.
+pub const LANE_RESCAN: Duration = Duration::from_secs(1);
+
+/// Jobs with more data go through the broker, not a lane: a lane saves a
+/// hop's wake-ups, which only short jobs notice, and the broker's answers
+/// to messages over its limits are the ones to give.
+pub const LANE_MAX_DATA: usize = 1 << 20;
+
+/// How long a client leaves alone a lane whose worker's handler outlived
+/// `--timeout` (it is replaced at `--hard-timeout`, or free again).
+pub const LANE_STUCK_PAUSE: Duration = Duration::from_secs(5);
+
+/// How long a job whose lane's worker died waits for that process to be
+/// gone before it goes to the broker (its broker connection closes last).
+pub const LANE_EXIT_WAIT: Duration = Duration::from_secs(1);
+
 /// A local worker (connected over ipc) whose process still runs may stay
 /// silent this many liveness windows (30 s with the defaults) before it is
 /// dropped anyway: the backstop for a worker that runs but never talks.
