@@ -93,9 +93,9 @@ impl JobLoop<'_> {
                     )),
                 };
                 match job {
-                    // A lane's job runs (or outlived --timeout): busy
-                    // elsewhere, as for another broker's job, until it ends.
-                    Ok(_) if self.link.handler.is_stuck() || Link::lock(&self.link.lane_running).is_some() => {
+                    // A lane's job has the turn: busy elsewhere, as for
+                    // another broker's job, until it ends.
+                    Ok(_) if self.link.handler.is_busy() => {
                         let frames = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
                         super::pulse::give_back_for(&sockets[origin], frames, RETURN_ELSEWHERE, "stuck");
                         self.link.peers[origin].owes_ready.store(true, Ordering::Release);
@@ -173,8 +173,7 @@ impl JobLoop<'_> {
                         (Status::Cancelled, HandlerOutput::Text(String::new()))
                     }
                     Ok(out) if out.len().saturating_add(head) > limit => {
-                        let msg =
-                            format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());
+                        let msg = super::wire::oversized_result(out.len(), limit);
                         (Status::HandlerError, HandlerOutput::Text(msg))
                     }
                     Ok(out) => (Status::Ok, HandlerOutput::Plugin(out)),

@@ -56,6 +56,12 @@ impl HandlerTurn {
         self.stuck.store(true, Ordering::Release);
     }
 
+    /// Whether a job has the turn: asked by the job thread, whose own jobs
+    /// take it only while it runs them, so it is the lane's.
+    pub(super) fn is_busy(&self) -> bool {
+        *self.lock()
+    }
+
     /// Whether the running job's handler outlived `--timeout`.
     pub(super) fn is_stuck(&self) -> bool {
         self.stuck.load(Ordering::Acquire)
@@ -85,8 +91,10 @@ mod tests {
             let got = waiter.join().unwrap();
             assert!(!got, "turned away while the handler is stuck");
             assert!(turn.is_stuck());
+            assert!(turn.is_busy());
             drop(first);
             assert!(!turn.is_stuck(), "the stuck job's end ends it");
+            assert!(!turn.is_busy());
             let again = turn.take_unless_stuck();
             assert!(again.is_some());
             // A plain waiter gets the turn when it is given up.

@@ -267,8 +267,10 @@ impl JobLoop<'_> {
     /// Returns, per broker, whether it was told.
     pub(super) fn free_again(&self, sockets: &[BrokerSocket]) -> Result<Vec<bool>> {
         let mut told = vec![false; sockets.len()];
-        // Not free while a lane's handler is stuck: READY once it returns.
-        if self.link.handler.is_stuck() {
+        // Not free while a lane's job has the turn (the job thread runs
+        // none here): READY once it ends (see `Link::lane_free`), not now,
+        // or the broker would send the job back at once, and again.
+        if self.link.handler.is_busy() {
             return Ok(told);
         }
         for (i, peer) in self.link.peers.iter().enumerate() {

@@ -106,6 +106,11 @@ pub(super) fn send_raw(socket: &BrokerSocket, frame: &[u8]) -> Result<bool> {
     }
 }
 
+/// The error text for a result over the maximum message size.
+pub(super) fn oversized_result(len: usize, limit: usize) -> String {
+    format!("result of {len} bytes exceeds the maximum message size ({limit} bytes)")
+}
+
 /// A random duration in `0..=max` (spreads the retirement of workers).
 pub(super) fn jitter(max: Duration) -> Duration {
     max.mul_f64(u64::from_le_bytes(random_or_clock()) as f64 / u64::MAX as f64)
