@@ -367,17 +367,20 @@ impl super::Client {
                 LaneOutcome::Reply(reply) => return Ok(Outcome::Reply(reply)),
                 LaneOutcome::Timeout => return Ok(Outcome::Timeout),
                 LaneOutcome::NotRun => {}
-                LaneOutcome::Lost => match retry {
-                    Some(job) => {
-                        // A dying process closes its sockets one by one: sent
-                        // before its broker connection closed, the job could
-                        // go to it again through the broker.
-                        lane.wait_exit((Instant::now() + LANE_EXIT_WAIT).min(deadline));
-                        let left = job_retries(&job) - 1;
-                        frames = request_frames(id, with_retries(job, left), timeout);
+                LaneOutcome::Lost => {
+                    // A dying process closes its sockets one by one: until its
+                    // broker connection is closed too, the broker counts it
+                    // idle (its job was the lane's) and would give it the
+                    // retry, or this caller's next job.
+                    lane.wait_exit((Instant::now() + LANE_EXIT_WAIT).min(deadline));
+                    match retry {
+                        Some(job) => {
+                            let left = job_retries(&job) - 1;
+                            frames = request_frames(id, with_retries(job, left), timeout);
+                        }
+                        None => return Ok(Outcome::Reply(lane.lost_reply())),
                     }
-                    None => return Ok(Outcome::Reply(lane.lost_reply())),
-                },
+                }
             }
         }
         Ok(local.call(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome"))
