@@ -179,7 +179,7 @@ struct Link {
     lane_free: Wakeup,
     /// Jobs the lane answered, told to the brokers with each heartbeat.
     lane_jobs: std::sync::atomic::AtomicU64,
-    /// The job the lane's handler runs, watched by the pulse thread.
+    /// The job the lane's handler runs, when there is a limit for the pulse thread to watch.
     lane_running: Mutex<Option<lane::LaneRunning>>,
     job_thread: libc::pthread_t,
 }
@@ -363,6 +363,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
                 plugin: &plugin,
                 service: &service,
                 link: &link,
+                watched: options.timeout.is_some() || options.hard_timeout.is_some(),
                 poke_pulse: options.timeout.is_some_and(|t| t < options.heartbeat_interval),
                 max_message_bytes: options.max_message_bytes,
             };

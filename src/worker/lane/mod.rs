@@ -52,6 +52,9 @@ pub(super) struct LaneJobs<'a> {
     /// running job (watched by the pulse) and its count, the brokers owed a
     /// `READY` once the lane's job ends, and the wake-up that says so.
     pub link: &'a Link,
+    /// `--timeout` or `--hard-timeout` is set: each job is shown to the
+    /// pulse thread's watch (see `watch`).
+    pub watched: bool,
     /// Set the pulse thread's timer as each job starts: its `--timeout` is
     /// shorter than the pulse's own wake-ups.
     pub poke_pulse: bool,
@@ -262,23 +265,26 @@ fn answer(frames: &Frames, jobs: &LaneJobs<'_>, cancelled: &AtomicBool, caller: 
             let why = b"this worker's handler is stuck past --timeout";
             return Ok(Answer::Reply(reply(request.id, Status::NoWorker, why, false)));
         };
-        let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
-        *Link::lock(&jobs.link.lane_running) = Some(LaneRunning {
-            started: std::time::Instant::now(),
-            request_id: request.id,
-            job_id: caller.job_id,
-            fd: caller.fd,
-            clean: caller.clean,
-            headers: summary,
-            thread: crate::sys::current_thread(),
-            timed_out: None,
-        });
+        // Only what the pulse's watch reads, and only with a limit to watch.
+        if jobs.watched {
+            let summary = headers.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ");
+            *Link::lock(&jobs.link.lane_running) = Some(LaneRunning {
+                started: std::time::Instant::now(),
+                request_id: request.id,
+                job_id: caller.job_id,
+                fd: caller.fd,
+                clean: caller.clean,
+                headers: summary,
+                thread: crate::sys::current_thread(),
+                timed_out: None,
+            });
+        }
         if jobs.poke_pulse {
             // The pulse sleeps up to a heartbeat: it looks at this job now.
             jobs.link.timer.set(std::time::Duration::from_micros(1));
         }
         let outcome = jobs.plugin.handle_job(headers.iter().copied(), request.data, caller.job_id, cancelled);
-        let finished = Link::lock(&jobs.link.lane_running).take();
+        let finished = jobs.watched.then(|| Link::lock(&jobs.link.lane_running).take()).flatten();
         (outcome, finished.and_then(|r| r.timed_out))
     };
     jobs.link.lane_jobs.fetch_add(1, Ordering::Relaxed);
@@ -292,8 +298,7 @@ fn answer(frames: &Frames, jobs: &LaneJobs<'_>, cancelled: &AtomicBool, caller: 
     }
     Ok(Answer::Reply(match outcome {
         Ok(out) if out.len().saturating_add(COMMAND_LEN + 4) > jobs.max_message_bytes => {
-            let limit = jobs.max_message_bytes;
-            let why = format!("result of {} bytes exceeds the maximum message size ({limit} bytes)", out.len());
+            let why = crate::worker::wire::oversized_result(out.len(), jobs.max_message_bytes);
             reply(request.id, Status::HandlerError, why.as_bytes(), false)
         }
         Ok(out) => reply(request.id, Status::Ok, &out, request.inline),
