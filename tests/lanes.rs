@@ -194,6 +194,42 @@ fn a_stopping_worker_sends_its_callers_to_the_broker_and_none_fails() {
     drop(cluster);
 }
 
+/// The requests one lane has not answered, all clients' (its load word).
+fn lane_load(lane: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(lane.with_extension("load")).unwrap();
+    u64::from_ne_bytes(bytes[..8].try_into().unwrap())
+}
+
+#[test]
+fn a_stopping_worker_runs_no_request_waiting_on_its_lane() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let mut laned = start_worker(&dir, "test_plugin", &[], "laned");
+    let other = start_worker(&dir, "test_plugin", &["--no-lanes"], "other");
+    let lane = wait_lanes(&dir, 1).remove(0);
+    let pid_job = || JobRequest::new("").header("action", "pid");
+    // A caller with a connection to the lane already (its next request is
+    // read at once), and one that will wait to be accepted.
+    let (running, connected, queued) = (dir.client(), dir.client(), dir.client());
+    assert_eq!(connected.execute(pid_job(), T).unwrap(), laned.pid().to_string().as_bytes());
+    let file = dir.path().join("started");
+    std::thread::scope(|s| {
+        let first = s.spawn(|| running.execute(sleep_job(600, &file), T));
+        wait_until("the lane's job to start", T, || file.exists());
+        let waiting: Vec<_> = [&connected, &queued].map(|c| s.spawn(move || c.execute(pid_job(), T))).into();
+        wait_until("both requests to wait on the lane", T, || lane_load(&lane) == 3);
+        laned.signal(libc::SIGTERM);
+        assert_eq!(first.join().unwrap().unwrap(), b"slept", "the job running finishes");
+        // The two waiting were not run by the stopping worker: they went
+        // to the broker, which gave them to the other.
+        for call in waiting {
+            let ran_on = String::from_utf8(call.join().unwrap().unwrap()).unwrap();
+            assert_eq!(ran_on, other.pid().to_string(), "run by the other worker, not {}", laned.pid());
+        }
+    });
+    assert_eq!(laned.wait_exit(T).expect("exits").code(), Some(0));
+}
+
 #[test]
 fn stale_and_hostile_peers_change_nothing() {
     let dir = TestDir::new();

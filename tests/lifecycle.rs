@@ -152,10 +152,14 @@ fn sigterm_lets_in_flight_jobs_finish_refuses_new_ones_and_leaves_nothing() {
         wait_until("both jobs to start", T, || file.exists());
     }
     cluster.signal(libc::SIGTERM);
+    // With a priority, so the broker's answer is asked for: a job without
+    // one goes to a lane first, and is sent to the broker only once its
+    // lane closes, as late as the in-flight jobs end and the broker with them.
+    let late = || JobRequest::new("late").priority(1);
     wait_until(
         "the broker to drain",
         T,
-        || matches!(client.execute("late", T), Err(Error::NoWorker(m)) if m.contains("shutting down")),
+        || matches!(client.execute(late(), T), Err(Error::NoWorker(m)) if m.contains("shutting down")),
     );
     for (_, call) in calls {
         assert_eq!(call.join().unwrap().unwrap(), b"done", "in-flight jobs complete");

@@ -265,7 +265,10 @@ impl Lane {
                 }
                 Err(_) => {
                     self.set_unusable(GONE);
-                    return LaneOutcome::Lost;
+                    // A lane greets a connection as it accepts it, before it
+                    // reads a request: one closed ungreeted (still queued
+                    // when its worker stopped or died) ran nothing.
+                    return if conn.greeted() { LaneOutcome::Lost } else { LaneOutcome::NotRun };
                 }
             }
         }

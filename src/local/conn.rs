@@ -200,6 +200,11 @@ impl Conn {
         self.input.has_message()
     }
 
+    /// Whether the peer's greeting was read.
+    pub fn greeted(&self) -> bool {
+        self.input.greeted()
+    }
+
     /// The next complete message already read, if any.
     pub fn next_message(&mut self) -> Result<Option<Frames>, FrameError> {
         Ok(self.input.next_message()?.map(|parts| parts.map(zmq::Message::from).collect()))

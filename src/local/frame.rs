@@ -127,6 +127,12 @@ impl Decoder {
         Decoder { buf: Vec::new(), start: 0, greeted: false, limit }
     }
 
+    /// Whether the peer's greeting was read: a lane greets a connection
+    /// as it accepts it, before it reads a request (see `client::lanes`).
+    pub fn greeted(&self) -> bool {
+        self.greeted
+    }
+
     /// Bytes received and not yet taken (as the greeting or a message).
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start

@@ -96,14 +96,23 @@ fn serve_until(lane: &Lane, jobs: &LaneJobs<'_>, stop: &Wakeup, callers: &mut Ve
     tracing::info!(lane = %lane.path().display(), "serving local clients on a lane");
     loop {
         let ready: Vec<(u64, u32)> = epoll.wait(-1)?.collect();
+        // Told to stop: the requests waiting are not run (their callers go
+        // to the broker), whatever the order they came in beside it.
+        if ready.iter().any(|&(token, _)| token == STOP) {
+            return Ok(());
+        }
+        let mut batch = Batch { stop, ran: false, stopping: false };
         for (token, events) in ready {
             match token {
-                STOP => return Ok(()),
                 LISTENER => accept(&lane.listener, &epoll, callers, limit),
                 token => {
                     let i = (token - FIRST_CONN) as usize;
                     let Some(caller) = callers.get_mut(i).and_then(Option::as_mut) else { continue };
-                    if let Err(why) = caller.serve(events, jobs, &lane.load, &cancelled, &mut next_id) {
+                    let served = caller.serve(events, jobs, &lane.load, &cancelled, &mut next_id, &mut batch);
+                    if batch.stopping {
+                        return Ok(());
+                    }
+                    if let Err(why) = served {
                         if !why.is_empty() {
                             tracing::warn!("a lane's caller was cut off: {why}");
                         }
@@ -144,8 +153,11 @@ fn accept(listener: &Listener, epoll: &Epoll, callers: &mut Vec<Option<Caller>>,
             }
             Err(_) => continue,
         }
-        // The greeting; a caller gone already is found by its first read.
-        let _ = conn.flush();
+        // The greeting, before any request is read: a caller whose
+        // connection closes ungreeted knows its request never ran.
+        if !matches!(conn.flush(), Ok(true)) {
+            continue;
+        }
         let i = callers.iter().position(Option::is_none).unwrap_or_else(|| {
             callers.push(None);
             callers.len() - 1
@@ -168,6 +180,7 @@ impl Caller {
         load: &crate::local::load::LoadWord,
         cancelled: &AtomicBool,
         next_id: &mut u64,
+        batch: &mut Batch<'_>,
     ) -> Result<(), String> {
         if events & epoll::OUT != 0 {
             self.conn.flush().map_err(|e| e.to_string())?;
@@ -190,6 +203,9 @@ impl Caller {
             };
             if !std::mem::replace(&mut self.introduced, true) {
                 continue;
+            }
+            if !batch.may_run() {
+                return Ok(());
             }
             *next_id += 1;
             let clean = self.conn.unwritten() == 0;
@@ -223,6 +239,28 @@ impl Caller {
             n if n >= LOCAL_READ_PAUSE => epoll::OUT,
             _ => epoll::IN | epoll::OUT,
         }
+    }
+}
+
+/// The requests one wake-up of the lane found. The wake-up itself showed
+/// no stop; a job may have run long enough for one to come since, so each
+/// further job looks first (one peek, only when several wait at once).
+struct Batch<'a> {
+    stop: &'a Wakeup,
+    ran: bool,
+    /// A stop was seen between two jobs: the lane closes now.
+    stopping: bool,
+}
+
+impl Batch<'_> {
+    /// Whether the next request may run: false once a stop was requested.
+    fn may_run(&mut self) -> bool {
+        if self.ran && self.stop.requested() {
+            self.stopping = true;
+            return false;
+        }
+        self.ran = true;
+        true
     }
 }
 
