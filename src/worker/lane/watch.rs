@@ -11,7 +11,7 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Command, CommandFrame, Status};
+use crate::protocol::Status;
 use crate::syscall;
 use crate::worker::{stackdump, Link, WorkerOptions, EXIT_STUCK};
 
@@ -61,10 +61,9 @@ pub(in crate::worker) fn check(link: &Link, options: &WorkerOptions) {
     }
     let Some(limit) = options.timeout.filter(|t| elapsed >= *t && r.timed_out.is_none()) else { return };
     let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
-    let pid = std::process::id().to_le_bytes();
-    let head = CommandFrame::new(Command::Reply, r.request_id, Status::Timeout as u32, &pid);
+    let frames = super::wire::reply(r.request_id, Status::Timeout, message.as_bytes(), true);
     let mut bytes = Vec::new();
-    crate::local::frame::encode_into(&mut bytes, &[&head.with_data(message.as_bytes()).encode()]);
+    crate::local::frame::encode_into(&mut bytes, &frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
     // SAFETY (the send below): fd is the caller's open connection (see LaneRunning::fd); the
     // pointer and length describe `bytes`. Non-blocking: what is not taken
     // now is queued by the lane thread.
