@@ -25,6 +25,7 @@ use super::procs::{self, Guarded};
 use super::relay_direct;
 use super::relay_hub::{self, Work, MAX_MESSAGE};
 use super::seqpacket::{readable_within, Seq};
+use super::CpuPerJob;
 use crate::error::{Error, Result};
 use crate::plugin::LoadedPlugin;
 
@@ -240,11 +241,11 @@ impl Relay {
         Ok(Relay { hub: None, workers, fronts, back: None, echo: false, _reports: reports })
     }
 
-    /// CPU time so far of the hub, the workers and this process (the callers).
-    fn cpu(&self) -> Duration {
-        let helpers: Duration = self.workers.iter().map(|w| procs::cpu_time(w.pid())).sum();
+    /// CPU time so far of this process (the callers), the hub and the workers.
+    fn cpu(&self) -> Spent {
+        let workers: Duration = self.workers.iter().map(|w| procs::cpu_time(w.pid())).sum();
         let hub = self.hub.as_ref().map_or(Duration::ZERO, |h| procs::cpu_time(h.pid()));
-        helpers + hub + procs::own_cpu_time()
+        Spent { callers: procs::own_cpu_time(), hub, workers }
     }
 
     /// Caller `i`'s connection.
@@ -262,19 +263,21 @@ impl Relay {
         }
         let before = self.cpu();
         let (lat, _) = latency_loop(duration, || self.round_trip(&s, payload, &mut buf))?;
-        let cpu = self.cpu().saturating_sub(before);
+        let cpu = self.cpu().since(&before).total();
         Ok((lat.clone(), per_job(cpu, lat.count)))
     }
 
     /// `n` callers' round trips for `duration`: throughput and CPU per job.
     pub fn callers(&self, n: usize, payload: &[u8], duration: Duration) -> Result<RelayCallers> {
-        let (rate, cpu_us_per_job) = self.callers_within(n, payload, Limit::Time(duration))?;
+        let (rate, cpu) = self.callers_within(n, payload, Limit::Time(duration))?;
+        let cpu_us_per_job = cpu.client_us + cpu.broker_us + cpu.workers_us;
         Ok(RelayCallers { callers: n, jobs_per_s: rate.jobs_per_s, cpu_us_per_job })
     }
 
     /// `n` callers' round trips until `limit`: their rate, and the CPU per
-    /// job in µs of the hub, the workers and the callers together.
-    pub fn callers_within(&self, n: usize, payload: &[u8], limit: Limit) -> Result<(Rate, f64)> {
+    /// job in µs of each side: the callers (as a client), the hub (as a
+    /// broker, none without one) and the workers.
+    pub fn callers_within(&self, n: usize, payload: &[u8], limit: Limit) -> Result<(Rate, CpuPerJob)> {
         let sockets = (0..n).map(|i| self.caller(i)).collect::<Result<Vec<_>>>()?;
         let mut buf = vec![0u8; MAX_MESSAGE];
         for s in &sockets {
@@ -303,8 +306,10 @@ impl Relay {
                 .map(|t| t.join().map_err(|_| Error::ThreadPanicked { thread: "relay caller" }).and_then(|r| r))
                 .sum::<Result<u64>>()
         })?;
-        let (elapsed, cpu) = (start.elapsed(), self.cpu().saturating_sub(before));
-        Ok((Rate::new(jobs, elapsed), per_job(cpu, jobs)))
+        let (elapsed, cpu) = (start.elapsed(), self.cpu().since(&before));
+        let per = |d| per_job(d, jobs);
+        let cpu = CpuPerJob { client_us: per(cpu.callers), broker_us: per(cpu.hub), workers_us: per(cpu.workers) };
+        Ok((Rate::new(jobs, elapsed), cpu))
     }
 
     /// One request and its answer: as long as the request from echo
@@ -326,6 +331,27 @@ impl Drop for Relay {
         for path in self.fronts.iter().chain(&self.back) {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// CPU time spent by each side of a floor.
+struct Spent {
+    callers: Duration,
+    hub: Duration,
+    workers: Duration,
+}
+
+impl Spent {
+    fn since(&self, before: &Spent) -> Spent {
+        Spent {
+            callers: self.callers.saturating_sub(before.callers),
+            hub: self.hub.saturating_sub(before.hub),
+            workers: self.workers.saturating_sub(before.workers),
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.callers + self.hub + self.workers
     }
 }
 

@@ -238,8 +238,8 @@ pub(super) fn crypto_callers(
                 brokered_rounds.push((theirs.jobs_per_s, ideal.jobs_per_s));
                 for (i, floor) in [&relay, &direct].into_iter().enumerate() {
                     let (theirs, ideal) = side_by_side(duration, in_process, |limit| {
-                        let (rate, cpu_us) = floor.callers_within(callers, &job.data, limit)?;
-                        floor_cpu[i].push((cpu_us, rate.jobs));
+                        let (rate, cpu) = floor.callers_within(callers, &job.data, limit)?;
+                        floor_cpu[i].push((cpu, rate.jobs));
                         Ok(rate)
                     })?;
                     floor_rounds[i].push((theirs.jobs_per_s, ideal.jobs_per_s));
@@ -294,18 +294,26 @@ const DIRECT_LINE: (&str, &str) = ("no broker: callers straight to the workers",
 /// line's name and its short name): its share of in-process against the
 /// target's, and its CPU per job outside the handler: all of its
 /// processes (`cpu`: µs per job and jobs, per run), less the CPU a job
-/// takes in-process (`handler_us`).
+/// takes in-process (`handler_us`). Each side's CPU per job goes in the
+/// line too, beside ours: which side a gap to the floor is on.
 fn floor_line(
     what: (&str, &str),
     size: &str,
     callers: usize,
     floor: &Medians,
-    cpu: &[(f64, u64)],
+    cpu: &[(CpuPerJob, u64)],
     handler_us: f64,
     share: f64,
 ) -> Target {
     let jobs: u64 = cpu.iter().map(|&(_, n)| n).sum();
-    let cpu_us = cpu.iter().map(|&(us, n)| us * n as f64).sum::<f64>() / jobs.max(1) as f64;
+    let mean =
+        |side: fn(&CpuPerJob) -> f64| cpu.iter().map(|(c, n)| side(c) * *n as f64).sum::<f64>() / jobs.max(1) as f64;
+    let sides = CpuPerJob {
+        client_us: mean(|c| c.client_us),
+        broker_us: mean(|c| c.broker_us),
+        workers_us: mean(|c| c.workers_us),
+    };
+    let cpu_us = sides.client_us + sides.broker_us + sides.workers_us;
     Target {
         name: format!("  ↳ {}, {size}, {callers} callers", what.0),
         ours: floor.ratio * 100.0,
@@ -319,7 +327,7 @@ fn floor_line(
         ),
         pass: None,
         relay: None,
-        cpu: None,
+        cpu: Some(sides),
     }
 }
 
@@ -330,14 +338,19 @@ mod tests {
     #[test]
     fn a_floor_line_is_its_median_share_and_its_cpu_beyond_the_handler() {
         let floor = Medians::of(&[(70.0, 100.0), (80.0, 100.0), (75.0, 100.0)]);
+        let sides = |client_us, broker_us, workers_us| CpuPerJob { client_us, broker_us, workers_us };
         // 1,000 jobs at 150 µs and 3,000 at 130: 135 µs a job, 100 of them the handler's.
-        let t = floor_line(RELAY_LINE, "~100 µs", 16, &floor, &[(150.0, 1_000), (130.0, 3_000)], 100.0, 0.8);
+        let runs = [(sides(20.0, 10.0, 120.0), 1_000), (sides(12.0, 6.0, 112.0), 3_000)];
+        let t = floor_line(RELAY_LINE, "~100 µs", 16, &floor, &runs, 100.0, 0.8);
+        let c = t.cpu.expect("each side's CPU per job is in the line");
+        let near = |got: f64, want: f64| (got - want).abs() < 1e-9;
+        assert!(near(c.client_us, 14.0) && near(c.broker_us, 7.0) && near(c.workers_us, 114.0), "{c:?}");
         assert!((t.ours - 75.0).abs() < 1e-9, "{}", t.ours);
         assert_eq!((t.reference, t.pass), (80.0, None));
         assert!(t.rule.contains("35.0 µs CPU per job beyond the handler's 100"), "{}", t.rule);
         assert!(t.rule.contains("70.0 / 80.0 / 75.0"), "every round's share is shown: {}", t.rule);
         assert!(t.name.contains("the relay floor running the job, ~100 µs, 16 callers"), "{}", t.name);
-        let t = floor_line(DIRECT_LINE, "~1 ms", 4, &floor, &[(1010.0, 10)], 1000.0, 0.9);
+        let t = floor_line(DIRECT_LINE, "~1 ms", 4, &floor, &[(sides(4.0, 0.0, 1006.0), 10)], 1000.0, 0.9);
         assert!(t.name.starts_with("  ↳ no broker: callers straight to the workers, ~1 ms, 4 callers"), "{}", t.name);
         assert!(t.rule.starts_with("report: no hub ÷ in-process"), "{}", t.rule);
         assert!(t.rule.contains("10.0 µs CPU per job beyond the handler's 1000"), "{}", t.rule);

@@ -160,6 +160,7 @@ pub fn format_suite(r: &SuiteReport) -> String {
             s += &format!("{:<46} {:>8.1} {:>8.1} {:>8.1}\n", t.name, c.client_us, c.broker_us, c.workers_us);
         }
     }
+    s += "(a floor's CLIENT is its callers, its BROKER the relay's hub)\n";
     for (name, f) in [("unpinned", &r.floor_unpinned), ("pinned", &r.floor_pinned)] {
         s += &format!(
             "\nfloor {name}: REQ/REP p50 {:.0} µs, REQ→proxy→REP p50 {:.0} µs, pipelined via proxy {:.0} msg/s\n",
