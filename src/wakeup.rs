@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -14,6 +15,8 @@ use crate::syscall;
 #[derive(Clone, Debug)]
 pub struct Wakeup {
     inner: Arc<(UnixStream, UnixStream)>,
+    /// Set by every trigger and signal, never cleared: see [`Wakeup::ever_triggered`].
+    ever: Arc<AtomicBool>,
 }
 
 impl Wakeup {
@@ -22,13 +25,17 @@ impl Wakeup {
         let (read, write) = UnixStream::pair().map_err(Error::io("creating the shutdown pipe"))?;
         read.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
         write.set_nonblocking(true).map_err(Error::io("shutdown pipe"))?;
-        Ok(Wakeup { inner: Arc::new((read, write)) })
+        Ok(Wakeup { inner: Arc::new((read, write)), ever: Arc::default() })
     }
 
-    /// Also trigger on these signals (the handler only writes to the pipe).
+    /// Also trigger on these signals (the handler only sets a flag and
+    /// writes to the pipe).
     pub fn on_signals(self, signals: &[i32]) -> Result<Self> {
         for &sig in signals {
             let write = self.inner.1.try_clone().map_err(Error::io("shutdown pipe"))?;
+            // The flag first: a poller the pipe wakes finds it set.
+            signal_hook::flag::register(sig, Arc::clone(&self.ever))
+                .map_err(Error::io(format!("installing handler for signal {sig}")))?;
             signal_hook::low_level::pipe::register(sig, write)
                 .map_err(Error::io(format!("installing handler for signal {sig}")))?;
         }
@@ -42,8 +49,16 @@ impl Wakeup {
 
     /// Wakes every poller of this handle (and its clones) until cleared.
     pub fn trigger(&self) {
+        self.ever.store(true, Ordering::Release);
         // A full pipe already holds a stop request.
         let _ = (&self.inner.1).write(&[1]);
+    }
+
+    /// Whether it was ever triggered, cleared or not: for a stop, which is
+    /// never cleared, the same answer as [`Wakeup::requested`] without a
+    /// system call (a lane asks between every two jobs).
+    pub fn ever_triggered(&self) -> bool {
+        self.ever.load(Ordering::Acquire)
     }
 
     /// Whether a stop was requested (does not consume it).
@@ -185,6 +200,19 @@ mod tests {
         assert_eq!(zmq::poll(&mut items, 0).unwrap(), 1);
         b.clear();
         assert!(!a.requested());
+        assert!(a.ever_triggered(), "cleared, but it was triggered");
+    }
+
+    #[test]
+    fn a_signal_is_seen_without_reading_the_pipe() {
+        let a = Wakeup::new().unwrap().on_signals(&[libc::SIGURG]).unwrap();
+        let b = Wakeup::new().unwrap();
+        assert!(!a.ever_triggered());
+        // SAFETY: raise(3) with a signal whose handler is installed above;
+        // it runs before raise returns, on this thread.
+        assert_eq!(unsafe { libc::raise(libc::SIGURG) }, 0);
+        assert!(a.ever_triggered() && a.requested());
+        assert!(!b.ever_triggered(), "another wake-up is not triggered by it");
     }
 
     #[test]

@@ -231,6 +231,44 @@ fn a_stopping_worker_runs_no_request_waiting_on_its_lane() {
 }
 
 #[test]
+fn a_stop_between_two_jobs_read_together_runs_only_the_first() {
+    let dir = TestDir::new();
+    let _broker = start_broker(&dir, &[]);
+    let mut laned = start_worker(&dir, "test_plugin", &[], "laned");
+    let other = start_worker(&dir, "test_plugin", &["--no-lanes"], "other");
+    let lane = wait_lanes(&dir, 1).remove(0);
+    // Two callers with a connection to the lane each, accepted already.
+    let callers = [dir.client(), dir.client()];
+    for c in &callers {
+        let pid_job = JobRequest::new("").header("action", "pid");
+        assert_eq!(c.execute(pid_job, T).unwrap(), laned.pid().to_string().as_bytes());
+    }
+    // Both requests come while the worker is stopped: its lane reads them
+    // in one wake-up, and runs one while the other waits behind it.
+    let files = [dir.path().join("a"), dir.path().join("b")];
+    laned.signal(libc::SIGSTOP);
+    std::thread::scope(|s| {
+        let calls: Vec<_> =
+            callers.iter().zip(&files).map(|(c, f)| s.spawn(move || c.execute(sleep_job(600, f), T))).collect();
+        wait_until("both requests to wait on the lane", T, || lane_load(&lane) == 2);
+        laned.signal(libc::SIGCONT);
+        wait_until("one of them to start", T, || files.iter().any(|f| f.exists()));
+        laned.signal(libc::SIGTERM);
+        for call in calls {
+            assert_eq!(call.join().unwrap().unwrap(), b"slept");
+        }
+    });
+    // The job that ran first ran on the lane; the stop came before the
+    // other began, which went to the broker and the other worker.
+    let mut ran_on: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    ran_on.sort();
+    let mut want = [laned.pid().to_string(), other.pid().to_string()];
+    want.sort();
+    assert_eq!(ran_on, want, "one on each worker (laned {}, other {})", laned.pid(), other.pid());
+    assert_eq!(laned.wait_exit(T).expect("exits").code(), Some(0));
+}
+
+#[test]
 fn stale_and_hostile_peers_change_nothing() {
     let dir = TestDir::new();
     let _cluster = start_cluster(&dir, "test_plugin", 1, &[]);

@@ -99,13 +99,20 @@ impl Conn {
             frame::encode_into(&mut self.out, frames);
             return self.flush().map(drop);
         }
+        // On the stack: a message sent allocates nothing.
         let last = frames.len().saturating_sub(1);
-        let heads: Vec<[u8; 4]> = frames.iter().enumerate().map(|(i, f)| frame::header(f.len(), i < last)).collect();
-        let mut iov = Vec::with_capacity(frames.len() * 2);
-        for (head, frame) in heads.iter().zip(frames) {
-            iov.push(libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: 4 });
-            iov.push(libc::iovec { iov_base: frame.as_ptr() as *mut _, iov_len: frame.len() });
+        let mut heads = [[0u8; 4]; MAX_FRAMES];
+        for (i, f) in frames.iter().enumerate() {
+            heads[i] = frame::header(f.len(), i < last);
         }
+        let heads = &heads[..frames.len()];
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut iov = [empty; 2 * MAX_FRAMES];
+        for (i, (head, frame)) in heads.iter().zip(frames).enumerate() {
+            iov[2 * i] = libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: 4 };
+            iov[2 * i + 1] = libc::iovec { iov_base: frame.as_ptr() as *mut _, iov_len: frame.len() };
+        }
+        let iov = &mut iov[..2 * frames.len()];
         // SAFETY: msghdr is plain data; all zeroes is a valid empty header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();

@@ -5,7 +5,7 @@
 //! keeping them waiting, and the job thread gives the brokers' jobs back
 //! (busy elsewhere) instead of taking them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,6 +16,9 @@ const STUCK_CHECK: Duration = Duration::from_millis(50);
 #[derive(Default)]
 pub(super) struct HandlerTurn {
     busy: Mutex<bool>,
+    /// Threads waiting for the turn; changed and read under `busy`'s lock.
+    /// A turn given up with none skips the wake (a system call per job).
+    waiters: AtomicUsize,
     free: Condvar,
     stuck: AtomicBool,
 }
@@ -32,7 +35,9 @@ impl HandlerTurn {
     pub(super) fn take(&self) -> Turn<'_> {
         let mut busy = self.lock();
         while *busy {
+            self.waiters.fetch_add(1, Ordering::Relaxed);
             busy = self.free.wait(busy).unwrap_or_else(|p| p.into_inner());
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
         *busy = true;
         Turn(self)
@@ -45,7 +50,9 @@ impl HandlerTurn {
             if self.is_stuck() {
                 return None;
             }
+            self.waiters.fetch_add(1, Ordering::Relaxed);
             busy = self.free.wait_timeout(busy, STUCK_CHECK).unwrap_or_else(|p| p.into_inner()).0;
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
         *busy = true;
         Some(Turn(self))
@@ -71,8 +78,15 @@ impl HandlerTurn {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.stuck.store(false, Ordering::Release);
-        *self.0.lock() = false;
-        self.0.free.notify_one();
+        let mut busy = self.0.lock();
+        *busy = false;
+        // Counted under this lock: a thread not counted now waits for it
+        // and then finds the turn free.
+        let waiting = self.0.waiters.load(Ordering::Relaxed) > 0;
+        drop(busy);
+        if waiting {
+            self.0.free.notify_one();
+        }
     }
 }
 

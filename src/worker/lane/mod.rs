@@ -244,7 +244,8 @@ impl Caller {
 
 /// The requests one wake-up of the lane found. The wake-up itself showed
 /// no stop; a job may have run long enough for one to come since, so each
-/// further job looks first (one peek, only when several wait at once).
+/// further job looks first (a flag the stop's trigger or signal sets: no
+/// system call between jobs).
 struct Batch<'a> {
     stop: &'a Wakeup,
     ran: bool,
@@ -255,7 +256,7 @@ struct Batch<'a> {
 impl Batch<'_> {
     /// Whether the next request may run: false once a stop was requested.
     fn may_run(&mut self) -> bool {
-        if self.ran && self.stop.requested() {
+        if self.ran && self.stop.ever_triggered() {
             self.stopping = true;
             return false;
         }
