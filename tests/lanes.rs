@@ -200,13 +200,18 @@ fn lane_load(lane: &std::path::Path) -> u64 {
     u64::from_ne_bytes(bytes[..8].try_into().unwrap())
 }
 
+/// A broker, a worker with a lane, one without (for the lane's callers when it closes), and the lane.
+fn laned_and_other(dir: &TestDir) -> (Proc, Proc, Proc, std::path::PathBuf) {
+    let broker = start_broker(dir, &[]);
+    let laned = start_worker(dir, "test_plugin", &[], "laned");
+    let other = start_worker(dir, "test_plugin", &["--no-lanes"], "other");
+    (broker, laned, other, wait_lanes(dir, 1).remove(0))
+}
+
 #[test]
 fn a_stopping_worker_runs_no_request_waiting_on_its_lane() {
     let dir = TestDir::new();
-    let _broker = start_broker(&dir, &[]);
-    let mut laned = start_worker(&dir, "test_plugin", &[], "laned");
-    let other = start_worker(&dir, "test_plugin", &["--no-lanes"], "other");
-    let lane = wait_lanes(&dir, 1).remove(0);
+    let (_broker, mut laned, other, lane) = laned_and_other(&dir);
     let pid_job = || JobRequest::new("").header("action", "pid");
     // A caller with a connection to the lane already (its next request is
     // read at once), and one that will wait to be accepted.
@@ -233,16 +238,11 @@ fn a_stopping_worker_runs_no_request_waiting_on_its_lane() {
 #[test]
 fn a_stop_between_two_jobs_read_together_runs_only_the_first() {
     let dir = TestDir::new();
-    let _broker = start_broker(&dir, &[]);
-    let mut laned = start_worker(&dir, "test_plugin", &[], "laned");
-    let other = start_worker(&dir, "test_plugin", &["--no-lanes"], "other");
-    let lane = wait_lanes(&dir, 1).remove(0);
+    let (_broker, mut laned, other, lane) = laned_and_other(&dir);
     // Two callers with a connection to the lane each, accepted already.
     let callers = [dir.client(), dir.client()];
-    for c in &callers {
-        let pid_job = JobRequest::new("").header("action", "pid");
-        assert_eq!(c.execute(pid_job, T).unwrap(), laned.pid().to_string().as_bytes());
-    }
+    let pid_job = || JobRequest::new("").header("action", "pid");
+    callers.iter().for_each(|c| assert_eq!(c.execute(pid_job(), T).unwrap(), laned.pid().to_string().as_bytes()));
     // Both requests come while the worker is stopped: its lane reads them
     // in one wake-up, and runs one while the other waits behind it.
     let files = [dir.path().join("a"), dir.path().join("b")];
@@ -258,8 +258,7 @@ fn a_stop_between_two_jobs_read_together_runs_only_the_first() {
             assert_eq!(call.join().unwrap().unwrap(), b"slept");
         }
     });
-    // The job that ran first ran on the lane; the stop came before the
-    // other began, which went to the broker and the other worker.
+    // The first ran on the lane; the other, not begun at the stop, went to the other worker.
     let mut ran_on: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
     ran_on.sort();
     let mut want = [laned.pid().to_string(), other.pid().to_string()];

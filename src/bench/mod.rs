@@ -96,6 +96,13 @@ pub struct CpuPerJob {
     pub workers_us: f64,
 }
 
+impl CpuPerJob {
+    /// All processes together, per job.
+    pub fn total_us(&self) -> f64 {
+        self.client_us + self.broker_us + self.workers_us
+    }
+}
+
 /// The figures of one configuration.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {

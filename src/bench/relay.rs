@@ -270,8 +270,7 @@ impl Relay {
     /// `n` callers' round trips for `duration`: throughput and CPU per job.
     pub fn callers(&self, n: usize, payload: &[u8], duration: Duration) -> Result<RelayCallers> {
         let (rate, cpu) = self.callers_within(n, payload, Limit::Time(duration))?;
-        let cpu_us_per_job = cpu.client_us + cpu.broker_us + cpu.workers_us;
-        Ok(RelayCallers { callers: n, jobs_per_s: rate.jobs_per_s, cpu_us_per_job })
+        Ok(RelayCallers { callers: n, jobs_per_s: rate.jobs_per_s, cpu_us_per_job: cpu.total_us() })
     }
 
     /// `n` callers' round trips until `limit`: their rate, and the CPU per

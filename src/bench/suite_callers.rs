@@ -38,8 +38,7 @@ impl CpuTotals {
 
     /// All processes together, per job, in µs.
     fn total_us(&self) -> f64 {
-        let c = self.per_job();
-        c.client_us + c.broker_us + c.workers_us
+        self.per_job().total_us()
     }
 }
 
@@ -313,7 +312,7 @@ fn floor_line(
         broker_us: mean(|c| c.broker_us),
         workers_us: mean(|c| c.workers_us),
     };
-    let cpu_us = sides.client_us + sides.broker_us + sides.workers_us;
+    let cpu_us = sides.total_us();
     Target {
         name: format!("  ↳ {}, {size}, {callers} callers", what.0),
         ours: floor.ratio * 100.0,

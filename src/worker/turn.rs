@@ -5,7 +5,7 @@
 //! keeping them waiting, and the job thread gives the brokers' jobs back
 //! (busy elsewhere) instead of taking them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,46 +15,51 @@ const STUCK_CHECK: Duration = Duration::from_millis(50);
 /// Whose turn it is at the handler.
 #[derive(Default)]
 pub(super) struct HandlerTurn {
-    busy: Mutex<bool>,
-    /// Threads waiting for the turn; changed and read under `busy`'s lock.
-    /// A turn given up with none skips the wake (a system call per job).
-    waiters: AtomicUsize,
+    state: Mutex<State>,
     free: Condvar,
     stuck: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    busy: bool,
+    /// Threads waiting for the turn: a turn given up with none skips the
+    /// wake (a system call per job).
+    waiters: usize,
 }
 
 /// A turn at the handler, given up when dropped (which also ends "stuck").
 pub(super) struct Turn<'t>(&'t HandlerTurn);
 
 impl HandlerTurn {
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for the turn, however long.
     pub(super) fn take(&self) -> Turn<'_> {
-        let mut busy = self.lock();
-        while *busy {
-            self.waiters.fetch_add(1, Ordering::Relaxed);
-            busy = self.free.wait(busy).unwrap_or_else(|p| p.into_inner());
-            self.waiters.fetch_sub(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        while state.busy {
+            state.waiters += 1;
+            state = self.free.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.waiters -= 1;
         }
-        *busy = true;
+        state.busy = true;
         Turn(self)
     }
 
     /// Waits for the turn unless the job that has it is stuck: `None` then.
     pub(super) fn take_unless_stuck(&self) -> Option<Turn<'_>> {
-        let mut busy = self.lock();
-        while *busy {
+        let mut state = self.lock();
+        while state.busy {
             if self.is_stuck() {
                 return None;
             }
-            self.waiters.fetch_add(1, Ordering::Relaxed);
-            busy = self.free.wait_timeout(busy, STUCK_CHECK).unwrap_or_else(|p| p.into_inner()).0;
-            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            state.waiters += 1;
+            state = self.free.wait_timeout(state, STUCK_CHECK).unwrap_or_else(|p| p.into_inner()).0;
+            state.waiters -= 1;
         }
-        *busy = true;
+        state.busy = true;
         Some(Turn(self))
     }
 
@@ -66,7 +71,7 @@ impl HandlerTurn {
     /// Whether a job has the turn: asked by the job thread, whose own jobs
     /// take it only while it runs them, so it is the lane's.
     pub(super) fn is_busy(&self) -> bool {
-        *self.lock()
+        self.lock().busy
     }
 
     /// Whether the running job's handler outlived `--timeout`.
@@ -78,12 +83,11 @@ impl HandlerTurn {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.stuck.store(false, Ordering::Release);
-        let mut busy = self.0.lock();
-        *busy = false;
-        // Counted under this lock: a thread not counted now waits for it
-        // and then finds the turn free.
-        let waiting = self.0.waiters.load(Ordering::Relaxed) > 0;
-        drop(busy);
+        let mut state = self.0.lock();
+        state.busy = false;
+        // A thread not counted now waits for this lock, then finds the turn free.
+        let waiting = state.waiters > 0;
+        drop(state);
         if waiting {
             self.0.free.notify_one();
         }
