@@ -77,6 +77,13 @@ fn echo_through_separate_broker_and_worker_processes_over_ipc_and_tcp() {
         let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
         assert_eq!(client.execute(payload.clone(), T).unwrap(), payload);
         assert_eq!(client.execute(JobRequest::new("named").service("echo"), T).unwrap(), b"named");
+        // Jobs the caller keeps and sends again (framed in one frame, and
+        // in two past the inline limit).
+        for kept in [JobRequest::new("kept").service("echo"), JobRequest::new(payload.clone())] {
+            for _ in 0..2 {
+                assert_eq!(client.execute_ref(&kept, T).unwrap(), kept.data);
+            }
+        }
         // SIGTERM: the lone worker unregisters and exits 0.
         worker.signal(libc::SIGTERM);
         assert!(worker.wait_exit(T).expect("worker exits").success(), "{}", worker.stderr());

@@ -143,7 +143,7 @@ fn failover_round(pair: &mut Pair, job: &JobRequest, before: Duration, after: Du
     let client = pair.client_of_both()?;
     let job = job.clone().retry(1);
     for _ in 0..50 {
-        client.execute(job.clone(), Duration::from_secs(30))?;
+        client.execute_ref(&job, Duration::from_secs(30))?;
     }
     let stop = AtomicBool::new(false);
     let seen = Mutex::new(Seen::default());
@@ -153,7 +153,7 @@ fn failover_round(pair: &mut Pair, job: &JobRequest, before: Duration, after: Du
                 let mut mine = Seen::default();
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
-                    let result = client.execute(job.clone(), Duration::from_secs(10));
+                    let result = client.execute_ref(&job, Duration::from_secs(10));
                     let answered = Instant::now();
                     mine.requests += 1;
                     mine.slowest = mine.slowest.max(answered - sent);

@@ -145,7 +145,7 @@ pub fn concurrent(client: &Client, job: &JobRequest, callers: usize, limit: Limi
                     let (mut h, mut errors) = (histogram(), 0);
                     while budget.take() {
                         let t = Instant::now();
-                        match client.execute(job.clone(), Duration::from_secs(30)) {
+                        match client.execute_ref(job, Duration::from_secs(30)) {
                             Ok(_) => h.saturating_record(t.elapsed().as_micros().max(1) as u64),
                             Err(_) => errors += 1,
                         }

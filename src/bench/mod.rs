@@ -185,7 +185,7 @@ fn start_cluster(options: &BenchOptions) -> Result<BenchCluster> {
 pub fn drive(client: &Client, job: &JobRequest, mode: Mode, limit: Limit) -> Result<(Rate, Lat, u64)> {
     // Warm-up: connections, caches, the workers' first jobs.
     for _ in 0..50 {
-        client.execute(job.clone(), Duration::from_secs(30))?;
+        client.execute_ref(job, Duration::from_secs(30))?;
     }
     match mode {
         Mode::Callers(n) => Ok(measure::concurrent(client, job, n, limit)),

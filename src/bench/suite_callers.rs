@@ -55,7 +55,7 @@ fn callers_run(
     cpu: &mut CpuTotals,
 ) -> Result<(Rate, Lat)> {
     for _ in 0..50 {
-        client.execute(job.clone(), Duration::from_secs(30))?;
+        client.execute_ref(job, Duration::from_secs(30))?;
     }
     let (own, (broker, workers)) = (procs::own_cpu_time(), cluster.cpu());
     let (rate, lat, errors) = measure::concurrent(client, job, callers, limit);

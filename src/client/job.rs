@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::protocol::{encode_headers, encode_request_tail, Command, CommandFrame, INLINE_MAX};
+use crate::local::frame::append_frame;
+use crate::protocol::{append_request, encode_headers, encode_request_tail, Command, CommandFrame, INLINE_MAX};
 
 /// One job: data, headers and the service that should run it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,8 +128,13 @@ pub(super) fn with_retries(mut job: JobRequest, n: u32) -> JobRequest {
     job
 }
 
+/// A timeout as a request carries it: in ms, at least 1.
+fn timeout_ms(timeout: Duration) -> u32 {
+    timeout.as_millis().clamp(1, u32::MAX as u128) as u32
+}
+
 pub(super) fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec<zmq::Message> {
-    let timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+    let timeout_ms = timeout_ms(timeout);
     let headers = encode_headers(job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let tail = encode_request_tail(&job.service, &headers);
     let frame = CommandFrame::new(Command::Request, id, timeout_ms, &tail);
@@ -136,6 +142,19 @@ pub(super) fn request_frames(id: u64, job: JobRequest, timeout: Duration) -> Vec
         return vec![frame.with_data(&job.data).message()];
     }
     vec![frame.message(), job.data.into()]
+}
+
+/// Appends the request, framed for a local connection, to `out`: the
+/// message [`request_frames`] gives, encoded in one pass where it is sent from.
+pub(super) fn append_local_request(out: &mut Vec<u8>, id: u64, job: &JobRequest, timeout: Duration) {
+    let headers = job.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let (service, ms) = (job.service.as_str(), timeout_ms(timeout));
+    if job.data.len() <= INLINE_MAX {
+        append_frame(out, false, |o| append_request(o, id, ms, service, headers, Some(&job.data)));
+    } else {
+        append_frame(out, true, |o| append_request(o, id, ms, service, headers, None));
+        append_frame(out, false, |o| o.extend_from_slice(&job.data));
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +173,21 @@ mod tests {
         assert!(counts.accept(&policy, 7, Duration::from_millis(10)), "on time resets");
         assert!(counts.accept(&policy, 7, late));
         assert!(!counts.accept(&policy, 9, Duration::from_secs(3)), "past the maximum is always a timeout");
+    }
+
+    #[test]
+    fn a_local_request_is_its_frames_encoded() {
+        let small = JobRequest::new("d").service("s").header("a", "1");
+        let big = JobRequest::new(vec![9u8; INLINE_MAX + 1]).header("retry", "1");
+        for job in [small, big] {
+            let frames = request_frames(5, job.clone(), Duration::from_millis(2500));
+            let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            let mut want = Vec::new();
+            crate::local::frame::encode_into(&mut want, &parts);
+            let mut out = Vec::new();
+            append_local_request(&mut out, 5, &job, Duration::from_millis(2500));
+            assert_eq!(out, want);
+        }
     }
 
     #[test]

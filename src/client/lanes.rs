@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::job::{job_retries, request_frames, with_retries};
-use super::local::{reply_from, Local};
+use super::job::{append_local_request, job_retries, request_frames, with_retries};
+use super::local::Local;
 use super::mux::Outcome;
-use super::reply::Reply;
+use super::reply::{reply_of_parts, Reply};
 use super::JobRequest;
 use crate::local::load::{load_path, LoadWord};
 use crate::local::Conn;
@@ -167,13 +167,16 @@ impl Lanes {
 }
 
 impl Lane {
-    /// Sends one request (`id`, `frames`) and waits for its answer until `deadline`.
-    pub(crate) fn call(&self, id: u64, frames: &[zmq::Message], deadline: Instant) -> LaneOutcome {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Some(load) = &self.load {
-            load.add();
+    /// Sends one request (`id`, framed for a local connection in `request`)
+    /// and waits for its answer until `deadline`.
+    pub(crate) fn call(&self, id: u64, request: &[u8], deadline: Instant) -> LaneOutcome {
+        // The load word, all clients' count, is the one that matters; this
+        // client's own is kept only when it has none.
+        match &self.load {
+            Some(load) => load.add(),
+            None => drop(self.in_flight.fetch_add(1, Ordering::Relaxed)),
         }
-        let outcome = match self.send(frames, deadline) {
+        let outcome = match self.send(request, deadline) {
             Ok(conn) => self.answer(conn, id, deadline),
             Err(outcome) => {
                 // It never reached the lane, which will not take it off.
@@ -183,7 +186,9 @@ impl Lane {
                 outcome
             }
         };
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.load.is_none() {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         outcome
     }
 
@@ -197,19 +202,18 @@ impl Lane {
     }
 
     /// The connection the whole request was written on, or how the call ends.
-    fn send(&self, frames: &[zmq::Message], deadline: Instant) -> Result<Conn, LaneOutcome> {
-        let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    fn send(&self, request: &[u8], deadline: Instant) -> Result<Conn, LaneOutcome> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
-            Some(mut conn) => match conn.send_by(&parts, Some(deadline)) {
+            Some(mut conn) => match conn.send_encoded_by(request, Some(deadline)) {
                 Ok(()) => Ok(conn),
                 // Its worker went while it was idle: nothing was sent.
                 Err(e) if e.kind() != io::ErrorKind::TimedOut => {
-                    self.dial_and_send(&parts, deadline).ok_or(LaneOutcome::NotRun)
+                    self.dial_and_send(request, deadline).ok_or(LaneOutcome::NotRun)
                 }
                 Err(_) => Err(LaneOutcome::Timeout),
             },
-            None => self.dial_and_send(&parts, deadline).ok_or(LaneOutcome::NotRun),
+            None => self.dial_and_send(request, deadline).ok_or(LaneOutcome::NotRun),
         }
     }
 
@@ -220,7 +224,7 @@ impl Lane {
             // Looked at as the broker looks at a silent worker: a worker
             // stopped for as many heartbeats as it may miss is hung.
             let until = deadline.min(Instant::now() + HEARTBEAT_INTERVAL);
-            let got = conn.recv_by(Some(until));
+            let got = conn.recv_map_by(Some(until), reply_of_parts);
             if matches!(got, Ok(None)) && Instant::now() < deadline {
                 stopped = if self.stopped() { stopped + 1 } else { 0 };
                 if stopped < LIVENESS {
@@ -231,7 +235,7 @@ impl Lane {
                 return LaneOutcome::Lost;
             }
             match got {
-                Ok(Some(frames)) => match reply_from(frames) {
+                Ok(Some(got)) => match got {
                     Some((got, reply)) if got == id => {
                         return match reply.status {
                             // Not run: its handler is stuck (or the service is another).
@@ -305,7 +309,7 @@ impl Lane {
 
     /// A new connection with the request written on it; `None` (the lane
     /// marked gone) when the lane refuses or is not there: not run.
-    fn dial_and_send(&self, parts: &[&[u8]], deadline: Instant) -> Option<Conn> {
+    fn dial_and_send(&self, request: &[u8], deadline: Instant) -> Option<Conn> {
         let sent = crate::local::connect(&self.path, b"").and_then(|mut conn| {
             // Only the broker's user (or root) serves a lane: a socket
             // planted by another user gets no job.
@@ -313,7 +317,7 @@ impl Lane {
             if !crate::local::uid_allowed(uid) {
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("served by uid {uid}")));
             }
-            conn.send_by(parts, Some(deadline))?;
+            conn.send_encoded_by(request, Some(deadline))?;
             Ok(conn)
         });
         match sent {
@@ -350,23 +354,37 @@ impl Lane {
     }
 }
 
+/// Requests longer than this leave their buffer to be freed, not kept.
+const KEPT_REQUEST_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    /// Each caller thread's request bytes: framed here, sent from here.
+    static REQUEST: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl super::Client {
     /// One job for a local broker: to a worker's lane if one takes it, to
     /// the broker otherwise (see [`lanes`]).
     pub(super) fn local_job(
         &self,
         local: &Local,
-        job: JobRequest,
+        job: &JobRequest,
         timeout: Duration,
         deadline: Instant,
     ) -> crate::error::Result<Outcome> {
         let id = local.next_id();
-        let lane = local.lanes.pick(&job.service, Instant::now());
-        // Kept for a retry at the broker: only a job that allows one is copied.
-        let retry = (lane.is_some() && job_retries(&job) > 0).then(|| job.clone());
-        let mut frames = request_frames(id, job, timeout);
-        if let Some(lane) = lane {
-            match lane.call(id, &frames, deadline) {
+        let mut job = std::borrow::Cow::Borrowed(job);
+        if let Some(lane) = local.lanes.pick(&job.service, Instant::now()) {
+            let outcome = REQUEST.with_borrow_mut(|request| {
+                request.clear();
+                append_local_request(request, id, &job, timeout);
+                let outcome = lane.call(id, request, deadline);
+                if request.capacity() > KEPT_REQUEST_BUFFER {
+                    *request = Vec::new();
+                }
+                outcome
+            });
+            match outcome {
                 LaneOutcome::Reply(reply) => return Ok(Outcome::Reply(reply)),
                 LaneOutcome::Timeout => return Ok(Outcome::Timeout),
                 LaneOutcome::NotRun => {}
@@ -376,16 +394,14 @@ impl super::Client {
                     // idle (its job was the lane's) and would give it the
                     // retry, or this caller's next job.
                     lane.wait_exit((Instant::now() + LANE_EXIT_WAIT).min(deadline));
-                    match retry {
-                        Some(job) => {
-                            let left = job_retries(&job) - 1;
-                            frames = request_frames(id, with_retries(job, left), timeout);
-                        }
-                        None => return Ok(Outcome::Reply(lane.lost_reply())),
+                    match job_retries(&job) {
+                        0 => return Ok(Outcome::Reply(lane.lost_reply())),
+                        left => job = std::borrow::Cow::Owned(with_retries(job.into_owned(), left - 1)),
                     }
                 }
             }
         }
+        let frames = request_frames(id, job.into_owned(), timeout);
         Ok(local.call(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome"))
     }
 }

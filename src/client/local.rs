@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::mux::{reply_of, Outcome};
+use super::mux::Outcome;
+use super::reply::reply_of_parts;
 use crate::error::{Error, Result};
-use crate::local::{Conn, Frames};
+use crate::local::Conn;
 use crate::wakeup::Wakeup;
 
 /// Idle connections kept for the next callers; more are closed.
@@ -126,9 +127,9 @@ impl Local {
         // One request: wait on the connection for its reply (answers that
         // came too late for an earlier caller of this connection are skipped).
         let (reply, healthy) = loop {
-            match conn.recv_by(Some(deadline)) {
-                Ok(Some(frames)) => {
-                    if let Some((_, reply)) = reply_from(frames).filter(|(id, _)| *id == ids[0]) {
+            match conn.recv_map_by(Some(deadline), reply_of_parts) {
+                Ok(Some(got)) => {
+                    if let Some((_, reply)) = got.filter(|(id, _)| *id == ids[0]) {
                         break (Some(reply), true);
                     }
                 }
@@ -188,15 +189,6 @@ impl Local {
         let missing = || if healthy { Outcome::Timeout } else { Outcome::Lost };
         ids.iter().map(|id| got.remove(id).unwrap_or_else(missing)).collect()
     }
-}
-
-/// A reply from a message's frames (`None`, logged, if malformed).
-pub(super) fn reply_from(frames: Frames) -> Option<(u64, crate::client::mux::Reply)> {
-    let extra = frames.len().saturating_sub(1);
-    let mut frames = frames.into_iter();
-    let head = frames.next()?;
-    let body = frames.next().unwrap_or_else(zmq::Message::new);
-    reply_of(head, body, extra)
 }
 
 impl Local {
@@ -327,9 +319,9 @@ impl Local {
                 Err(_) => return true,
             };
             loop {
-                match c.next_message() {
-                    Ok(Some(frames)) => {
-                        if let Some((id, r)) = reply_from(frames) {
+                match c.next_parts() {
+                    Ok(Some(parts)) => {
+                        if let Some((id, r)) = reply_of_parts(parts) {
                             reply(id, r);
                         }
                     }

@@ -17,6 +17,7 @@ mod reply;
 mod submit;
 mod submitter;
 
+use std::borrow::Cow;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,8 @@ enum Route {
 
 /// One request, as [`Client::send`] takes it.
 enum Request<'a> {
-    Job(JobRequest, Duration),
+    /// Borrowed from a caller who keeps it ([`Client::execute_ref`]).
+    Job(Cow<'a, JobRequest>, Duration),
     Control(Command, &'a [u8]),
 }
 
@@ -135,12 +137,12 @@ impl Client {
         match &self.route {
             Route::Local(local) if matches!(&request, Request::Job(job, _) if lanes::may_take(job)) => {
                 let Request::Job(job, timeout) = request else { unreachable!("matched a job") };
-                Ok((self.local_job(local, job, timeout, deadline)?, &self.endpoint))
+                Ok((self.local_job(local, &job, timeout, deadline)?, &self.endpoint))
             }
             Route::One(_) | Route::Local(_) => {
                 let id = self.next_id();
                 let frames = match request {
-                    Request::Job(job, timeout) => request_frames(id, job, timeout),
+                    Request::Job(job, timeout) => request_frames(id, job.into_owned(), timeout),
                     Request::Control(command, tail) => vec![CommandFrame::new(command, id, 0, tail).encode().into()],
                 };
                 let outcome = self.call_one(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome");
@@ -150,7 +152,7 @@ impl Client {
                 let (i, outcome) = match request {
                     Request::Job(job, timeout) => {
                         let retries = job_retries(&job);
-                        let mut make = |id, left| request_frames(id, with_retries(job.clone(), left), timeout);
+                        let mut make = |id, left| request_frames(id, with_retries(job.as_ref().clone(), left), timeout);
                         many.call(&mut make, retries, deadline)?
                     }
                     Request::Control(command, tail) => {
@@ -167,7 +169,15 @@ impl Client {
     /// message ([`Error::Handler`]), [`Error::Timeout`], [`Error::NoWorker`],
     /// [`Error::BrokerUnreachable`], ...
     pub fn execute(&self, job: impl Into<JobRequest>, timeout: Duration) -> Result<Vec<u8>> {
-        let (outcome, endpoint) = self.send(Request::Job(job.into(), timeout), Instant::now() + timeout)?;
+        let (outcome, endpoint) = self.send(Request::Job(Cow::Owned(job.into()), timeout), Instant::now() + timeout)?;
+        self.result(outcome, timeout, endpoint)
+    }
+
+    /// [`Self::execute`] for a job the caller keeps (a template sent again
+    /// and again): on a worker's lane nothing of it is copied but into the
+    /// request's bytes; elsewhere it is copied as `execute` would need.
+    pub fn execute_ref(&self, job: &JobRequest, timeout: Duration) -> Result<Vec<u8>> {
+        let (outcome, endpoint) = self.send(Request::Job(Cow::Borrowed(job), timeout), Instant::now() + timeout)?;
         self.result(outcome, timeout, endpoint)
     }
 
@@ -233,7 +243,7 @@ impl Client {
                         Outcome::Lost => with_retries(job, retries - 1),
                         _ => job,
                     };
-                    let (outcome, endpoint) = self.send(Request::Job(job, timeout), deadline)?;
+                    let (outcome, endpoint) = self.send(Request::Job(Cow::Owned(job), timeout), deadline)?;
                     self.result(outcome, timeout, endpoint)
                 }
                 outcome => self.result(outcome, timeout, &many.brokers()[i].endpoint),
@@ -297,7 +307,7 @@ impl Client {
     pub fn execute_with_policy(&self, job: impl Into<JobRequest>, policy: &TimeoutPolicy) -> Result<Vec<u8>> {
         let start = Instant::now();
         let limit = policy.max_overflow.max(policy.timeout);
-        let (outcome, endpoint) = self.send(Request::Job(job.into(), limit), start + limit)?;
+        let (outcome, endpoint) = self.send(Request::Job(Cow::Owned(job.into()), limit), start + limit)?;
         let pid = match &outcome {
             Outcome::Reply(reply) if reply.status == Status::Ok => Some(reply.pid),
             _ => None,
@@ -368,7 +378,7 @@ impl Client {
         };
         let text = || String::from_utf8_lossy(reply.body()).into_owned();
         match reply.status {
-            Status::Ok => Ok(reply.body().to_vec()),
+            Status::Ok => Ok(reply.into_body()),
             Status::HandlerError => Err(Error::Handler { pid: reply.pid, message: text() }),
             Status::Timeout => Err(Error::JobTimedOut { pid: reply.pid, message: text() }),
             Status::NoWorker => Err(Error::NoWorker(text())),

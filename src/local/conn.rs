@@ -142,6 +142,26 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends bytes already framed (whole messages), or as much as the
+    /// socket takes now: the rest waits for [`Conn::flush`], in order.
+    pub fn send_encoded(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.unwritten() > 0 {
+            self.out.extend_from_slice(bytes);
+            return self.flush().map(drop);
+        }
+        let sent = loop {
+            // SAFETY: the pointer and length describe `bytes`, alive for the call.
+            match unsafe { syscall!(send(self.fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)) } {
+                Ok(n) => break n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(e) => return Err(e),
+            }
+        };
+        self.out.extend_from_slice(&bytes[sent..]);
+        Ok(())
+    }
+
     /// Queues a message for the next [`Conn::flush`]: many messages then go
     /// in one system call.
     pub fn queue(&mut self, frames: &[&[u8]]) {
@@ -214,7 +234,13 @@ impl Conn {
 
     /// The next complete message already read, if any.
     pub fn next_message(&mut self) -> Result<Option<Frames>, FrameError> {
-        Ok(self.input.next_message()?.map(|parts| parts.map(zmq::Message::from).collect()))
+        Ok(self.next_parts()?.map(|parts| parts.map(zmq::Message::from).collect()))
+    }
+
+    /// The next complete message already read, if any, its frames borrowed
+    /// from the buffer they were read into.
+    pub fn next_parts(&mut self) -> Result<Option<frame::Parts<'_>>, FrameError> {
+        self.input.next_message()
     }
 
     /// Waits until the socket is readable (or, with `write`, writable) or

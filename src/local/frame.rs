@@ -49,21 +49,58 @@ pub fn encode_into(out: &mut Vec<u8>, frames: &[&[u8]]) {
     }
 }
 
+/// Appends one frame to `out`, its bytes appended by `write`: a message is
+/// framed where it is built, with no buffer of its own.
+pub fn append_frame(out: &mut Vec<u8>, more: bool, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let len = out.len() - at - 4;
+    out[at..at + 4].copy_from_slice(&header(len, more));
+}
+
 /// One complete message found in a buffer: its frames' ranges, and where
 /// the message ends (the bytes to consume).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Found {
     /// Each frame's bytes in the buffer.
-    pub frames: Vec<Range<usize>>,
+    pub frames: Ranges,
     /// Where the message ends.
     pub end: usize,
+}
+
+/// The ranges of a message's frames, at most [`MAX_FRAMES`], held in place:
+/// every message read on a local connection is found without allocating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ranges {
+    at: [Range<usize>; MAX_FRAMES],
+    len: usize,
+}
+
+impl Ranges {
+    fn new() -> Ranges {
+        Ranges { at: std::array::from_fn(|_| 0..0), len: 0 }
+    }
+
+    /// Adds one; the caller checked there is room.
+    fn push(&mut self, range: Range<usize>) {
+        self.at[self.len] = range;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Ranges {
+    type Target = [Range<usize>];
+    fn deref(&self) -> &[Range<usize>] {
+        &self.at[..self.len]
+    }
 }
 
 /// Looks for a complete message at the start of `buf`; `Ok(None)` when more
 /// bytes are needed. `limit` bounds the message (all its frames' bytes):
 /// a longer one is refused as soon as its headers say so, before it is read.
 pub fn decode(buf: &[u8], limit: usize) -> Result<Option<Found>, FrameError> {
-    let mut frames = Vec::new();
+    let mut frames = Ranges::new();
     let (mut at, mut size) = (0usize, 0usize);
     loop {
         let Some(head) = buf.get(at..at + 4) else { return Ok(None) };
@@ -106,16 +143,20 @@ pub struct Decoder {
 #[derive(Debug)]
 pub struct Parts<'a> {
     buf: &'a [u8],
-    ranges: std::vec::IntoIter<Range<usize>>,
+    ranges: Ranges,
+    next: usize,
 }
 
 impl<'a> Iterator for Parts<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
-        self.ranges.next().map(|r| &self.buf[r])
+        let range = self.ranges.get(self.next)?.clone();
+        self.next += 1;
+        Some(&self.buf[range])
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.ranges.size_hint()
+        let left = self.ranges.len() - self.next;
+        (left, Some(left))
     }
 }
 
@@ -189,7 +230,7 @@ impl Decoder {
         let buf = &self.buf[self.start..];
         let Some(found) = decode(buf, self.limit)? else { return Ok(None) };
         self.start += found.end;
-        Ok(Some(Parts { buf, ranges: found.frames.into_iter() }))
+        Ok(Some(Parts { buf, ranges: found.frames, next: 0 }))
     }
 }
 
@@ -215,6 +256,14 @@ mod tests {
                 assert_eq!(decode(&bytes[..cut], 1 << 20), Ok(None), "cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn a_frame_appended_in_place_is_the_frame_encoded() {
+        let mut out = b"x".to_vec();
+        append_frame(&mut out, true, |o| o.extend_from_slice(b"head"));
+        append_frame(&mut out, false, |o| o.extend_from_slice(b"body!"));
+        assert_eq!(out[1..], encode(&[b"head", b"body!"])[..]);
     }
 
     #[test]

@@ -103,7 +103,7 @@ proptest! {
             prop_assert!((1..=MAX_FRAMES).contains(&found.frames.len()));
             // The frames follow one another, each after its 4-byte header.
             let mut at = 0;
-            for range in &found.frames {
+            for range in found.frames.iter() {
                 prop_assert_eq!(range.start, at + 4);
                 at = range.end;
             }

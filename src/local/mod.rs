@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use conn::{Conn, Frames};
-pub use frame::FrameError;
+pub use frame::{FrameError, Parts};
 pub use listener::Listener;
 
 /// The scheme of local endpoints.
@@ -72,6 +72,12 @@ impl Conn {
         self.flush_by(deadline)
     }
 
+    /// [`Conn::send_by`] for bytes already framed (whole messages).
+    pub fn send_encoded_by(&mut self, bytes: &[u8], deadline: Option<Instant>) -> io::Result<()> {
+        self.send_encoded(bytes)?;
+        self.flush_by(deadline)
+    }
+
     /// Writes every queued byte, waiting for room until `deadline`.
     pub fn flush_by(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         while !self.flush()? {
@@ -87,9 +93,20 @@ impl Conn {
     /// waits before it reads: the answer a caller waits for is rarely there
     /// yet, and a read that finds nothing is a system call for nothing.
     pub fn recv_by(&mut self, deadline: Option<Instant>) -> io::Result<Option<Frames>> {
+        self.recv_map_by(deadline, |parts| parts.map(zmq::Message::from).collect())
+    }
+
+    /// As [`Conn::recv_by`], handing the message's frames to `map` where
+    /// they were read: nothing is copied but what `map` copies.
+    pub fn recv_map_by<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut map: impl FnMut(Parts<'_>) -> T,
+    ) -> io::Result<Option<T>> {
         loop {
-            if let Some(frames) = self.take()? {
-                return Ok(Some(frames));
+            let bad = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+            if let Some(parts) = self.next_parts().map_err(bad)? {
+                return Ok(Some(map(parts)));
             }
             if !self.wait(false, deadline)? {
                 return Ok(None);

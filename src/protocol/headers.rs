@@ -5,6 +5,12 @@ use crate::error::{Error, Result};
 /// Encodes headers as `u16 name len, name, u32 value len, value` repeated.
 pub fn encode_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
     let mut buf = Vec::new();
+    append_headers(&mut buf, headers);
+    buf
+}
+
+/// Appends headers, encoded as [`encode_headers`] does, to `buf`.
+pub fn append_headers<'a>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'a str, &'a str)>) {
     for (name, value) in headers {
         let name_len = u16::try_from(name.len()).expect("header name under 64 KiB");
         let value_len = u32::try_from(value.len()).expect("header value under 4 GiB");
@@ -13,7 +19,6 @@ pub fn encode_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>)
         buf.extend_from_slice(&value_len.to_le_bytes());
         buf.extend_from_slice(value.as_bytes());
     }
-    buf
 }
 
 /// Iterates over a headers frame; yields an error (once) on malformed input.

@@ -66,9 +66,10 @@ pub mod parse;
 mod tails;
 mod timing;
 
-pub use headers::{encode_headers, HeaderIter};
+pub use headers::{append_headers, encode_headers, HeaderIter};
 pub use tails::{
-    decode_request_tail, encode_request_tail, job_arg, split_job_arg, Control, Registration, ResultTail, JOB_BACKLOG,
+    append_service, decode_request_tail, encode_request_tail, job_arg, split_job_arg, Control, Registration,
+    ResultTail, JOB_BACKLOG,
 };
 pub use timing::*;
 
@@ -309,6 +310,34 @@ pub fn patch(frame: &mut [u8], command: Command, id: u64, arg: u32) {
     frame[3] = command as u8 | (frame[3] & INLINE);
     frame[4..12].copy_from_slice(&id.to_le_bytes());
     frame[12..16].copy_from_slice(&arg.to_le_bytes());
+}
+
+/// Appends a `REQUEST` frame to `out`, the one [`CommandFrame`] encodes
+/// for this tail (the service, then the headers) and data (inline when
+/// `Some`), in one pass and with no buffer of its own: how a client frames
+/// a job straight into the buffer it is sent from.
+pub fn append_request<'h>(
+    out: &mut Vec<u8>,
+    id: u64,
+    timeout_ms: u32,
+    service: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    data: Option<&[u8]>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0; COMMAND_LEN]);
+    let head = &mut out[start..];
+    head[0..2].copy_from_slice(MAGIC);
+    head[2] = VERSION;
+    head[3] = if data.is_some() { INLINE } else { 0 };
+    patch(head, Command::Request, id, timeout_ms);
+    append_service(out, service);
+    append_headers(out, headers);
+    if let Some(data) = data {
+        out.extend_from_slice(data);
+        let n = u32::try_from(data.len()).expect("inline data under 4 GiB");
+        out.extend_from_slice(&n.to_le_bytes());
+    }
 }
 
 #[cfg(test)]

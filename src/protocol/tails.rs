@@ -23,12 +23,17 @@ pub enum Control {
 
 /// The tail of a `REQUEST`: service name, then headers.
 pub fn encode_request_tail(service: &str, headers: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(service.len()).expect("service name under 64 KiB");
     let mut tail = Vec::with_capacity(2 + service.len() + headers.len());
-    tail.extend_from_slice(&len.to_le_bytes());
-    tail.extend_from_slice(service.as_bytes());
+    append_service(&mut tail, service);
     tail.extend_from_slice(headers);
     tail
+}
+
+/// Appends the start of a `REQUEST` tail, the service name, to `out`.
+pub fn append_service(out: &mut Vec<u8>, service: &str) {
+    let len = u16::try_from(service.len()).expect("service name under 64 KiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(service.as_bytes());
 }
 
 /// Splits a `REQUEST` tail into the service name and the encoded headers.

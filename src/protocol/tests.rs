@@ -118,6 +118,23 @@ fn registration_round_trips() {
 }
 
 #[test]
+fn a_request_appended_in_one_pass_is_the_command_frame_encoded() {
+    let headers = [("op", "sign"), ("rounds", ""), ("retry", "2")];
+    for (service, data) in [("echo", Some(&b"hello"[..])), ("", Some(&b""[..])), ("crypto", None)] {
+        let tail = encode_request_tail(service, &encode_headers(headers));
+        let frame = CommandFrame::new(Command::Request, 77, 1500, &tail);
+        let frame = match data {
+            Some(data) => frame.with_data(data),
+            None => frame,
+        };
+        let mut out = b"before".to_vec();
+        append_request(&mut out, 77, 1500, service, headers, data);
+        assert_eq!(&out[..6], b"before");
+        assert_eq!(out[6..], frame.encode()[..], "{service:?} {data:?}");
+    }
+}
+
+#[test]
 fn inline_data_round_trips() {
     let big = vec![7u8; INLINE_MAX];
     for (cmd, tail, data) in [
