@@ -26,15 +26,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::job::{append_local_request, job_retries, request_frames, with_retries};
-use super::local::Local;
-use super::mux::Outcome;
 use super::reply::{reply_of_parts, Reply};
-use super::JobRequest;
 use crate::local::load::{load_path, LoadWord};
 use crate::local::Conn;
 use crate::protocol::{
-    Status, HEARTBEAT_INTERVAL, LANE_CLOSING, LANE_EXIT_WAIT, LANE_MAX_DATA, LANE_RESCAN, LANE_STUCK_PAUSE, LIVENESS,
+    Status, HEARTBEAT_INTERVAL, LANE_CLOSING, LANE_MAX_DATA, LANE_RESCAN, LANE_STUCK_PAUSE, LIVENESS,
 };
 use crate::syscall;
 
@@ -351,57 +347,5 @@ impl Lane {
         if idle.len() < POOL_MAX {
             idle.push(conn);
         }
-    }
-}
-
-/// Requests longer than this leave their buffer to be freed, not kept.
-const KEPT_REQUEST_BUFFER: usize = 64 * 1024;
-
-thread_local! {
-    /// Each caller thread's request bytes: framed here, sent from here.
-    static REQUEST: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl super::Client {
-    /// One job for a local broker: to a worker's lane if one takes it, to
-    /// the broker otherwise (see [`lanes`]).
-    pub(super) fn local_job(
-        &self,
-        local: &Local,
-        job: &JobRequest,
-        timeout: Duration,
-        deadline: Instant,
-    ) -> crate::error::Result<Outcome> {
-        let id = local.next_id();
-        let mut job = std::borrow::Cow::Borrowed(job);
-        if let Some(lane) = local.lanes.pick(&job.service, Instant::now()) {
-            let outcome = REQUEST.with_borrow_mut(|request| {
-                request.clear();
-                append_local_request(request, id, &job, timeout);
-                let outcome = lane.call(id, request, deadline);
-                if request.capacity() > KEPT_REQUEST_BUFFER {
-                    *request = Vec::new();
-                }
-                outcome
-            });
-            match outcome {
-                LaneOutcome::Reply(reply) => return Ok(Outcome::Reply(reply)),
-                LaneOutcome::Timeout => return Ok(Outcome::Timeout),
-                LaneOutcome::NotRun => {}
-                LaneOutcome::Lost => {
-                    // A dying process closes its sockets one by one: until its
-                    // broker connection is closed too, the broker counts it
-                    // idle (its job was the lane's) and would give it the
-                    // retry, or this caller's next job.
-                    lane.wait_exit((Instant::now() + LANE_EXIT_WAIT).min(deadline));
-                    match job_retries(&job) {
-                        0 => return Ok(Outcome::Reply(lane.lost_reply())),
-                        left => job = std::borrow::Cow::Owned(with_retries(job.into_owned(), left - 1)),
-                    }
-                }
-            }
-        }
-        let frames = request_frames(id, job.into_owned(), timeout);
-        Ok(local.call(vec![(id, frames)], deadline)?.into_iter().next().expect("one outcome"))
     }
 }

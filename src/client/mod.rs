@@ -9,6 +9,7 @@
 mod drive;
 mod failover;
 mod job;
+mod lane_job;
 mod lanes;
 mod local;
 mod many;
