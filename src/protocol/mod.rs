@@ -250,8 +250,14 @@ impl<'a> CommandFrame<'a> {
     /// Writes the frame into `buf` (cleared first), so callers can reuse a buffer.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         buf.clear();
-        buf.resize(self.encoded_len(), 0);
-        self.write(buf);
+        self.append_to(buf);
+    }
+
+    /// Writes the frame at the end of `buf`.
+    pub fn append_to(&self, buf: &mut Vec<u8>) {
+        let at = buf.len();
+        buf.resize(at + self.encoded_len(), 0);
+        self.write(&mut buf[at..]);
     }
 
     /// The frame as a ZeroMQ message, written in place (small frames fit in

@@ -366,6 +366,7 @@ pub fn serve(plugin: LoadedPlugin, options: &WorkerOptions, shutdown: &Wakeup) -
                 watched: options.timeout.is_some() || options.hard_timeout.is_some(),
                 poke_pulse: options.timeout.is_some_and(|t| t < options.heartbeat_interval),
                 max_message_bytes: options.max_message_bytes,
+                pid: std::process::id(),
             };
             let started = std::thread::Builder::new().name("lane".into()).spawn_scoped(scope, move || {
                 crate::sys::block_process_signals();

@@ -25,7 +25,8 @@ mod watch;
 mod wire;
 
 use super::Link;
-use crate::local::{Conn, Frames, Listener};
+use crate::local::frame::MAX_FRAMES;
+use crate::local::{Conn, Listener};
 use crate::plugin::LoadedPlugin;
 use crate::protocol::{HeaderIter, Status, COMMAND_LEN, LANE_CLOSING, LOCAL_READ_PAUSE};
 use crate::sys::epoll::{self, Epoll};
@@ -59,6 +60,8 @@ pub(super) struct LaneJobs<'a> {
     /// shorter than the pulse's own wake-ups.
     pub poke_pulse: bool,
     pub max_message_bytes: usize,
+    /// This process's, for every reply (glibc asks the kernel at each `getpid`).
+    pub pid: u32,
 }
 
 /// One client's connection to the lane.
@@ -76,12 +79,12 @@ pub(super) fn serve(lane: Lane, jobs: &LaneJobs<'_>, stop: &Wakeup) -> io::Resul
     let mut callers: Vec<Option<Caller>> = Vec::new();
     let result = serve_until(&lane, jobs, stop, &mut callers);
     drop(lane);
-    let closing = reply(LANE_CLOSING, Status::NoWorker, b"this lane is closing: send it to the broker", true);
-    let parts: Vec<&[u8]> = closing.iter().map(Vec::as_slice).collect();
+    let why = b"this lane is closing: send it to the broker";
+    let closing = reply(jobs.pid, LANE_CLOSING, Status::NoWorker, why, true);
     for caller in callers.iter_mut().flatten() {
         // Best effort, without waiting: a caller whose buffer is full has
         // answers unread, and reads the end of the stream after them.
-        let _ = caller.conn.send(&parts);
+        let _ = caller.conn.send_encoded(&closing);
     }
     result
 }
@@ -94,15 +97,18 @@ fn serve_until(lane: &Lane, jobs: &LaneJobs<'_>, stop: &Wakeup, callers: &mut Ve
     let cancelled = AtomicBool::new(false);
     let mut next_id = 0u64;
     tracing::info!(lane = %lane.path().display(), "serving local clients on a lane");
+    // Kept from one wake-up to the next: a wake-up allocates nothing.
+    let mut ready: Vec<(u64, u32)> = Vec::new();
     loop {
-        let ready: Vec<(u64, u32)> = epoll.wait(-1)?.collect();
+        ready.clear();
+        ready.extend(epoll.wait(-1)?);
         // Told to stop: the requests waiting are not run (their callers go
         // to the broker), whatever the order they came in beside it.
         if ready.iter().any(|&(token, _)| token == STOP) {
             return Ok(());
         }
         let mut batch = Batch { stop, ran: false, stopping: false };
-        for (token, events) in ready {
+        for &(token, events) in &ready {
             match token {
                 LISTENER => accept(&lane.listener, &epoll, callers, limit),
                 token => {
@@ -196,34 +202,34 @@ impl Caller {
             Err(e) => return Err(e.to_string()),
         };
         loop {
-            let frames = match self.conn.next_message() {
-                Ok(Some(frames)) => frames,
-                Ok(None) => break,
-                Err(e) => return Err(format!("bad bytes: {e}")),
+            let (fd, clean) = (self.conn.fd(), self.conn.unwritten() == 0);
+            let answer = {
+                // Read where it lies: the frames are borrowed until answered.
+                let parts = match self.conn.next_parts() {
+                    Ok(Some(parts)) => parts,
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("bad bytes: {e}")),
+                };
+                if !std::mem::replace(&mut self.introduced, true) {
+                    continue;
+                }
+                if !batch.may_run() {
+                    return Ok(());
+                }
+                *next_id += 1;
+                let n = parts.len();
+                let mut frames: [&[u8]; MAX_FRAMES] = [&[]; MAX_FRAMES];
+                for (frame, part) in frames.iter_mut().zip(parts) {
+                    *frame = part;
+                }
+                let caller = Watched { fd, clean, job_id: LANE_JOB_IDS | *next_id };
+                answer(&frames[..n], jobs, cancelled, caller)?
             };
-            if !std::mem::replace(&mut self.introduced, true) {
-                continue;
-            }
-            if !batch.may_run() {
-                return Ok(());
-            }
-            *next_id += 1;
-            let clean = self.conn.unwritten() == 0;
-            let caller = Watched { fd: self.conn.fd(), clean, job_id: LANE_JOB_IDS | *next_id };
-            let answer = answer(&frames, jobs, cancelled, caller)?;
             // Answered, one way or the other: one request fewer waits here.
             load.sub();
-            match answer {
-                Answer::Reply(answer) => {
-                    let parts: Vec<&[u8]> = answer.iter().map(Vec::as_slice).collect();
-                    self.conn.send(&parts).map_err(|e| e.to_string())?;
-                }
-                // The pulse answered TIMEOUT: what the socket did not take goes first.
-                Answer::TimedOut(rest) => {
-                    self.conn.queue_encoded(&rest);
-                    self.conn.flush().map_err(|e| e.to_string())?;
-                }
-            }
+            // A reply, or what the pulse's TIMEOUT reply left unsent: the
+            // rest goes after what waits, and before anything else.
+            self.conn.send_encoded(&answer).map_err(|e| e.to_string())?;
         }
         if end {
             return Err(String::new());
@@ -272,37 +278,31 @@ struct Watched {
     job_id: u64,
 }
 
-/// What goes back to a caller for one message.
-enum Answer {
-    /// A `REPLY` (one frame, or a head and a body).
-    Reply(Vec<Vec<u8>>),
-    /// The pulse answered `TIMEOUT`; these encoded bytes of it are still to go.
-    TimedOut(Vec<u8>),
-}
-
-/// The answer to one message from a caller; `Err` for bytes that are no
-/// request at all.
-fn answer(frames: &Frames, jobs: &LaneJobs<'_>, cancelled: &AtomicBool, caller: Watched) -> Result<Answer, String> {
+/// The answer to one message from a caller, framed to be sent (or what of
+/// it the pulse did not send when it answered `TIMEOUT`); `Err` for bytes
+/// that are no request at all.
+fn answer(frames: &[&[u8]], jobs: &LaneJobs<'_>, cancelled: &AtomicBool, caller: Watched) -> Result<Vec<u8>, String> {
+    let pid = jobs.pid;
     let request = match parse(frames, jobs.service) {
         Parsed::Job(request) => request,
-        Parsed::Refused { id, status, why } => return Ok(Answer::Reply(reply(id, status, why.as_bytes(), false))),
+        Parsed::Refused { id, status, why } => return Ok(reply(pid, id, status, why.as_bytes(), false)),
         Parsed::Malformed(why) => return Err(why),
     };
     let headers: Vec<(&str, &str)> = match HeaderIter::new(request.headers).collect() {
         Ok(headers) => headers,
-        Err(e) => return Ok(Answer::Reply(reply(request.id, Status::BadRequest, e.to_string().as_bytes(), false))),
+        Err(e) => return Ok(reply(pid, request.id, Status::BadRequest, e.to_string().as_bytes(), false)),
     };
     let size: usize = frames.iter().map(|f| f.len()).sum();
     if size > jobs.max_message_bytes {
         let why =
             format!("request of {size} bytes is over the broker's --max-message-bytes {}", jobs.max_message_bytes);
-        return Ok(Answer::Reply(reply(request.id, Status::BadRequest, why.as_bytes(), false)));
+        return Ok(reply(pid, request.id, Status::BadRequest, why.as_bytes(), false));
     }
     let (outcome, timed_out) = {
         let Some(_turn) = jobs.link.handler.take_unless_stuck() else {
             // Not run: the client sends it to the broker, which waits for a free worker.
             let why = b"this worker's handler is stuck past --timeout";
-            return Ok(Answer::Reply(reply(request.id, Status::NoWorker, why, false)));
+            return Ok(reply(pid, request.id, Status::NoWorker, why, false));
         };
         // Only what the pulse's watch reads, and only with a limit to watch.
         if jobs.watched {
@@ -333,16 +333,16 @@ fn answer(frames: &Frames, jobs: &LaneJobs<'_>, cancelled: &AtomicBool, caller: 
         jobs.link.lane_free.trigger();
     }
     if let Some((bytes, sent)) = timed_out {
-        return Ok(Answer::TimedOut(bytes[sent..].to_vec()));
+        return Ok(bytes[sent..].to_vec());
     }
-    Ok(Answer::Reply(match outcome {
+    Ok(match outcome {
         Ok(out) if out.len().saturating_add(COMMAND_LEN + 4) > jobs.max_message_bytes => {
             let why = crate::worker::wire::oversized_result(out.len(), jobs.max_message_bytes);
-            reply(request.id, Status::HandlerError, why.as_bytes(), false)
+            reply(pid, request.id, Status::HandlerError, why.as_bytes(), false)
         }
-        Ok(out) => reply(request.id, Status::Ok, &out, request.inline),
-        Err(why) => reply(request.id, Status::HandlerError, why.as_bytes(), request.inline),
-    }))
+        Ok(out) => reply(pid, request.id, Status::Ok, &out, request.inline),
+        Err(why) => reply(pid, request.id, Status::HandlerError, why.as_bytes(), request.inline),
+    })
 }
 
 #[cfg(test)]

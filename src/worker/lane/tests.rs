@@ -56,17 +56,24 @@ fn bytes_that_are_no_command_cut_the_caller_off() {
 
 #[test]
 fn replies_read_as_a_brokers_with_this_pid() {
-    let pid = std::process::id().to_le_bytes();
+    // As a caller reads them: one whole message, nothing after it.
+    let frames_of = |bytes: &[u8]| {
+        let found = crate::local::frame::decode(bytes, usize::MAX).unwrap().expect("a whole message");
+        assert_eq!(found.end, bytes.len());
+        found.frames.iter().map(|r| bytes[r.clone()].to_vec()).collect::<Vec<_>>()
+    };
+    let pid = 4321u32;
     for (inline, body, frames) in [(true, vec![1u8; 10], 1), (true, vec![2u8; INLINE_MAX + 1], 2), (false, vec![3], 2)]
     {
-        let reply = reply(11, Status::Ok, &body, inline);
+        let reply = frames_of(&reply(pid, 11, Status::Ok, &body, inline));
         assert_eq!(reply.len(), frames);
         let head = CommandFrame::decode(&reply[0]).unwrap();
-        assert_eq!((head.command, head.id, head.arg, head.tail), (Command::Reply, 11, Status::Ok as u32, &pid[..]));
+        let want = (Command::Reply, 11, Status::Ok as u32, &pid.to_le_bytes()[..]);
+        assert_eq!((head.command, head.id, head.arg, head.tail), want);
         let got = head.data.unwrap_or_else(|| &reply[1][..]);
         assert_eq!(got, &body[..]);
     }
-    let closing = reply(LANE_CLOSING, Status::NoWorker, b"closing", true);
+    let closing = frames_of(&reply(pid, LANE_CLOSING, Status::NoWorker, b"closing", true));
     assert_eq!(CommandFrame::decode(&closing[0]).unwrap().id, 0);
 }
 

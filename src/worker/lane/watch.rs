@@ -60,10 +60,9 @@ pub(in crate::worker) fn check(link: &Link, options: &WorkerOptions) {
         std::process::exit(EXIT_STUCK);
     }
     let Some(limit) = options.timeout.filter(|t| elapsed >= *t && r.timed_out.is_none()) else { return };
-    let message = format!("job timed out after {limit:?} in worker {}", std::process::id());
-    let frames = super::wire::reply(r.request_id, Status::Timeout, message.as_bytes(), true);
-    let mut bytes = Vec::new();
-    crate::local::frame::encode_into(&mut bytes, &frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let pid = std::process::id();
+    let message = format!("job timed out after {limit:?} in worker {pid}");
+    let bytes = super::wire::reply(pid, r.request_id, Status::Timeout, message.as_bytes(), true);
     // SAFETY (the send below): fd is the caller's open connection (see LaneRunning::fd); the
     // pointer and length describe `bytes`. Non-blocking: what is not taken
     // now is queued by the lane thread.

@@ -1,7 +1,9 @@
 //! What a lane reads and writes, pure: a caller's `REQUEST` as a job (or
 //! why it is refused), and a `REPLY` as a broker would send it.
 
-use crate::local::Frames;
+use std::ops::Deref;
+
+use crate::local::frame::append_frame;
 use crate::protocol::{Command, CommandFrame, Status, INLINE_MAX};
 
 /// A job as a caller sent it.
@@ -27,8 +29,8 @@ pub(super) enum Parsed<'f> {
     Malformed(String),
 }
 
-/// Reads a caller's message (pure).
-pub(super) fn parse<'f>(frames: &'f Frames, service: &str) -> Parsed<'f> {
+/// Reads a caller's message (pure): its frames where they were read.
+pub(super) fn parse<'f, F: Deref<Target = [u8]>>(frames: &'f [F], service: &str) -> Parsed<'f> {
     let Some(Ok(cmd)) = frames.first().map(|f| CommandFrame::decode(f)) else {
         return Parsed::Malformed("a message that is no command frame".into());
     };
@@ -55,14 +57,17 @@ pub(super) fn parse<'f>(frames: &'f Frames, service: &str) -> Parsed<'f> {
     Parsed::Job(LaneRequest { id: cmd.id, headers, data, inline })
 }
 
-/// A `REPLY` as a broker sends it: the worker's pid as tail; inline when
-/// the request was and the body fits.
-pub(super) fn reply(id: u64, status: Status, body: &[u8], inline: bool) -> Vec<Vec<u8>> {
-    let pid = std::process::id().to_le_bytes();
+/// A `REPLY` as a broker sends it, framed for the caller's connection:
+/// the worker's `pid` as tail; inline when the request was and the body fits.
+pub(super) fn reply(pid: u32, id: u64, status: Status, body: &[u8], inline: bool) -> Vec<u8> {
+    let pid = pid.to_le_bytes();
     let head = CommandFrame::new(Command::Reply, id, status as u32, &pid);
+    let mut out = Vec::with_capacity(body.len() + 64);
     if inline && body.len() <= INLINE_MAX {
-        vec![head.with_data(body).encode()]
+        append_frame(&mut out, false, |o| head.with_data(body).append_to(o));
     } else {
-        vec![head.encode(), body.to_vec()]
+        append_frame(&mut out, true, |o| head.append_to(o));
+        append_frame(&mut out, false, |o| o.extend_from_slice(body));
     }
+    out
 }
