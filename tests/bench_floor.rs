@@ -2,7 +2,8 @@
 //! floor runs the job itself (the plugin's handler in the relay's workers),
 //! so a user sees what the least a broker must do leaves of their job; and
 //! so do the same workers without the relay's hub, each caller connected
-//! to one: what the least any process boundary leaves of it.
+//! to one: what the least any process boundary leaves of it; and `--turns`
+//! puts ours beside that last floor, round by round.
 
 mod common;
 
@@ -75,5 +76,55 @@ fn a_relay_helper_given_bad_arguments_says_so_in_one_line() {
         assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("powerhose-bench helper: error:") && stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// `--turns N`: ours and the no-broker floor take turns with the same
+/// callers for N rounds; each round's rates, the median of their ratios,
+/// and each side's CPU per job (the floor has no broker).
+#[test]
+fn turns_put_ours_beside_no_broker_round_by_round() {
+    let dir = TestDir::new();
+    let crypto = common::plugin("crypto_job");
+    let out_path = dir.path().join("turns.json");
+    let mut cmd = Command::new(BENCH);
+    cmd.args(["--plugin", crypto.to_str().unwrap(), "-H", "op:sign", "-H", "rounds:4"])
+        .args(["--callers", "4", "--workers", "2", "--duration", "0.3", "--turns", "2", "--json"])
+        .env("POWERHOSE_RUNTIME_DIR", dir.path());
+    let out = Stdio::from(std::fs::File::create(&out_path).unwrap());
+    let mut bench = Proc::spawn_cmd_to(cmd, out, &dir, "bench");
+    let status = bench.wait_exit(Duration::from_secs(180)).unwrap_or_else(|| panic!("bench hung: {}", bench.stderr()));
+    assert!(status.success(), "powerhose-bench failed: {}", bench.stderr());
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!((rounds.len(), &report["callers"]), (2, &serde_json::json!(4)), "{report:#}");
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| {
+            let (ours, floor) = (r["ours_jobs_per_s"].as_f64().unwrap(), r["floor_jobs_per_s"].as_f64().unwrap());
+            assert!(ours > 0.0 && floor > 0.0, "{report:#}");
+            ours / floor
+        })
+        .collect();
+    let median = report["median_ratio"].as_f64().unwrap();
+    assert!((median - (ratios[0] + ratios[1]) / 2.0).abs() < 1e-9, "{report:#}");
+    let cpu = |side: &str, of: &str| report[side][of].as_f64().unwrap();
+    // Both sides ran the job (4 signatures: tens of µs at least) in their workers.
+    assert!(cpu("ours_cpu", "workers_us") > 20.0 && cpu("floor_cpu", "workers_us") > 20.0, "{report:#}");
+    assert!(cpu("ours_cpu", "client_us") > 0.0 && cpu("floor_cpu", "client_us") > 0.0, "{report:#}");
+    assert_eq!(cpu("floor_cpu", "broker_us"), 0.0, "{report:#}");
+
+    // Nothing to take turns with: refused in one line, before anything starts.
+    for (args, says) in
+        [(&["--turns", "0"][..], "at least one round"), (&["--turns", "2", "--pipeline", "8"][..], "--pipeline")]
+    {
+        let mut cmd = Command::new(BENCH);
+        cmd.args(["--plugin", crypto.to_str().unwrap(), "--duration", "0.1"]).args(args);
+        cmd.env("POWERHOSE_RUNTIME_DIR", dir.path());
+        let mut bench = Proc::spawn_cmd(cmd, &dir, "bad-turns");
+        let status = bench.wait_exit(Duration::from_secs(60)).expect("a bad flag is refused at once");
+        let stderr = bench.stderr();
+        assert!(!status.success() && stderr.contains(says), "{args:?}: {stderr}");
     }
 }

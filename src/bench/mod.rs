@@ -21,6 +21,7 @@ mod suite_callers;
 mod suite_report;
 mod sweep;
 mod sweep_report;
+mod turns;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub use suite::run_suite;
 pub use suite_report::{format_suite, SuiteReport};
 pub use sweep::{sweep, Dimension, SweepPoint, SweepReport, SweepSpec};
 pub use sweep_report::{format_sweep, write_sweep};
+pub use turns::{format_turns, turns, TurnRound, TurnsReport};
 
 /// How jobs are sent through the cluster.
 #[derive(Clone, Copy, Debug, serde::Serialize)]

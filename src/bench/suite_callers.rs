@@ -23,7 +23,7 @@ use crate::plugin::LoadedPlugin;
 
 /// CPU time spent and jobs done, over one run or several.
 #[derive(Debug, Default)]
-struct CpuTotals {
+pub(super) struct CpuTotals {
     client: Duration,
     broker: Duration,
     workers: Duration,
@@ -31,7 +31,16 @@ struct CpuTotals {
 }
 
 impl CpuTotals {
-    fn per_job(&self) -> CpuPerJob {
+    /// Adds a run of `jobs` jobs that spent `per_job`.
+    pub(super) fn add(&mut self, per_job: &CpuPerJob, jobs: u64) {
+        let spent = |us: f64| Duration::from_secs_f64(us.max(0.0) * jobs as f64 / 1e6);
+        self.client += spent(per_job.client_us);
+        self.broker += spent(per_job.broker_us);
+        self.workers += spent(per_job.workers_us);
+        self.jobs += jobs;
+    }
+
+    pub(super) fn per_job(&self) -> CpuPerJob {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / self.jobs.max(1) as f64;
         CpuPerJob { client_us: per(self.client), broker_us: per(self.broker), workers_us: per(self.workers) }
     }
@@ -46,7 +55,7 @@ impl CpuTotals {
 /// a warm-up left out of the figures; the CPU every process spent in the
 /// run is added to `cpu`. The client's is this whole process's (its I/O
 /// thread included): nothing else runs in it meanwhile.
-fn callers_run(
+pub(super) fn callers_run(
     cluster: &BenchCluster,
     client: &Client,
     job: &JobRequest,

@@ -93,6 +93,12 @@ struct Args {
     /// and the floor, side by side, each for --duration, in 3 rounds (medians).
     #[arg(long, value_name = "DIMENSION=N,N,…", conflicts_with_all = ["suite", "soak", "brokers", "frontend", "jobs", "callers", "pipeline", "floor"])]
     sweep: Option<String>,
+    /// Measure --callers against the no-broker floor (the same workers, each
+    /// caller connected straight to one) in this many rounds of --duration,
+    /// the two taking turns in each: every round's ratio, the median, and
+    /// each side's CPU per job. For comparing two builds of the caller path.
+    #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["suite", "soak", "brokers", "frontend", "jobs", "pipeline", "floor", "sweep"])]
+    turns: Option<usize>,
     /// With --sweep: also write sweep-<dimension>.svg (the chart) and .json
     /// (every point and the environment) into this directory.
     #[arg(long, value_name = "DIR", requires = "sweep")]
@@ -160,6 +166,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .collect(),
         io_cpu: args.io_cpu,
     };
+    if let Some(rounds) = args.turns {
+        let report = bench::turns(&options, rounds, progress)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::format_turns(&report));
+        }
+        return Ok(());
+    }
     if let Some(spec) = &sweep {
         let report = bench::sweep(&options, spec, Duration::try_from_secs_f64(args.duration)?, progress)?;
         if let Some(dir) = &args.report {
