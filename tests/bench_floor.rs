@@ -14,21 +14,27 @@ use common::{Proc, TestDir};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_powerhose-bench");
 
-#[test]
-fn the_relay_floor_runs_the_job_when_callers_are_measured() {
-    let dir = TestDir::new();
+/// The JSON report of `powerhose-bench` run on crypto_job (`rounds`
+/// signatures a job, 4 callers, 2 workers, 0.3 s) with `args` besides.
+fn bench_json(dir: &TestDir, rounds: &str, args: &[&str]) -> serde_json::Value {
     let crypto = common::plugin("crypto_job");
     let out_path = dir.path().join("report.json");
     let mut cmd = Command::new(BENCH);
-    cmd.args(["--plugin", crypto.to_str().unwrap(), "-H", "op:sign", "-H", "rounds:40"])
-        .args(["--callers", "4", "--workers", "2", "--duration", "0.3", "--floor", "--json"])
+    cmd.args(["--plugin", crypto.to_str().unwrap(), "-H", "op:sign", "-H", &format!("rounds:{rounds}")])
+        .args(["--callers", "4", "--workers", "2", "--duration", "0.3", "--json"])
+        .args(args)
         .env("POWERHOSE_RUNTIME_DIR", dir.path());
     let out = Stdio::from(std::fs::File::create(&out_path).unwrap());
-    let mut bench = Proc::spawn_cmd_to(cmd, out, &dir, "bench");
+    let mut bench = Proc::spawn_cmd_to(cmd, out, dir, "bench");
     let status = bench.wait_exit(Duration::from_secs(180)).unwrap_or_else(|| panic!("bench hung: {}", bench.stderr()));
     assert!(status.success(), "powerhose-bench failed: {}", bench.stderr());
+    serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap()
+}
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+#[test]
+fn the_relay_floor_runs_the_job_when_callers_are_measured() {
+    let dir = TestDir::new();
+    let report = bench_json(&dir, "40", &["--floor"]);
     let relay = &report["relay_running_job"];
     assert_eq!(relay["callers"], 4, "{report:#}");
     let (relay_rate, relay_cpu) = (relay["jobs_per_s"].as_f64().unwrap(), relay["cpu_us_per_job"].as_f64().unwrap());
@@ -85,18 +91,7 @@ fn a_relay_helper_given_bad_arguments_says_so_in_one_line() {
 #[test]
 fn turns_put_ours_beside_no_broker_round_by_round() {
     let dir = TestDir::new();
-    let crypto = common::plugin("crypto_job");
-    let out_path = dir.path().join("turns.json");
-    let mut cmd = Command::new(BENCH);
-    cmd.args(["--plugin", crypto.to_str().unwrap(), "-H", "op:sign", "-H", "rounds:4"])
-        .args(["--callers", "4", "--workers", "2", "--duration", "0.3", "--turns", "2", "--json"])
-        .env("POWERHOSE_RUNTIME_DIR", dir.path());
-    let out = Stdio::from(std::fs::File::create(&out_path).unwrap());
-    let mut bench = Proc::spawn_cmd_to(cmd, out, &dir, "bench");
-    let status = bench.wait_exit(Duration::from_secs(180)).unwrap_or_else(|| panic!("bench hung: {}", bench.stderr()));
-    assert!(status.success(), "powerhose-bench failed: {}", bench.stderr());
-
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    let report = bench_json(&dir, "4", &["--turns", "2"]);
     let rounds = report["rounds"].as_array().unwrap();
     assert_eq!((rounds.len(), &report["callers"]), (2, &serde_json::json!(4)), "{report:#}");
     let ratios: Vec<f64> = rounds
@@ -116,6 +111,7 @@ fn turns_put_ours_beside_no_broker_round_by_round() {
     assert_eq!(cpu("floor_cpu", "broker_us"), 0.0, "{report:#}");
 
     // Nothing to take turns with: refused in one line, before anything starts.
+    let crypto = common::plugin("crypto_job");
     for (args, says) in
         [(&["--turns", "0"][..], "at least one round"), (&["--turns", "2", "--pipeline", "8"][..], "--pipeline")]
     {
