@@ -142,8 +142,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends bytes already framed (whole messages), or as much as the
-    /// socket takes now: the rest waits for [`Conn::flush`], in order.
+    /// Sends bytes already framed (whole messages, or the rest of one begun
+    /// elsewhere on this socket), or as much as the socket takes now: the
+    /// rest waits for [`Conn::flush`], in order.
     pub fn send_encoded(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.unwritten() > 0 {
             self.out.extend_from_slice(bytes);
@@ -166,12 +167,6 @@ impl Conn {
     /// in one system call.
     pub fn queue(&mut self, frames: &[&[u8]]) {
         frame::encode_into(&mut self.out, frames);
-    }
-
-    /// Queues bytes already framed (the rest of a message begun elsewhere
-    /// on this connection's socket).
-    pub fn queue_encoded(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
     }
 
     /// Writes buffered bytes; true when none are left.
