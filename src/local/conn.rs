@@ -150,15 +150,7 @@ impl Conn {
             self.out.extend_from_slice(bytes);
             return self.flush().map(drop);
         }
-        let sent = loop {
-            // SAFETY: the pointer and length describe `bytes`, alive for the call.
-            match unsafe { syscall!(send(self.fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)) } {
-                Ok(n) => break n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
-                Err(e) => return Err(e),
-            }
-        };
+        let sent = self.send_now(bytes)?;
         self.out.extend_from_slice(&bytes[sent..]);
         Ok(())
     }
@@ -172,13 +164,8 @@ impl Conn {
     /// Writes buffered bytes; true when none are left.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.unwritten() > 0 {
-            let rest = &self.out[self.written..];
-            // SAFETY: the pointer and length describe `rest`, alive for the call.
-            let n = unsafe { syscall!(send(self.fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL)) };
-            match n {
-                Ok(n) => self.written += n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match self.send_now(&self.out[self.written..])? {
+                0 => {
                     // Moved once the written part is the larger: each byte
                     // is moved at most once on average.
                     if self.written > self.out.len() / 2 {
@@ -187,12 +174,27 @@ impl Conn {
                     }
                     return Ok(false);
                 }
-                Err(e) => return Err(e),
+                n => self.written += n,
             }
         }
         self.out.clear();
         self.written = 0;
         Ok(true)
+    }
+
+    /// One `send` of (non-empty) `bytes`: how many the socket took, 0 when
+    /// it takes none now.
+    fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: the pointer and length describe `bytes`, alive for the
+            // call; MSG_NOSIGNAL: a departed peer is an error, not a SIGPIPE.
+            match unsafe { syscall!(send(self.fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)) } {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Reads what the socket holds; `Ok(0)` at the end of the stream,
