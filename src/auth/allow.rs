@@ -30,6 +30,12 @@ struct List {
     keys: HashSet<String>,
     /// The directory's modification time when last read.
     stamp: Option<SystemTime>,
+    /// Whether that time was already [`ALLOW_LIST_SCAN`] old when read. A
+    /// directory's time has the file system's coarse grain (a few ms here):
+    /// a certificate added in the same tick as a read, or still being
+    /// written then, leaves it unchanged, so a list read that soon after a
+    /// change is read again at the next scan.
+    settled: bool,
 }
 
 /// The keys each role may connect with.
@@ -48,7 +54,7 @@ impl AllowLists {
     /// Lists with these keys and no directories behind them (for tests and
     /// for building up from directories).
     pub fn new(owner: &[u8; 32], now: Instant) -> AllowLists {
-        let empty = || List { dir: None, keys: HashSet::new(), stamp: None };
+        let empty = || List { dir: None, keys: HashSet::new(), stamp: None, settled: false };
         AllowLists {
             owner: crate::keys::z85(owner),
             clients: empty(),
@@ -75,7 +81,7 @@ impl AllowLists {
             }
             list.keys = keys;
             list.dir = Some(dir.clone());
-            list.stamp = stamp(dir);
+            (list.stamp, list.settled) = stamp(dir);
         }
         Ok(lists)
     }
@@ -145,11 +151,11 @@ impl AllowLists {
         for role in [Role::Client, Role::Operator, Role::Worker] {
             let list = self.list_mut(role).expect("a listed role");
             let Some(dir) = list.dir.clone() else { continue };
-            let now_stamp = stamp(&dir);
-            if !full && now_stamp == list.stamp && now_stamp.is_some() {
+            let (now_stamp, settled) = stamp(&dir);
+            if !full && list.settled && now_stamp == list.stamp && now_stamp.is_some() {
                 continue;
             }
-            list.stamp = now_stamp;
+            (list.stamp, list.settled) = (now_stamp, settled);
             let keys = match read_dir(&dir) {
                 Ok((keys, errors)) => {
                     problems.extend(errors.iter().map(ToString::to_string));
@@ -167,8 +173,13 @@ impl AllowLists {
     }
 }
 
-fn stamp(dir: &Path) -> Option<SystemTime> {
-    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+/// The directory's modification time, and whether it is settled (see
+/// [`List::settled`]); read before the directory itself.
+fn stamp(dir: &Path) -> (Option<SystemTime>, bool) {
+    let modified = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+    let settled =
+        modified.and_then(|m| SystemTime::now().duration_since(m).ok()).is_some_and(|age| age >= ALLOW_LIST_SCAN);
+    (modified, settled)
 }
 
 /// The public keys of every `*.key` in `dir`, and an error for each file

@@ -185,3 +185,43 @@ fn zap_requests_are_decided_by_domain_and_key() {
         assert_eq!(run(frames).outcome.unwrap_err().why, why);
     }
 }
+
+/// Sets `dir`'s modification time, as a coarse clock tick would leave it.
+fn set_mtime(dir: &Path, t: std::time::SystemTime) {
+    std::fs::File::open(dir).unwrap().set_modified(t).unwrap();
+}
+
+#[test]
+fn a_certificate_added_in_the_tick_of_a_read_is_seen_at_the_next_scan() {
+    let dir = std::env::temp_dir().join(format!("powerhose-allow-tick-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let workers = dir.join("workers");
+    private_dir(&workers);
+    let mut server = CurveServer::from_file(&write_certificates(&dir, "broker").unwrap().1).unwrap();
+    server.allow_workers = Some(workers.clone());
+    let key_of = |p: &Path| crate::keys::load_certificate(p).unwrap().public_z85();
+
+    // Read just after a change: a certificate added in the same tick leaves
+    // the directory's time as it was, and is still read at the next scan.
+    let t0 = Instant::now();
+    let mut lists = AllowLists::load(&server, t0).unwrap();
+    let read_at = std::fs::metadata(&workers).unwrap().modified().unwrap();
+    let (w1, _) = write_certificates(&workers, "w1").unwrap();
+    set_mtime(&workers, read_at);
+    assert_eq!(lists.admit(Domain::Back, &key_of(&w1)), None);
+    lists.scan(t0 + ALLOW_LIST_SCAN);
+    assert_eq!(lists.admit(Domain::Back, &key_of(&w1)), Some(Role::Worker));
+
+    // A directory unchanged for longer is not read again until it changes
+    // (or the full rescan): the cheap path stays cheap.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    set_mtime(&workers, old);
+    lists.scan(t0 + ALLOW_LIST_SCAN * 2);
+    let (w2, _) = write_certificates(&workers, "w2").unwrap();
+    set_mtime(&workers, old);
+    lists.scan(t0 + ALLOW_LIST_SCAN * 3);
+    assert_eq!(lists.admit(Domain::Back, &key_of(&w2)), None, "settled and unchanged: not read");
+    lists.scan(t0 + ALLOW_LIST_RESCAN);
+    assert_eq!(lists.admit(Domain::Back, &key_of(&w2)), Some(Role::Worker));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
