@@ -52,13 +52,30 @@ impl Cluster {
         }
         let op = cluster.pki.credentials("op");
         let n = worker_hosts.len();
-        cluster.in_client_host(move |front| {
+        let last = cluster.in_client_host(move |front| {
             let client = Client::connect_with(&front, Some(&op)).unwrap();
-            wait_until(&format!("{n} workers"), Duration::from_secs(30), || {
-                client.status(T).is_ok_and(|s| s.workers.len() == n)
-            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let seen = client.status(T).map(|s| s.workers.iter().map(|w| w.pid).collect::<Vec<_>>());
+                if seen.as_ref().is_ok_and(|pids| pids.len() == n) || Instant::now() >= deadline {
+                    return seen.map_err(|e| e.to_string());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         });
+        if !last.as_ref().is_ok_and(|pids| pids.len() == n) {
+            panic!("no {n} workers registered within 30 s (last status: {last:?})\n{}", cluster.logs());
+        }
         cluster
+    }
+
+    /// Every process's log, for a failure's message.
+    fn logs(&self) -> String {
+        let mut all = format!("--- broker (pid {}):\n{}", self._broker.pid(), self._broker.stderr());
+        for (host, worker) in &self.workers {
+            all += &format!("--- worker on {host} (pid {}):\n{}", worker.pid(), worker.stderr());
+        }
+        all
     }
 
     fn worker(&self, host: &str) -> Proc {
