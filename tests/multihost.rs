@@ -26,7 +26,7 @@ struct Cluster {
     pki: Pki,
     front: String,
     back: String,
-    _broker: Proc,
+    broker: Proc,
     workers: Vec<(String, Proc)>,
 }
 
@@ -44,7 +44,7 @@ impl Cluster {
         cmd.args(["--frontend", &front, "--backend", &back, "--heartbeat-ms", "200"]);
         cmd.args(pki.broker_args()).env("POWERHOSE_RUNTIME_DIR", dir.path());
         let broker = Proc::spawn_cmd(cmd, &dir, "broker");
-        let mut cluster = Cluster { net, dir, pki, front, back, _broker: broker, workers: Vec::new() };
+        let mut cluster = Cluster { net, dir, pki, front, back, broker, workers: Vec::new() };
         for host in worker_hosts {
             cluster.pki.allow("workers", host);
             let worker = cluster.worker(host);
@@ -71,7 +71,7 @@ impl Cluster {
 
     /// Every process's log, for a failure's message.
     fn logs(&self) -> String {
-        let mut all = format!("--- broker (pid {}):\n{}", self._broker.pid(), self._broker.stderr());
+        let mut all = format!("--- broker (pid {}):\n{}", self.broker.pid(), self.broker.stderr());
         for (host, worker) in &self.workers {
             all += &format!("--- worker on {host} (pid {}):\n{}", worker.pid(), worker.stderr());
         }
