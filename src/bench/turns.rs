@@ -39,6 +39,13 @@ pub struct TurnRound {
     pub floor_jobs_per_s: f64,
 }
 
+impl TurnRound {
+    /// Ours ÷ the floor's.
+    fn ratio(&self) -> f64 {
+        self.ours_jobs_per_s / self.floor_jobs_per_s.max(1e-9)
+    }
+}
+
 /// Runs `rounds` rounds of `options`' callers against the no-broker floor.
 pub fn turns(options: &BenchOptions, rounds: usize, mut progress: impl FnMut(&str)) -> Result<TurnsReport> {
     let Mode::Callers(callers) = options.mode else {
@@ -94,7 +101,7 @@ pub fn turns(options: &BenchOptions, rounds: usize, mut progress: impl FnMut(&st
 /// The median of the rounds' ratios (the mean of the middle two for an
 /// even count).
 fn median_ratio(rounds: &[TurnRound]) -> f64 {
-    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.ours_jobs_per_s / r.floor_jobs_per_s.max(1e-9)).collect();
+    let mut ratios: Vec<f64> = rounds.iter().map(TurnRound::ratio).collect();
     ratios.sort_by(f64::total_cmp);
     match ratios.len() {
         0 => 0.0,
@@ -107,13 +114,12 @@ fn median_ratio(rounds: &[TurnRound]) -> f64 {
 pub fn format_turns(r: &TurnsReport) -> String {
     let mut out = format!("{} callers, {} workers: ours ÷ no broker, in turns\n", r.callers, r.workers);
     for (i, round) in r.rounds.iter().enumerate() {
-        let ratio = round.ours_jobs_per_s / round.floor_jobs_per_s.max(1e-9);
         out += &format!(
             "round {:<3} ours {:>9.0} jobs/s   no broker {:>9.0} jobs/s   {:>6.1}%\n",
             i + 1,
             round.ours_jobs_per_s,
             round.floor_jobs_per_s,
-            ratio * 100.0
+            round.ratio() * 100.0
         );
     }
     out += &format!("median {:.1}%\n", r.median_ratio * 100.0);
