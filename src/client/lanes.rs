@@ -38,6 +38,10 @@ use crate::syscall;
 const POOL_MAX: usize = 64;
 /// A lane not to be used again.
 const GONE: Duration = Duration::MAX;
+/// Looks at the lanes' loads a caller takes before it sends to its choice
+/// even though other clients took it in between (each lost try means
+/// another client's claim went through).
+const CLAIM_TRIES: usize = 16;
 
 /// The lanes of one broker's workers, as this client knows them.
 pub(crate) struct Lanes {
@@ -99,7 +103,8 @@ impl Lanes {
     }
 
     /// The lane to send a job of `service` to (empty: the only service
-    /// there is), if any worker of that service has one.
+    /// there is), if any worker of that service has one: the least loaded,
+    /// with this job already counted on it ([`Lane::call`] sends it).
     pub(crate) fn pick(&self, service: &str, now: Instant) -> Option<Arc<Lane>> {
         // Read-locked: the callers of a client pick at once; the directory
         // is read again under the write lock, once per LANE_RESCAN.
@@ -129,9 +134,23 @@ impl Lanes {
         };
         let n = known.lanes.len();
         let start = self.turn.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        let order = known.lanes.iter().cycle().skip(start).take(n);
-        let candidates = order.filter(|l| l.service == service && l.usable(now));
-        candidates.min_by_key(|l| l.load()).map(Arc::clone)
+        let mut chosen = None;
+        for _ in 0..CLAIM_TRIES {
+            let order = known.lanes.iter().cycle().skip(start).take(n);
+            let candidates = order.filter(|l| l.service == service && l.usable(now));
+            let (lane, seen) = candidates.map(|l| (l, l.load())).min_by_key(|&(_, load)| load)?;
+            // Chosen and counted in one step: two clients (in two processes,
+            // say) that both saw an idle lane do not both send to it while
+            // another lane idles; the one that lost looks again.
+            if lane.claim(seen) {
+                return Some(Arc::clone(lane));
+            }
+            chosen = Some(lane);
+        }
+        // Contended past all tries: the last choice, counted as it is.
+        let lane = chosen?;
+        lane.add();
+        Some(Arc::clone(lane))
     }
 
     /// The lanes listed in the directory now; those known already are kept
@@ -163,15 +182,31 @@ impl Lanes {
 }
 
 impl Lane {
-    /// Sends one request (`id`, framed for a local connection in `request`)
-    /// and waits for its answer until `deadline`.
-    pub(crate) fn call(&self, id: u64, request: &[u8], deadline: Instant) -> LaneOutcome {
-        // The load word, all clients' count, is the one that matters; this
-        // client's own is kept only when it has none.
+    /// Counts one more request on the lane if its load is still `seen`.
+    /// The load word, all clients' count, is the one that matters; this
+    /// client's own is kept only when it has none.
+    fn claim(&self, seen: u64) -> bool {
+        match &self.load {
+            Some(load) => load.claim(seen),
+            None => self
+                .in_flight
+                .compare_exchange(seen as usize, seen as usize + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok(),
+        }
+    }
+
+    /// Counts one more request on the lane, whatever its load.
+    fn add(&self) {
         match &self.load {
             Some(load) => load.add(),
             None => drop(self.in_flight.fetch_add(1, Ordering::Relaxed)),
         }
+    }
+
+    /// Sends one request (`id`, framed for a local connection in `request`)
+    /// to this lane, which [`Lanes::pick`] chose and counted, and waits for
+    /// its answer until `deadline`.
+    pub(crate) fn call(&self, id: u64, request: &[u8], deadline: Instant) -> LaneOutcome {
         let outcome = match self.send(request, deadline) {
             Ok(conn) => self.answer(conn, id, deadline),
             Err(outcome) => {
@@ -349,3 +384,7 @@ impl Lane {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "lanes_tests.rs"]
+mod tests;

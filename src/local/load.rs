@@ -84,6 +84,13 @@ impl LoadWord {
         self.word().fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One more request sent, if the word is still `seen`: a client that
+    /// chose this lane for its load claims it only if no other client took
+    /// it in between (false: look again).
+    pub fn claim(&self, seen: u64) -> bool {
+        self.word().compare_exchange(seen, seen + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
     /// One request answered (or never sent); never below zero.
     pub fn sub(&self) {
         let _ = self.word().fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
@@ -117,6 +124,11 @@ mod tests {
         worker.sub();
         worker.sub();
         assert_eq!((a.get(), b.get()), (0, 0));
+        assert!(a.claim(0) && !b.claim(0), "one of two clients that saw 0 claims it");
+        assert!(b.claim(1));
+        assert_eq!(worker.get(), 2);
+        worker.sub();
+        worker.sub();
         // Made again by a process of the same pid: a new word, zero.
         a.add();
         let again = LoadWord::create(&path).unwrap();
