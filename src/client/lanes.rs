@@ -38,9 +38,9 @@ use crate::syscall;
 const POOL_MAX: usize = 64;
 /// A lane not to be used again.
 const GONE: Duration = Duration::MAX;
-/// Looks at the lanes' loads a caller takes before it sends to its choice
-/// even though other clients took it in between (each lost try means
-/// another client's claim went through).
+/// How many times a caller may lose its choice of lane to another client
+/// (each loss means that client's claim went through) before it sends to
+/// its last choice regardless.
 const CLAIM_TRIES: usize = 16;
 
 /// The lanes of one broker's workers, as this client knows them.
