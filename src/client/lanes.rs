@@ -67,10 +67,8 @@ pub(crate) struct Lane {
     pid: u32,
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
-    /// This client's calls on it now.
-    in_flight: AtomicUsize,
-    /// Every client's requests it has not answered (see `crate::local::load`).
-    load: Option<LoadWord>,
+    /// Its requests not answered, by which the least busy lane is chosen.
+    count: Count,
     /// Not used before this many ms from `epoch`: for good ([`GONE`]) once it
     /// refused a connection, said it closes or lost a job; for a while
     /// ([`LANE_STUCK_PAUSE`]) once its worker's handler outlived `--timeout`.
@@ -138,18 +136,18 @@ impl Lanes {
         for _ in 0..CLAIM_TRIES {
             let order = known.lanes.iter().cycle().skip(start).take(n);
             let candidates = order.filter(|l| l.service == service && l.usable(now));
-            let (lane, seen) = candidates.map(|l| (l, l.load())).min_by_key(|&(_, load)| load)?;
+            let (lane, seen) = candidates.map(|l| (l, l.count.get())).min_by_key(|&(_, load)| load)?;
             // Chosen and counted in one step: two clients (in two processes,
             // say) that both saw an idle lane do not both send to it while
             // another lane idles; the one that lost looks again.
-            if lane.claim(seen) {
+            if lane.count.claim(seen) {
                 return Some(Arc::clone(lane));
             }
             chosen = Some(lane);
         }
         // Contended past all tries: the last choice, counted as it is.
         let lane = chosen?;
-        lane.add();
+        lane.count.add();
         Some(Arc::clone(lane))
     }
 
@@ -170,8 +168,10 @@ impl Lanes {
                     pid,
                     path: entry.path(),
                     idle: Mutex::default(),
-                    in_flight: AtomicUsize::new(0),
-                    load: LoadWord::open(&load_path(&entry.path())).ok(),
+                    count: match LoadWord::open(&load_path(&entry.path())) {
+                        Ok(word) => Count::Shared(word),
+                        Err(_) => Count::Own(AtomicU64::new(0)),
+                    },
                     unusable_until: AtomicU64::new(0),
                     epoch: self.epoch,
                 })),
@@ -181,55 +181,62 @@ impl Lanes {
     }
 }
 
-impl Lane {
-    /// Counts one more request on the lane if its load is still `seen`.
-    /// The load word, all clients' count, is the one that matters; this
-    /// client's own is kept only when it has none.
+/// A lane's requests not answered. The load word, all clients' count, is
+/// the one that matters; this client's own is kept only when it has none.
+enum Count {
+    /// Every client's, shared with the worker, which takes each request off
+    /// as it answers it (see `crate::local::load`).
+    Shared(LoadWord),
+    /// This client's calls on the lane now.
+    Own(AtomicU64),
+}
+
+impl Count {
+    fn get(&self) -> u64 {
+        match self {
+            Count::Shared(word) => word.get(),
+            Count::Own(n) => n.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One more request, if the count is still `seen`.
     fn claim(&self, seen: u64) -> bool {
-        match &self.load {
-            Some(load) => load.claim(seen),
-            None => self
-                .in_flight
-                .compare_exchange(seen as usize, seen as usize + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok(),
+        match self {
+            Count::Shared(word) => word.claim(seen),
+            Count::Own(n) => n.compare_exchange(seen, seen + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok(),
         }
     }
 
-    /// Counts one more request on the lane, whatever its load.
+    /// One more request, whatever the count.
     fn add(&self) {
-        match &self.load {
-            Some(load) => load.add(),
-            None => drop(self.in_flight.fetch_add(1, Ordering::Relaxed)),
+        match self {
+            Count::Shared(word) => word.add(),
+            Count::Own(n) => drop(n.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
+    /// A call ended; `sent`: its request reached the lane, whose worker
+    /// takes a shared count off itself.
+    fn ended(&self, sent: bool) {
+        match self {
+            Count::Shared(word) if !sent => word.sub(),
+            Count::Shared(_) => {}
+            Count::Own(n) => drop(n.fetch_sub(1, Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Lane {
     /// Sends one request (`id`, framed for a local connection in `request`)
     /// to this lane, which [`Lanes::pick`] chose and counted, and waits for
     /// its answer until `deadline`.
     pub(crate) fn call(&self, id: u64, request: &[u8], deadline: Instant) -> LaneOutcome {
-        let outcome = match self.send(request, deadline) {
-            Ok(conn) => self.answer(conn, id, deadline),
-            Err(outcome) => {
-                // It never reached the lane, which will not take it off.
-                if let Some(load) = &self.load {
-                    load.sub();
-                }
-                outcome
-            }
+        let (outcome, sent) = match self.send(request, deadline) {
+            Ok(conn) => (self.answer(conn, id, deadline), true),
+            Err(outcome) => (outcome, false),
         };
-        if self.load.is_none() {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.count.ended(sent);
         outcome
-    }
-
-    /// How busy the lane is: the requests it has not answered, all
-    /// clients' (or this client's calls on it, without its load word).
-    fn load(&self) -> u64 {
-        match &self.load {
-            Some(load) => load.get(),
-            None => self.in_flight.load(Ordering::Relaxed) as u64,
-        }
     }
 
     /// The connection the whole request was written on, or how the call ends.
